@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up the
+# virtual environment it needs (pinned by requirements.lock) and then runs.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.lumos-installed
+# CPU torch 2.13.0+cpu: a local wheel folder when the machine has one
+# ($$PIP_FIND_LINKS, /opt/wheels), otherwise PyTorch's own CPU index.
+WHEELS ?= $(or $(PIP_FIND_LINKS),$(wildcard /opt/wheels))
+TORCH_SRC := $(if $(WHEELS),--find-links $(WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit test-integration lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install --python $(BIN)/python $(TORCH_SRC) --excludes .uv-excludes.txt -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/lumos demo
+
+test: $(STAMP)
+	$(BIN)/ruff check lumos_ray tests benchmarks
+	$(BIN)/python -m pytest -q -ra tests $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -ra tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q -ra tests/integration $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lumos_ray tests benchmarks
+	$(BIN)/ruff format --check lumos_ray tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .lumos

@@ -1,0 +1,147 @@
+"""The one place that decides how this process reaches Ray.
+
+Embedded default: a local Ray cluster started in-process, in its own temp dir, bound
+to 127.0.0.1, with no dashboard. Otherwise connect to ``--address`` /
+``LUMOS_RAY_ADDRESS`` (``auto`` or ``ray://host:port``). Nothing else in lumos_ray
+calls ``ray.init``: everything asks this module for a connection or a named actor.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from lumos_ray.config import LumosSettings
+from lumos_ray.errors import ConnectionFailedError
+
+__all__ = ["RuntimeInfo", "connect", "current_settings", "get_or_create_actor", "shutdown"]
+
+_lock = threading.Lock()
+_settings: LumosSettings | None = None
+_info: RuntimeInfo | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    address: str
+    namespace: str
+    embedded: bool
+    temp_dir: str | None
+
+
+def current_settings() -> LumosSettings:
+    """Settings of the active connection (or from the environment if none yet)."""
+    return _settings or LumosSettings.from_env()
+
+
+def _worker_env(settings: LumosSettings) -> dict[str, str]:
+    env = settings.to_env()
+    # Workers of an embedded cluster import the user's modules (function steps,
+    # tools) from the driver's working directory, as the driver does.
+    paths = [os.getcwd(), *[p for p in sys.path if p and os.path.isdir(p)]]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def connect(
+    address: str | None = None,
+    *,
+    namespace: str | None = None,
+    settings: LumosSettings | None = None,
+    num_cpus: int | None = None,
+) -> RuntimeInfo:
+    """Connect once per process; later calls return the existing connection."""
+    global _settings, _info
+    import ray
+
+    with _lock:
+        if _info is not None and ray.is_initialized():
+            return _info
+        settings = settings or LumosSettings.from_env(
+            address=address, namespace=namespace, num_cpus=num_cpus
+        )
+        os.makedirs(os.path.expanduser(settings.home), exist_ok=True)
+        env = _worker_env(settings)
+        if ray.is_initialized():
+            # Someone (a test fixture, a Ray job entrypoint) already connected.
+            ctx = ray.get_runtime_context()
+            _info = RuntimeInfo(
+                address=ray.get_runtime_context().gcs_address,
+                namespace=ctx.namespace,
+                embedded=settings.embedded,
+                temp_dir=None,
+            )
+            _settings = settings
+            return _info
+        try:
+            if settings.embedded:
+                temp_dir = tempfile.mkdtemp(prefix="lumos-ray-")
+                ctx = ray.init(
+                    address="local",
+                    namespace=settings.namespace,
+                    num_cpus=settings.num_cpus,
+                    include_dashboard=False,
+                    _temp_dir=temp_dir,
+                    _node_ip_address="127.0.0.1",
+                    runtime_env={"env_vars": env},
+                    log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
+                    configure_logging=False,
+                )
+            else:
+                temp_dir = None
+                ctx = ray.init(
+                    address=settings.address,
+                    namespace=settings.namespace,
+                    runtime_env={"env_vars": {k: v for k, v in env.items() if k != "PYTHONPATH"}},
+                    log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
+                )
+        except ConnectionError as exc:
+            raise ConnectionFailedError(
+                f"Could not connect to Ray at {settings.address!r}: {exc}"
+            ) from None
+        except Exception as exc:  # ray raises several types for bad addresses
+            if settings.embedded:
+                raise
+            raise ConnectionFailedError(
+                f"Could not connect to Ray at {settings.address!r}: {exc}"
+            ) from None
+        _settings = settings
+        _info = RuntimeInfo(
+            address=getattr(ctx, "address_info", {}).get("gcs_address", settings.address or ""),
+            namespace=settings.namespace,
+            embedded=settings.embedded,
+            temp_dir=temp_dir,
+        )
+        return _info
+
+
+def get_or_create_actor(
+    name: str, actor_cls: Any, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
+) -> Any:
+    """A named actor of the current namespace, created (detached) if absent.
+
+    ``get_if_exists`` makes concurrent creators race-free.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        connect()
+    opts = {"lifetime": "detached", "get_if_exists": True, **(options or {})}
+    return actor_cls.options(name=name, **opts).remote(*args, **kwargs)
+
+
+def shutdown() -> None:
+    """Disconnect (and stop the embedded cluster if this process started it)."""
+    global _info
+    import ray
+
+    with _lock:
+        if ray.is_initialized():
+            ray.shutdown()
+        _info = None

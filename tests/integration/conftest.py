@@ -1,0 +1,51 @@
+"""One real Ray cluster per test session; named actors cleaned between tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from lumos_ray import runtime
+from lumos_ray.config import LumosSettings
+
+# Long-lived services that tests share on purpose (an engine takes ~1 min to load).
+_KEEP_PREFIXES = ("SERVE_", "lumos-serve", "lumos-rag-shared")
+
+
+@pytest.fixture(scope="session")
+def lumos_home() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="lumos-test-") as home:
+        yield home
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(request: pytest.FixtureRequest, lumos_home: str) -> Iterator[runtime.RuntimeInfo]:
+    address = request.config.getoption("--ray-address")
+    os.environ["LUMOS_HOME"] = lumos_home
+    os.environ.setdefault("LUMOS_TRACE_EXPORTER", f"jsonl:{lumos_home}/spans")
+    settings = LumosSettings.from_env(address=address, num_cpus=None if address else 8)
+    info = runtime.connect(settings=settings)
+    yield info
+    runtime.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _clean_named_actors(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "ray_cluster" not in request.fixturenames:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    for entry in ray.util.list_named_actors(all_namespaces=False):
+        name = entry if isinstance(entry, str) else entry.get("name", "")
+        if name.startswith(_KEEP_PREFIXES):
+            continue
+        try:
+            ray.kill(ray.get_actor(name))
+        except ValueError:
+            pass
