@@ -16,6 +16,7 @@ install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(BIN)/uv pip install --python $(BIN)/python $(TORCH_SRC) --excludes .uv-excludes.txt -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
