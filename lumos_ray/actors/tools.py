@@ -1,0 +1,412 @@
+"""Tools: typed Python functions that agents (and workflow steps) can call.
+
+``@tool`` turns a sync or async function into a :class:`Tool` whose JSON Schema comes
+from the type hints and the docstring, so what the model is told and what is
+validated are the same thing. A tool that asks for resources (``num_cpus``,
+``num_gpus``, ``memory``, ``resources``) runs as a Ray task with those options; any
+other tool runs in the caller's process (a sync one in a worker thread, so an async
+agent actor's event loop is never blocked).
+
+Tools are found by name in this order: tools registered in this process
+(:func:`register_tool`), the built-ins (``lumos_ray.actors.builtin_tools``), then
+third-party plugins exposed in the ``lumos_ray.tools`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as _dt
+import inspect
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from lumos_ray.errors import ConfigError, LumosError, ToolArgumentError, ToolError
+
+__all__ = [
+    "Tool",
+    "ToolContext",
+    "get_tool",
+    "list_tools",
+    "register_tool",
+    "resolve_tools",
+    "tool",
+]
+
+
+@dataclass
+class ToolContext:
+    """What the caller knows about the call, injected into a ``ctx: ToolContext`` parameter.
+
+    ``settings`` holds per-tool switches that widen what a tool may do (for example
+    ``{"http": {"allow_private": True}}`` or ``{"sandbox": {"enabled": True}}``):
+    safety is the default and every relaxation is explicit and visible in the call.
+    """
+
+    run_id: str | None = None
+    thread_id: str | None = None
+    workspace: str | None = None  # root for file tools (default: $LUMOS_HOME/workspace)
+    idempotency_key: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    def setting(self, section: str, key: str, default: Any = None) -> Any:
+        """``settings[section][key]`` or ``default``: the one way tools read switches."""
+        sec = self.settings.get(section) or {}
+        return sec.get(key, default) if isinstance(sec, dict) else default
+
+    def workspace_root(self) -> Path:
+        """The directory file tools are confined to (created on first use)."""
+        root = self.workspace or os.path.join(os.environ.get("LUMOS_HOME") or ".lumos", "workspace")
+        path = Path(root).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Tool:
+    """A callable with a name, a description and a JSON Schema for its arguments.
+
+    Picklable with cloudpickle (Ray ships it to actors and tasks): the pydantic
+    validator is rebuilt lazily on the other side instead of being pickled.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: int | None = None,
+        resources: dict[str, float] | None = None,
+        category: str | None = None,
+        source: str = "function",
+    ) -> None:
+        from lumos_ray.actors._tool_schema import build_args_model, clean_schema, parse_docstring
+
+        if not callable(fn):
+            raise ConfigError(f"@tool needs a function, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", None) or "tool"
+        if not _valid_name(self.name):
+            raise ConfigError(
+                f"Tool name {self.name!r} is invalid: use letters, digits, '_' or '-' "
+                "(at most 64 characters), as chat model APIs require."
+            )
+        doc = parse_docstring(inspect.getdoc(fn))
+        self.description = (description or doc.summary or self.name).strip()
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.memory = memory
+        self.resources = dict(resources) if resources else None
+        self.category = category
+        self.source = source
+        self._param_docs = doc.params
+        model, self._ctx_param = build_args_model(fn, self.name, doc.params)
+        self._args_model: type[BaseModel] | None = model
+        self.parameters: dict[str, Any] = clean_schema(model.model_json_schema())
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = inspect.getdoc(fn)
+        self.__name__ = self.name
+        self.__wrapped__ = fn
+
+    # -- pickling: drop the dynamic pydantic model, rebuild on first use -------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_args_model"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def args_model(self) -> type[BaseModel]:
+        if self._args_model is None:
+            from lumos_ray.actors._tool_schema import build_args_model
+
+            self._args_model, _ = build_args_model(self.fn, self.name, self._param_docs)
+        return self._args_model
+
+    # -- description for models --------------------------------------------------------
+    @property
+    def uses_ray(self) -> bool:
+        """True when the tool asked for resources, so it runs as a Ray task."""
+        return any(
+            v is not None for v in (self.num_cpus, self.num_gpus, self.memory, self.resources)
+        )
+
+    def openai_schema(self) -> dict[str, Any]:
+        """The OpenAI ``tools=[...]`` entry for this tool."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (``lumos tools list --json``)."""
+        return {
+            "name": self.name,
+            "category": self.category,
+            "description": self.description,
+            "source": self.source,
+            "parameters": self.parameters,
+            "resources": {
+                k: v
+                for k, v in (
+                    ("num_cpus", self.num_cpus),
+                    ("num_gpus", self.num_gpus),
+                    ("memory", self.memory),
+                    ("resources", self.resources),
+                )
+                if v is not None
+            },
+        }
+
+    # -- validation and calls ------------------------------------------------------------
+    def validate(self, args: dict[str, Any] | str | None) -> dict[str, Any]:
+        """Validate (and coerce) ``args``; the result is ready to pass as keyword arguments.
+
+        Raises ToolArgumentError whose message lists every bad field, so a chat model
+        can correct its next call. A JSON string (as chat APIs deliver arguments) is
+        accepted too.
+        """
+        if args is None:
+            args = {}
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ToolArgumentError(
+                    f"Invalid arguments for tool {self.name!r}: not valid JSON ({exc.msg} at "
+                    f"position {exc.pos}). Send a JSON object matching the schema.",
+                    tool=self.name,
+                ) from None
+        if not isinstance(args, dict):
+            raise ToolArgumentError(
+                f"Invalid arguments for tool {self.name!r}: expected a JSON object, got "
+                f"{type(args).__name__}.",
+                tool=self.name,
+            )
+        try:
+            model = self.args_model.model_validate(args)
+        except ValidationError as exc:
+            from lumos_ray.actors._tool_schema import format_args_error
+
+            raise ToolArgumentError(
+                format_args_error(self.name, exc),
+                tool=self.name,
+                errors=[
+                    {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+                    for e in exc.errors()
+                ],
+            ) from None
+        # Field by field (not model_dump) so nested models reach the function as models.
+        return {k: getattr(model, k) for k in type(model).model_fields}
+
+    async def acall(self, args: dict[str, Any] | str | None, ctx: ToolContext | None = None) -> Any:
+        """Validate ``args`` and run the tool; the result is JSON-ready.
+
+        Errors: ToolArgumentError (bad arguments), ToolNotAllowedError (a safety
+        refusal), ToolError (anything the tool itself raised, with its message).
+        """
+        kwargs = self.validate(args)
+        if self._ctx_param is not None:
+            kwargs[self._ctx_param] = ctx if ctx is not None else ToolContext()
+        try:
+            if self.uses_ray:
+                result = await self._call_as_ray_task(kwargs)
+            elif self._is_async:
+                result = await self.fn(**kwargs)
+            else:
+                result = await asyncio.to_thread(self.fn, **kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _as_tool_error(self.name, exc) from None
+        return to_jsonable(result)
+
+    def call(self, args: dict[str, Any] | str | None = None, ctx: ToolContext | None = None) -> Any:
+        """Blocking form of :meth:`acall` for scripts and tests (not inside an event loop)."""
+        return asyncio.run(self.acall(args, ctx))
+
+    async def _call_as_ray_task(self, kwargs: dict[str, Any]) -> Any:
+        import ray
+
+        if not ray.is_initialized():
+            from lumos_ray import runtime
+
+            runtime.connect()
+        opts: dict[str, Any] = {"max_retries": 0, "name": f"tool:{self.name}"}
+        for key in ("num_cpus", "num_gpus", "memory", "resources"):
+            value = getattr(self, key)
+            if value is not None:
+                opts[key] = value
+        return await _remote_runner().options(**opts).remote(self, kwargs)
+
+    def run_sync(self, kwargs: dict[str, Any]) -> Any:
+        """Run the function with already-validated kwargs in this process (Ray task body)."""
+        if self._is_async:
+            return asyncio.run(self.fn(**kwargs))
+        return self.fn(**kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the original function directly (for users' own unit tests)."""
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Tool(name={self.name!r}, source={self.source!r})"
+
+
+_REMOTE: Any = None
+
+
+def _remote_runner() -> Any:
+    """The Ray remote function that runs a tool (created once per process, lazily)."""
+    global _REMOTE
+    if _REMOTE is None:
+        import ray
+
+        def _run_tool_task(t: Tool, kwargs: dict[str, Any]) -> Any:
+            return to_jsonable(t.run_sync(kwargs))
+
+        _REMOTE = ray.remote(_run_tool_task)
+    return _REMOTE
+
+
+def _unwrap_ray_error(exc: BaseException) -> BaseException:
+    """Ray wraps task exceptions in RayTaskError; find the tool's own exception."""
+    cur: BaseException = exc
+    for _ in range(5):
+        cause = getattr(cur, "cause", None)
+        if isinstance(cause, BaseException) and cause is not cur:
+            cur = cause
+        else:
+            break
+    return cur
+
+
+def _as_tool_error(name: str, exc: BaseException) -> LumosError:
+    exc = _unwrap_ray_error(exc)
+    if isinstance(exc, ToolError):
+        return exc
+    if isinstance(exc, LumosError):
+        return ToolError(f"Tool {name!r} failed: {exc.message}", tool=name, cause_code=exc.code)
+    msg = str(exc) or type(exc).__name__
+    return ToolError(f"Tool {name!r} failed: {type(exc).__name__}: {msg}", tool=name)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, _dt.datetime | _dt.date | _dt.time):
+        return obj.isoformat()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    return str(obj)
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-serialisable copy of a tool result (unknown objects become ``str()``)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "_-" for c in name)
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    memory: int | None = None,
+    resources: dict[str, float] | None = None,
+    category: str | None = None,
+) -> Any:
+    """Make a :class:`Tool` from a typed function: ``@tool`` or ``@tool(num_cpus=1)``.
+
+    The schema comes from the type hints (pydantic: defaults, Optional, Literal,
+    lists, nested models); the description and per-argument help from the
+    docstring (Google ``Args:`` or NumPy ``Parameters`` sections). A parameter
+    annotated ``ToolContext`` is injected at call time and hidden from the schema.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        return Tool(
+            f,
+            name=name,
+            description=description,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            memory=memory,
+            resources=resources,
+            category=category,
+        )
+
+    return wrap if fn is None else wrap(fn)
+
+
+def register_tool(t: Tool | Callable[..., Any]) -> Tool:
+    """Register a tool in this process (it then shadows a built-in or plugin of that name)."""
+    from lumos_ray.actors import _tool_registry
+
+    if not isinstance(t, Tool):
+        t = Tool(t)
+    return _tool_registry.register(t)
+
+
+def get_tool(name: str) -> Tool:
+    """The tool called ``name``: registered, then built-in, then plugin.
+
+    Unknown names raise NotFoundError listing the closest known names.
+    """
+    from lumos_ray.actors import _tool_registry
+
+    return _tool_registry.get(name)
+
+
+def list_tools() -> list[Tool]:
+    """Every tool known here: built-ins, registered tools and plugins (sorted by name)."""
+    from lumos_ray.actors import _tool_registry
+
+    return _tool_registry.all_tools()
+
+
+def resolve_tools(items: list[str | Tool | Callable[..., Any]] | None) -> list[Tool]:
+    """Turn names, Tools and plain functions into Tools (names must be unique)."""
+    out: list[Tool] = []
+    seen: set[str] = set()
+    for item in items or []:
+        if isinstance(item, Tool):
+            t = item
+        elif isinstance(item, str):
+            t = get_tool(item)
+        elif callable(item):
+            t = Tool(item)
+        else:
+            raise ConfigError(
+                f"Cannot use {item!r} as a tool: give a tool name, a Tool or a function."
+            )
+        if t.name in seen:
+            raise ConfigError(f"Tool {t.name!r} is listed twice; tool names must be unique.")
+        seen.add(t.name)
+        out.append(t)
+    return out
