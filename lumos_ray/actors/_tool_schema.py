@@ -79,8 +79,18 @@ def parse_docstring(doc: str | None) -> ParsedDoc:
         if in_summary:
             summary_lines.append(line)
         i += 1
-    summary = "\n".join(summary_lines).strip()
-    return ParsedDoc(summary, params)
+    return ParsedDoc(_unwrap_paragraphs(summary_lines), params)
+
+
+def _unwrap_paragraphs(lines: list[str]) -> str:
+    """Join hard-wrapped lines with spaces; keep blank-line paragraph breaks."""
+    paras: list[list[str]] = [[]]
+    for line in lines:
+        if line.strip():
+            paras[-1].append(line.strip())
+        elif paras[-1]:
+            paras.append([])
+    return "\n\n".join(" ".join(p) for p in paras if p)
 
 
 _GOOGLE_PARAM = re.compile(r"^\s*\*{0,2}(\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")

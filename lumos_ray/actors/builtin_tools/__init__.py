@@ -15,7 +15,14 @@ __all__ = ["CATEGORY_MODULES", "builtin_tools"]
 
 #: category -> module under this package
 CATEGORY_MODULES = {
+    "web": "_web",
+    "file": "_file",
+    "data": "_data",
+    "system": "_system",
     "math": "_math",
+    "ai": "_ai",
+    "database": "_database",
+    "communication": "_comm",
 }
 
 

@@ -1,0 +1,205 @@
+"""Data tools: query JSON, profile CSV, text statistics and regex extraction."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+from collections import Counter
+from typing import Any, Literal
+
+from lumos_ray.actors.builtin_tools import _jsonpath
+from lumos_ray.actors.builtin_tools._safety import resolve_in_workspace
+from lumos_ray.actors.tools import ToolContext, tool
+from lumos_ray.errors import ToolError, ToolNotAllowedError
+
+__all__ = ["TOOLS", "csv_stats", "json_query", "regex_extract", "text_stats"]
+
+_MAX_TEXT = 5_000_000
+
+
+@tool
+def json_query(data: Any, query: str) -> Any:
+    """Select parts of a JSON value with a JMESPath-like path expression.
+
+    Examples: "user.name", "items[0]", "items[*].price", "items[?price > `10`].name",
+    "items[-2:]", "items | length".
+
+    Args:
+        data: The JSON value to query (an object/array, or a string holding JSON).
+        query: Path expression: dotted keys, [N], [start:end], [*], [?field op literal],
+            * over object values, and a final "| length", "| keys", "| sort", "| sum",
+            "| max" or "| min".
+    """
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            pass  # a plain string is a valid JSON value too
+    return _jsonpath.query(data, query)
+
+
+def _num(v: str) -> float | None:
+    try:
+        f = float(v)
+    except ValueError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+@tool
+def csv_stats(
+    path: str | None = None,
+    text: str | None = None,
+    delimiter: str = ",",
+    max_rows: int = 200_000,
+    ctx: ToolContext | None = None,
+) -> dict[str, Any]:
+    """Profile a CSV table: per column the count, missing values, and numeric
+    statistics (mean, min, max, stdev, sum) or the most common values.
+
+    Args:
+        path: CSV file in the workspace (give this or text).
+        text: CSV content inline (give this or path).
+        delimiter: Field separator.
+        max_rows: Read at most this many data rows.
+    """
+    if (path is None) == (text is None):
+        raise ToolError("give exactly one of path or text")
+    if path is not None:
+        p = resolve_in_workspace(ctx, path)
+        if not p.is_file():
+            raise ToolError(f"no such file in the workspace: {path!r}")
+        fh: Any = p.open(newline="", encoding="utf-8", errors="replace")
+    else:
+        fh = io.StringIO(text)
+    with fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ToolError("the CSV is empty") from None
+        cols: list[list[str]] = [[] for _ in header]
+        rows = 0
+        for row in reader:
+            if rows >= max_rows:
+                break
+            rows += 1
+            for i in range(len(header)):
+                cols[i].append(row[i].strip() if i < len(row) else "")
+    columns: dict[str, Any] = {}
+    for name, values in zip(header, cols, strict=True):
+        present = [v for v in values if v != ""]
+        info: dict[str, Any] = {"count": len(present), "missing": len(values) - len(present)}
+        nums = [_num(v) for v in present]
+        if present and all(n is not None for n in nums):
+            xs = [n for n in nums if n is not None]
+            info.update(
+                type="number",
+                mean=statistics.fmean(xs),
+                min=min(xs),
+                max=max(xs),
+                sum=math.fsum(xs),
+                stdev=statistics.stdev(xs) if len(xs) > 1 else 0.0,
+            )
+        else:
+            counts = Counter(present)
+            info.update(
+                type="string",
+                distinct=len(counts),
+                top=[{"value": v, "count": c} for v, c in counts.most_common(5)],
+            )
+        columns[name] = info
+    return {"rows": rows, "columns": columns, "truncated": rows >= max_rows}
+
+
+_WORD = re.compile(r"[^\W\d_]+(?:['\u2019-][^\W\d_]+)*", re.UNICODE)
+_SENT = re.compile(r"[.!?]+(?:\s|$)")
+_STOP = frozenset(
+    "a an and are as at be but by for from has have in is it its of on or that the this "
+    "to was were will with i you he she we they not".split()
+)
+
+
+@tool
+def text_stats(text: str, top_n: int = 10) -> dict[str, Any]:
+    """Count characters, words, lines and sentences, and list the most frequent words.
+
+    Args:
+        text: The text to analyse.
+        top_n: How many frequent words (common stop words excluded) to return.
+    """
+    if len(text) > _MAX_TEXT:
+        raise ToolNotAllowedError(f"text longer than {_MAX_TEXT} characters")
+    words = _WORD.findall(text)
+    lowered = [w.lower() for w in words]
+    freq = Counter(w for w in lowered if w not in _STOP)
+    sentences = len(_SENT.findall(text)) or (1 if words else 0)
+    return {
+        "characters": len(text),
+        "words": len(words),
+        "unique_words": len(set(lowered)),
+        "lines": len(text.splitlines()),
+        "sentences": sentences,
+        "avg_word_length": (sum(map(len, words)) / len(words)) if words else 0.0,
+        "top_words": [{"word": w, "count": c} for w, c in freq.most_common(max(0, top_n))],
+    }
+
+
+@tool
+def regex_extract(
+    pattern: str,
+    text: str,
+    flags: list[Literal["i", "m", "s", "x"]] | None = None,
+    max_matches: int = 100,
+) -> dict[str, Any]:
+    """Find all matches of a regular expression in a text, with their groups.
+
+    Args:
+        pattern: A Python-style regular expression.
+        text: The text to search.
+        flags: Any of "i" (ignore case), "m" (multiline), "s" (dot matches newline),
+            "x" (verbose).
+        max_matches: Stop after this many matches.
+    """
+    if len(pattern) > 2000:
+        raise ToolNotAllowedError("pattern longer than 2000 characters")
+    if len(text) > _MAX_TEXT:
+        raise ToolNotAllowedError(f"text longer than {_MAX_TEXT} characters")
+    try:  # the `regex` module supports a timeout: a pathological pattern cannot hang us
+        import regex as rx_mod
+
+        timeout: dict[str, Any] = {"timeout": 2.0}
+    except ImportError:  # pragma: no cover - regex ships with the default install
+        rx_mod = re  # type: ignore[assignment]
+        timeout = {}
+    fl = 0
+    for f in flags or []:
+        fl |= {"i": rx_mod.IGNORECASE, "m": rx_mod.MULTILINE, "s": rx_mod.DOTALL,
+               "x": rx_mod.VERBOSE}[f]  # fmt: skip
+    try:
+        compiled = rx_mod.compile(pattern, fl)
+    except Exception as exc:
+        raise ToolError(f"invalid regular expression: {exc}") from None
+    matches: list[dict[str, Any]] = []
+    truncated = False
+    try:
+        for m in compiled.finditer(text, **timeout):
+            if len(matches) >= max_matches:
+                truncated = True
+                break
+            item: dict[str, Any] = {"match": m.group(0), "start": m.start(), "end": m.end()}
+            if m.groups():
+                item["groups"] = list(m.groups())
+            if m.groupdict():
+                item["named"] = m.groupdict()
+            matches.append(item)
+    except TimeoutError:
+        raise ToolNotAllowedError("the regular expression took too long (over 2 s)") from None
+    return {"count": len(matches), "matches": matches, "truncated": truncated}
+
+
+TOOLS = [json_query, csv_stats, text_stats, regex_extract]

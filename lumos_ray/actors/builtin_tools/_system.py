@@ -1,0 +1,199 @@
+"""System tools: clock and time zones, host facts, and sandbox-gated code execution.
+
+``python_exec`` and ``shell`` refuse to run unless the run sets
+``settings.sandbox.enabled = true``. When enabled they run in a child process with
+the workspace as working directory, a scrubbed environment, a wall-clock timeout
+(the whole process group is killed) and rlimits on CPU time, memory and file size.
+That is a resource fence, not an isolation boundary: enable it only where the code
+is trusted as much as the machine's user, or inside a container/VM sandbox.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import signal
+import subprocess
+import sys
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from lumos_ray.actors.builtin_tools._safety import ctx_or_default
+from lumos_ray.actors.tools import ToolContext, tool
+from lumos_ray.errors import ToolError, ToolNotAllowedError
+
+__all__ = ["TOOLS", "datetime_now", "python_exec", "shell", "system_info", "timezone_convert"]
+
+
+def _zone(name: str) -> dt.tzinfo:
+    if name.upper() in ("UTC", "Z", "GMT"):
+        return dt.UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ToolError(
+            f"unknown time zone {name!r}; use an IANA name such as 'Europe/Paris' or 'UTC'"
+        ) from None
+
+
+@tool
+def datetime_now(timezone: str = "UTC") -> dict[str, Any]:
+    """The current date and time in a time zone (ISO 8601, weekday, Unix timestamp).
+
+    Args:
+        timezone: IANA time zone name, e.g. "UTC", "America/New_York", "Asia/Tokyo".
+    """
+    now = dt.datetime.now(_zone(timezone))
+    return {
+        "iso": now.isoformat(),
+        "date": now.date().isoformat(),
+        "time": now.time().replace(microsecond=0).isoformat(),
+        "weekday": now.strftime("%A"),
+        "timezone": timezone,
+        "utc_offset": now.strftime("%z"),
+        "timestamp": now.timestamp(),
+    }
+
+
+@tool
+def timezone_convert(time: str, to_timezone: str, from_timezone: str = "UTC") -> dict[str, Any]:
+    """Convert a date-time from one time zone to another.
+
+    Args:
+        time: ISO 8601 date-time, e.g. "2026-03-01T09:30:00" (an explicit offset in the
+            string wins over from_timezone).
+        to_timezone: Target IANA time zone.
+        from_timezone: Time zone of `time` when it carries no offset.
+    """
+    try:
+        t = dt.datetime.fromisoformat(time.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ToolError(f"not an ISO 8601 date-time: {time!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_zone(from_timezone))
+    out = t.astimezone(_zone(to_timezone))
+    return {"iso": out.isoformat(), "timezone": to_timezone, "utc_offset": out.strftime("%z")}
+
+
+@tool
+def system_info() -> dict[str, Any]:
+    """Facts about the machine running the tool: OS, Python version, CPU count, load."""
+    info: dict[str, Any] = {
+        "os": platform.system(),
+        "os_release": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "pid": os.getpid(),
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_avg"] = list(os.getloadavg())
+    try:
+        with open("/proc/meminfo") as fh:
+            mem = dict(line.split(":", 1) for line in fh if ":" in line)
+        info["memory_total_kib"] = int(mem["MemTotal"].split()[0])
+        info["memory_available_kib"] = int(mem["MemAvailable"].split()[0])
+    except (OSError, KeyError, ValueError):
+        pass
+    return info
+
+
+def _require_sandbox(ctx: ToolContext | None, what: str) -> ToolContext:
+    c = ctx_or_default(ctx)
+    if not c.setting("sandbox", "enabled", False):
+        raise ToolNotAllowedError(
+            f"{what} is disabled: running arbitrary code needs an explicit sandbox setting "
+            "(settings.sandbox.enabled = true) in the run or agent configuration"
+        )
+    return c
+
+
+def _run_sandboxed(argv: list[str], c: ToolContext, timeout_s: float, stdin: str | None) -> dict:
+    cwd = c.workspace_root()
+    mem = int(c.setting("sandbox", "memory_bytes", 1 << 30))
+    cpu = int(c.setting("sandbox", "cpu_seconds", max(1, int(timeout_s) + 1)))
+    fsize = int(c.setting("sandbox", "max_file_bytes", 100 << 20))
+    max_out = int(c.setting("sandbox", "max_output_bytes", 100_000))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(cwd),
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+    def limits() -> None:  # runs in the child before exec
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=limits,  # deliberate: the rlimits must apply before exec
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(input=(stdin or "").encode(), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+    return {
+        "exit_code": proc.returncode,
+        "timed_out": timed_out,
+        "stdout": out[:max_out].decode("utf-8", errors="replace"),
+        "stderr": err[:max_out].decode("utf-8", errors="replace"),
+        "truncated": len(out) > max_out or len(err) > max_out,
+    }
+
+
+@tool
+def python_exec(
+    code: str, timeout_s: float = 10.0, stdin: str | None = None, ctx: ToolContext | None = None
+) -> dict[str, Any]:
+    """Run a Python snippet in a separate, resource-limited process; returns stdout/stderr.
+
+    Only available when the run enables the sandbox (settings.sandbox.enabled). Print
+    what you want to see: the value of the last expression is not returned.
+
+    Args:
+        code: Python source to run.
+        timeout_s: Kill the process after this many seconds.
+        stdin: Text passed on standard input.
+    """
+    c = _require_sandbox(ctx, "python_exec")
+    timeout_s = min(timeout_s, float(c.setting("sandbox", "max_timeout_s", 60.0)))
+    return _run_sandboxed([sys.executable, "-I", "-c", code], c, timeout_s, stdin)
+
+
+@tool
+def shell(
+    command: str, timeout_s: float = 10.0, stdin: str | None = None, ctx: ToolContext | None = None
+) -> dict[str, Any]:
+    """Run a shell command (/bin/sh -c) in the workspace, in a resource-limited process.
+
+    Only available when the run enables the sandbox (settings.sandbox.enabled).
+
+    Args:
+        command: The shell command line.
+        timeout_s: Kill the command (and its children) after this many seconds.
+        stdin: Text passed on standard input.
+    """
+    c = _require_sandbox(ctx, "shell")
+    timeout_s = min(timeout_s, float(c.setting("sandbox", "max_timeout_s", 60.0)))
+    return _run_sandboxed(["/bin/sh", "-c", command], c, timeout_s, stdin)
+
+
+TOOLS = [datetime_now, timezone_convert, system_info, python_exec, shell]
