@@ -1,0 +1,48 @@
+"""Federated learning on Flower: simulated on Ray, or deployed across sites.
+
+- :func:`simulate` runs a :class:`FederationConfig` on Flower's Ray backend.
+- :func:`build_server_app` / :func:`build_client_app` are the Message-API apps
+  (tabular PyTorch model, or federated LoRA of a causal LM).
+- :mod:`lumos_ray.federated.deploy` starts SuperLinks/SuperNodes and runs ``flwr run``.
+"""
+
+from lumos_ray.federated._client import build_client_app
+from lumos_ray.federated._config import (
+    AttackConfig,
+    DataConfig,
+    DeploymentConfig,
+    FederationConfig,
+    LoraConfig,
+    PrivacyConfig,
+    RobustConfig,
+    SimulationConfig,
+    StrategyConfig,
+    load_federation_config,
+)
+from lumos_ray.federated._metrics import federated_home, list_runs, read_run
+from lumos_ray.federated._server import build_server_app, run_federation
+from lumos_ray.federated._simulate import apply_overrides, simulate
+from lumos_ray.federated._strategy import UpdateGuard, build_strategy
+
+__all__ = [
+    "AttackConfig",
+    "DataConfig",
+    "DeploymentConfig",
+    "FederationConfig",
+    "LoraConfig",
+    "PrivacyConfig",
+    "RobustConfig",
+    "SimulationConfig",
+    "StrategyConfig",
+    "UpdateGuard",
+    "apply_overrides",
+    "build_client_app",
+    "build_server_app",
+    "build_strategy",
+    "federated_home",
+    "list_runs",
+    "load_federation_config",
+    "read_run",
+    "run_federation",
+    "simulate",
+]

@@ -1,0 +1,88 @@
+"""The ClientApp every site runs (simulated or real): Message API train/evaluate.
+
+Sites hold no config file: each message carries the FederationConfig (``lumos-config``
+in its ConfigRecord); the site's identity and data come from its node config
+(``partition-id``/``num-partitions``, or ``data-file`` for a site's own .npz).
+Local DP is Flower's LocalDpMod, applied by a small mod when the config asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import LocalDpMod
+
+from lumos_ray.federated._apps import get_app_spec
+from lumos_ray.federated._config import FederationConfig
+
+__all__ = ["build_client_app"]
+
+_CONFIG_KEY = "lumos-config"
+
+
+def _cfg(msg: Message) -> FederationConfig:
+    return FederationConfig.model_validate_json(str(msg.content["config"][_CONFIG_KEY]))
+
+
+def _site(context: Context) -> dict[str, Any]:
+    nc = dict(context.node_config)
+    nc.setdefault("partition-id", 0)
+    nc.setdefault("num-partitions", 1)
+    return nc
+
+
+def _poison(cfg: FederationConfig, rec: ArrayRecord) -> ArrayRecord:
+    out = {}
+    for k in rec.keys():
+        a = rec[k].numpy().astype(np.float32)
+        a = np.full_like(a, np.nan) if cfg.attack.kind == "nan" else a * cfg.attack.scale
+        out[k] = Array(a)
+    return ArrayRecord(out)
+
+
+def _privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
+    """Apply Flower's LocalDpMod to train replies when the run asks for local DP."""
+    if msg.metadata.message_type == MessageType.TRAIN and "config" in msg.content:
+        cfg = _cfg(msg)
+        p = cfg.privacy
+        if p.dp == "local":
+            mod = LocalDpMod(p.clipping_norm, p.sensitivity, p.epsilon, p.delta)
+            return mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+def build_client_app() -> ClientApp:
+    app = ClientApp(mods=[_privacy_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg = _cfg(msg)
+        site = _site(context)
+        spec = get_app_spec(cfg.app)
+        conf = msg.content["config"]
+        arrays = msg.content["arrays"]
+        rnd = int(conf.get("server-round", 0))
+        new_arrays, metrics = spec.local_train(
+            cfg,
+            arrays,
+            site,
+            epochs=int(conf.get("local-epochs", cfg.local_epochs)),
+            proximal_mu=float(conf.get("proximal-mu", 0.0)),
+            seed=cfg.seed * 10007 + rnd * 101 + int(site["partition-id"]),
+        )
+        if int(site["partition-id"]) in cfg.attack.sites:
+            new_arrays = _poison(cfg, new_arrays)
+        content = RecordDict({"arrays": new_arrays, "metrics": MetricRecord(metrics)})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        cfg = _cfg(msg)
+        spec = get_app_spec(cfg.app)
+        metrics = spec.local_evaluate(cfg, msg.content["arrays"], _site(context))
+        return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    return app

@@ -1,0 +1,199 @@
+"""Pydantic models for a federation: one YAML file drives simulation and deployment.
+
+Why one model for both: the same ServerApp/ClientApp run in Flower's Ray simulation and
+on real SuperLink/SuperNode processes, so the knobs (strategy, sampling, privacy,
+robustness) must mean the same thing in both. The server ships the validated config to
+every site inside each round's ConfigRecord, so sites never need a copy of the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lumos_ray.config import load_yaml_model
+
+__all__ = [
+    "AttackConfig",
+    "DataConfig",
+    "DeploymentConfig",
+    "FederationConfig",
+    "LoraConfig",
+    "PrivacyConfig",
+    "RobustConfig",
+    "SimulationConfig",
+    "StrategyConfig",
+    "load_federation_config",
+]
+
+_FORBID = ConfigDict(extra="forbid")
+
+
+class StrategyConfig(BaseModel):
+    """Which Flower aggregation strategy runs on the server."""
+
+    model_config = _FORBID
+    name: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    proximal_mu: float = Field(0.1, ge=0, description="FedProx proximal term weight.")
+    eta: float = Field(0.05, gt=0, description="FedAdam server learning rate.")
+    eta_l: float = Field(0.1, gt=0, description="FedAdam client learning rate (informative).")
+    beta_1: float = Field(0.9, ge=0, lt=1)
+    beta_2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0, description="FedAdam adaptivity.")
+
+
+class RobustConfig(BaseModel):
+    """Defences against poisoned or broken site updates."""
+
+    model_config = _FORBID
+    method: Literal["none", "trimmed_mean", "krum", "median"] = "none"
+    trim_beta: float = Field(0.2, gt=0, lt=0.5, description="Fraction cut at each end.")
+    num_malicious: int = Field(1, ge=0, description="Krum: tolerated malicious sites.")
+    reject_non_finite: bool = Field(
+        True, description="Drop replies whose arrays hold NaN/Inf before aggregation."
+    )
+    max_update_norm: float | None = Field(
+        None, gt=0, description="Clip each site's update (reply - global) to this L2 norm."
+    )
+
+
+class PrivacyConfig(BaseModel):
+    """Differential privacy and secure aggregation, both provided by Flower."""
+
+    model_config = _FORBID
+    dp: Literal["none", "central", "local"] = "none"
+    clipping_norm: float = Field(1.0, gt=0)
+    noise_multiplier: float = Field(0.0, ge=0, description="Central DP Gaussian noise.")
+    epsilon: float = Field(10.0, gt=0, description="Local DP: epsilon per round per site.")
+    delta: float = Field(1e-5, gt=0, lt=1, description="Local DP delta per round.")
+    sensitivity: float = Field(1.0, ge=0, description="Local DP sensitivity.")
+    secagg: bool = Field(False, description="SecAgg+ (server never sees one site's update).")
+    secagg_num_shares: int = Field(3, ge=2)
+    secagg_reconstruction_threshold: int = Field(2, ge=1)
+    secagg_clipping_range: float = Field(8.0, gt=0)
+    secagg_quantization_range: int = Field(4194304, gt=0)
+
+
+class DataConfig(BaseModel):
+    """Synthetic tabular data (classification), split into one partition per site."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)  # hashable: cached per config
+    num_samples: int = Field(2000, ge=20)
+    num_features: int = Field(10, ge=1)
+    num_classes: int = Field(3, ge=2)
+    iid: bool = True
+    dirichlet_alpha: float = Field(0.5, gt=0, description="Label skew when iid is false.")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    noise: float = Field(1.0, ge=0, description="Class overlap; larger = harder task.")
+    seed: int = 0
+
+
+class LoraConfig(BaseModel):
+    """Federated LoRA of a causal LM: only adapter weights travel."""
+
+    model_config = _FORBID
+    base_model: str | None = Field(None, description="Local HF model dir; None = lumos-tiny.")
+    rank: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    max_length: int = Field(48, ge=8)
+    samples_per_site: int = Field(24, ge=1)
+    heldout_samples: int = Field(24, ge=1)
+    adapter_name: str = Field("federated-lora", min_length=1)
+    register_adapter: bool = Field(True, description="Register the final adapter in the registry.")
+
+
+class AttackConfig(BaseModel):
+    """Make chosen sites misbehave: a drill for robust aggregation, never for production."""
+
+    model_config = _FORBID
+    sites: list[int] = Field(default_factory=list, description="Partition ids that attack.")
+    kind: Literal["nan", "scale"] = "scale"
+    scale: float = 1e4
+
+
+class SimulationConfig(BaseModel):
+    """Flower's Ray backend: N virtual sites on the Ray cluster."""
+
+    model_config = _FORBID
+    num_sites: int = Field(4, ge=1)
+    max_parallel_sites: int = Field(
+        2, ge=1, description="ClientApp actors in the pool (each imports torch once)."
+    )
+
+
+class DeploymentConfig(BaseModel):
+    """Where the SuperLink listens and how `flwr run` reaches it. Never port 8000."""
+
+    model_config = _FORBID
+    host: str = "127.0.0.1"
+    fleet_port: int = Field(9092, ge=1, le=65535)
+    control_port: int = Field(9093, ge=1, le=65535)
+    serverappio_port: int = Field(9091, ge=1, le=65535)
+    certs_dir: str | None = Field(None, description="From `lumos federate certs`; None=insecure.")
+    supernode_auth: bool = False
+
+    @model_validator(mode="after")
+    def _no_serve_port(self) -> DeploymentConfig:
+        ports = [self.fleet_port, self.control_port, self.serverappio_port]
+        if 8000 in ports:
+            raise ValueError("port 8000 is Ray Serve's; pick another SuperLink port")
+        if len(set(ports)) != 3:
+            raise ValueError("fleet_port, control_port and serverappio_port must differ")
+        return self
+
+
+class FederationConfig(BaseModel):
+    """A federated run: app, rounds, sampling, strategy, privacy, robustness."""
+
+    model_config = _FORBID
+    name: str = Field("federation", pattern=r"^[A-Za-z0-9._-]+$")
+    app: Literal["tabular", "lora"] = "tabular"
+    rounds: int = Field(3, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
+    batch_size: int = Field(32, ge=1)
+    hidden_units: int = Field(0, ge=0, description="Tabular MLP width; 0 = linear model.")
+    fraction_train: float = Field(1.0, gt=0, le=1)
+    fraction_evaluate: float = Field(1.0, ge=0, le=1)
+    min_available_sites: int = Field(2, ge=1)
+    min_train_sites: int = Field(2, ge=1, description="Replies needed for a round to count.")
+    round_timeout_s: float = Field(300.0, gt=0)
+    wait_for_sites_s: float = Field(120.0, gt=0)
+    seed: int = 0
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    robust: RobustConfig = Field(default_factory=RobustConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FederationConfig:
+        if self.min_train_sites > self.min_available_sites:
+            raise ValueError("min_train_sites cannot exceed min_available_sites")
+        if self.strategy.name == "fedadam" and self.robust.method != "none":
+            raise ValueError(
+                "strategy fedadam (server optimizer) cannot be combined with robust.method;"
+                " use fedavg or fedprox with a robust method"
+            )
+        if self.privacy.secagg and (
+            self.robust.method != "none" or self.privacy.dp == "central"
+        ):
+            raise ValueError(
+                "privacy.secagg hides single updates from the server, so robust.method and"
+                " central DP (which inspect them) cannot be combined with it"
+            )
+        if self.privacy.secagg and self.strategy.name != "fedavg":
+            raise ValueError("privacy.secagg runs with strategy fedavg only")
+        return self
+
+
+def load_federation_config(path: str | Path) -> FederationConfig:
+    """Load and validate a federation YAML (errors name the file and the field)."""
+    return load_yaml_model(path, FederationConfig)

@@ -1,0 +1,130 @@
+"""Simulation: N virtual sites on the Ray cluster through Flower's Ray backend.
+
+``simulate(cfg)`` runs in the driver that is connected to Ray (through
+:mod:`lumos_ray.runtime`). Flower's RayBackend reuses an initialized Ray and builds its
+ClientApp actor pool there, but it calls ``ray.shutdown()`` when the simulation ends,
+so the driver should be a process of its own: a Ray job (``lumos federate simulate
+--address``), the CLI's process (embedded cluster), or a subprocess attached to a
+running cluster by address (``python -m lumos_ray.federated._simulate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from lumos_ray.errors import ConfigError, FederationError
+from lumos_ray.federated._config import FederationConfig, load_federation_config
+
+__all__ = ["client_resources", "main", "simulate"]
+
+
+def client_resources(cfg: FederationConfig) -> dict[str, float]:
+    """CPUs per ClientApp actor, sized so the pool holds ``max_parallel_sites`` actors.
+
+    Flower sizes its actor pool as (cluster CPUs / CPUs per client); each actor imports
+    torch once, so on a small machine a pool of 2 beats a pool of 8.
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    parallel = min(cfg.simulation.max_parallel_sites, cfg.simulation.num_sites)
+    per = max(0.1, round(total / parallel * 0.9, 2))
+    return {"num_cpus": per, "num_gpus": 0.0}
+
+
+def simulate(
+    cfg: FederationConfig,
+    *,
+    address: str | None = None,
+    run_name: str | None = None,
+) -> dict[str, Any]:
+    """Run ``cfg`` as a simulation on the Ray cluster; returns the run summary."""
+    from flwr.simulation import run_simulation
+
+    from lumos_ray import runtime
+    from lumos_ray.federated._client import build_client_app
+    from lumos_ray.federated._metrics import read_run
+    from lumos_ray.federated._server import build_server_app
+
+    if cfg.simulation.num_sites < cfg.min_available_sites:
+        raise ConfigError(
+            f"simulation.num_sites ({cfg.simulation.num_sites}) is below "
+            f"min_available_sites ({cfg.min_available_sites})"
+        )
+    runtime.connect(address=address)
+    name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    backend_config = {
+        "client_resources": client_resources(cfg),
+        "init_args": {"logging_level": "ERROR", "log_to_driver": False},
+    }
+    error: BaseException | None = None
+    try:
+        run_simulation(
+            server_app=build_server_app(cfg, name, mode="simulation"),
+            client_app=build_client_app(),
+            num_supernodes=cfg.simulation.num_sites,
+            backend_name="ray",
+            backend_config=backend_config,  # type: ignore[arg-type]
+        )
+    except BaseException as exc:  # flwr wraps ServerApp errors; the status file has ours
+        error = exc
+    status = read_run(name)
+    if status is None:
+        raise FederationError(f"simulation {name} failed before its first round: {error}")
+    if status.get("state") != "succeeded":
+        raise FederationError(
+            f"simulation {name} failed: {status.get('error') or error}", run=name
+        )
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the Ray job (and of test subprocesses attached by address)."""
+    p = argparse.ArgumentParser(prog="python -m lumos_ray.federated._simulate")
+    p.add_argument("config")
+    p.add_argument("--address", default=None)
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--set", action="append", default=[], help="dotted.key=json override")
+    args = p.parse_args(argv)
+    cfg = load_federation_config(args.config)
+    if args.set:
+        cfg = apply_overrides(cfg, args.set)
+    try:
+        status = simulate(cfg, address=args.address, run_name=args.run_name)
+    except FederationError as exc:
+        print(f"[lumos federate] FAILED: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print("[lumos federate] RESULT " + json.dumps({k: status.get(k) for k in (
+        "run", "state", "rounds_done", "final", "result", "initial")}, default=str), flush=True)
+    return 0
+
+
+def apply_overrides(cfg: FederationConfig, sets: list[str]) -> FederationConfig:
+    """``a.b=VALUE`` overrides (VALUE parsed as JSON, else a string), re-validated."""
+    data = cfg.model_dump(mode="json")
+    for item in sets:
+        key, _, raw = item.partition("=")
+        if not key or not _:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return FederationConfig.model_validate(data)
+    except Exception as exc:
+        raise ConfigError(f"--set: {exc}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
