@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 __all__ = [
     "ERROR_HELP",
     "AdapterError",
+    "AgentStepLimitError",
     "AuthError",
     "ConfigError",
     "ConnectionFailedError",
@@ -56,6 +57,8 @@ ERROR_HELP: dict[str, str] = {
     "LUMOS-E013": "A step exceeded its timeout. Raise `timeout_s` on the step, or make "
     "the step faster.",
     "LUMOS-E014": "The run was cancelled. Start a new run if the work is still needed.",
+    "LUMOS-E015": "The agent used all its model calls without a final answer. Raise "
+    "`max_steps` on the agent, or make the instructions/tools lead to an answer sooner.",
     "LUMOS-E020": "A tool failed. The message carries the tool's own error; the model "
     "sees it and may retry with other arguments.",
     "LUMOS-E021": "The tool arguments do not match the tool's JSON Schema. Pass the "
@@ -67,8 +70,7 @@ ERROR_HELP: dict[str, str] = {
     "key, and that the server is up (`lumos serve status`).",
     "LUMOS-E040": "The serving layer could not handle the request. Check `lumos serve "
     "status` and the deployment logs.",
-    "LUMOS-E041": "Authentication failed. Send `Authorization: Bearer <key>` with a valid "
-    "API key.",
+    "LUMOS-E041": "Authentication failed. Send `Authorization: Bearer <key>` with a valid API key.",
     "LUMOS-E042": "Quota or rate limit exceeded. Wait and retry, or move to a higher plan.",
     "LUMOS-E043": "The adapter could not be found or loaded. List adapters with "
     "`lumos serve adapters list` and register it with `lumos serve adapters add`.",
@@ -152,6 +154,10 @@ class StepTimeoutError(LumosError):
 
 class RunCancelledError(LumosError):
     code = "LUMOS-E014"
+
+
+class AgentStepLimitError(LumosError):
+    code = "LUMOS-E015"
 
 
 class ToolError(LumosError):

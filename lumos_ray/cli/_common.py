@@ -24,9 +24,7 @@ def cli() -> None:
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Every command takes --json for machine-readable output."""
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print machine-readable JSON."
-    )(fn)
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
 
 def address_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,165 @@
+"""The agent's Ray actor: one async process serving many threads.
+
+Thread state is a list of messages, loaded from the run store on first use and kept
+in a bounded LRU cache; each turn appends its new messages to the store in one small
+write. Store I/O runs in a worker thread so the event loop keeps serving other
+threads. Turns of the same thread are serialised by a per-thread lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from lumos_ray import tracing
+from lumos_ray.actors._agent_loop import AgentResult, run_turn
+from lumos_ray.actors.models import build_model
+
+if TYPE_CHECKING:
+    from lumos_ray.actors.agent import Agent
+
+__all__ = ["AgentActor", "actor_for", "actor_name"]
+
+_CACHE_THREADS = int(os.environ.get("LUMOS_AGENT_CACHE_THREADS", "100000"))
+
+
+def actor_name(agent_name: str, replica: int) -> str:
+    return f"lumos-agent-{agent_name}-{replica}"
+
+
+class AgentActor:
+    def __init__(self, spec: Agent, replica: int = 0) -> None:
+        from lumos_ray.actors.tools import resolve_tools
+
+        tracing.setup_tracing()
+        self.spec = spec
+        self.replica = replica
+        self.model = build_model(spec.model)
+        self.tools = {t.name: t for t in resolve_tools(spec.tools)}
+        self._threads: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._store: Any = None
+
+    def _get_store(self) -> Any:
+        if self._store is None:
+            from lumos_ray.actors.store import open_store
+
+            self._store = open_store()
+        return self._store
+
+    async def _history(self, thread_id: str) -> list[dict[str, Any]]:
+        hist = self._threads.get(thread_id)
+        if hist is None:
+            hist = []
+            if self.spec.memory.history and self.spec.memory.persist:
+                store = self._get_store()
+                hist = await asyncio.to_thread(store.load_messages, self.spec.name, thread_id)
+            self._threads[thread_id] = hist
+            while len(self._threads) > _CACHE_THREADS:
+                old, _ = self._threads.popitem(last=False)
+                self._locks.pop(old, None)
+        else:
+            self._threads.move_to_end(thread_id)
+        return hist
+
+    async def _turn(
+        self,
+        input: Any,
+        thread_id: str,
+        run_id: str | None,
+        carrier: dict[str, str] | None,
+        emit: Any,
+    ) -> AgentResult:
+        from lumos_ray.actors.tools import ToolContext
+
+        lock = self._locks.setdefault(thread_id, asyncio.Lock())
+        async with lock:
+            with tracing.span(
+                "agent.turn", carrier, agent=self.spec.name, thread_id=thread_id, run_id=run_id
+            ):
+                hist = await self._history(thread_id)
+                window = hist[-self.spec.memory.max_messages :] if hist else hist
+                # Never start the window on a tool result: it needs its assistant call.
+                while window and window[0].get("role") == "tool":
+                    window = window[1:]
+                result = await run_turn(
+                    model=self.model,
+                    tools=self.tools,
+                    instructions=self.spec.instructions,
+                    history=window if self.spec.memory.history else [],
+                    input=input,
+                    thread_id=thread_id,
+                    max_steps=self.spec.max_steps,
+                    max_tool_retries=self.spec.max_tool_retries,
+                    timeout_s=self.spec.step_timeout_s,
+                    stream=self.spec.stream,
+                    tool_ctx=ToolContext(run_id=run_id, thread_id=thread_id),
+                    emit=emit,
+                )
+                if self.spec.memory.history:
+                    hist.extend(result.new_messages)
+                    if self.spec.memory.persist:
+                        await asyncio.to_thread(
+                            self._get_store().append_messages,
+                            self.spec.name,
+                            thread_id,
+                            result.new_messages,
+                        )
+                return result
+
+    async def run(
+        self,
+        input: Any,
+        thread_id: str,
+        run_id: str | None = None,
+        carrier: dict[str, str] | None = None,
+    ) -> AgentResult:
+        return await self._turn(input, thread_id, run_id, carrier, None)
+
+    async def run_stream(
+        self,
+        input: Any,
+        thread_id: str,
+        run_id: str | None = None,
+        carrier: dict[str, str] | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        def emit(kind: str, data: dict[str, Any]) -> None:
+            queue.put_nowait({"type": kind, **data})
+
+        async def work() -> AgentResult:
+            try:
+                return await self._turn(input, thread_id, run_id, carrier, emit)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(work())
+        while (item := await queue.get()) is not None:
+            yield item
+        yield {"type": "result", "result": await task}
+
+    async def history(self, thread_id: str) -> list[dict[str, Any]]:
+        return list(await self._history(thread_id))
+
+    async def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "threads_cached": len(self._threads), "replica": self.replica}
+
+
+def actor_for(spec: Agent, replica: int = 0) -> Any:
+    """The named actor of replica ``replica`` of ``spec``, created on first use."""
+    from lumos_ray.runtime import get_or_create_actor
+
+    opts: dict[str, Any] = {
+        "max_restarts": spec.restart.max_restarts,
+        "max_task_retries": spec.restart.max_task_retries,
+        "max_concurrency": 10_000,
+        **spec.resources.ray_options(),
+    }
+    cls = ray.remote(AgentActor)
+    return get_or_create_actor(actor_name(spec.name, replica), cls, spec, replica, options=opts)

@@ -1,0 +1,184 @@
+"""The tool-calling loop of one agent turn, free of Ray so it is unit-testable.
+
+The model's mistakes are data, not crashes: unparseable or schema-violating
+arguments, unknown tools and tool exceptions all go back to the model as a tool
+message it can correct. After ``max_tool_retries`` such errors in one turn, tools
+are withdrawn and the model is asked to answer with what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lumos_ray import tracing
+from lumos_ray.actors.models import ChatModel, ModelResponse, ToolCall
+from lumos_ray.errors import (
+    AgentStepLimitError,
+    LumosError,
+    ModelError,
+    StepTimeoutError,
+    ToolArgumentError,
+    ToolError,
+)
+
+__all__ = ["AgentResult", "run_turn"]
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class AgentResult:
+    output: str | None
+    thread_id: str
+    new_messages: list[dict[str, Any]]
+    steps: int
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+def _add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
+    for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        if isinstance(usage.get(k), int):
+            total[k] = total.get(k, 0) + usage[k]
+
+
+def _user_message(input: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(input, dict) and "role" in input:
+        return input
+    if isinstance(input, str):
+        return {"role": "user", "content": input}
+    return {"role": "user", "content": json.dumps(input, default=str)}
+
+
+async def _call_model(
+    model: ChatModel,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    timeout: float | None,
+    stream: bool,
+    emit: EventSink | None,
+) -> ModelResponse:
+    async def go() -> ModelResponse:
+        if not stream:
+            return await model.chat(messages, tools)
+        final: ModelResponse | None = None
+        async for part in model.stream(messages, tools):
+            if isinstance(part, ModelResponse):
+                final = part
+            elif emit is not None:
+                emit("token", {"delta": part})
+        if final is None:
+            raise ModelError(f"model {model.name!r} ended its stream without a response")
+        return final
+
+    try:
+        return await asyncio.wait_for(go(), timeout)
+    except TimeoutError:
+        raise StepTimeoutError(f"model {model.name!r} did not answer within {timeout} s") from None
+
+
+async def _run_tool(
+    call: ToolCall, tools: dict[str, Any], ctx: Any, timeout: float | None
+) -> tuple[str, bool]:
+    """Run one tool call; returns (content for the model, ok)."""
+    t = tools.get(call.name)
+    if t is None:
+        return (
+            f"Error: there is no tool named {call.name!r}. Available tools: "
+            f"{', '.join(sorted(tools)) or '(none)'}.",
+            False,
+        )
+    try:
+        args = json.loads(call.arguments or "{}")
+        if not isinstance(args, dict):
+            raise ToolArgumentError("arguments must be a JSON object")
+    except json.JSONDecodeError as exc:
+        return (f"Error: arguments are not valid JSON ({exc.msg} at char {exc.pos}).", False)
+    except ToolArgumentError as exc:
+        return (f"Error: {exc.message}", False)
+    with tracing.span("agent.tool_call", tool=call.name) as s:
+        try:
+            result = await asyncio.wait_for(t.acall(args, ctx), timeout)
+        except TimeoutError:
+            s.set_attribute("error", "timeout")
+            return (f"Error: tool {call.name!r} timed out after {timeout} s.", False)
+        except ToolArgumentError as exc:
+            s.set_attribute("error", "arguments")
+            return (
+                f"Error: invalid arguments for {call.name!r}: {exc.message} "
+                "Call the tool again with corrected arguments.",
+                False,
+            )
+        except (ToolError, LumosError) as exc:
+            s.set_attribute("error", type(exc).__name__)
+            return (f"Error: {exc.message}", False)
+        except Exception as exc:  # a tool's own bug: report it, don't crash the run
+            s.set_attribute("error", type(exc).__name__)
+            return (f"Error: tool {call.name!r} raised {type(exc).__name__}: {exc}", False)
+    if isinstance(result, str):
+        return result, True
+    return json.dumps(result, default=str), True
+
+
+async def run_turn(
+    *,
+    model: ChatModel,
+    tools: dict[str, Any],
+    instructions: str,
+    history: list[dict[str, Any]],
+    input: str | dict[str, Any],
+    thread_id: str,
+    max_steps: int,
+    max_tool_retries: int,
+    timeout_s: float | None,
+    stream: bool = False,
+    tool_ctx: Any = None,
+    emit: EventSink | None = None,
+) -> AgentResult:
+    """Run the loop until the model answers without tool calls."""
+    user = _user_message(input)
+    new: list[dict[str, Any]] = [user]
+    system = [{"role": "system", "content": instructions}] if instructions else []
+    schemas = [t.openai_schema() for t in tools.values()] or None
+    usage: dict[str, int] = {}
+    calls_log: list[dict[str, Any]] = []
+    errors = 0
+    offered = schemas
+    for step in range(1, max_steps + 1):
+        with tracing.span("agent.model_call", model=model.name, step=step) as s:
+            resp = await _call_model(
+                model, system + history + new, offered, timeout_s, stream, emit
+            )
+            for k, v in resp.usage.items():
+                if isinstance(v, int):
+                    s.set_attribute(f"gen_ai.usage.{k}", v)
+        _add_usage(usage, resp.usage)
+        new.append(resp.to_message())
+        if not resp.tool_calls:
+            return AgentResult(resp.content, thread_id, new, step, calls_log, usage)
+        results = await asyncio.gather(
+            *(_run_tool(c, tools, tool_ctx, timeout_s) for c in resp.tool_calls)
+        )
+        for call, (content, ok) in zip(resp.tool_calls, results, strict=True):
+            calls_log.append({"name": call.name, "arguments": call.arguments, "ok": ok})
+            if emit is not None:
+                emit("tool_call", {"tool": call.name, "arguments": call.arguments, "ok": ok})
+            new.append({"role": "tool", "tool_call_id": call.id, "content": content})
+            errors += 0 if ok else 1
+        if errors > max_tool_retries and offered is not None:
+            offered = None
+            new.append(
+                {
+                    "role": "system",
+                    "content": f"Tool calls failed {errors} times; tools are no longer "
+                    "available. Answer with the information you have.",
+                }
+            )
+    raise AgentStepLimitError(
+        f"agent did not finish within max_steps={max_steps} model calls "
+        f"(thread {thread_id!r}, {len(calls_log)} tool calls).",
+    )

@@ -1,0 +1,356 @@
+"""Executes one workflow run, durably, inside the runner actor.
+
+Durability is replay: every finished step's output is checkpointed under a
+deterministic path (``0.fetch``, ``2.fan/1.b``, ``3.each/[4]``, ``5.loop/it2/0.x``).
+Re-running a workflow from the top returns checkpointed outputs without executing,
+which rebuilds the state exactly, and executes only what never finished. Leaf work
+runs on Ray: agent turns are actor calls, tools and functions are Ray tasks, so
+independent steps run concurrently; the engine only awaits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from lumos_ray import tracing
+from lumos_ray.actors._expr import evaluate, render, truthy
+from lumos_ray.actors.workflow import (
+    AgentStep,
+    FunctionStep,
+    HumanStep,
+    IfStep,
+    LoopStep,
+    MapStep,
+    ParallelStep,
+    SequenceStep,
+    ToolStep,
+    Workflow,
+    WorkflowStep,
+    get_workflow,
+)
+from lumos_ray.errors import (
+    InputValidationError,
+    LumosError,
+    StepTimeoutError,
+    WorkflowDefinitionError,
+)
+
+__all__ = ["Engine", "Suspend", "validate_json"]
+
+
+class Suspend(Exception):
+    """Unwinds a run that waits for human input."""
+
+    def __init__(self, path: str, prompt: str, schema: dict[str, Any]) -> None:
+        super().__init__(path)
+        self.path, self.prompt, self.schema = path, prompt, schema
+
+
+def validate_json(value: Any, schema: dict[str, Any] | None, what: str) -> None:
+    if not schema:
+        return
+    import jsonschema
+
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise InputValidationError(
+            f"{what} is invalid at {where}: {exc.message}", schema=schema
+        ) from None
+
+
+def _unwrap_ray_error(exc: BaseException) -> BaseException:
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def _error_dict(exc: BaseException, path: str) -> dict[str, Any]:
+    exc = _unwrap_ray_error(exc)
+    if isinstance(exc, LumosError):
+        return {**exc.to_dict(), "step": path}
+    return {"type": type(exc).__name__, "message": str(exc), "step": path}
+
+
+# Ray tasks for leaf steps. Defined once: a remote function is registered (pickled,
+# exported) on first use per process, not per call.
+@ray.remote
+def _call_function(fn: Callable[..., Any], args: dict[str, Any] | None, state: Any, carrier):  # type: ignore[no-untyped-def]
+    with tracing.span("step.function", carrier, function=getattr(fn, "__name__", str(fn))):
+        out = fn(**args) if args is not None else fn(state)
+        if inspect.isawaitable(out):
+            out = asyncio.run(_await(out))
+        return out
+
+
+async def _await(aw: Any) -> Any:
+    return await aw
+
+
+@ray.remote
+def _call_tool(tool: Any, args: dict[str, Any], ctx: Any, carrier):  # type: ignore[no-untyped-def]
+    with tracing.span("step.tool", carrier, tool=tool.name):
+        return asyncio.run(tool.acall(args, ctx))
+
+
+class Engine:
+    """One run's execution. ``record(path, output)`` persists a checkpoint;
+    ``emit(type, data)`` records an event."""
+
+    def __init__(
+        self,
+        run_id: str,
+        workflow: Workflow,
+        checkpoints: dict[str, Any],
+        record: Callable[[str, Any], Any],
+        emit: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self.run_id = run_id
+        self.wf = workflow
+        self.done = checkpoints
+        self.record = record
+        self.emit = emit
+        self._agents: dict[str, Any] = {}
+
+    async def run(self, input: Any) -> Any:
+        return await self._run_workflow(self.wf, input, prefix="")
+
+    async def _run_workflow(self, wf: Workflow, input: Any, prefix: str) -> Any:
+        state: dict[str, Any] = {}
+        scope = {"input": input, "state": state}
+        await self._steps(wf, wf.steps, scope, prefix)
+        if wf.output is None:
+            return state
+        return render(wf.output, scope)
+
+    async def _steps(
+        self, wf: Workflow, steps: list[Any], scope: dict[str, Any], prefix: str
+    ) -> None:
+        for i, step in enumerate(steps):
+            await self._step(wf, step, scope, f"{prefix}{i}.{step.id or step.kind}")
+
+    async def _step(
+        self, wf: Workflow, step: Any, scope: dict[str, Any], path: str, keep: bool = True
+    ) -> Any:
+        if path in self.done:
+            value = self.done[path]
+        else:
+            if step.when is not None and not truthy(step.when, scope):
+                self.emit("step_skipped", {"step": path})
+                return None
+            value = await self._execute(wf, step, scope, path)
+            await self.record(path, value)
+            self.done[path] = value
+        key = step.key()
+        if keep and key:
+            scope["state"][key] = value
+        return value
+
+    async def _execute(self, wf: Workflow, step: Any, scope: dict[str, Any], path: str) -> Any:
+        if isinstance(step, SequenceStep):
+            await self._steps(wf, step.steps, scope, path + "/")
+            return None
+        if isinstance(step, ParallelStep):
+            return await self._parallel(wf, step, scope, path)
+        if isinstance(step, MapStep):
+            return await self._map(wf, step, scope, path)
+        if isinstance(step, IfStep):
+            branch = step.then if truthy(step.if_, scope) else step.else_
+            await self._steps(
+                wf, branch, scope, path + ("/then/" if branch is step.then else "/else/")
+            )
+            return branch is step.then
+        if isinstance(step, LoopStep):
+            return await self._loop(wf, step, scope, path)
+        if isinstance(step, HumanStep):
+            raise Suspend(path, render(step.human.prompt, scope), step.human.input_schema)
+        if isinstance(step, WorkflowStep):
+            child = (
+                step.workflow
+                if isinstance(step.workflow, Workflow)
+                else get_workflow(step.workflow)
+            )
+            child_input = render(step.input, scope)
+            validate_json(
+                child_input, child.input_schema, f"input of nested workflow {child.name!r}"
+            )
+            return await self._run_workflow(child, child_input, prefix=path + "/")
+        return await self._leaf(wf, step, scope, path)
+
+    async def _parallel(
+        self, wf: Workflow, step: ParallelStep, scope: dict[str, Any], path: str
+    ) -> Any:
+        results = await _gather(
+            [
+                self._step(wf, s, scope, f"{path}/{i}.{s.id or s.kind}")
+                for i, s in enumerate(step.parallel)
+            ]
+        )
+        return {
+            (s.key() or str(i)): r
+            for i, (s, r) in enumerate(zip(step.parallel, results, strict=True))
+        }
+
+    async def _map(
+        self, wf: Workflow, step: MapStep, scope: dict[str, Any], path: str
+    ) -> list[Any]:
+        items = evaluate(step.map.over, scope)
+        if not isinstance(items, list | tuple):
+            raise WorkflowDefinitionError(
+                f"step {path}: map.over must give a list, got {type(items).__name__}"
+            )
+        sem = asyncio.Semaphore(step.map.max_concurrency)
+
+        async def one(i: int, item: Any) -> Any:
+            async with sem:
+                sub = {**scope, "item": item, "index": i}
+                return await self._step(wf, step.map.step, sub, f"{path}/[{i}]", keep=False)
+
+        return await _gather([one(i, it) for i, it in enumerate(items)])
+
+    async def _loop(self, wf: Workflow, step: LoopStep, scope: dict[str, Any], path: str) -> int:
+        for it in range(step.loop.max_iterations):
+            scope["iteration"] = it
+            await self._steps(wf, step.loop.steps, scope, f"{path}/it{it}/")
+            if step.loop.until is not None and truthy(step.loop.until, scope):
+                return it + 1
+        return step.loop.max_iterations
+
+    async def _leaf(self, wf: Workflow, step: Any, scope: dict[str, Any], path: str) -> Any:
+        attempts = step.retries + 1
+        for attempt in range(1, attempts + 1):
+            self.emit("step_started", {"step": path, "kind": step.kind, "attempt": attempt})
+            with tracing.span("workflow.step", step=path, kind=step.kind, attempt=attempt) as sp:
+                try:
+                    value = await self._attempt(wf, step, scope, path, attempt)
+                except (Suspend, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    err = _error_dict(exc, path)
+                    sp.set_attribute("error", err["message"][:500])
+                    if attempt == attempts:
+                        self.emit("step_failed", {"step": path, "attempt": attempt, "error": err})
+                        raise
+                    delay = min(step.backoff_s * 2 ** (attempt - 1), step.backoff_max_s)
+                    delay *= 1 + random.random() * 0.1  # jitter: retries of a fan-out spread out
+                    self.emit(
+                        "step_retry",
+                        {"step": path, "attempt": attempt, "error": err, "delay_s": delay},
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+            self.emit("step_finished", {"step": path, "attempt": attempt})
+            return value
+        raise AssertionError("unreachable")
+
+    async def _attempt(
+        self, wf: Workflow, step: Any, scope: dict[str, Any], path: str, attempt: int
+    ) -> Any:
+        carrier = tracing.inject()
+        key = f"{self.run_id}:{path}:{attempt}"
+        if isinstance(step, AgentStep):
+            return await self._agent(wf, step, scope, path, carrier)
+        opts = {"num_cpus": 1, **step.resources.ray_options()}
+        if isinstance(step, FunctionStep):
+            fn = step.function
+            if isinstance(fn, str):
+                from lumos_ray._imports import import_object
+
+                fn = import_object(fn)
+            args = render(step.args, scope) if step.args is not None else None
+            state = dict(scope["state"]) if args is None else None
+            ref = _call_function.options(**opts).remote(fn, args, state, carrier)
+        elif isinstance(step, ToolStep):
+            from lumos_ray.actors.tools import ToolContext, get_tool
+
+            t = get_tool(step.tool)
+            args = render(step.args, scope)
+            ctx = ToolContext(run_id=self.run_id, idempotency_key=key)
+            ref = _call_tool.options(**opts).remote(t, args, ctx, carrier)
+        else:  # pragma: no cover - the discriminator admits nothing else
+            raise WorkflowDefinitionError(f"unknown step kind at {path}")
+        return await _await_ref(ref, step.timeout_s, path)
+
+    async def _agent(
+        self, wf: Workflow, step: AgentStep, scope: dict[str, Any], path: str, carrier: dict
+    ) -> Any:
+        from lumos_ray.actors.agent import AgentHandle
+
+        spec = wf.agent(step.agent) if isinstance(step.agent, str) else step.agent
+        handle = self._agents.get(spec.name)
+        if handle is None:
+            handle = self._agents[spec.name] = AgentHandle(spec)
+        thread = render(step.thread, scope) if step.thread else f"{self.run_id}/{path}"
+        message = render(step.input, scope)
+        actor = handle.actor(thread)
+        if spec.stream:
+
+            async def consume() -> Any:
+                gen = actor.run_stream.remote(message, thread, run_id=self.run_id, carrier=carrier)
+                async for ref in gen:
+                    ev = await ref
+                    if ev["type"] == "result":
+                        return ev["result"]
+                    self.emit(
+                        ev["type"], {"step": path, **{k: v for k, v in ev.items() if k != "type"}}
+                    )
+                return None
+
+            result = await _with_timeout(consume(), step.timeout_s, path)
+        else:
+            ref = actor.run.remote(message, thread, run_id=self.run_id, carrier=carrier)
+            result = await _await_ref(ref, step.timeout_s, path)
+            for call in result.tool_calls:
+                self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})
+        return result.output
+
+
+async def _with_timeout(aw: Any, timeout: float | None, path: str) -> Any:
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except TimeoutError:
+        raise StepTimeoutError(f"step {path} timed out after {timeout} s") from None
+
+
+async def _await_ref(ref: Any, timeout: float | None, path: str) -> Any:
+    """Await a Ray ref; on timeout or cancellation, cancel the remote work too."""
+    try:
+        return await asyncio.wait_for(_as_future(ref), timeout)
+    except TimeoutError:
+        ray.cancel(ref, force=_is_task(ref))
+        raise StepTimeoutError(f"step {path} timed out after {timeout} s") from None
+    except asyncio.CancelledError:
+        ray.cancel(ref, force=_is_task(ref))
+        raise
+    except ray.exceptions.RayTaskError as exc:
+        cause = _unwrap_ray_error(exc)
+        raise cause from None
+
+
+def _as_future(ref: Any) -> Any:
+    return asyncio.wrap_future(ref.future())
+
+
+def _is_task(ref: Any) -> bool:
+    # force-kill only applies to normal tasks; actor calls are cancelled cooperatively.
+    return ref.task_id().actor_id().is_nil()
+
+
+async def _gather(coros: list[Any]) -> list[Any]:
+    """Run concurrently; on the first failure cancel the siblings (no orphans)."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(c) for c in coros]
+    except BaseExceptionGroup as group:
+        for kind in (Suspend, LumosError, Exception):
+            for exc in group.exceptions:
+                if isinstance(exc, kind):
+                    raise exc from None
+        raise
+    return [t.result() for t in tasks]

@@ -1,0 +1,68 @@
+"""Expressions in workflow definitions, evaluated in Jinja's sandbox.
+
+A string that is exactly one ``{{ ... }}`` yields the native value; other strings
+with ``{{`` are rendered as text; dicts and lists are rendered recursively.
+Conditions (``if``, ``when``, ``until``, ``over``) are bare expressions.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from lumos_ray.errors import WorkflowDefinitionError
+
+__all__ = ["evaluate", "render", "truthy"]
+
+_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+_WHOLE = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(expr: str) -> Any:
+    try:
+        return _env.compile_expression(expr, undefined_to_none=False)
+    except TemplateError as exc:
+        raise WorkflowDefinitionError(f"invalid expression {expr!r}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _template(text: str) -> Any:
+    try:
+        return _env.from_string(text)
+    except TemplateError as exc:
+        raise WorkflowDefinitionError(f"invalid template {text!r}: {exc}") from None
+
+
+def evaluate(expr: str, scope: dict[str, Any]) -> Any:
+    m = _WHOLE.match(expr)
+    try:
+        return _compiled(m.group(1) if m else expr)(**scope)
+    except TemplateError as exc:
+        raise WorkflowDefinitionError(f"cannot evaluate {expr!r}: {exc}") from None
+
+
+def truthy(expr: str, scope: dict[str, Any]) -> bool:
+    return bool(evaluate(expr, scope))
+
+
+def render(value: Any, scope: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        m = _WHOLE.match(value)
+        if m and "}}" not in m.group(1):
+            return evaluate(m.group(1), scope)
+        try:
+            return _template(value).render(**scope)
+        except TemplateError as exc:
+            raise WorkflowDefinitionError(f"cannot render {value!r}: {exc}") from None
+    if isinstance(value, dict):
+        return {k: render(v, scope) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, scope) for v in value]
+    return value

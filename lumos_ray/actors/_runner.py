@@ -1,0 +1,230 @@
+"""The runner: a detached async actor that owns run execution on the cluster.
+
+Clients only submit and follow; the work lives here, so a client can die and the run
+goes on. On (re)start the runner reads the store and carries on with every run left
+``running`` or ``pending`` (Ray restarts it after a crash; with an embedded cluster
+``lumos runs resume`` starts a new one): both are the same code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import cloudpickle
+
+from lumos_ray import tracing
+from lumos_ray.actors._engine import Engine, Suspend, validate_json
+from lumos_ray.actors.store import TERMINAL_STATES, open_store
+from lumos_ray.actors.workflow import Workflow
+from lumos_ray.errors import RunStateError
+
+__all__ = ["RUNNER_NAME", "Runner"]
+
+RUNNER_NAME = "lumos-runner"
+_FLUSH_S = 0.02
+
+
+class _RunEvents:
+    """Buffers a run's events and flushes them in small batches (or with a checkpoint)."""
+
+    def __init__(self, runner: Runner, run_id: str) -> None:
+        self.runner, self.run_id = runner, run_id
+        self.buf: list[tuple[str, dict[str, Any]]] = []
+        self._scheduled = False
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        self.buf.append((kind, {**data, "t": time.time()}))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(
+                _FLUSH_S, lambda: asyncio.ensure_future(self.flush())
+            )
+
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        items, self.buf = self.buf, []
+        self._scheduled = False
+        return items
+
+    async def flush(self) -> None:
+        items = self.take()
+        if items:
+            await asyncio.to_thread(self.runner.store.append_events, self.run_id, items)
+            self.runner._notify(self.run_id)
+
+
+class Runner:
+    def __init__(self) -> None:
+        tracing.setup_tracing()
+        self.store = open_store()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._recovered = False
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def _recover(self) -> None:
+        if self._recovered:
+            return
+        self._recovered = True
+        for run_id in await asyncio.to_thread(self.store.runs_with_status, ["running", "pending"]):
+            self._launch(run_id)
+
+    def _launch(self, run_id: str) -> None:
+        if run_id in self.tasks:
+            return
+        task = asyncio.get_running_loop().create_task(self._execute(run_id))
+        self.tasks[run_id] = task
+        task.add_done_callback(lambda _t: self.tasks.pop(run_id, None))
+
+    def _notify(self, run_id: str) -> None:
+        ev = self._changed.pop(run_id, None)
+        if ev is not None:
+            ev.set()
+
+    async def _set(self, run_id: str, status: str, **fields: Any) -> None:
+        await asyncio.to_thread(self.store.set_status, run_id, status, **fields)
+        self._notify(run_id)
+
+    async def _execute(self, run_id: str) -> None:
+        row = await asyncio.to_thread(self.store.get_run, run_id, with_definition=True)
+        wf: Workflow = cloudpickle.loads(row["definition"])
+        done = await asyncio.to_thread(self.store.load_checkpoints, run_id)
+        events = _RunEvents(self, run_id)
+
+        async def record(path: str, value: Any) -> None:
+            await asyncio.to_thread(self.store.save_checkpoint, run_id, path, value, events.take())
+            self._notify(run_id)
+
+        parent = row.get("trace") or None
+        with tracing.span("workflow.run", parent, run_id=run_id, workflow=wf.name) as sp:
+            if not parent:
+                await self._set(run_id, "running", trace=tracing.inject())
+            else:
+                await self._set(run_id, "running")
+            events.emit("run_resumed" if done else "run_started", {"workflow": wf.name})
+            try:
+                output = await Engine(run_id, wf, done, record, events.emit).run(row["input"])
+            except Suspend as s:
+                events.emit("run_suspended", {"step": s.path, "prompt": s.prompt})
+                await events.flush()
+                await self._set(
+                    run_id,
+                    "suspended",
+                    suspended={"step": s.path, "prompt": s.prompt, "schema": s.schema},
+                )
+                return
+            except asyncio.CancelledError:
+                events.emit("run_cancelled", {})
+                await events.flush()
+                await self._set(run_id, "cancelled")
+                return
+            except Exception as exc:
+                from lumos_ray.actors._engine import _error_dict
+
+                err = _error_dict(exc, "")
+                sp.set_attribute("error", err["message"][:500])
+                events.emit("run_failed", {"error": err})
+                await events.flush()
+                await self._set(run_id, "failed", error=err)
+                return
+            events.emit("run_finished", {})
+            await events.flush()
+            await self._set(run_id, "succeeded", output=output, error=None)
+
+    # -- API (called by clients) -------------------------------------------------
+    async def start(
+        self, definition: bytes, input: Any, run_id: str | None = None, carrier: Any = None
+    ) -> str:
+        await self._recover()
+        wf: Workflow = cloudpickle.loads(definition)
+        validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
+        run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
+        await asyncio.to_thread(self.store.create_run, run_id, wf.name, definition, input)
+        if carrier:
+            # Join the caller's trace: the run span becomes a child of the client's.
+            await asyncio.to_thread(self.store.set_status, run_id, "pending", trace=carrier)
+        self._launch(run_id)
+        return run_id
+
+    async def get(self, run_id: str) -> dict[str, Any]:
+        await self._recover()
+        return await asyncio.to_thread(self.store.get_run, run_id)
+
+    async def list(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        await self._recover()
+        return await asyncio.to_thread(self.store.list_runs, status, limit)
+
+    async def events(
+        self, run_id: str, after: int = 0, wait_s: float = 0.0
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Events after ``after``; waits up to ``wait_s`` for new ones (long poll)."""
+        await self._recover()
+        deadline = time.monotonic() + wait_s
+        while True:
+            ev = self._changed.setdefault(run_id, asyncio.Event())
+            items = await asyncio.to_thread(self.store.read_events, run_id, after)
+            run = await asyncio.to_thread(self.store.get_run, run_id)
+            left = deadline - time.monotonic()
+            if (
+                items
+                or run["status"] in TERMINAL_STATES
+                or run["status"] == "suspended"
+                or left <= 0
+            ):
+                return items, run["status"]
+            try:
+                await asyncio.wait_for(ev.wait(), left)
+            except TimeoutError:
+                pass
+
+    async def resume(self, run_id: str, input: Any = None) -> dict[str, Any]:
+        await self._recover()
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        status = run["status"]
+        if status == "suspended":
+            pending = run["suspended"] or {}
+            validate_json(input, pending.get("schema"), f"input for step {pending.get('step')!r}")
+            await asyncio.to_thread(
+                self.store.save_checkpoint,
+                run_id,
+                pending["step"],
+                input,
+                [("input_received", {"step": pending["step"], "t": time.time()})],
+            )
+            await self._set(run_id, "running", suspended=None)
+        elif status in ("running", "pending", "failed"):
+            if run_id in self.tasks:
+                raise RunStateError(f"run {run_id} is already running")
+            if input is not None:
+                raise RunStateError(f"run {run_id} is {status}, not waiting for input")
+            await self._set(run_id, "running", error=None)
+        else:
+            raise RunStateError(
+                f"run {run_id} is {status}; only suspended, failed or interrupted runs resume"
+            )
+        self._launch(run_id)
+        return await asyncio.to_thread(self.store.get_run, run_id)
+
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        await self._recover()
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if run["status"] in TERMINAL_STATES:
+            raise RunStateError(f"run {run_id} already ended ({run['status']})")
+        task = self.tasks.get(run_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=30)
+        else:
+            await asyncio.to_thread(
+                self.store.append_events, run_id, [("run_cancelled", {"t": time.time()})]
+            )
+            await self._set(run_id, "cancelled", suspended=None)
+        return await asyncio.to_thread(self.store.get_run, run_id)
+
+    async def ping(self) -> int:
+        await self._recover()
+        import os
+
+        return os.getpid()

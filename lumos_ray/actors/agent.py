@@ -1,0 +1,150 @@
+"""Agent specs and the client-side handle to their actors.
+
+An :class:`Agent` is a pydantic spec (the same in Python and YAML). ``deploy()``
+gives an :class:`AgentHandle`: it finds or creates the agent's actor replicas (named,
+so every client and the runner share them) and routes each thread to one replica, so
+a thread's history stays warm in one process while sessions scale past processes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lumos_ray.actors._agent_loop import AgentResult
+from lumos_ray.actors.models import ChatModel, ModelConfig
+
+__all__ = ["Agent", "AgentHandle", "AgentResult", "MemoryConfig", "Resources", "RestartPolicy"]
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+
+
+class Resources(BaseModel):
+    """Ray resources for an actor or task (None = Ray's default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    memory: int | None = Field(default=None, ge=0, description="Bytes.")
+    resources: dict[str, float] = Field(default_factory=dict)
+
+    def ray_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            k: v for k, v in self.model_dump(exclude={"resources"}).items() if v is not None
+        }
+        if self.resources:
+            opts["resources"] = dict(self.resources)
+        return opts
+
+
+class RestartPolicy(BaseModel):
+    """What Ray does when the agent's process dies: restart it and retry the call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_restarts: int = Field(default=-1, ge=-1, description="-1 = forever.")
+    max_task_retries: int = Field(default=-1, ge=-1, description="-1 = forever.")
+
+
+class MemoryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    history: bool = Field(default=True, description="Keep conversation history per thread.")
+    persist: bool = Field(default=True, description="Persist history in the run store.")
+    max_messages: int | None = Field(
+        default=100, ge=1, description="Most recent history messages sent to the model."
+    )
+
+
+class Agent(BaseModel):
+    """An agent: instructions, a model, tools, memory and how it runs on Ray."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    instructions: str = ""
+    model: ChatModel | ModelConfig | str = "test"
+    tools: list[Any] = Field(default_factory=list, description="Tool names, Tools or functions.")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    max_steps: int = Field(default=10, ge=1, description="Model calls per turn at most.")
+    max_tool_retries: int = Field(
+        default=3, ge=0, description="Tool errors per turn before tools are withdrawn."
+    )
+    step_timeout_s: float | None = Field(
+        default=120.0, gt=0, description="Timeout of each model call and tool call."
+    )
+    stream: bool = Field(default=False, description="Stream model tokens as run events.")
+    resources: Resources = Field(default_factory=Resources)
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    replicas: int = Field(default=1, ge=1, description="Actor replicas (threads are sharded).")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(
+                "must start with a letter and contain only letters, digits, '_', '.', '-'"
+            )
+        return v
+
+    def deploy(self) -> AgentHandle:
+        """Find or create this agent's actors on the cluster."""
+        return AgentHandle(self)
+
+
+class AgentHandle:
+    """Routes turns to the agent's actor replicas (thread id -> replica)."""
+
+    def __init__(self, spec: Agent) -> None:
+        from lumos_ray.actors._agent_actor import actor_for
+
+        self.spec = spec
+        self._actors = [actor_for(spec, i) for i in range(spec.replicas)]
+
+    def actor(self, thread_id: str) -> Any:
+        return self._actors[zlib.crc32(thread_id.encode()) % len(self._actors)]
+
+    async def run(
+        self,
+        input: str | dict[str, Any],
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        carrier: dict[str, str] | None = None,
+    ) -> AgentResult:
+        """One turn: the model and tools loop until the model answers."""
+        from lumos_ray import tracing
+
+        thread_id = thread_id or uuid.uuid4().hex
+        return await self.actor(thread_id).run.remote(
+            input, thread_id, run_id=run_id, carrier=carrier or tracing.inject()
+        )
+
+    def run_sync(self, input: str | dict[str, Any], *, thread_id: str | None = None) -> AgentResult:
+        import ray
+
+        thread_id = thread_id or uuid.uuid4().hex
+        from lumos_ray import tracing
+
+        return ray.get(self.actor(thread_id).run.remote(input, thread_id, carrier=tracing.inject()))
+
+    async def stream(
+        self, input: str | dict[str, Any], *, thread_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of one turn as they happen (token deltas, tool calls), then
+        ``{"type": "result", "result": AgentResult}``."""
+        from lumos_ray import tracing
+
+        thread_id = thread_id or uuid.uuid4().hex
+        gen = self.actor(thread_id).run_stream.remote(input, thread_id, carrier=tracing.inject())
+        async for ref in gen:
+            yield await ref
+
+    async def history(self, thread_id: str) -> list[dict[str, Any]]:
+        return await self.actor(thread_id).history.remote(thread_id)

@@ -1,0 +1,256 @@
+"""The chat model interface agents talk to (OpenAI chat shape).
+
+Messages are plain OpenAI-format dicts (``{"role", "content", "tool_calls",
+"tool_call_id"}``): they go over the wire to any OpenAI-compatible server unchanged
+and are cheap to store and pickle. A model returns a :class:`ModelResponse`; a
+streaming model also yields text deltas before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lumos_ray.errors import ConfigError, ModelError
+
+__all__ = [
+    "ChatModel",
+    "ModelConfig",
+    "ModelResponse",
+    "OpenAIChatModel",
+    "ToolCall",
+    "build_model",
+]
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # raw JSON text, exactly as the model produced it
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass
+class ModelResponse:
+    content: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    finish_reason: str | None = None
+    model: str | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            msg["tool_calls"] = [t.to_openai() for t in self.tool_calls]
+        return msg
+
+
+class ChatModel(ABC):
+    """A chat model; subclasses must be picklable (they travel to agent actors)."""
+
+    name: str = "model"
+
+    @abstractmethod
+    async def chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> ModelResponse: ...
+
+    async def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> AsyncIterator[str | ModelResponse]:
+        """Text deltas, then the complete response. Default: one delta, no streaming."""
+        resp = await self.chat(messages, tools)
+        if resp.content:
+            yield resp.content
+        yield resp
+
+
+class OpenAIChatModel(ChatModel):
+    """Any OpenAI-compatible ``/v1/chat/completions`` endpoint (our gateway included)."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 120.0,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = model
+        self.model = model
+        self.base_url = (
+            base_url
+            or os.environ.get("LUMOS_OPENAI_BASE_URL")
+            or os.environ.get("OPENAI_BASE_URL")
+            or "http://127.0.0.1:8000/v1"
+        ).rstrip("/")
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.extra_body = extra_body or {}
+        self._client: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_client"] = None  # an httpx client is bound to its process and loop
+        return state
+
+    def _http(self) -> Any:
+        import httpx
+
+        if self._client is None:
+            key = (
+                self.api_key or os.environ.get("LUMOS_API_KEY") or os.environ.get("OPENAI_API_KEY")
+            )
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, headers=headers, timeout=self.timeout_s
+            )
+        return self._client
+
+    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> dict:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, **self.extra_body}
+        if tools:
+            body["tools"] = tools
+        return body
+
+    async def chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> ModelResponse:
+        import httpx
+
+        try:
+            r = await self._http().post("/chat/completions", json=self._body(messages, tools))
+        except httpx.HTTPError as exc:
+            raise ModelError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
+        if r.status_code >= 400:
+            raise ModelError(f"{self.base_url} answered {r.status_code}: {r.text[:500]}")
+        data = r.json()
+        choice = data["choices"][0]
+        msg = choice.get("message") or {}
+        return ModelResponse(
+            content=msg.get("content"),
+            tool_calls=[
+                ToolCall(
+                    tc.get("id") or f"call_{i}",
+                    tc["function"]["name"],
+                    tc["function"].get("arguments") or "{}",
+                )
+                for i, tc in enumerate(msg.get("tool_calls") or [])
+            ],
+            usage=data.get("usage") or {},
+            finish_reason=choice.get("finish_reason"),
+            model=data.get("model"),
+        )
+
+    async def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> AsyncIterator[str | ModelResponse]:
+        import httpx
+
+        body = self._body(messages, tools) | {
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        usage: dict[str, int] = {}
+        finish = None
+        try:
+            async with self._http().stream("POST", "/chat/completions", json=body) as r:
+                if r.status_code >= 400:
+                    raise ModelError(
+                        f"{self.base_url} answered {r.status_code}: {(await r.aread())[:500]!r}"
+                    )
+                async for line in r.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    chunk = json.loads(payload)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        finish = choice.get("finish_reason") or finish
+                        if delta.get("content"):
+                            text.append(delta["content"])
+                            yield delta["content"]
+                        for tc in delta.get("tool_calls") or []:
+                            slot = calls.setdefault(
+                                tc.get("index", 0), {"id": "", "name": "", "arguments": ""}
+                            )
+                            slot["id"] = tc.get("id") or slot["id"]
+                            fn = tc.get("function") or {}
+                            slot["name"] += fn.get("name") or ""
+                            slot["arguments"] += fn.get("arguments") or ""
+        except httpx.HTTPError as exc:
+            raise ModelError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
+        yield ModelResponse(
+            content="".join(text) or None,
+            tool_calls=[
+                ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}")
+                for i, c in sorted(calls.items())
+            ],
+            usage=usage,
+            finish_reason=finish,
+            model=self.model,
+        )
+
+
+class ModelConfig(BaseModel):
+    """A model named in YAML: ``provider`` picks the implementation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["openai", "function", "scripted", "test"] = "openai"
+    name: str | None = Field(default=None, description="Model name sent to the server.")
+    base_url: str | None = None
+    api_key_env: str | None = Field(default=None, description="Env var holding the API key.")
+    function: str | None = Field(default=None, description="'module:attr' for provider=function")
+    replies: list[Any] | None = Field(default=None, description="For provider=scripted.")
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+def build_model(ref: ChatModel | ModelConfig | dict[str, Any] | str) -> ChatModel:
+    """Turn a model reference from a spec into a ChatModel.
+
+    Strings: ``"test"`` (the shipped TestModel), ``"openai:NAME"`` or plain ``"NAME"``
+    (an OpenAI-compatible server at LUMOS_OPENAI_BASE_URL).
+    """
+    from lumos_ray import testing
+
+    if isinstance(ref, ChatModel):
+        return ref
+    if isinstance(ref, str):
+        if ref == "test":
+            return testing.TestModel()
+        return OpenAIChatModel(ref.removeprefix("openai:"))
+    cfg = ref if isinstance(ref, ModelConfig) else ModelConfig.model_validate(ref)
+    if cfg.provider == "test":
+        return testing.TestModel()
+    if cfg.provider == "scripted":
+        return testing.ScriptedModel(cfg.replies or [])
+    if cfg.provider == "function":
+        if not cfg.function:
+            raise ConfigError("model.provider=function needs model.function='module:attr'")
+        from lumos_ray._imports import import_object
+
+        return testing.FunctionModel(import_object(cfg.function))
+    if not cfg.name:
+        raise ConfigError("model.name is required for provider=openai")
+    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    return OpenAIChatModel(cfg.name, cfg.base_url, key, extra_body=cfg.extra_body)

@@ -1,0 +1,154 @@
+"""Client API for workflow runs: start, follow, wait, resume, cancel.
+
+Thin by design: every call goes to the runner actor on the cluster, which owns the
+store, so the same calls work against an embedded cluster or a remote one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import cloudpickle
+from pydantic import BaseModel
+
+from lumos_ray import tracing
+from lumos_ray.actors.workflow import Workflow, get_workflow
+from lumos_ray.errors import LumosError
+
+__all__ = [
+    "RunEvent",
+    "RunInfo",
+    "cancel_run",
+    "follow_run",
+    "get_run",
+    "get_runner",
+    "list_runs",
+    "resume_run",
+    "run_workflow",
+    "start_run",
+    "wait_run",
+]
+
+
+class RunInfo(BaseModel):
+    id: str
+    workflow: str
+    status: str
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    suspended: dict[str, Any] | None = None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RunInfo:
+        return cls.model_validate({k: v for k, v in row.items() if k in cls.model_fields})
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+class RunEvent(BaseModel):
+    seq: int
+    ts: float
+    type: str
+    data: dict[str, Any] | None = None
+
+
+def get_runner() -> Any:
+    """The runner actor, created on first use (detached, restarted by Ray on failure)."""
+    import ray
+
+    from lumos_ray.actors._runner import RUNNER_NAME, Runner
+    from lumos_ray.runtime import get_or_create_actor
+
+    return get_or_create_actor(
+        RUNNER_NAME,
+        ray.remote(Runner),
+        options={
+            "num_cpus": 0,
+            "max_restarts": -1,
+            "max_task_retries": -1,
+            "max_concurrency": 10_000,
+        },
+    )
+
+
+async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
+    import ray
+
+    try:
+        return await getattr(get_runner(), method).remote(*args, **kwargs)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, LumosError):
+            raise cause from None
+        raise
+
+
+async def start_run(
+    workflow: Workflow | str, input: Any = None, *, run_id: str | None = None
+) -> str:
+    """Start a run on the cluster; returns its id immediately."""
+    wf = workflow if isinstance(workflow, Workflow) else get_workflow(workflow)
+    definition = cloudpickle.dumps(wf)
+    return await _call("start", definition, input, run_id, tracing.inject())
+
+
+async def get_run(run_id: str) -> RunInfo:
+    return RunInfo.from_row(await _call("get", run_id))
+
+
+async def list_runs(status: str | None = None, limit: int = 50) -> list[RunInfo]:
+    return [RunInfo.from_row(r) for r in await _call("list", status, limit)]
+
+
+async def follow_run(
+    run_id: str, after: int = 0, *, until_suspended: bool = True
+) -> AsyncIterator[RunEvent]:
+    """Every event of the run from ``after`` on (replays history), live until it ends."""
+    while True:
+        items, status = await _call("events", run_id, after, 5.0)
+        for it in items:
+            after = it["seq"]
+            yield RunEvent.model_validate(it)
+        if not items and (
+            status in ("succeeded", "failed", "cancelled")
+            or (until_suspended and status == "suspended")
+        ):
+            return
+
+
+async def wait_run(run_id: str, timeout: float | None = None) -> RunInfo:
+    """Wait until the run ends or suspends."""
+
+    async def go() -> RunInfo:
+        async for _ in follow_run(run_id):
+            pass
+        return await get_run(run_id)
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+async def resume_run(run_id: str, input: Any = None) -> RunInfo:
+    """Continue a suspended run with ``input``, or an interrupted/failed one."""
+    return RunInfo.from_row(await _call("resume", run_id, input))
+
+
+async def cancel_run(run_id: str) -> RunInfo:
+    return RunInfo.from_row(await _call("cancel", run_id))
+
+
+def run_workflow(
+    workflow: Workflow | str, input: Any = None, *, timeout: float | None = None
+) -> RunInfo:
+    """Synchronous convenience: start a run and wait for it to end or suspend."""
+
+    async def go() -> RunInfo:
+        return await wait_run(await start_run(workflow, input), timeout)
+
+    return asyncio.run(go())

@@ -1,0 +1,322 @@
+"""The run store: runs, step checkpoints, events and agent memory.
+
+SQLAlchemy Core over a database URL: ``sqlite:///path`` by default (WAL, so the
+runner and agent actors on the head node share it), any SQLAlchemy URL otherwise
+(e.g. ``postgresql+psycopg://...``). Every write is one small statement: a finished
+step is one INSERT, an event is one INSERT, so checkpointing stays off the hot path.
+Every row carries a tenant id, so tenant isolation is a filter, not a migration.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+from lumos_ray.errors import ConfigError, NotFoundError
+
+__all__ = ["TERMINAL_STATES", "RunStore", "open_store"]
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+_meta = MetaData()
+
+runs = Table(
+    "runs",
+    _meta,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False, index=True),
+    Column("workflow", String(200), nullable=False),
+    Column("definition", LargeBinary, nullable=False),  # cloudpickled Workflow
+    Column("input", JSON),
+    Column("status", String(16), nullable=False, index=True),
+    Column("output", JSON),
+    Column("error", JSON),
+    Column("suspended", JSON),  # {path, prompt, schema} while waiting for input
+    Column("trace", JSON),  # W3C carrier of the run's span: a resumed run joins its trace
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    _meta,
+    Column("run_id", String(64), primary_key=True),
+    Column("path", String(500), primary_key=True),
+    Column("output", JSON),
+    Column("created_at", Float, nullable=False),
+)
+
+events = Table(
+    "events",
+    _meta,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("ts", Float, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("data", JSON),
+)
+
+messages = Table(
+    "messages",
+    _meta,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("agent", String(200), nullable=False),
+    Column("thread_id", String(200), nullable=False, index=True),
+    Column("message", JSON, nullable=False),
+)
+
+working_memory = Table(
+    "working_memory",
+    _meta,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("agent", String(200), primary_key=True),
+    Column("thread_id", String(200), primary_key=True),
+    Column("data", Text, nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class RunStore:
+    """Thread-safe access to one database; cheap to construct per process."""
+
+    def __init__(self, url: str, tenant_id: str = "default") -> None:
+        self.url = url
+        self.tenant_id = tenant_id
+        try:
+            self._engine: Engine = create_engine(url, future=True)
+        except Exception as exc:
+            raise ConfigError(
+                f"Invalid run store URL {url!r}: {exc}",
+                fix="Use sqlite:///ABSOLUTE/PATH.db or a SQLAlchemy database URL "
+                "(e.g. postgresql+psycopg://user:pass@host/db) in LUMOS_STORE_URL.",
+            ) from None
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        _meta.create_all(self._engine)
+        self._lock = threading.Lock()
+
+    # -- runs -------------------------------------------------------------------
+    def create_run(
+        self, run_id: str, workflow: str, definition: bytes, input: Any, status: str = "pending"
+    ) -> None:
+        now = time.time()
+        with self._engine.begin() as c:
+            c.execute(
+                insert(runs).values(
+                    id=run_id,
+                    tenant_id=self.tenant_id,
+                    workflow=workflow,
+                    definition=definition,
+                    input=input,
+                    status=status,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def get_run(self, run_id: str, *, with_definition: bool = False) -> dict[str, Any]:
+        cols = [c for c in runs.c if with_definition or c.name != "definition"]
+        with self._engine.connect() as c:
+            row = c.execute(
+                select(*cols).where(runs.c.id == run_id, runs.c.tenant_id == self.tenant_id)
+            ).first()
+        if row is None:
+            raise NotFoundError(
+                f"No run with id {run_id!r}.", fix="List runs with `lumos runs list`."
+            )
+        return dict(row._mapping)
+
+    def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        cols = [c for c in runs.c if c.name != "definition"]
+        q = select(*cols).where(runs.c.tenant_id == self.tenant_id)
+        if status:
+            q = q.where(runs.c.status == status)
+        q = q.order_by(runs.c.created_at.desc()).limit(limit)
+        with self._engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def set_status(self, run_id: str, status: str, **fields: Any) -> None:
+        with self._engine.begin() as c:
+            c.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=status, updated_at=time.time(), **fields)
+            )
+
+    def runs_with_status(self, statuses: Iterable[str]) -> list[str]:
+        with self._engine.connect() as c:
+            return [
+                r[0]
+                for r in c.execute(
+                    select(runs.c.id).where(
+                        runs.c.status.in_(list(statuses)), runs.c.tenant_id == self.tenant_id
+                    )
+                )
+            ]
+
+    # -- checkpoints ------------------------------------------------------------
+    def save_checkpoint(
+        self,
+        run_id: str,
+        path: str,
+        output: Any,
+        pending_events: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        """One transaction: the step's output plus the events emitted before it."""
+        now = time.time()
+        with self._engine.begin() as c:
+            if pending_events:
+                c.execute(
+                    insert(events),
+                    [
+                        {"run_id": run_id, "ts": now, "type": t, "data": d}
+                        for t, d in pending_events
+                    ],
+                )
+            c.execute(
+                insert(checkpoints).values(run_id=run_id, path=path, output=output, created_at=now)
+            )
+
+    def load_checkpoints(self, run_id: str) -> dict[str, Any]:
+        with self._engine.connect() as c:
+            rows = c.execute(
+                select(checkpoints.c.path, checkpoints.c.output).where(
+                    checkpoints.c.run_id == run_id
+                )
+            )
+            return {r.path: r.output for r in rows}
+
+    # -- events -----------------------------------------------------------------
+    def append_events(self, run_id: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+        if not items:
+            return
+        now = time.time()
+        with self._engine.begin() as c:
+            c.execute(
+                insert(events),
+                [{"run_id": run_id, "ts": now, "type": t, "data": d} for t, d in items],
+            )
+
+    def read_events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._engine.connect() as c:
+            rows = c.execute(
+                select(events.c.seq, events.c.ts, events.c.type, events.c.data)
+                .where(events.c.run_id == run_id, events.c.seq > after)
+                .order_by(events.c.seq)
+                .limit(limit)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # -- agent memory -----------------------------------------------------------
+    def load_messages(self, agent: str, thread_id: str) -> list[dict[str, Any]]:
+        with self._engine.connect() as c:
+            rows = c.execute(
+                select(messages.c.message)
+                .where(
+                    messages.c.tenant_id == self.tenant_id,
+                    messages.c.agent == agent,
+                    messages.c.thread_id == thread_id,
+                )
+                .order_by(messages.c.seq)
+            )
+            return [r[0] for r in rows]
+
+    def append_messages(self, agent: str, thread_id: str, new: list[dict[str, Any]]) -> None:
+        if not new:
+            return
+        with self._engine.begin() as c:
+            c.execute(
+                insert(messages),
+                [
+                    {
+                        "tenant_id": self.tenant_id,
+                        "agent": agent,
+                        "thread_id": thread_id,
+                        "message": m,
+                    }
+                    for m in new
+                ],
+            )
+
+    def count_threads(self, agent: str) -> int:
+        with self._engine.connect() as c:
+            return c.execute(
+                select(func.count(func.distinct(messages.c.thread_id))).where(
+                    messages.c.agent == agent, messages.c.tenant_id == self.tenant_id
+                )
+            ).scalar_one()
+
+    def load_working_memory(self, agent: str, thread_id: str) -> dict[str, Any]:
+        with self._engine.connect() as c:
+            row = c.execute(
+                select(working_memory.c.data).where(
+                    working_memory.c.tenant_id == self.tenant_id,
+                    working_memory.c.agent == agent,
+                    working_memory.c.thread_id == thread_id,
+                )
+            ).first()
+        return json.loads(row[0]) if row else {}
+
+    def save_working_memory(self, agent: str, thread_id: str, data: dict[str, Any]) -> None:
+        blob = json.dumps(data, default=str)
+        key = {"tenant_id": self.tenant_id, "agent": agent, "thread_id": thread_id}
+        with self._engine.begin() as c:
+            done = c.execute(
+                update(working_memory)
+                .where(*(getattr(working_memory.c, k) == v for k, v in key.items()))
+                .values(data=blob)
+            ).rowcount
+            if not done:
+                c.execute(insert(working_memory).values(**key, data=blob))
+
+
+_stores: dict[tuple[str, str], RunStore] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(url: str | None = None, tenant_id: str | None = None) -> RunStore:
+    """The process-wide store for ``url`` (default: from settings)."""
+    from lumos_ray.runtime import current_settings
+
+    settings = current_settings()
+    url = url or settings.resolved_store_url()
+    tenant = tenant_id or settings.tenant_id
+    with _stores_lock:
+        key = (url, tenant)
+        if key not in _stores:
+            if url.startswith("sqlite:///"):
+                from pathlib import Path
+
+                Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            _stores[key] = RunStore(url, tenant)
+        return _stores[key]
