@@ -22,6 +22,7 @@ __all__ = [
     "find_context_param",
     "format_args_error",
     "parse_docstring",
+    "resolve_hints",
 ]
 
 _GOOGLE_ARGS = re.compile(r"^\s*(Args|Arguments|Parameters|Params)\s*:\s*$")
@@ -152,14 +153,41 @@ def _is_optional_of(ann: Any, cls: type) -> bool:
     return bool(args) and cls in args and all(a is cls or a is type(None) for a in args)
 
 
+def resolve_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The function's type hints as objects (string annotations evaluated).
+
+    Resolved once where the function is defined: a function cloudpickled by value
+    keeps only the globals its *code* uses, so string annotations could not be
+    evaluated again on the other side. An annotation that cannot be resolved
+    becomes ``Any`` instead of failing the whole tool.
+    """
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception:
+        pass
+    hints: dict[str, Any] = {}
+    globalns = getattr(fn, "__globals__", {})
+    for pname, param in inspect.signature(fn).parameters.items():
+        ann = param.annotation
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, dict(globalns))  # annotation text written by the tool's author
+            except Exception:
+                ann = Any
+        if ann is not inspect.Parameter.empty:
+            hints[pname] = ann
+    return hints
+
+
 def build_args_model(
-    fn: Callable[..., Any], name: str, param_docs: dict[str, str]
+    fn: Callable[..., Any],
+    name: str,
+    param_docs: dict[str, str],
+    hints: dict[str, Any] | None = None,
 ) -> tuple[type[BaseModel], str | None]:
     """A pydantic model with one field per parameter (context parameter excluded)."""
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # unresolvable forward refs: fall back to raw annotations
-        hints = {}
+    if hints is None:
+        hints = resolve_hints(fn)
     ctx_name = find_context_param(fn, hints)
     fields: dict[str, Any] = {}
     for pname, param in inspect.signature(fn).parameters.items():

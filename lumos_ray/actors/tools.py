@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as _dt
+import importlib
 import inspect
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +90,12 @@ class Tool:
         category: str | None = None,
         source: str = "function",
     ) -> None:
-        from lumos_ray.actors._tool_schema import build_args_model, clean_schema, parse_docstring
+        from lumos_ray.actors._tool_schema import (
+            build_args_model,
+            clean_schema,
+            parse_docstring,
+            resolve_hints,
+        )
 
         if not callable(fn):
             raise ConfigError(f"@tool needs a function, got {type(fn).__name__}")
@@ -108,7 +115,8 @@ class Tool:
         self.category = category
         self.source = source
         self._param_docs = doc.params
-        model, self._ctx_param = build_args_model(fn, self.name, doc.params)
+        self._hints = resolve_hints(fn)
+        model, self._ctx_param = build_args_model(fn, self.name, doc.params, self._hints)
         self._args_model: type[BaseModel] | None = model
         self.parameters: dict[str, Any] = clean_schema(model.model_json_schema())
         self._is_async = inspect.iscoroutinefunction(fn)
@@ -117,6 +125,17 @@ class Tool:
         self.__wrapped__ = fn
 
     # -- pickling: drop the dynamic pydantic model, rebuild on first use -------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        """By reference when the tool is a module attribute (built-ins, plugins, users'
+        modules), so plain pickle works and workers import it; by value otherwise."""
+        mod = getattr(self.fn, "__module__", None)
+        qual = getattr(self.fn, "__qualname__", "")
+        if mod and mod != "__main__" and "<locals>" not in qual and "." not in qual:
+            module = sys.modules.get(mod)
+            if module is not None and getattr(module, qual, None) is self:
+                return (_tool_by_reference, (mod, qual, self.category, self.source))
+        return (_tool_from_state, (type(self), self.__getstate__()))
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_args_model"] = None
@@ -130,7 +149,9 @@ class Tool:
         if self._args_model is None:
             from lumos_ray.actors._tool_schema import build_args_model
 
-            self._args_model, _ = build_args_model(self.fn, self.name, self._param_docs)
+            self._args_model, _ = build_args_model(
+                self.fn, self.name, self._param_docs, self._hints
+            )
         return self._args_model
 
     # -- description for models --------------------------------------------------------
@@ -265,6 +286,21 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool(name={self.name!r}, source={self.source!r})"
+
+
+def _tool_by_reference(module: str, attr: str, category: str | None, source: str) -> Tool:
+    t = getattr(importlib.import_module(module), attr)
+    if t.category is None:
+        t.category = category
+    if t.source == "function":
+        t.source = source
+    return t
+
+
+def _tool_from_state(cls: type[Tool], state: dict[str, Any]) -> Tool:
+    t = cls.__new__(cls)
+    t.__setstate__(state)
+    return t
 
 
 _REMOTE: Any = None
