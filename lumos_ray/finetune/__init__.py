@@ -1,0 +1,63 @@
+"""Fine-tuning jobs: LoRA / QLoRA with peft on Ray Train, submitted as Ray jobs.
+
+A :class:`FinetuneJobSpec` (YAML in ``configs/finetune/``) becomes a Ray job whose
+entrypoint (``python -m lumos_ray.finetune._job_main``) runs a ``TorchTrainer``; the
+adapter it produces lands in the adapter registry (:mod:`lumos_ray.adapters`), where
+the serving gateway picks it up without a restart.
+"""
+
+from lumos_ray.finetune._data import Example, load_examples, load_splits, tokenize_examples
+from lumos_ray.finetune._jobs import (
+    FinetuneJobInfo,
+    cancel_job,
+    follow_job,
+    get_job,
+    job_logs,
+    list_jobs,
+    submit_job,
+)
+from lumos_ray.finetune._model import available_target_modules, check_qlora_supported
+from lumos_ray.finetune._runner import FinetuneResult, preflight, run_finetune
+from lumos_ray.finetune._spec import (
+    CheckpointSpec,
+    DatasetSpec,
+    FinetuneJobSpec,
+    LoraSpec,
+    OptimizerSpec,
+    OutputSpec,
+    QLoraSpec,
+    ScalingSpec,
+    TrainingSpec,
+    load_job_spec,
+)
+from lumos_ray.finetune._telemetry import parse_progress_line
+
+__all__ = [
+    "CheckpointSpec",
+    "DatasetSpec",
+    "Example",
+    "FinetuneJobInfo",
+    "FinetuneJobSpec",
+    "FinetuneResult",
+    "LoraSpec",
+    "OptimizerSpec",
+    "OutputSpec",
+    "QLoraSpec",
+    "ScalingSpec",
+    "TrainingSpec",
+    "available_target_modules",
+    "cancel_job",
+    "check_qlora_supported",
+    "follow_job",
+    "get_job",
+    "job_logs",
+    "list_jobs",
+    "load_examples",
+    "load_job_spec",
+    "load_splits",
+    "parse_progress_line",
+    "preflight",
+    "run_finetune",
+    "submit_job",
+    "tokenize_examples",
+]

@@ -1,0 +1,149 @@
+"""Load a local base model with a LoRA adapter (optionally over 4-bit QLoRA weights).
+
+Kept free of Ray so the same code serves the Ray Train workers, the plain baseline
+in the benchmark, and federated LoRA clients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lumos_ray.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from lumos_ray.finetune._spec import FinetuneJobSpec
+
+__all__ = [
+    "available_target_modules",
+    "check_qlora_supported",
+    "load_base_model",
+    "load_tokenizer",
+    "model_dir_sha256",
+    "wrap_with_lora",
+]
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def model_dir_sha256(path: str | Path) -> str:
+    """Hash of every file of the model directory (names + bytes), so a registered
+    adapter records exactly which base weights it was trained on."""
+    h = hashlib.sha256()
+    root = Path(path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(root)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_model_dir(path: str) -> None:
+    if not (Path(path) / "config.json").is_file():
+        raise ModelError(
+            f"{path}: not a local Hugging Face model directory (no config.json)",
+            fix="Point base_model at a directory written by save_pretrained, e.g. the one "
+            "`lumos models path lumos-tiny` prints.",
+        )
+
+
+def load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    _check_model_dir(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def check_qlora_supported(device: str, quant_type: str = "nf4") -> None:
+    """Quantize a small tensor with bitsandbytes on ``device``; raise a clear error if
+    that cannot run here (bitsandbytes missing, no backend for the device, no GPU)."""
+    try:
+        import bitsandbytes.functional as bnbf
+        import torch
+    except Exception as exc:  # ImportError, or a broken native library
+        raise ConfigError(
+            f"QLoRA needs bitsandbytes, which cannot be imported here: {exc}",
+            fix="Install the finetune extra (`pip install lumos-ray[finetune]`) or set "
+            "qlora.enabled: false to train plain LoRA.",
+        ) from None
+    try:
+        x = torch.randn(64, 64, dtype=torch.float32, device=device)
+        q, state = bnbf.quantize_4bit(x, quant_type=quant_type)
+        bnbf.dequantize_4bit(q, state, quant_type=quant_type)
+    except Exception as exc:
+        raise ConfigError(
+            f"QLoRA (4-bit {quant_type}) cannot run on device {device!r} with bitsandbytes: "
+            f"{type(exc).__name__}: {exc}",
+            fix="Run on a device bitsandbytes supports (CPU, or a CUDA GPU with "
+            "scaling.use_gpu: true on a node that has one), or set qlora.enabled: false.",
+        ) from None
+
+
+def load_base_model(spec: FinetuneJobSpec, device: str = "cpu") -> Any:
+    """The frozen base model; 4-bit quantized when ``spec.qlora.enabled``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _check_model_dir(spec.base_model)
+    if spec.qlora.enabled:
+        from transformers import BitsAndBytesConfig
+
+        check_qlora_supported(device, spec.qlora.quant_type)
+        qcfg = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=spec.qlora.quant_type,
+            bnb_4bit_use_double_quant=spec.qlora.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, _DTYPES[spec.qlora.compute_dtype]),
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.base_model, quantization_config=qcfg, device_map={"": device}
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.float32)
+        model.to(device)
+    return model
+
+
+def available_target_modules(model: Any) -> list[str]:
+    """Short names of the Linear(-like) layers LoRA can attach to."""
+    import torch
+
+    names: set[str] = set()
+    for full, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) or type(mod).__name__ in ("Linear4bit", "Linear8bitLt"):
+            short = full.rsplit(".", 1)[-1]
+            if short != "lm_head":
+                names.add(short)
+    return sorted(names)
+
+
+def wrap_with_lora(model: Any, spec: FinetuneJobSpec) -> Any:
+    """A peft model with only the adapter trainable; unknown target modules are an error
+    that lists the ones the model has."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    available = available_target_modules(model)
+    missing = [t for t in spec.lora.target_modules if t not in available]
+    if missing:
+        raise ConfigError(
+            f"lora.target_modules {missing} not found in {spec.base_model}; "
+            f"available modules: {available}",
+            fix=f"Pick target modules from: {', '.join(available)}.",
+            available=available,
+            missing=missing,
+        )
+    if spec.qlora.enabled:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    cfg = LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=list(spec.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, cfg)

@@ -1,0 +1,180 @@
+"""The fine-tuning job spec: one pydantic model, loadable from YAML.
+
+The same spec object travels from the CLI through the Ray job entrypoint to every
+Ray Train worker (as JSON), so everything a worker needs to reproduce the run lives
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lumos_ray.config import load_yaml_model
+
+__all__ = [
+    "CheckpointSpec",
+    "DatasetSpec",
+    "FinetuneJobSpec",
+    "LoraSpec",
+    "OptimizerSpec",
+    "OutputSpec",
+    "QLoraSpec",
+    "ScalingSpec",
+    "TrainingSpec",
+    "load_job_spec",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """JSONL training data and where the held-out split comes from."""
+
+    path: str = Field(description="JSONL file, one example per line.")
+    format: Literal["auto", "chat", "instruction", "completion"] = Field(
+        default="auto",
+        description="chat: {messages:[{role,content}]}; instruction: {instruction, input?, "
+        "output}; completion: {text} or {prompt, completion}. auto: from the first line.",
+    )
+    validation_path: str | None = Field(
+        default=None, description="Held-out JSONL; if unset, `validation_fraction` is split off."
+    )
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    max_examples: int | None = Field(default=None, ge=1)
+
+
+class LoraSpec(_Strict):
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+
+
+class QLoraSpec(_Strict):
+    """4-bit base weights (bitsandbytes); the LoRA adapter itself stays in full precision."""
+
+    enabled: bool = False
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(default=2e-4, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    schedule: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_steps: int = Field(default=0, ge=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(default=1, ge=1)
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Optimizer steps; overrides `epochs` when set."
+    )
+    batch_size: int = Field(default=4, ge=1, description="Examples per worker per micro-batch.")
+    grad_accum_steps: int = Field(default=1, ge=1)
+    seq_len: int = Field(default=256, ge=8)
+    seed: int = 0
+    eval_every_steps: int = Field(default=0, ge=0, description="0 = only at the end.")
+    log_every_steps: int = Field(default=1, ge=1)
+
+
+class ScalingSpec(_Strict):
+    num_workers: int = Field(default=1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    gpus_per_worker: float | None = Field(default=None, ge=0.0)
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)
+
+
+class CheckpointSpec(_Strict):
+    every_steps: int = Field(default=0, ge=0, description="0 = only at the end.")
+    keep: int = Field(default=2, ge=1)
+
+
+class OutputSpec(_Strict):
+    storage_dir: str | None = Field(
+        default=None,
+        description="Ray Train storage (checkpoints, progress); default <LUMOS_HOME>/finetune. "
+        "Multi-node clusters need a path every node shares.",
+    )
+    register_adapter: bool = Field(default=True, description="Put the adapter in the registry.")
+    adapter_name: str | None = Field(default=None, description="Default: the job name.")
+    registry_dir: str | None = Field(default=None, description="Default: the registry's own.")
+    overwrite: bool = False
+    merge: bool = Field(default=False, description="Also save base+adapter merged as a full model.")
+
+
+class FinetuneJobSpec(_Strict):
+    """A LoRA / QLoRA fine-tuning job: model, data, adapter, optimisation, scaling."""
+
+    name: str = Field(description="Job name: also names the checkpoints (resume key).")
+    base_model: str = Field(description="Local Hugging Face model directory.")
+    dataset: DatasetSpec
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    qlora: QLoraSpec = Field(default_factory=QLoraSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (max 100 chars)")
+        return v
+
+    def resolve_paths(self, base_dir: str | Path | None = None) -> FinetuneJobSpec:
+        """Absolute paths (relative ones are taken from ``base_dir``, e.g. the YAML's folder).
+
+        Workers run in other directories (and maybe on other nodes), so relative paths
+        must be fixed on the client before the spec leaves it.
+        """
+        base = Path(base_dir) if base_dir else Path.cwd()
+
+        def fix(p: str | None) -> str | None:
+            if p is None:
+                return None
+            q = Path(os.path.expanduser(p))
+            return str(q if q.is_absolute() else (base / q).resolve())
+
+        data = self.model_copy(deep=True)
+        data.base_model = fix(data.base_model) or data.base_model
+        data.dataset.path = fix(data.dataset.path) or data.dataset.path
+        data.dataset.validation_path = fix(data.dataset.validation_path)
+        data.output.storage_dir = fix(data.output.storage_dir) or str(default_storage_dir())
+        data.output.registry_dir = fix(data.output.registry_dir)
+        return data
+
+    @property
+    def adapter_name(self) -> str:
+        return self.output.adapter_name or self.name
+
+    @property
+    def run_dir(self) -> Path:
+        """Where Ray Train keeps this job's checkpoints, and where progress is written."""
+        return Path(self.output.storage_dir or default_storage_dir()) / self.name
+
+
+def default_storage_dir() -> Path:
+    home = os.environ.get("LUMOS_HOME", ".lumos")
+    return (Path(home).expanduser() / "finetune").resolve()
+
+
+def load_job_spec(path: str | Path) -> FinetuneJobSpec:
+    """Load a YAML job spec; relative paths in it are relative to the YAML file."""
+    spec = load_yaml_model(path, FinetuneJobSpec)
+    return spec.resolve_paths(Path(path).resolve().parent)

@@ -1,0 +1,106 @@
+"""Progress of a running job: a JSONL file next to its checkpoints, and OpenTelemetry
+metrics from the ``lumos_ray.finetune`` meter.
+
+The file is how progress leaves the Ray Train workers: the job entrypoint tails it
+into the job's log (``LUMOS_PROGRESS {...}`` lines), and the CLI draws its progress
+bar from those lines, so a client that attaches late or reconnects sees the same
+thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PROGRESS_PREFIX", "ProgressWriter", "parse_progress_line"]
+
+PROGRESS_PREFIX = "LUMOS_PROGRESS "
+
+
+class ProgressWriter:
+    """Rank 0's sink for progress events (file + OpenTelemetry instruments)."""
+
+    def __init__(self, path: str | Path, job_name: str) -> None:
+        from opentelemetry import metrics
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._attrs = {"lumos.finetune.job": job_name}
+        meter = metrics.get_meter("lumos_ray.finetune")
+        self._steps = meter.create_counter(
+            "lumos.finetune.steps", unit="{step}", description="Optimizer steps done."
+        )
+        self._tokens = meter.create_counter(
+            "lumos.finetune.tokens", unit="{token}", description="Training tokens processed."
+        )
+        self._loss = meter.create_histogram(
+            "lumos.finetune.loss", description="Training loss per optimizer step."
+        )
+        self._eval_loss = meter.create_histogram(
+            "lumos.finetune.eval_loss", description="Held-out loss at each evaluation."
+        )
+        self._tps = meter.create_histogram(
+            "lumos.finetune.tokens_per_second", unit="{token}/s", description="Throughput."
+        )
+        self._eta = meter.create_histogram(
+            "lumos.finetune.eta_seconds", unit="s", description="Estimated time left."
+        )
+
+    def _write(self, event: dict[str, Any]) -> None:
+        event = {"time": time.time(), **event}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def step(
+        self,
+        *,
+        step: int,
+        total_steps: int,
+        loss: float,
+        tokens: int,
+        tokens_per_s: float,
+        eta_s: float,
+        lr: float,
+        epoch: int,
+    ) -> None:
+        self._steps.add(1, self._attrs)
+        self._tokens.add(tokens, self._attrs)
+        self._loss.record(loss, self._attrs)
+        self._tps.record(tokens_per_s, self._attrs)
+        self._eta.record(eta_s, self._attrs)
+        self._write(
+            {
+                "event": "step",
+                "step": step,
+                "total_steps": total_steps,
+                "loss": loss,
+                "tokens_per_s": tokens_per_s,
+                "eta_s": eta_s,
+                "lr": lr,
+                "epoch": epoch,
+            }
+        )
+
+    def eval(self, *, step: int, eval_loss: float) -> None:
+        self._eval_loss.record(eval_loss, self._attrs)
+        self._write({"event": "eval", "step": step, "eval_loss": eval_loss})
+
+    def event(self, name: str, **fields: Any) -> None:
+        self._write({"event": name, **fields})
+
+
+def parse_progress_line(line: str) -> dict[str, Any] | None:
+    """The progress event in one log line, or None for other output."""
+    idx = line.find(PROGRESS_PREFIX)
+    if idx < 0:
+        return None
+    try:
+        data = json.loads(line[idx + len(PROGRESS_PREFIX) :])
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,351 @@
+"""The per-worker training loop that Ray Train's ``TorchTrainer`` runs.
+
+Data parallelism is done by hand over the adapter only: after each accumulated step
+the LoRA gradients (plus the step's loss and token counts) are flattened into ONE
+buffer and all-reduced. Frozen base weights, including 4-bit QLoRA ones, are never
+communicated; torch DDP would broadcast the whole module state at wrap time and
+bucket per parameter, which buys nothing when only a few adapter tensors train.
+
+Resume: the loop starts from ``ray.train.get_checkpoint()`` (adapter, optimizer,
+scheduler, step). Ray Train restores that for a new run with the same name and
+storage path, so a killed job that is submitted again continues at the step it had
+checkpointed; the data order is a pure function of (seed, epoch), so the resumed run
+sees the batches the killed one would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lumos_ray.finetune._data import TokenizedExample, load_splits, tokenize_examples
+from lumos_ray.finetune._model import load_base_model, load_tokenizer, wrap_with_lora
+from lumos_ray.finetune._spec import FinetuneJobSpec
+from lumos_ray.finetune._telemetry import ProgressWriter
+
+__all__ = ["collate", "evaluate_loss", "make_optimizer", "train_loop_per_worker"]
+
+STATE_FILE = "train_state.json"
+ADAPTER_DIR = "adapter"
+
+
+def collate(batch: list[TokenizedExample], pad_id: int) -> dict[str, Any]:
+    """Right-pad to the longest example; padding is masked out of attention and loss."""
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def _token_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    """Summed next-token loss over the unmasked labels, and how many there were."""
+    import torch.nn.functional as F
+
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = out.logits[:, :-1, :].float()
+    target = batch["labels"][:, 1:]
+    loss_sum = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        target.reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+    )
+    return loss_sum, int((target != -100).sum().item())
+
+
+def evaluate_loss(
+    model: Any, examples: list[TokenizedExample], pad_id: int, batch_size: int, device: Any
+) -> tuple[float, int]:
+    """(summed loss, target tokens) over ``examples``; callers reduce across workers."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = {
+                k: v.to(device) for k, v in collate(examples[i : i + batch_size], pad_id).items()
+            }
+            s, n = _token_loss(model, batch)
+            total += float(s)
+            count += n
+    if was_training:
+        model.train()
+    return total, count
+
+
+def make_optimizer(params: list[Any], spec: FinetuneJobSpec, total_steps: int) -> tuple[Any, Any]:
+    import torch
+
+    o = spec.optimizer
+    if o.name == "adamw":
+        opt: Any = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay)
+
+    def factor(step: int) -> float:
+        if o.warmup_steps and step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        span = max(1, total_steps - o.warmup_steps)
+        frac = min(1.0, (step - o.warmup_steps) / span)
+        if o.schedule == "linear":
+            return max(0.0, 1.0 - frac)
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
+    """This worker's example indices for ``epoch``: same length on every worker, so
+    every worker takes the same number of steps (the all-reduce needs that)."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    per_worker = n // world
+    return order[rank * per_worker : (rank + 1) * per_worker]
+
+
+def plan_steps(n_train: int, spec: FinetuneJobSpec, world: int) -> tuple[int, int]:
+    """(micro-batches per epoch per worker, total optimizer steps)."""
+    per_worker = n_train // world
+    if per_worker < 1:
+        from lumos_ray.errors import DatasetError
+
+        raise DatasetError(
+            f"{spec.dataset.path}: {n_train} training examples cannot feed {world} workers",
+            fix="Add examples or lower scaling.num_workers.",
+        )
+    micro = math.ceil(per_worker / spec.training.batch_size)
+    steps_per_epoch = max(1, micro // spec.training.grad_accum_steps)
+    total = spec.training.max_steps or spec.training.epochs * steps_per_epoch
+    return micro, total
+
+
+def adapter_fingerprint(params: list[Any]) -> str:
+    h = hashlib.sha256()
+    for p in params:
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    spec = FinetuneJobSpec.model_validate(config["spec"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    distributed = world > 1 and dist.is_available() and dist.is_initialized()
+    if spec.scaling.use_gpu:
+        import ray.train.torch as rtt
+
+        device = rtt.get_device()
+    else:
+        device = torch.device("cpu")
+    torch.manual_seed(spec.training.seed)
+    random.seed(spec.training.seed)
+
+    tok = load_tokenizer(spec.base_model)
+    d = spec.dataset
+    train_ex, val_ex, _fmt = load_splits(
+        d.path,
+        d.format,
+        validation_path=d.validation_path,
+        validation_fraction=d.validation_fraction,
+        seed=spec.training.seed,
+        max_examples=d.max_examples,
+    )
+    seq = spec.training.seq_len
+    train_tok = tokenize_examples(train_ex, tok, seq)
+    val_tok = tokenize_examples(val_ex, tok, seq)
+    val_shard = val_tok[rank::world]
+    pad_id = tok.pad_token_id
+
+    model = wrap_with_lora(load_base_model(spec, str(device)), spec)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if distributed:
+        for p in params:  # same start on every replica, whatever each one's RNG did
+            dist.broadcast(p.data, src=0)
+
+    micro_per_epoch, total_steps = plan_steps(len(train_tok), spec, world)
+    opt, sched = make_optimizer(params, spec, total_steps)
+    accum = spec.training.grad_accum_steps
+    bs = spec.training.batch_size
+
+    def reduce(values: list[float]) -> list[float]:
+        if not distributed:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def held_out_loss() -> float:
+        s, n = evaluate_loss(model, val_shard, pad_id, bs, device)
+        s, n = reduce([s, float(n)])
+        return s / max(n, 1.0)
+
+    state: dict[str, Any] = {"step": 0, "tokens_seen": 0, "base_eval_loss": None}
+    resumed_from = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        with ckpt.as_directory() as cdir:
+            c = Path(cdir)
+            state = json.loads((c / STATE_FILE).read_text())
+            set_peft_model_state_dict(
+                model, load_file(str(c / ADAPTER_DIR / "adapter_model.safetensors"))
+            )
+            opt.load_state_dict(torch.load(c / "optimizer.pt", weights_only=False))
+            sched.load_state_dict(torch.load(c / "scheduler.pt", weights_only=False))
+        resumed_from = int(state["step"])
+
+    progress = ProgressWriter(spec.run_dir / "progress.jsonl", spec.name) if rank == 0 else None
+    if state["base_eval_loss"] is None:
+        # A fresh LoRA adapter is an exact no-op (B = 0), so this is the base model's loss.
+        state["base_eval_loss"] = held_out_loss()
+    if progress:
+        progress.event(
+            "start",
+            step=resumed_from,
+            total_steps=total_steps,
+            world_size=world,
+            resumed_from_step=resumed_from,
+            train_examples=len(train_tok),
+            eval_examples=len(val_tok),
+            base_eval_loss=state["base_eval_loss"],
+        )
+
+    def save_checkpoint(metrics: dict[str, Any]) -> None:
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="lumos-ft-ckpt-") as tmp:
+            t = Path(tmp)
+            model.save_pretrained(str(t / ADAPTER_DIR))
+            torch.save(opt.state_dict(), t / "optimizer.pt")
+            torch.save(sched.state_dict(), t / "scheduler.pt")
+            (t / STATE_FILE).write_text(json.dumps(state))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    step = resumed_from
+    eval_loss: float | None = None
+    last_loss = float("nan")
+    t_start = time.perf_counter()
+    tokens_this_run = 0
+    ckpt_every = spec.checkpoint.every_steps
+    eval_every = spec.training.eval_every_steps
+    while step < total_steps:
+        loss_sum, n_tok, n_in = 0.0, 0, 0
+        for j in range(accum):
+            m = step * accum + j
+            epoch, pos = divmod(m, micro_per_epoch)
+            order = _epoch_order(len(train_tok), spec.training.seed, epoch, rank, world)
+            batch_ex = [train_tok[i] for i in order[pos * bs : (pos + 1) * bs]]
+            batch = {k: v.to(device) for k, v in collate(batch_ex, pad_id).items()}
+            s, n = _token_loss(model, batch)
+            # Normalise by this micro-batch's tokens; the all-reduce averages replicas.
+            (s / max(n, 1) / accum).backward()
+            loss_sum += float(s)
+            n_tok += n
+            n_in += int(batch["attention_mask"].sum())
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat(
+            [g.reshape(-1).float() for g in grads]
+            + [
+                torch.tensor(
+                    [loss_sum, float(n_tok), float(n_in)],
+                    dtype=torch.float32,
+                    device=grads[0].device,
+                )
+            ]
+        )
+        if distributed:
+            dist.all_reduce(flat)
+            flat /= world
+        off = 0
+        for p, g in zip(params, grads, strict=True):
+            k = g.numel()
+            p.grad = flat[off : off + k].view_as(p).to(p.dtype)
+            off += k
+        loss_sum_all, n_tok_all, n_in_all = (flat[off:] * world).tolist()
+        if spec.optimizer.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, spec.optimizer.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        last_loss = loss_sum_all / max(n_tok_all, 1.0)
+        tokens_this_run += int(n_in_all)
+        state["step"] = step
+        state["tokens_seen"] = int(state["tokens_seen"]) + int(n_in_all)
+        elapsed = time.perf_counter() - t_start
+        tps = tokens_this_run / elapsed if elapsed > 0 else 0.0
+        eta = (total_steps - step) * elapsed / max(step - resumed_from, 1)
+        if progress and (step % spec.training.log_every_steps == 0 or step == total_steps):
+            progress.step(
+                step=step,
+                total_steps=total_steps,
+                loss=last_loss,
+                tokens=int(n_in_all),
+                tokens_per_s=tps,
+                eta_s=eta,
+                lr=sched.get_last_lr()[0],
+                epoch=(step * accum) // micro_per_epoch,
+            )
+        if eval_every and step % eval_every == 0 and step < total_steps:
+            eval_loss = held_out_loss()
+            if progress:
+                progress.eval(step=step, eval_loss=eval_loss)
+        if ckpt_every and step % ckpt_every == 0 and step < total_steps:
+            save_checkpoint({"step": step, "loss": last_loss, "final": False})
+            if progress:
+                progress.event("checkpoint", step=step)
+
+    eval_loss = held_out_loss()
+    elapsed = time.perf_counter() - t_start
+    fingerprint = adapter_fingerprint(params)
+    if distributed:
+        hashes: list[Any] = [None] * world
+        dist.all_gather_object(hashes, fingerprint)
+    else:
+        hashes = [fingerprint]
+    final = {
+        "step": step,
+        "total_steps": total_steps,
+        "final": True,
+        "loss": last_loss,
+        "eval_loss": eval_loss,
+        "base_eval_loss": state["base_eval_loss"],
+        "resumed_from_step": resumed_from,
+        "tokens_seen": state["tokens_seen"],
+        "tokens_per_s": tokens_this_run / elapsed if elapsed > 0 and tokens_this_run else 0.0,
+        "train_seconds": elapsed,
+        "world_size": world,
+        "replica_fingerprints": hashes,
+        "replicas_in_sync": len(set(hashes)) == 1,
+    }
+    if progress:
+        progress.eval(step=step, eval_loss=eval_loss)
+    save_checkpoint(final)
+    if progress:
+        progress.event("done", **{k: v for k, v in final.items() if k != "replica_fingerprints"})
