@@ -28,7 +28,7 @@ from lumos_ray.errors import ToolError
 
 __all__ = ["TOOLS", "send_email", "webhook_post"]
 
-_ADDR = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+_ADDR = re.compile(r"^[^@\s<>,;\"]+@[A-Za-z0-9.-]+$")
 
 
 def _check_addrs(field: str, addrs: list[str]) -> None:
