@@ -25,6 +25,8 @@ __all__ = ["RUNNER_NAME", "Runner"]
 
 RUNNER_NAME = "lumos-runner"
 _FLUSH_S = 0.02
+HEARTBEAT_S = 2.0  # lease renewal period
+STALE_S = 10.0  # a lease not renewed for this long belongs to a dead runner
 
 
 class _RunEvents:
@@ -56,22 +58,47 @@ class _RunEvents:
 
 
 class Runner:
-    def __init__(self) -> None:
+    """``auto_recover``: adopt runs whose owner died (a cluster's runner). An embedded
+    cluster's runner adopts only what it is asked to resume, so two local processes
+    sharing a store never take each other's live runs."""
+
+    def __init__(self, auto_recover: bool = True) -> None:
         tracing.setup_tracing()
+        self.id = f"runner-{uuid.uuid4().hex[:12]}"
+        self.auto_recover = auto_recover
         self.store = open_store()
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
-        self._recovered = False
+        self._keeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     async def _recover(self) -> None:
-        if self._recovered:
-            return
-        self._recovered = True
-        for run_id in await asyncio.to_thread(self.store.runs_with_status, ["running", "pending"]):
-            self._launch(run_id)
+        """Start the lease keeper once; it renews our leases and adopts orphans."""
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_leases())
+            if self.auto_recover:
+                await self._adopt_orphans()
+
+    async def _adopt_orphans(self) -> None:
+        for run_id in await asyncio.to_thread(self.store.stale_runs, STALE_S):
+            if run_id not in self.tasks and await self._claim(run_id):
+                self._launch(run_id)
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await asyncio.to_thread(self.store.renew, self.id, list(self.tasks))
+                if self.auto_recover:
+                    await self._adopt_orphans()
+            except Exception:  # a transient store error must not stop renewals
+                continue
+
+    async def _claim(self, run_id: str) -> bool:
+        return await asyncio.to_thread(self.store.claim, run_id, self.id, STALE_S)
 
     def _launch(self, run_id: str) -> None:
+        """Execute a run whose lease we hold."""
         if run_id in self.tasks:
             return
         task = asyncio.get_running_loop().create_task(self._execute(run_id))
@@ -84,6 +111,8 @@ class Runner:
             ev.set()
 
     async def _set(self, run_id: str, status: str, **fields: Any) -> None:
+        if status in TERMINAL_STATES or status == "suspended":
+            fields["owner"] = None  # release the lease
         await asyncio.to_thread(self.store.set_status, run_id, status, **fields)
         self._notify(run_id)
 
@@ -142,9 +171,16 @@ class Runner:
         validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
         run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
         await asyncio.to_thread(self.store.create_run, run_id, wf.name, definition, input)
-        if carrier:
-            # Join the caller's trace: the run span becomes a child of the client's.
-            await asyncio.to_thread(self.store.set_status, run_id, "pending", trace=carrier)
+        # Join the caller's trace (the run span becomes a child of the client's) and
+        # take the lease in the same write.
+        await asyncio.to_thread(
+            self.store.set_status,
+            run_id,
+            "pending",
+            trace=carrier or None,
+            owner=self.id,
+            heartbeat=time.time(),
+        )
         self._launch(run_id)
         return run_id
 
@@ -193,12 +229,14 @@ class Runner:
                 input,
                 [("input_received", {"step": pending["step"], "t": time.time()})],
             )
+            await self._wait_for_lease(run_id)
             await self._set(run_id, "running", suspended=None)
         elif status in ("running", "pending", "failed"):
             if run_id in self.tasks:
                 raise RunStateError(f"run {run_id} is already running")
             if input is not None:
                 raise RunStateError(f"run {run_id} is {status}, not waiting for input")
+            await self._wait_for_lease(run_id)
             await self._set(run_id, "running", error=None)
         else:
             raise RunStateError(
@@ -206,6 +244,17 @@ class Runner:
             )
         self._launch(run_id)
         return await asyncio.to_thread(self.store.get_run, run_id)
+
+    async def _wait_for_lease(self, run_id: str) -> None:
+        """Take the run over once its previous owner's lease lapses (it died)."""
+        deadline = time.monotonic() + STALE_S + 2 * HEARTBEAT_S
+        while not await self._claim(run_id):
+            if time.monotonic() > deadline:
+                raise RunStateError(
+                    f"run {run_id} is being executed by another live runner",
+                    fix="Wait for it to finish, or cancel it with `lumos runs cancel`.",
+                )
+            await asyncio.sleep(0.5)
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         await self._recover()

@@ -64,11 +64,12 @@ def get_runner() -> Any:
     import ray
 
     from lumos_ray.actors._runner import RUNNER_NAME, Runner
-    from lumos_ray.runtime import get_or_create_actor
+    from lumos_ray.runtime import current_settings, get_or_create_actor
 
     return get_or_create_actor(
         RUNNER_NAME,
         ray.remote(Runner),
+        not current_settings().embedded,
         options={
             "num_cpus": 0,
             "max_restarts": -1,

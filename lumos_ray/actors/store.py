@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -55,6 +54,8 @@ runs = Table(
     Column("error", JSON),
     Column("suspended", JSON),  # {path, prompt, schema} while waiting for input
     Column("trace", JSON),  # W3C carrier of the run's span: a resumed run joins its trace
+    Column("owner", String(64)),  # runner instance holding the lease while it executes
+    Column("heartbeat", Float),  # lease renewal time; stale = the owner died
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -173,13 +174,44 @@ class RunStore:
                 .values(status=status, updated_at=time.time(), **fields)
             )
 
-    def runs_with_status(self, statuses: Iterable[str]) -> list[str]:
+    # -- leases: one runner executes a run at a time ------------------------------
+    def claim(self, run_id: str, owner: str, stale_after_s: float) -> bool:
+        """Atomically take the run's lease if it is free, ours, or its owner went quiet."""
+        now = time.time()
+        with self._engine.begin() as c:
+            n = c.execute(
+                update(runs)
+                .where(
+                    runs.c.id == run_id,
+                    (runs.c.owner.is_(None))
+                    | (runs.c.owner == owner)
+                    | (runs.c.heartbeat < now - stale_after_s),
+                )
+                .values(owner=owner, heartbeat=now)
+            ).rowcount
+        return n == 1
+
+    def renew(self, owner: str, run_ids: list[str]) -> None:
+        if not run_ids:
+            return
+        with self._engine.begin() as c:
+            c.execute(
+                update(runs)
+                .where(runs.c.owner == owner, runs.c.id.in_(run_ids))
+                .values(heartbeat=time.time())
+            )
+
+    def stale_runs(self, stale_after_s: float) -> list[str]:
+        """Runs marked active whose owner stopped renewing its lease."""
+        cutoff = time.time() - stale_after_s
         with self._engine.connect() as c:
             return [
                 r[0]
                 for r in c.execute(
                     select(runs.c.id).where(
-                        runs.c.status.in_(list(statuses)), runs.c.tenant_id == self.tenant_id
+                        runs.c.status.in_(["running", "pending"]),
+                        runs.c.tenant_id == self.tenant_id,
+                        (runs.c.heartbeat.is_(None)) | (runs.c.heartbeat < cutoff),
                     )
                 )
             ]

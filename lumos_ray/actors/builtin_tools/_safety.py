@@ -163,13 +163,28 @@ class GuardedNetworkBackend:
         await self._inner.sleep(seconds)
 
 
+_SSL: Any = None
+
+
+def _ssl_context() -> Any:
+    """One verifying SSL context per process: building one loads the CA bundle (~0.3 s)."""
+    global _SSL
+    if _SSL is None:
+        import ssl
+
+        import certifi
+
+        _SSL = ssl.create_default_context(cafile=certifi.where())
+    return _SSL
+
+
 def guarded_client(ctx: ToolContext | None, timeout_s: float) -> Any:
     """An httpx.AsyncClient whose every connection passes the network policy."""
     import httpx
 
     c = ctx_or_default(ctx)
     allow_private = bool(c.setting("http", "allow_private", False))
-    transport = httpx.AsyncHTTPTransport(retries=0)
+    transport = httpx.AsyncHTTPTransport(retries=0, verify=_ssl_context())
     pool = getattr(transport, "_pool", None)
     if pool is not None and hasattr(pool, "_network_backend"):
         pool._network_backend = GuardedNetworkBackend(pool._network_backend, allow_private)

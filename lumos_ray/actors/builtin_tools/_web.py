@@ -42,6 +42,7 @@ async def send_request(
     timeout_s = max(0.1, min(timeout_s, float(c.setting("http", "max_timeout_s", 60.0))))
     current = url
     redirects: list[str] = []
+    await check_url(url, allow_private)  # refuse early, before building a client
     async with guarded_client(c, timeout_s) as client:
         for _ in range(_MAX_REDIRECTS + 1):
             await check_url(current, allow_private)
