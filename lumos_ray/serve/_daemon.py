@@ -1,0 +1,71 @@
+"""Foreground/background server process for `lumos serve up`.
+
+With the embedded cluster the Serve app lives as long as the process that started
+Ray, so `lumos serve up --detach` starts this module as a background process (its
+own session, logs in ``$LUMOS_HOME/serve.log``, pid in ``$LUMOS_HOME/serve.pid``) and
+`lumos serve down` stops it by that pid. Against a real cluster (``--address``) the app
+outlives any client and no daemon is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+__all__ = ["main", "pid_file", "run_foreground"]
+
+
+def pid_file() -> Path:
+    home = Path(os.environ.get("LUMOS_HOME") or ".lumos").expanduser().resolve()
+    return home / "serve.pid"
+
+
+def run_foreground(config: str | None, address: str | None, on_ready=None) -> None:
+    """Start the app, call ``on_ready(url)``, serve until SIGTERM/SIGINT, then stop."""
+    from lumos_ray import runtime
+    from lumos_ray.serve import start, stop
+    from lumos_ray.serve._config import load_serve_config
+
+    cfg = load_serve_config(config)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        url = start(cfg, address=address)
+        if on_ready:
+            on_ready(url)
+        done.wait()
+    finally:
+        try:
+            stop(cfg.app_name)
+        finally:
+            runtime.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    config = args[0] if args and args[0] != "-" else None
+    address = args[1] if len(args) > 1 and args[1] != "-" else None
+    pf = pid_file()
+    pf.parent.mkdir(parents=True, exist_ok=True)
+    pf.write_text(str(os.getpid()))
+
+    def ready(url: str) -> None:
+        print(json.dumps({"event": "ready", "url": url}), flush=True)
+
+    try:
+        run_foreground(config, address, ready)
+    finally:
+        try:
+            if pf.read_text().strip() == str(os.getpid()):
+                pf.unlink()
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main()
