@@ -86,12 +86,18 @@ def simulate(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the Ray job (and of test subprocesses attached by address)."""
     p = argparse.ArgumentParser(prog="python -m lumos_ray.federated._simulate")
-    p.add_argument("config")
+    p.add_argument("config", nargs="?")
+    p.add_argument("--config-json", default=None, help="The config inline (Ray jobs).")
     p.add_argument("--address", default=None)
     p.add_argument("--run-name", default=None)
     p.add_argument("--set", action="append", default=[], help="dotted.key=json override")
     args = p.parse_args(argv)
-    cfg = load_federation_config(args.config)
+    if args.config_json:
+        cfg = FederationConfig.model_validate_json(args.config_json)
+    elif args.config:
+        cfg = load_federation_config(args.config)
+    else:
+        p.error("CONFIG or --config-json is required")
     if args.set:
         cfg = apply_overrides(cfg, args.set)
     try:

@@ -59,7 +59,7 @@ def train_local(
                 loss = loss + proximal_mu / 2 * prox
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += loss.item() * len(b)
             count += len(b)
     return {"train_loss": total / max(count, 1), "num-examples": len(yt)}
 
