@@ -272,7 +272,13 @@ class Tool:
             value = getattr(self, key)
             if value is not None:
                 opts[key] = value
-        return await _remote_runner().options(**opts).remote(self, kwargs)
+        ref = _remote_runner().options(**opts).remote(self, kwargs)
+        try:
+            return await ref
+        except asyncio.CancelledError:
+            # The caller gave up (a step timeout): stop the task instead of leaking it.
+            ray.cancel(ref)
+            raise
 
     def run_sync(self, kwargs: dict[str, Any]) -> Any:
         """Run the function with already-validated kwargs in this process (Ray task body)."""

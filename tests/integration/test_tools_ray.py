@@ -1,0 +1,108 @@
+"""Tools on the real session Ray cluster: resource-bearing tools run as Ray tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+import ray
+
+from lumos_ray.actors.tools import Tool, ToolContext, get_tool, tool
+from lumos_ray.errors import ToolArgumentError, ToolError
+
+
+async def test_tool_with_num_cpus_runs_as_a_ray_task_in_another_process(ray_cluster):
+    @tool(num_cpus=1)
+    def where(tag: str, ctx: ToolContext | None = None) -> dict:
+        """Report the process and Ray task that ran me."""
+        return {
+            "pid": os.getpid(),
+            "task_id": ray.get_runtime_context().get_task_id(),
+            "tag": tag,
+            "run_id": ctx.run_id if ctx else None,
+        }
+
+    assert where.uses_ray
+    out = await where.acall({"tag": "x"}, ToolContext(run_id="r-42"))
+    assert out["pid"] != os.getpid()
+    assert out["task_id"] is not None  # it ran inside a Ray task
+    assert out["tag"] == "x" and out["run_id"] == "r-42"  # context travelled with it
+    # arguments are validated before anything is scheduled
+    with pytest.raises(ToolArgumentError):
+        await where.acall({"tag": 1.5j})
+
+
+async def test_errors_inside_a_ray_task_come_back_as_tool_errors(ray_cluster):
+    @tool(num_cpus=0.5)
+    async def explode(n: int) -> int:
+        """Fails with a recognisable message."""
+        raise RuntimeError(f"exploded with {n}")
+
+    with pytest.raises(ToolError) as ei:
+        await explode.acall({"n": 3})
+    assert type(ei.value) is ToolError
+    assert "RuntimeError: exploded with 3" in ei.value.message
+
+
+async def test_a_timed_out_ray_task_tool_is_cancelled(ray_cluster, tmp_path):
+    started, cancelled, finished = (tmp_path / n for n in ("started", "cancelled", "finished"))
+
+    @tool(num_cpus=0.5)
+    def sleepy(folder: str) -> str:
+        """Sleeps, then writes a marker file; records a cancellation."""
+        import pathlib
+
+        d = pathlib.Path(folder)
+        (d / "started").touch()
+        try:
+            for _ in range(600):
+                time.sleep(0.1)
+        except KeyboardInterrupt:  # how ray.cancel interrupts a running task
+            (d / "cancelled").touch()
+            raise
+        (d / "finished").touch()
+        return "done"
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(sleepy.acall({"folder": str(tmp_path)}), 5)
+    deadline = time.monotonic() + 30
+    while not cancelled.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert started.exists()
+    assert cancelled.exists() and not finished.exists()
+
+
+def test_tools_shipped_to_an_actor_run_there_off_the_event_loop(ray_cluster):
+    @ray.remote
+    class Host:
+        def __init__(self, tools: list[Tool]) -> None:
+            self.tools = {t.name: t for t in tools}
+
+        async def run(self, name: str, args: dict) -> dict:
+            import threading
+
+            loop_thread = threading.get_ident()
+            result = await self.tools[name].acall(args)
+            return {"result": result, "loop_thread": loop_thread, "pid": os.getpid()}
+
+    @tool
+    def thread_of(x: int) -> dict:
+        """Report the thread that ran me."""
+        import threading
+
+        return {"thread": threading.get_ident(), "x": x * 2}
+
+    # a closure-defined tool ships by value, a built-in by reference
+    host = Host.remote([thread_of, get_tool("calculator")])
+    try:
+        out = ray.get(host.run.remote("thread_of", {"x": "21"}))
+        assert out["result"]["x"] == 42  # validated (coerced) inside the actor
+        assert out["result"]["thread"] != out["loop_thread"]
+        assert out["pid"] != os.getpid()
+        assert ray.get(host.run.remote("calculator", {"expression": "2**5"}))["result"] == 32
+        with pytest.raises(ToolArgumentError):
+            ray.get(host.run.remote("calculator", {}))
+    finally:
+        ray.kill(host)
