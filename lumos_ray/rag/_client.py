@@ -1,0 +1,210 @@
+"""Client handle of a collection: open/create it in the cluster and talk to its router.
+
+The collection's config is written to ``<snapshot root>/collection.json`` when it is
+created, so any later process (another CLI call with a fresh embedded cluster, an
+agent on another node) reopens it by name and the shards reload their snapshots.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from lumos_ray.errors import NotFoundError, RagError
+from lumos_ray.rag._config import CollectionConfig, Document, IngestReport, SearchHit
+from lumos_ray.rag._names import collection_dir, router_actor_name, shard_actor_name
+
+__all__ = ["RagCollection", "list_collections"]
+
+CONFIG_FILE = "collection.json"
+ROUTER_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 3}
+
+
+def _home() -> str:
+    from lumos_ray import runtime
+
+    return runtime.current_settings().home
+
+
+def _tenant(tenant: str | None) -> str:
+    from lumos_ray import runtime
+
+    return tenant or runtime.current_settings().tenant_id
+
+
+def list_collections(tenant: str | None = None, home: str | None = None) -> list[str]:
+    """Collections of a tenant that have a config on disk."""
+    root = Path(home or _home()).expanduser() / "rag" / _tenant(tenant)
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.name for p in root.glob(f"*/{CONFIG_FILE}"))
+
+
+class RagCollection:
+    """A collection in the cluster (router + shards). Sync methods; ``a*`` are async."""
+
+    def __init__(self, router: Any, config: CollectionConfig, root: str) -> None:
+        self.router = router
+        self.config = config
+        self.root = root
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # -- opening ------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        *,
+        tenant: str | None = None,
+        config: CollectionConfig | None = None,
+        create: bool = True,
+        num_shards: int | None = None,
+    ) -> RagCollection:
+        """Open ``name`` (creating it when ``create`` and it does not exist).
+
+        An existing collection keeps the config it was created with; asking for another
+        shard count is an error (re-sharding is a re-ingest).
+        """
+        import ray
+
+        from lumos_ray import runtime
+        from lumos_ray.rag._router import RagRouter
+
+        if not ray.is_initialized():
+            runtime.connect()
+        tenant = _tenant(tenant or (config.tenant if config else None))
+        base = config or CollectionConfig(name=name, tenant=tenant)
+        base = base.model_copy(update={"name": name, "tenant": tenant})
+        if num_shards is not None:
+            base = base.model_copy(update={"num_shards": num_shards})
+        root = collection_dir(name, tenant, _home(), base.snapshot_dir)
+        cfg_path = Path(root) / CONFIG_FILE
+        if cfg_path.exists():
+            stored = CollectionConfig.model_validate_json(cfg_path.read_text())
+            if num_shards is not None and num_shards != stored.num_shards:
+                raise RagError(
+                    f"Collection {name!r} has {stored.num_shards} shards; {num_shards} requested.",
+                    fix="Omit --shards, or delete the collection and ingest it again.",
+                )
+            cfg = stored
+        elif not create:
+            raise NotFoundError(
+                f"RAG collection {name!r} (tenant {tenant!r}) does not exist under {root}.",
+                fix="Create it with `lumos rag ingest PATH --collection NAME`; list them "
+                "with `lumos rag stats`.",
+            )
+        else:
+            cfg = base
+            Path(root).mkdir(parents=True, exist_ok=True)
+            cfg_path.write_text(cfg.model_dump_json(indent=2))
+        router = runtime.get_or_create_actor(
+            router_actor_name(cfg.name, cfg.tenant),
+            ray.remote(RagRouter),
+            cfg.model_dump(),
+            root,
+            options=ROUTER_OPTIONS,
+        )
+        return cls(router, cfg, root)
+
+    # -- writes -------------------------------------------------------------------
+    def ingest(self, paths: Iterable[str | Path], batch_docs: int = 32) -> IngestReport:
+        """Read files (this process), then upsert them through the router in batches.
+
+        Unsupported or corrupt files are listed in ``report.skipped`` by name with the
+        reason; the rest are ingested.
+        """
+        import time
+
+        from lumos_ray.rag._loaders import load_paths
+
+        t0 = time.perf_counter()
+        docs, skipped = load_paths(paths)
+        report = self.upsert(docs, batch_docs=batch_docs)
+        report.skipped = skipped + report.skipped
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def upsert(
+        self, docs: Iterable[Document | dict[str, Any]], batch_docs: int = 32
+    ) -> IngestReport:
+        """Add documents; one whose doc_id exists replaces the old version."""
+        import ray
+
+        report = IngestReport(collection=self.name)
+        batch: list[dict[str, Any]] = []
+        pending = []
+
+        def flush() -> None:
+            if batch:
+                pending.append(self.router.upsert_documents.remote(list(batch)))
+                batch.clear()
+
+        for d in docs:
+            batch.append(d.model_dump() if isinstance(d, Document) else dict(d))
+            if len(batch) >= batch_docs:
+                flush()
+                if len(pending) >= 2:  # keep the router busy, memory bounded
+                    self._absorb(report, ray.get(pending.pop(0)))
+        flush()
+        for ref in pending:
+            self._absorb(report, ray.get(ref))
+        return report
+
+    @staticmethod
+    def _absorb(report: IngestReport, res: dict[str, Any]) -> None:
+        report.documents += res["documents"]
+        report.chunks += res["chunks"]
+        report.replaced += res["replaced"]
+
+    def delete(self, doc_ids: Iterable[str]) -> int:
+        import ray
+
+        return ray.get(self.router.delete_documents.remote(list(doc_ids)))
+
+    # -- reads --------------------------------------------------------------------
+    def query(self, text: str, mode: str = "hybrid", k: int = 5) -> list[SearchHit]:
+        import ray
+
+        return [SearchHit(**h) for h in ray.get(self.router.search.remote(text, mode, k))]
+
+    async def aquery(self, text: str, mode: str = "hybrid", k: int = 5) -> list[SearchHit]:
+        return [SearchHit(**h) for h in await self.router.search.remote(text, mode, k)]
+
+    def stats(self) -> dict[str, Any]:
+        import ray
+
+        return ray.get(self.router.stats.remote())
+
+    def doc_chunks(self, doc_id: str) -> list[dict[str, Any]]:
+        import ray
+
+        return ray.get(self.router.doc_chunks.remote(doc_id))
+
+    def shard_handle(self, shard: int) -> Any:
+        import ray
+
+        return ray.get_actor(shard_actor_name(self.name, self.config.tenant, shard))
+
+    def warm(self) -> None:
+        import ray
+
+        ray.get(self.router.warm.remote())
+
+    def drop(self) -> None:
+        """Kill the collection's actors and delete its snapshots and config."""
+        import ray
+
+        for name in [router_actor_name(self.name, self.config.tenant)] + [
+            shard_actor_name(self.name, self.config.tenant, i)
+            for i in range(self.config.num_shards)
+        ]:
+            try:
+                ray.kill(ray.get_actor(name), no_restart=True)
+            except ValueError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)

