@@ -1,0 +1,377 @@
+"""Framework overhead per agent step: lumos_ray vs a bare Ray actor vs LangGraph / CrewAI.
+
+One command prints the whole side-by-side table (and writes JSON)::
+
+    .venv/bin/python benchmarks/agent_overhead.py --setup-venv   # once: .venv-bench
+    .venv/bin/python benchmarks/agent_overhead.py --json-out /tmp/agent_overhead.json
+
+What is compared (see ``_bench_frameworks/_harness.py`` for the exact definitions):
+
+* one *step* = one agent turn: model call that requests ``add(a=1, b=2)`` -> the tool
+  runs -> model call that answers ``"3"``; every turn on a fresh thread id; the
+  answer is checked. The fake model of every framework decides with the same
+  function (``scripted_decision``), wrapped in that framework's own model type;
+  the tool is the same sync ``add`` in every framework.
+* lumos_ray: ``Agent(...).deploy()`` then ``await handle.run(...)`` from the driver,
+  with run-store persistence (default) and with ``MemoryConfig(persist=False)``.
+* bare Ray actor (the floor): one async actor method that calls the same model
+  function and the tool inline and keeps the thread's messages in a dict, called
+  the same way from the driver.
+* LangGraph (``create_react_agent`` + ``InMemorySaver`` / ``AsyncSqliteSaver``) and
+  CrewAI (``Crew.copy().akickoff`` with a ``BaseLLM`` subclass doing native tool
+  calls) run in ``.venv-bench`` as subprocesses (``_bench_frameworks/run_frameworks.py``)
+  so they never enter the product's lock; their JSON is read back here.
+* concurrency 1 and 100 (100 asyncio workers in the driver, closed loop);
+  overhead per step = p50 latency (N=1) or wall/turns (N=100) minus the model's and
+  tool's own time (a few microseconds, measured).
+* memory per idle session: 10,000 threads (one turn each) on one agent actor; the
+  actor process's RSS/USS before and after, divided by 10,000.
+
+The machine is shared: every number is the median of several reps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FRAMEWORKS_DIR = HERE / "_bench_frameworks"
+sys.path.insert(0, str(FRAMEWORKS_DIR))  # before runtime.connect: workers inherit sys.path
+
+from _harness import EXPECTED, measure, own_time_us, scripted_decision  # noqa: E402
+
+BENCH_VENV = ROOT / ".venv-bench"
+REQUIREMENTS = HERE / "requirements-bench.txt"
+EXTERNAL = ["langgraph:memory", "langgraph:sqlite", "crewai"]
+
+
+# ------------------------------------------------------------------ benchmark venv setup
+def setup_venv() -> None:
+    """Create ``.venv-bench`` (Python 3.11) with the pinned baseline frameworks.
+
+    uv when present (seconds), else ``python3.11 -m venv`` + pip. The venv ignores
+    itself in git (a ``.gitignore`` of ``*`` inside it), so nothing shared changes.
+    """
+    py = shutil.which("python3.11") or sys.executable
+    uv = shutil.which("uv")
+    if uv:
+        subprocess.run([uv, "venv", "-p", py, str(BENCH_VENV)], check=True)
+        subprocess.run(
+            [uv, "pip", "install", "--python", str(BENCH_VENV / "bin" / "python"),
+             "-r", str(REQUIREMENTS)],
+            check=True,
+        )
+    else:
+        subprocess.run([py, "-m", "venv", str(BENCH_VENV)], check=True)
+        pip = [str(BENCH_VENV / "bin" / "python"), "-m", "pip"]
+        subprocess.run([*pip, "install", "-q", "-r", str(REQUIREMENTS)], check=True)
+    (BENCH_VENV / ".gitignore").write_text("*\n")
+    print(f"ready: {BENCH_VENV}")
+
+
+# --------------------------------------------------------------- lumos side definitions
+def bench_model_fn(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+    """The shared scripted decision as a lumos ``FunctionModel`` function."""
+    from lumos_ray.testing import call_tool, reply
+
+    last = messages[-1]
+    kind, payload = scripted_decision(last.get("role", "user"), last.get("content"))
+    return call_tool("add", **payload) if kind == "call" else reply(payload)
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+async def aadd(a: int, b: int) -> int:
+    """Add two integers (async variant: no worker-thread hop in lumos)."""
+    return a + b
+
+
+class BareAgentActor:
+    """The floor: the same model function and tool, inline in one async actor method."""
+
+    def __init__(self) -> None:
+        from lumos_ray.testing import FunctionModel
+
+        self.model = FunctionModel(bench_model_fn)
+        self.threads: dict[str, list[dict[str, Any]]] = {}
+
+    async def run(self, input: str, thread_id: str) -> str | None:
+        hist = self.threads.setdefault(thread_id, [])
+        msgs = [*hist, {"role": "user", "content": input}]
+        for _ in range(5):
+            resp = await self.model.chat(msgs, None)
+            msgs.append(resp.to_message())
+            if not resp.tool_calls:
+                break
+            for c in resp.tool_calls:
+                out = add(**json.loads(c.arguments))
+                msgs.append({"role": "tool", "tool_call_id": c.id, "content": str(out)})
+        hist.extend(msgs[len(hist) :])
+        return resp.content
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _deploy(name: str, persist: bool, async_tool: bool = False) -> Any:
+    from lumos_ray.actors.agent import Agent, MemoryConfig
+    from lumos_ray.actors.tools import tool
+    from lumos_ray.testing import FunctionModel
+
+    t = tool(aadd if async_tool else add, name="add")
+    return Agent(
+        name=name,
+        model=FunctionModel(bench_model_fn),
+        tools=[t],
+        memory=MemoryConfig(persist=persist),
+    ).deploy()
+
+
+async def run_lumos(args: argparse.Namespace, own: float) -> dict[str, Any]:
+    import ray
+
+    out: dict[str, Any] = {}
+    variants = [
+        ("lumos_ray (persist=True, default)", "bench-persist", True, False),
+        ("lumos_ray (persist=False)", "bench-mem", False, False),
+        ("lumos_ray (persist=False, async tool)", "bench-async", False, True),
+    ]
+    for label, name, persist, async_tool in variants:
+        h = _deploy(name, persist, async_tool)
+
+        async def turn(tid: str, h: Any = h) -> str | None:
+            return (await h.run("What is 1 + 2?", thread_id=tid)).output
+
+        out[label] = [
+            await measure(turn, n, reps=args.reps, target_rep_s=args.target_rep_s, own_us=own)
+            for n in args.concurrency
+        ]
+        _log(label, out[label])
+
+    bare = (
+        ray.remote(BareAgentActor)
+        .options(name="bench-bare", max_concurrency=10_000, lifetime="detached")
+        .remote()
+    )
+
+    async def bare_turn(tid: str) -> str | None:
+        return await bare.run.remote("What is 1 + 2?", tid)
+
+    out["bare Ray actor"] = [
+        await measure(bare_turn, n, reps=args.reps, target_rep_s=args.target_rep_s, own_us=own)
+        for n in args.concurrency
+    ]
+    _log("bare Ray actor", out["bare Ray actor"])
+    ray.kill(bare)
+    return out
+
+
+async def idle_session_memory(n_sessions: int, persist: bool) -> dict[str, Any]:
+    """RSS/USS of one agent actor before and after ``n_sessions`` one-turn threads."""
+    import psutil
+
+    name = f"bench-idle-{'p' if persist else 'm'}"
+    h = _deploy(name, persist)
+    r = await h.run("What is 1 + 2?", thread_id="warmup")
+    assert r.output == EXPECTED
+    info = await h.actor("warmup").info.remote()
+    proc = psutil.Process(info["pid"])
+    await asyncio.sleep(0.5)
+    before = proc.memory_full_info()
+    done = 0
+    t0 = time.perf_counter()
+
+    async def worker(i: int) -> None:
+        nonlocal done
+        for j in range(i, n_sessions, 100):
+            res = await h.run("What is 1 + 2?", thread_id=f"idle-{j}")
+            if res.output != EXPECTED:
+                raise RuntimeError(f"wrong answer {res.output!r}")
+            done += 1
+
+    await asyncio.gather(*(worker(i) for i in range(100)))
+    elapsed = time.perf_counter() - t0
+    await asyncio.sleep(1.0)
+    after = proc.memory_full_info()
+    info = await h.actor("warmup").info.remote()
+    return {
+        "persist": persist,
+        "sessions": done,
+        "threads_cached": info["threads_cached"],
+        "rss_before_mib": before.rss / 2**20,
+        "rss_after_mib": after.rss / 2**20,
+        "uss_before_mib": before.uss / 2**20,
+        "uss_after_mib": after.uss / 2**20,
+        "rss_per_session_kib": (after.rss - before.rss) / done / 1024,
+        "uss_per_session_kib": (after.uss - before.uss) / done / 1024,
+        "fill_s": elapsed,
+    }
+
+
+# -------------------------------------------------------------------- external baselines
+def run_external(framework: str, args: argparse.Namespace) -> dict[str, Any]:
+    py = BENCH_VENV / "bin" / "python"
+    if not py.exists():
+        return {"framework": framework, "error": f"{py} missing: run with --setup-venv first"}
+    cmd = [
+        str(py), str(FRAMEWORKS_DIR / "run_frameworks.py"), "--framework", framework,
+        "--concurrency", ",".join(map(str, args.concurrency)),
+        "--reps", str(args.crewai_reps if framework == "crewai" else args.reps),
+        "--target-rep-s", str(args.target_rep_s),
+    ]
+    print(f"[bench] {framework} ...", file=sys.stderr, flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"framework": framework, "error": f"exit {p.returncode}: {p.stderr[-2000:]}"}
+    res = json.loads(lines[-1])
+    if "results" in res:
+        _log(framework, res["results"])
+    else:
+        print(f"[bench] {framework} FAILED: {res.get('error')}", file=sys.stderr)
+    return res
+
+
+# ------------------------------------------------------------------------------ report
+def _log(label: str, rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        print(
+            f"[bench] {label:40s} N={r['concurrency']:<4d} p50={r['p50_us'] / 1e3:8.2f} ms "
+            f"p95={r['p95_us'] / 1e3:8.2f} ms thr={r['throughput']:8.1f}/s "
+            f"overhead={r['overhead_us'] / 1e3:8.3f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _fmt_ms(us: float) -> str:
+    return f"{us / 1e3:.2f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The Markdown table for RESULTS.md (one row per framework and concurrency)."""
+    table = report["table"]
+    lines = []
+    for n in report["concurrency"]:
+        lg = table.get("langgraph:memory", {}).get(n)
+        bare = table.get("bare Ray actor", {}).get(n)
+        lines += [
+            f"**{n} concurrent run{'s' if n > 1 else ''}** "
+            f"(overhead per step = {'p50 latency' if n == 1 else 'wall time / turns'} "
+            "minus the fake model's and tool's own time)",
+            "",
+            "| framework | p50 turn (ms) | p95 turn (ms) | turns/s | overhead/step (ms) "
+            "| vs LangGraph (mem) | vs bare actor |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for label, by_n in table.items():
+            r = by_n.get(n)
+            if r is None:
+                continue
+            vs_lg = f"{r['overhead_us'] / lg['overhead_us']:.2f}x" if lg else "n/a"
+            vs_bare = f"{r['overhead_us'] / bare['overhead_us']:.2f}x" if bare else "n/a"
+            lines.append(
+                f"| {label} | {_fmt_ms(r['p50_us'])} | {_fmt_ms(r['p95_us'])} "
+                f"| {r['throughput']:.0f} | {_fmt_ms(r['overhead_us'])} | {vs_lg} | {vs_bare} |"
+            )
+        lines.append("")
+    for label, err in report["errors"].items():
+        lines.append(f"- {label}: FAILED: {err}")
+    for m in report.get("memory", []):
+        lines.append(
+            f"- Memory per idle session (persist={m['persist']}, {m['sessions']} sessions, "
+            f"{m['threads_cached']} cached): RSS {m['rss_before_mib']:.0f} -> "
+            f"{m['rss_after_mib']:.0f} MiB = **{m['rss_per_session_kib']:.1f} KiB/session** "
+            f"(USS {m['uss_per_session_kib']:.1f} KiB/session); fill took {m['fill_s']:.1f} s."
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--setup-venv", action="store_true", help="create .venv-bench and exit")
+    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--crewai-reps", type=int, default=3, help="CrewAI is ~100x slower")
+    p.add_argument("--target-rep-s", type=float, default=0.8, help="wall time per rep")
+    p.add_argument("--sessions", type=int, default=10_000, help="idle-session memory test")
+    p.add_argument("--skip-external", action="store_true", help="lumos + bare actor only")
+    p.add_argument("--only", default="", help="comma list of external frameworks to run")
+    p.add_argument("--json-out", default="", help="also write the raw results here")
+    args = p.parse_args()
+    if args.setup_venv:
+        setup_venv()
+        return
+
+    t_start = time.perf_counter()
+    own = own_time_us()
+    report: dict[str, Any] = {
+        "command": "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} at start",
+        "concurrency": args.concurrency,
+        "own_us": own,
+        "table": {},
+        "errors": {},
+        "versions": {},
+    }
+
+    # Baselines first, before Ray's processes exist, so they do not pay for them.
+    external = [] if args.skip_external else (args.only.split(",") if args.only else EXTERNAL)
+    ext_results = {fw: run_external(fw, args) for fw in external}
+
+    # lumos_ray and the bare actor on one embedded cluster, state in a temp dir.
+    home = tempfile.mkdtemp(prefix="lumos-bench-")
+    os.environ["LUMOS_HOME"] = home
+    os.environ.pop("LUMOS_STORE_URL", None)
+    from lumos_ray import runtime
+
+    runtime.connect(num_cpus=4)
+    try:
+        lumos = asyncio.run(run_lumos(args, own))
+        mem = []
+        if args.sessions:
+            print(f"[bench] idle-session memory, {args.sessions} sessions ...", file=sys.stderr)
+            mem.append(asyncio.run(idle_session_memory(args.sessions, persist=True)))
+            print(f"[bench] {mem[-1]}", file=sys.stderr)
+    finally:
+        runtime.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+
+    import ray
+
+    report["versions"] = {"python": sys.version.split()[0], "ray": ray.__version__}
+    for label, rows in lumos.items():
+        report["table"][label] = {r["concurrency"]: r for r in rows}
+    for fw, res in ext_results.items():
+        if "results" in res:
+            report["table"][fw] = {r["concurrency"]: r for r in res["results"]}
+            report["versions"].update(res.get("versions", {}))
+        else:
+            report["errors"][fw] = res.get("error", "unknown error")
+    report["memory"] = mem
+    report["elapsed_s"] = time.perf_counter() - t_start
+    md = render(report)
+    print(md)
+    print(f"\n(total {report['elapsed_s']:.0f} s; versions {report['versions']})")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
