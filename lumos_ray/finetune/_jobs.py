@@ -78,7 +78,15 @@ def _dashboard_address(address: str | None) -> str | None:
             "cluster started with `ray start --head` on this machine; or run the job "
             "in-process with `lumos finetune submit JOB.yaml` and no --address.",
         )
-    return address
+    assert address is not None
+    if address.startswith("ray://"):
+        raise ConnectionFailedError(
+            f"{address} is a Ray Client address; Ray Jobs use the dashboard address.",
+            fix="Pass --address http://HOST:8265 (the head node's dashboard port).",
+        )
+    if address == "auto" or "://" in address:
+        return address
+    return f"http://{address}"
 
 
 def make_client(address: str | None) -> Any:

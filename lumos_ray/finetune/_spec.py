@@ -120,7 +120,9 @@ class FinetuneJobSpec(_Strict):
     """A LoRA / QLoRA fine-tuning job: model, data, adapter, optimisation, scaling."""
 
     name: str = Field(description="Job name: also names the checkpoints (resume key).")
-    base_model: str = Field(description="Local Hugging Face model directory.")
+    base_model: str = Field(
+        description="Local Hugging Face model directory ('lumos-tiny': the embedded model)."
+    )
     dataset: DatasetSpec
     lora: LoraSpec = Field(default_factory=LoraSpec)
     qlora: QLoraSpec = Field(default_factory=QLoraSpec)
@@ -152,6 +154,10 @@ class FinetuneJobSpec(_Strict):
             return str(q if q.is_absolute() else (base / q).resolve())
 
         data = self.model_copy(deep=True)
+        if data.base_model == "lumos-tiny" and not (base / "lumos-tiny").exists():
+            from lumos_ray.models import tiny_model_path
+
+            data.base_model = str(tiny_model_path())
         data.base_model = fix(data.base_model) or data.base_model
         data.dataset.path = fix(data.dataset.path) or data.dataset.path
         data.dataset.validation_path = fix(data.dataset.validation_path)
