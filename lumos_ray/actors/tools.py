@@ -15,14 +15,18 @@ third-party plugins exposed in the ``lumos_ray.tools`` entry-point group.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import datetime as _dt
+import functools
 import importlib
 import inspect
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,7 +253,9 @@ class Tool:
             elif self._is_async:
                 result = await self.fn(**kwargs)
             else:
-                result = await asyncio.to_thread(self.fn, **kwargs)
+                result = await _in_tool_thread(self.fn, kwargs)
+            if inspect.isawaitable(result):  # e.g. a partial or callable object that is async
+                result = await result
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -307,6 +313,32 @@ def _tool_from_state(cls: type[Tool], state: dict[str, Any]) -> Tool:
     t = cls.__new__(cls)
     t.__setstate__(state)
     return t
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _tool_pool() -> ThreadPoolExecutor:
+    """Threads for sync tools, separate from the loop's default executor.
+
+    The default executor has only ``min(32, cpus + 4)`` threads and also serves DNS
+    lookups (``loop.getaddrinfo``): a few slow sync tools (a shell command, a big
+    SQLite query) would stall every HTTP tool of the actor. Size: LUMOS_TOOL_THREADS.
+    """
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            size = int(os.environ.get("LUMOS_TOOL_THREADS") or 64)
+            _POOL = ThreadPoolExecutor(max_workers=size, thread_name_prefix="lumos-tool")
+        return _POOL
+
+
+async def _in_tool_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    # Copy contextvars (as asyncio.to_thread does) so tracing context follows the call.
+    cv = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_tool_pool(), functools.partial(cv.run, fn, **kwargs))
 
 
 _REMOTE: Any = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import pickle
 import threading
 from typing import Literal
@@ -150,14 +151,33 @@ async def test_acall_injects_context_and_returns_json():
     }
 
 
-async def test_sync_tools_run_off_the_event_loop_thread():
-    @tool
-    def where() -> str:
-        """Name of the thread that runs me."""
-        return threading.current_thread().name
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
-    loop_thread = threading.current_thread().name
-    assert await where.acall({}) != loop_thread
+
+async def test_sync_tools_run_off_the_event_loop_thread_with_the_callers_context():
+    @tool
+    def where() -> dict:
+        """Name of the thread that runs me, and the caller's context variable."""
+        return {"thread": threading.current_thread().name, "request": REQUEST_ID.get()}
+
+    token = REQUEST_ID.set("req-7")  # e.g. the OpenTelemetry context travels the same way
+    try:
+        out = await where.acall({})
+    finally:
+        REQUEST_ID.reset(token)
+    assert out["thread"].startswith("lumos-tool") and out["request"] == "req-7"
+    # Many blocking sync tools run at once: they get their own pool, not the loop's
+    # default executor (6 threads on a 2-core machine). A barrier of 12 only opens
+    # if all 12 calls are running at the same time.
+    barrier = threading.Barrier(12, timeout=60)
+
+    @tool
+    def wait_for_all() -> int:
+        """Block until 12 calls are running together."""
+        return barrier.wait()
+
+    indices = await asyncio.gather(*(wait_for_all.acall({}) for _ in range(12)))
+    assert sorted(indices) == list(range(12))
 
 
 async def test_async_tools_are_awaited():
