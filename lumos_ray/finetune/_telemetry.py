@@ -23,13 +23,14 @@ PROGRESS_PREFIX = "LUMOS_PROGRESS "
 class ProgressWriter:
     """Rank 0's sink for progress events (file + OpenTelemetry instruments)."""
 
-    def __init__(self, path: str | Path, job_name: str) -> None:
+    def __init__(self, path: str | Path, job_name: str, meter: Any | None = None) -> None:
         from opentelemetry import metrics
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._attrs = {"lumos.finetune.job": job_name}
-        meter = metrics.get_meter("lumos_ray.finetune")
+        # The global meter provider's exporter decides where metrics go (none = no-op).
+        meter = meter or metrics.get_meter("lumos_ray.finetune")
         self._steps = meter.create_counter(
             "lumos.finetune.steps", unit="{step}", description="Optimizer steps done."
         )
