@@ -286,6 +286,18 @@ class Tool:
             ray.cancel(ref)
             raise
 
+    def options(self, **overrides: Any) -> Tool:
+        """A copy with other settings (``None`` keeps the current value), e.g. run a
+        built-in as a Ray task: ``get_tool("csv_stats").options(num_cpus=1)``."""
+        allowed = {"name", "description", "num_cpus", "num_gpus", "memory", "resources",
+                   "category"}  # fmt: skip
+        unknown = set(overrides) - allowed
+        if unknown:
+            raise ConfigError(f"Unknown tool option(s): {', '.join(sorted(unknown))}")
+        kw = {k: getattr(self, k) for k in allowed}
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return Tool(self.fn, source=self.source, **kw)
+
     def run_sync(self, kwargs: dict[str, Any]) -> Any:
         """Run the function with already-validated kwargs in this process (Ray task body)."""
         if self._is_async:
@@ -424,6 +436,16 @@ def tool(
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
+        if isinstance(f, Tool):  # re-wrap an existing tool with other options
+            return f.options(
+                name=name,
+                description=description,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                memory=memory,
+                resources=resources,
+                category=category,
+            )
         return Tool(
             f,
             name=name,

@@ -304,3 +304,15 @@ def test_tool_defined_in_a_function_pickles_by_value():
     with pytest.raises(ToolArgumentError) as ei:
         t2.validate({"address": {}, "when": "noon"})
     assert "- address.city:" in ei.value.message and "- when:" in ei.value.message
+
+
+def test_options_copies_a_tool_with_resources():
+    calc = get_tool("calculator")
+    heavy = calc.options(num_cpus=1, name="heavy_calc")
+    assert heavy.uses_ray and heavy.name == "heavy_calc" and heavy.category == "math"
+    assert not calc.uses_ray and calc.name == "calculator"  # original untouched
+    assert heavy.parameters == calc.parameters
+    again = tool(calc, num_gpus=1)
+    assert again.num_gpus == 1 and again.name == "calculator"
+    with pytest.raises(ConfigError):
+        calc.options(gpus=1)
