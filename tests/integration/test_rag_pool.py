@@ -1,0 +1,213 @@
+"""The RAG pool on a real Ray cluster: ingestion, multi-hop retrieval, mutation while
+serving, shard recovery and concurrent agent queries.
+
+One session-shared collection (2 shards, so cross-shard graph expansion is exercised)
+is built once: the router loads the real all-MiniLM-L6-v2 once for all these tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_rag_corpus import (
+    DOCS,
+    QUESTIONS,
+    answer_recall,
+    write_bad_files,
+    write_corpus,
+)
+
+COLLECTION = "shared-multihop"  # actors: lumos-rag-shared-multihop@<tenant>.* (kept)
+
+
+@pytest.fixture(scope="session")
+def rag_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    d = tmp_path_factory.mktemp("rag-corpus")
+    write_corpus(d)
+    bad = write_bad_files(d)
+    return d, bad
+
+
+@pytest.fixture(scope="session")
+def rag_pool(ray_cluster, rag_corpus) -> Iterator[tuple]:
+    from lumos_ray.rag import CollectionConfig, RagCollection
+
+    coll = RagCollection.open(
+        COLLECTION, config=CollectionConfig(name=COLLECTION, num_shards=2), create=True
+    )
+    report = coll.ingest([rag_corpus[0]])
+    yield coll, report
+    coll.drop()
+
+
+def _recall(coll, mode: str, k: int) -> float:
+    return answer_recall([[h.text for h in coll.query(q, mode, k)] for q, _, _ in QUESTIONS])
+
+
+@pytest.mark.slow
+def test_rag_ingest_reports_bad_files_by_name_and_ingests_the_rest(rag_pool, rag_corpus):
+    coll, report = rag_pool
+    _, bad = rag_corpus
+    skipped = {Path(s["path"]).name: s["reason"].lower() for s in report.skipped}
+    assert set(skipped) == set(bad)
+    for name, word in bad.items():
+        assert word in skipped[name], (name, skipped[name])
+    assert report.documents == len(DOCS)
+    stats = coll.stats()
+    assert stats["documents"] == len(DOCS)
+    assert stats["num_shards"] == 2
+    assert all(s["documents"] > 0 for s in stats["shards"])  # both shards hold data
+    # Every format made it in with its text: pdf, html (no script/style), md, txt.
+    pdf = coll.doc_chunks("vessant.pdf")
+    assert pdf and "Calder" in pdf[0]["text"]
+    html = coll.doc_chunks("maren_oakhart.html")
+    assert "dulcimer" in html[0]["text"] and "var x" not in html[0]["text"]
+
+
+@pytest.mark.slow
+def test_rag_hybrid_recall_beats_naive_on_multihop_corpus(rag_pool):
+    coll, _ = rag_pool
+    naive = {k: _recall(coll, "naive", k) for k in (2, 3)}
+    hybrid = {k: _recall(coll, "hybrid", k) for k in (2, 3)}
+    assert hybrid[2] > naive[2], (naive, hybrid)
+    assert hybrid[3] > naive[3], (naive, hybrid)
+    # Provenance: the bridge document was reached through an entity of another chunk.
+    hits = coll.query(QUESTIONS[0][0], "hybrid", 3)
+    bridge = next(h for h in hits if h.doc_id == "ilse_marquand.txt")
+    assert bridge.path[0].startswith("chunk:harbor_bridge.md")
+    assert "entity:Ilse Marquand" in bridge.path
+    assert bridge.path[-1] == f"chunk:{bridge.chunk_id}"
+
+
+@pytest.mark.slow
+def test_rag_every_mode_returns_results_with_provenance(rag_pool):
+    coll, _ = rag_pool
+    q = QUESTIONS[2][0]
+    for mode in ("naive", "local", "global", "hybrid"):
+        hits = coll.query(q, mode, 4)
+        assert 1 <= len(hits) <= 4, mode
+        assert all(h.doc_id in DOCS and h.chunk_id.startswith(h.doc_id + "#") for h in hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert all(h.mode == mode for h in hits)
+    glob = coll.query(q, "global", 3)
+    assert all(h.community is not None and h.path[0].startswith("community:") for h in glob)
+
+
+@pytest.mark.slow
+def test_rag_update_replaces_and_delete_removes_chunks_and_graph_provenance(rag_pool):
+    import ray
+
+    from lumos_ray.rag import Document
+
+    coll, _ = rag_pool
+    doc_id = "mutable-zorbit.txt"
+    v1 = Document(
+        doc_id=doc_id,
+        title="Zorbit Quell",
+        text="Zorbit Quell is the mayor of Plinthaven. Zorbit Quell founded the Glimmer Guild.",
+    )
+    coll.upsert([v1])
+    chunks = coll.doc_chunks(doc_id)
+    assert chunks and "Plinthaven" in chunks[0]["text"]
+    assert "plinthaven" in chunks[0]["entities"] and chunks[0]["relations"]
+    assert any(h.doc_id == doc_id for h in coll.query("Who is the mayor of Plinthaven?", "naive", 3))
+
+    # Update: the new version replaces every chunk and its graph facts.
+    v2 = v1.model_copy(update={"text": "Zorbit Quell is a retired lighthouse keeper in Dunmore."})
+    report = coll.upsert([v2])
+    assert report.replaced == 1
+    chunks = coll.doc_chunks(doc_id)
+    assert len(chunks) == 1 and "lighthouse keeper" in chunks[0]["text"]
+    assert "plinthaven" not in chunks[0]["entities"]
+    entity_chunks = ray.get(coll.router.entity_chunks.remote("plinthaven"))
+    assert entity_chunks == []  # the old version's entity is gone with its provenance
+    assert ray.get(coll.router.entity_chunks.remote("glimmer guild")) == []
+    # Shared entity: Dunmore is also named by copper_lanterns.md; both chunks link to it.
+    dunmore = ray.get(coll.router.entity_chunks.remote("dunmore"))
+    assert f"{doc_id}#0" in dunmore and any(c.startswith("copper_lanterns.md#") for c in dunmore)
+
+    # Delete: chunks, vectors and this document's graph provenance disappear, while an
+    # entity another document still mentions stays.
+    assert coll.delete([doc_id]) == 1
+    assert coll.doc_chunks(doc_id) == []
+    assert ray.get(coll.router.entity_chunks.remote("zorbit quell")) == []
+    dunmore = ray.get(coll.router.entity_chunks.remote("dunmore"))
+    assert dunmore and all(not c.startswith(doc_id) for c in dunmore)
+    for mode in ("naive", "hybrid"):
+        hits = coll.query("Zorbit Quell retired lighthouse keeper", mode, 5)
+        assert all(h.doc_id != doc_id for h in hits)
+    assert coll.delete([doc_id]) == 0  # idempotent
+
+
+@pytest.mark.slow
+def test_rag_killed_shard_comes_back_with_its_data(rag_pool):
+    import ray
+
+    coll, _ = rag_pool
+    before = coll.stats()["shards"]
+    expected = [h.chunk_id for h in coll.query(QUESTIONS[3][0], "hybrid", 4)]
+    for shard in range(2):
+        handle = coll.shard_handle(shard)
+        old_pid = before[shard]["pid"]
+        # 1) Ray restarts it (max_restarts); it reloads its snapshot.
+        ray.kill(handle, no_restart=False)
+        deadline = time.time() + 60
+        while True:
+            try:
+                st = ray.get(coll.shard_handle(shard).stats.remote(), timeout=30)
+                if st["pid"] != old_pid:
+                    break
+            except Exception:
+                pass
+            assert time.time() < deadline, "shard did not restart"
+            time.sleep(0.5)
+        assert st["chunks"] == before[shard]["chunks"] > 0
+        assert st["loaded_chunks"] == st["chunks"]
+    # 2) Killed for good: the router re-creates it under its name from the snapshot.
+    ray.kill(coll.shard_handle(0), no_restart=True)
+    after = coll.stats()["shards"]
+    assert [s["chunks"] for s in after] == [s["chunks"] for s in before]
+    assert after[0]["loaded_chunks"] == before[0]["chunks"]
+    assert [h.chunk_id for h in coll.query(QUESTIONS[3][0], "hybrid", 4)] == expected
+
+
+@pytest.mark.slow
+def test_rag_50_concurrent_agent_queries_through_rag_search_tool(rag_pool):
+    """50 queries in flight at once from agent actors, each through the rag_search tool
+    (the path agents use), must equal the sequential answers."""
+    import ray
+
+    from lumos_ray.rag._tool import rag_search
+
+    coll, _ = rag_pool
+    expected = {
+        q: [h.chunk_id for h in coll.query(q, "hybrid", 3)] for q, _, _ in QUESTIONS
+    }
+
+    @ray.remote(num_cpus=0, max_concurrency=64)
+    class Agent:
+        async def ask(self, question: str) -> list[dict]:
+            return await rag_search.acall(
+                {"query": question, "collection": COLLECTION, "mode": "hybrid", "k": 3}
+            )
+
+    agents = [Agent.remote() for _ in range(5)]
+    questions = [QUESTIONS[i % len(QUESTIONS)][0] for i in range(50)]
+    refs = [agents[i % 5].ask.remote(q) for i, q in enumerate(questions)]
+    results = ray.get(refs, timeout=300)
+    assert len(results) == 50
+    for q, res in zip(questions, results, strict=True):
+        assert [r["chunk_id"] for r in res] == expected[q]
+        assert all({"text", "doc_id", "chunk_id", "score", "path"} <= set(r) for r in res)
+    # The tool reports a missing collection as a tool error, not a crash.
+    from lumos_ray.errors import ToolError
+
+    with pytest.raises(ToolError, match="does not exist"):
+        asyncio.run(rag_search.acall({"query": "x", "collection": "no-such-collection"}))
+    for a in agents:
+        ray.kill(a)
