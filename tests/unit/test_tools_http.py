@@ -50,6 +50,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"x" * 100_000)
         elif p == "/redirect":
             self._send(302, b"", Location="/json?from=redirect")
+        elif p == "/redirect-other-host":
+            port = self.server.server_address[1]
+            self._send(302, b"", Location=f"http://localhost:{port}/json?hop=2")
         elif p == "/redirect-ftp":
             self._send(302, b"", Location="ftp://example.com/file")
         elif p == "/loop":
@@ -161,6 +164,19 @@ async def test_redirects_are_followed_and_every_hop_is_checked(server):
         "http_request", {"url": f"{base}/see-other", "method": "POST", "json_body": {}}, ALLOW
     )
     assert r["status"] == 200 and r["json"]["path"] == "/json?after=post"
+
+
+async def test_credentials_do_not_follow_a_redirect_to_another_host(server):
+    base, log = server
+    r = await call(
+        "http_get",
+        {"url": f"{base}/redirect-other-host", "headers": {"Authorization": "Bearer s3cret"}},
+        ALLOW,
+    )
+    assert r["status"] == 200 and r["json"]["path"] == "/json?hop=2"
+    first, second = log[-2], log[-1]
+    assert first["headers"].get("Authorization") == "Bearer s3cret"
+    assert second["path"] == "/json?hop=2" and "Authorization" not in second["headers"]
 
 
 async def test_non_http_schemes_are_refused():

@@ -67,6 +67,13 @@ async def send_request(
                     ):
                         method, json_body, body = "GET", None, None
                     params = None  # already part of the Location URL, if wanted
+                    if headers and httpx.URL(nxt).netloc != httpx.URL(current).netloc:
+                        # like browsers and httpx: credentials never follow to another host
+                        headers = {
+                            k: v
+                            for k, v in headers.items()
+                            if k.lower() not in ("authorization", "cookie", "proxy-authorization")
+                        }
                     current = nxt
                     continue
                 data = bytearray()
