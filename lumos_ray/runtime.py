@@ -95,11 +95,18 @@ def connect(
                 )
             else:
                 temp_dir = None
+                kwargs: dict[str, Any] = {}
+                if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+                    # Inside a Ray job the job's runtime_env (working_dir, env vars) already
+                    # applies to every worker; passing another would replace it.
+                    kwargs["runtime_env"] = {
+                        "env_vars": {k: v for k, v in env.items() if k != "PYTHONPATH"}
+                    }
                 ctx = ray.init(
                     address=settings.address,
                     namespace=settings.namespace,
-                    runtime_env={"env_vars": {k: v for k, v in env.items() if k != "PYTHONPATH"}},
                     log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
+                    **kwargs,
                 )
         except ConnectionError as exc:
             raise ConnectionFailedError(

@@ -281,13 +281,23 @@ def load_workflow(path: str | Path) -> Workflow:
         return Workflow.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x[:1].isupper()))
+        loc = _strip_union_tags(err["loc"])
         line = locate(loc)
         where = ".".join(str(x) for x in loc) or "(top level)"
         more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
         raise WorkflowDefinitionError(
             f"{p}:{line}: {where}: {err['msg']}{more}", file=str(p), line=line
         ) from None
+
+
+def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union tags (the step kind after a list index or `step`)."""
+    out: list[Any] = []
+    for x in loc:
+        if out and (isinstance(out[-1], int) or out[-1] == "step") and x in _KINDS:
+            continue
+        out.append(x)
+    return tuple(out)
 
 
 def register_workflow(wf: Workflow) -> Workflow:

@@ -1,0 +1,287 @@
+"""`lumos run`, `lumos runs ...`, `lumos submit`, `lumos jobs ...`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import click
+
+from lumos_ray.cli._common import address_option, emit, json_option
+from lumos_ray.errors import InputValidationError
+
+__all__ = ["register"]
+
+
+def _parse_input(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputValidationError(
+            f"--input is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            fix='Pass a JSON value, e.g. --input \'{"topic": "ray"}\' (mind the shell quoting).',
+        ) from None
+
+
+def _connect(address: str | None) -> bool:
+    """Connect; returns True when the cluster is embedded in this process."""
+    from lumos_ray import runtime
+
+    return runtime.connect(address=address).embedded
+
+
+def _event_line(ev: Any) -> str:
+    d = dict(ev.data or {})
+    d.pop("t", None)
+    step = d.pop("step", None)
+    if ev.type == "token":
+        return d.get("delta", "")
+    detail = " ".join(f"{k}={v}" for k, v in d.items() if k not in ("kind",))
+    return f"[{ev.seq:>4}] {ev.type:<15} {step or ''} {detail}".rstrip()
+
+
+async def _follow(run_id: str, as_json: bool) -> tuple[Any, list[dict[str, Any]]]:
+    from lumos_ray.actors.runs import follow_run, get_run
+
+    seen: list[dict[str, Any]] = []
+    async for ev in follow_run(run_id):
+        seen.append(ev.model_dump())
+        if not as_json:
+            line = _event_line(ev)
+            click.echo(line, nl=ev.type != "token")
+    return await get_run(run_id), seen
+
+
+def _finish(info: Any, events: list[dict[str, Any]], as_json: bool, embedded: bool) -> None:
+    if as_json:
+        emit({"run": info.model_dump(), "events": events}, True)
+    else:
+        click.echo(f"run {info.id}: {info.status}")
+        if info.status == "succeeded":
+            click.echo(json.dumps(info.output, indent=2, default=str))
+        elif info.status == "suspended":
+            s = info.suspended or {}
+            click.echo(f"waiting for input at step {s.get('step')}: {s.get('prompt')}")
+            if s.get("schema"):
+                click.echo(f"input schema: {json.dumps(s['schema'])}")
+            click.echo(f"resume with: lumos runs resume {info.id} --input JSON")
+        elif info.status == "failed":
+            err = info.error or {}
+            click.secho(f"error: {err.get('message')}", fg="red", err=True)
+            if err.get("fix"):
+                click.echo(f"  How to fix: {err['fix']}", err=True)
+    if info.status in ("failed", "cancelled"):
+        raise SystemExit(1)
+
+
+def register(cli: click.Group) -> None:
+    @cli.command("run")
+    @click.argument("workflow")
+    @click.option("--input", "input_json", default=None, help="Run input as JSON.")
+    @address_option
+    @json_option
+    def run_cmd(workflow: str, input_json: str | None, address: str | None, as_json: bool) -> None:
+        """Run WORKFLOW (a YAML file or a registered name) and follow its events."""
+        from lumos_ray.actors.runs import start_run
+        from lumos_ray.actors.workflow import get_workflow
+
+        wf = get_workflow(workflow)
+        data = _parse_input(input_json)
+        embedded = _connect(address)
+
+        async def go() -> None:
+            run_id = await start_run(wf, data)
+            if not as_json:
+                click.echo(f"run {run_id} started ({wf.name})")
+            info, events = await _follow(run_id, as_json)
+            _finish(info, events, as_json, embedded)
+
+        asyncio.run(go())
+
+    @cli.group("runs")
+    def runs() -> None:
+        """Inspect and control workflow runs."""
+
+    @runs.command("list")
+    @click.option("--status", default=None, help="Only runs in this state.")
+    @click.option("--limit", default=50, show_default=True)
+    @address_option
+    @json_option
+    def runs_list(status: str | None, limit: int, address: str | None, as_json: bool) -> None:
+        """List recent runs."""
+        from lumos_ray.actors.runs import list_runs
+
+        _connect(address)
+        items = [r.model_dump() for r in asyncio.run(list_runs(status, limit))]
+
+        def human(rows: list[dict[str, Any]]) -> str:
+            if not rows:
+                return "no runs"
+            lines = [f"{'ID':<22} {'WORKFLOW':<20} {'STATUS':<10} CREATED"]
+            for r in rows:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+                lines.append(f"{r['id']:<22} {r['workflow']:<20} {r['status']:<10} {when}")
+            return "\n".join(lines)
+
+        emit(items, as_json, human)
+
+    @runs.command("show")
+    @click.argument("run_id")
+    @click.option("--events/--no-events", default=True)
+    @address_option
+    @json_option
+    def runs_show(run_id: str, events: bool, address: str | None, as_json: bool) -> None:
+        """Show a run's state, output and events."""
+        from lumos_ray.actors.runs import _call, get_run
+
+        _connect(address)
+
+        async def go() -> dict[str, Any]:
+            info = (await get_run(run_id)).model_dump()
+            if events:
+                items, _ = await _call("events", run_id, 0, 0.0)
+                info["events"] = items
+            return info
+
+        data = asyncio.run(go())
+
+        def human(d: dict[str, Any]) -> str:
+            out = [f"run {d['id']} ({d['workflow']}): {d['status']}"]
+            for k in ("input", "output", "error", "suspended"):
+                if d.get(k) is not None:
+                    out.append(f"{k}: {json.dumps(d[k], default=str)}")
+            for ev in d.get("events", []):
+                out.append(f"  [{ev['seq']:>4}] {ev['type']} {json.dumps(ev['data'], default=str)}")
+            return "\n".join(out)
+
+        emit(data, as_json, human)
+
+    @runs.command("resume")
+    @click.argument("run_id")
+    @click.option("--input", "input_json", default=None, help="Input for a suspended step.")
+    @address_option
+    @json_option
+    def runs_resume(
+        run_id: str, input_json: str | None, address: str | None, as_json: bool
+    ) -> None:
+        """Continue a suspended, interrupted or failed run; finished steps are not re-run."""
+        from lumos_ray.actors.runs import resume_run
+
+        data = _parse_input(input_json)
+        embedded = _connect(address)
+
+        async def go() -> None:
+            info = await resume_run(run_id, data)
+            if not as_json:
+                click.echo(f"run {info.id} resumed")
+            info, events = await _follow(run_id, as_json)
+            _finish(info, events, as_json, embedded)
+
+        asyncio.run(go())
+
+    @runs.command("cancel")
+    @click.argument("run_id")
+    @address_option
+    @json_option
+    def runs_cancel(run_id: str, address: str | None, as_json: bool) -> None:
+        """Cancel a run (its running steps are cancelled on the cluster)."""
+        from lumos_ray.actors.runs import cancel_run
+
+        _connect(address)
+        info = asyncio.run(cancel_run(run_id))
+        emit(info.model_dump(), as_json, f"run {info.id}: {info.status}")
+
+    @runs.command("events")
+    @click.argument("run_id")
+    @click.option("--after", default=0, help="Only events after this sequence number.")
+    @click.option("--follow/--no-follow", default=False, help="Keep streaming until it ends.")
+    @address_option
+    @json_option
+    def runs_events(
+        run_id: str, after: int, follow: bool, address: str | None, as_json: bool
+    ) -> None:
+        """Print a run's events (JSON lines with --json)."""
+        from lumos_ray.actors.runs import _call, follow_run
+
+        _connect(address)
+
+        async def go() -> None:
+            if follow:
+                async for ev in follow_run(run_id, after):
+                    click.echo(ev.model_dump_json() if as_json else _event_line(ev))
+            else:
+                items, _ = await _call("events", run_id, after, 0.0)
+                for it in items:
+                    click.echo(json.dumps(it, default=str))
+
+        asyncio.run(go())
+
+    # -- Ray Jobs ------------------------------------------------------------------
+    @cli.command("submit")
+    @click.argument("workflow_file", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--input", "input_json", default=None, help="Run input as JSON.")
+    @click.option(
+        "--address",
+        required=True,
+        envvar="LUMOS_JOBS_ADDRESS",
+        help="Ray dashboard/Jobs address, e.g. http://127.0.0.1:8265.",
+    )
+    @click.option("--wait/--no-wait", default=False, help="Wait for the job and print its logs.")
+    @json_option
+    def submit(
+        workflow_file: str, input_json: str | None, address: str, wait: bool, as_json: bool
+    ) -> None:
+        """Run a workflow on a remote Ray cluster as a Ray job."""
+        from lumos_ray.actors.workflow import load_workflow
+        from lumos_ray.cli._jobs import submit_workflow_job, wait_job
+
+        load_workflow(workflow_file)  # fail here, not on the cluster
+        _parse_input(input_json)
+        job_id = submit_workflow_job(address, workflow_file, input_json)
+        result: dict[str, Any] = {"job_id": job_id, "address": address}
+        if wait:
+            result.update(wait_job(address, job_id))
+        emit(result, as_json, lambda r: _job_text(r))
+        if wait and result.get("status") != "SUCCEEDED":
+            raise SystemExit(1)
+
+    @cli.group("jobs")
+    def jobs() -> None:
+        """Ray jobs submitted by lumos (workflows, fine-tuning, federations)."""
+
+    @jobs.command("status")
+    @click.argument("job_id")
+    @click.option("--address", required=True, envvar="LUMOS_JOBS_ADDRESS")
+    @json_option
+    def jobs_status(job_id: str, address: str, as_json: bool) -> None:
+        """Show a job's status."""
+        from lumos_ray.cli._jobs import job_client
+
+        info = job_client(address).get_job_info(job_id)
+        data = {"job_id": job_id, "status": str(info.status), "message": info.message}
+        emit(data, as_json, f"{job_id}: {info.status} {info.message or ''}".rstrip())
+
+    @jobs.command("logs")
+    @click.argument("job_id")
+    @click.option("--address", required=True, envvar="LUMOS_JOBS_ADDRESS")
+    @json_option
+    def jobs_logs(job_id: str, address: str, as_json: bool) -> None:
+        """Print a job's logs."""
+        from lumos_ray.cli._jobs import job_client
+
+        logs = job_client(address).get_job_logs(job_id)
+        emit({"job_id": job_id, "logs": logs}, as_json, logs)
+
+
+def _job_text(r: dict[str, Any]) -> str:
+    lines = [f"job {r['job_id']} submitted to {r['address']}"]
+    if "status" in r:
+        lines.append(f"status: {r['status']}")
+        lines.append(r.get("logs", ""))
+    else:
+        lines.append(f"follow it with: lumos jobs status {r['job_id']} --address {r['address']}")
+    return "\n".join(lines)

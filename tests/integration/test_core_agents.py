@@ -1,0 +1,116 @@
+"""Agents as Ray actors: the tool-calling loop, self-correction, sessions, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from lumos_ray.actors import Agent, AgentStep, Workflow, start_run, tool, wait_run
+from lumos_ray.testing import FunctionModel, ScriptedModel, TestModel, call_tool, reply
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: First addend.
+        b: Second addend.
+    """
+    return a + b
+
+
+async def test_agent_answers_through_tool_loop():
+    agent = Agent(name="calc", model=TestModel(), tools=[add]).deploy()
+    result = await agent.run("what is 1 + 1?", thread_id="t-loop")
+    # TestModel calls `add` with schema-generated args (1, 1), then reports the result.
+    assert result.tool_calls == [{"name": "add", "arguments": '{"a": 1, "b": 1}', "ok": True}]
+    assert json.loads(result.output) == ["2"]
+    roles = [m["role"] for m in result.new_messages]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+
+
+async def test_invalid_tool_arguments_are_corrected_next_turn():
+    model = ScriptedModel(
+        [call_tool("add", a="not a number", b=2), call_tool("add", a=40, b=2), reply("42")]
+    )
+    agent = Agent(name="fixer", model=model, tools=[add]).deploy()
+    result = await agent.run("add", thread_id="t-fix")
+    assert [c["ok"] for c in result.tool_calls] == [False, True]
+    tool_msgs = [m for m in result.new_messages if m["role"] == "tool"]
+    assert "a" in tool_msgs[0]["content"] and "Error" in tool_msgs[0]["content"]
+    assert tool_msgs[1]["content"] == "42"
+    assert result.output == "42"
+
+
+async def test_malformed_json_and_unknown_tool_go_back_to_the_model():
+    model = ScriptedModel(
+        [call_tool("add", "{not json"), call_tool("nope", {}), call_tool("add", a=1, b=1), "2"]
+    )
+    result = await Agent(name="messy", model=model, tools=[add]).deploy().run("x")
+    assert [c["ok"] for c in result.tool_calls] == [False, False, True]
+    contents = [m["content"] for m in result.new_messages if m["role"] == "tool"]
+    assert "not valid JSON" in contents[0]
+    assert "no tool named 'nope'" in contents[1] and "add" in contents[1]
+    assert result.output == "2"
+
+
+async def test_one_actor_serves_many_threads_with_persistent_memory():
+    def echo_history(messages, tools):
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        return reply("|".join(users))
+
+    spec = Agent(name="mem", model=FunctionModel(echo_history))
+    h = spec.deploy()
+    for i in range(20):
+        await h.run(f"a{i}", thread_id=f"th{i}")
+    r = await h.run("b3", thread_id="th3")
+    assert r.output == "a3|b3"  # thread 3 saw only its own history
+    info = await h.actor("th3").info.remote()
+    assert info["threads_cached"] == 20
+    # Memory survives the actor: a fresh process reloads the thread from the store.
+    pid = info["pid"]
+    ray.kill(h.actor("th3"), no_restart=False)
+    r2 = await h.run("c3", thread_id="th3")
+    assert r2.output == "a3|b3|c3"
+    assert (await h.actor("th3").info.remote())["pid"] != pid
+
+
+def _slow_model_factory(marker: str):
+    def model(messages, tools):
+        # First call on this process: note the pid and block long enough to be killed.
+        path = Path(marker)
+        with path.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        if len(path.read_text().split()) == 1:
+            time.sleep(30)
+        return reply("done")
+
+    return model
+
+
+async def test_killed_agent_actor_mid_run_is_restarted_and_run_succeeds(tmp_path):
+    marker = tmp_path / "calls"
+    spec = Agent(name="victim", model=FunctionModel(_slow_model_factory(str(marker))))
+    wf = Workflow(
+        name="survive", agents=[spec], steps=[AgentStep(id="answer", agent="victim", input="go")]
+    )
+    run_id = await start_run(wf, {})
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline:
+        await asyncio.sleep(0.2)
+    assert marker.exists(), "agent never started its turn"
+    ray.kill(ray.get_actor("lumos-agent-victim-0"), no_restart=False)
+    info = await wait_run(run_id, timeout=120)
+    assert info.status == "succeeded", info.error
+    assert info.output["answer"] == "done"
+    pids = marker.read_text().split()
+    assert len(pids) == 2 and pids[0] != pids[1]  # really a new process
