@@ -52,7 +52,7 @@ sys.path.insert(0, str(FRAMEWORKS_DIR))  # before runtime.connect: workers inher
 
 from _harness import EXPECTED, measure, own_time_us, scripted_decision  # noqa: E402
 
-BENCH_VENV = ROOT / ".venv-bench"
+BENCH_VENV = Path(os.environ.get("LUMOS_BENCH_VENV", ROOT / ".venv-bench"))
 REQUIREMENTS = HERE / "requirements-bench.txt"
 EXTERNAL = ["langgraph:memory", "langgraph:sqlite", "crewai"]
 
@@ -69,8 +69,15 @@ def setup_venv() -> None:
     if uv:
         subprocess.run([uv, "venv", "-p", py, str(BENCH_VENV)], check=True)
         subprocess.run(
-            [uv, "pip", "install", "--python", str(BENCH_VENV / "bin" / "python"),
-             "-r", str(REQUIREMENTS)],
+            [
+                uv,
+                "pip",
+                "install",
+                "--python",
+                str(BENCH_VENV / "bin" / "python"),
+                "-r",
+                str(REQUIREMENTS),
+            ],
             check=True,
         )
     else:
@@ -181,46 +188,93 @@ async def run_lumos(args: argparse.Namespace, own: float) -> dict[str, Any]:
     return out
 
 
-async def idle_session_memory(n_sessions: int, persist: bool) -> dict[str, Any]:
-    """RSS/USS of one agent actor before and after ``n_sessions`` one-turn threads."""
+async def _idle_memory(label: str, run: Any, pid: int, n_sessions: int) -> dict[str, Any]:
+    """RSS/USS of process ``pid`` before and after ``n_sessions`` one-turn threads
+    (100 in flight), divided by the number of sessions."""
     import psutil
 
-    name = f"bench-idle-{'p' if persist else 'm'}"
-    h = _deploy(name, persist)
-    r = await h.run("What is 1 + 2?", thread_id="warmup")
-    assert r.output == EXPECTED
-    info = await h.actor("warmup").info.remote()
-    proc = psutil.Process(info["pid"])
+    proc = psutil.Process(pid)
     await asyncio.sleep(0.5)
     before = proc.memory_full_info()
-    done = 0
     t0 = time.perf_counter()
 
-    async def worker(i: int) -> None:
-        nonlocal done
+    async def worker(i: int) -> int:
+        done = 0
         for j in range(i, n_sessions, 100):
-            res = await h.run("What is 1 + 2?", thread_id=f"idle-{j}")
-            if res.output != EXPECTED:
-                raise RuntimeError(f"wrong answer {res.output!r}")
+            out = await run(f"idle-{j}")
+            if out != EXPECTED:
+                raise RuntimeError(f"wrong answer {out!r}")
             done += 1
+        return done
 
-    await asyncio.gather(*(worker(i) for i in range(100)))
+    done = sum(await asyncio.gather(*(worker(i) for i in range(100))))
     elapsed = time.perf_counter() - t0
     await asyncio.sleep(1.0)
     after = proc.memory_full_info()
-    info = await h.actor("warmup").info.remote()
     return {
-        "persist": persist,
+        "label": label,
         "sessions": done,
-        "threads_cached": info["threads_cached"],
         "rss_before_mib": before.rss / 2**20,
         "rss_after_mib": after.rss / 2**20,
-        "uss_before_mib": before.uss / 2**20,
-        "uss_after_mib": after.uss / 2**20,
         "rss_per_session_kib": (after.rss - before.rss) / done / 1024,
         "uss_per_session_kib": (after.uss - before.uss) / done / 1024,
         "fill_s": elapsed,
     }
+
+
+async def idle_session_memory(n_sessions: int) -> list[dict[str, Any]]:
+    """Memory per idle session: lumos (persist on / off) and the bare actor's floor."""
+    import ray
+
+    out = []
+    for label, name, persist in [
+        ("lumos_ray (persist=True, default)", "bench-idle-p", True),
+        ("lumos_ray (persist=False)", "bench-idle-m", False),
+    ]:
+        h = _deploy(name, persist)
+
+        async def run(tid: str, h: Any = h) -> str | None:
+            return (await h.run("What is 1 + 2?", thread_id=tid)).output
+
+        assert await run("warmup") == EXPECTED
+        pid = (await h.actor("warmup").info.remote())["pid"]
+        res = await _idle_memory(label, run, pid, n_sessions)
+        res["threads_cached"] = (await h.actor("warmup").info.remote())["threads_cached"]
+        out.append(res)
+        print(f"[bench] memory {res}", file=sys.stderr, flush=True)
+        ray.kill(h.actor("warmup"))
+    bare = (
+        ray.remote(BareAgentActor)
+        .options(name="bench-idle-bare", max_concurrency=10_000, lifetime="detached")
+        .remote()
+    )
+
+    async def bare_run(tid: str) -> str | None:
+        return await bare.run.remote("What is 1 + 2?", tid)
+
+    assert await bare_run("warmup") == EXPECTED
+    res = await _idle_memory("bare Ray actor", bare_run, await bare.pid.remote(), n_sessions)
+    out.append(res)
+    print(f"[bench] memory {res}", file=sys.stderr, flush=True)
+    ray.kill(bare)
+    return out
+
+
+def _connect_with_retry(attempts: int = 3) -> None:
+    """runtime.connect, retried: on a loaded shared machine Ray's raylet can miss its
+    hard-coded 30 s start-up window."""
+    from lumos_ray import runtime
+
+    for i in range(attempts):
+        try:
+            runtime.connect(num_cpus=4)
+            return
+        except Exception as exc:
+            runtime.shutdown()
+            if i == attempts - 1:
+                raise
+            print(f"[bench] Ray start failed ({exc}); retrying", file=sys.stderr, flush=True)
+            time.sleep(5)
 
 
 # -------------------------------------------------------------------- external baselines
@@ -229,10 +283,16 @@ def run_external(framework: str, args: argparse.Namespace) -> dict[str, Any]:
     if not py.exists():
         return {"framework": framework, "error": f"{py} missing: run with --setup-venv first"}
     cmd = [
-        str(py), str(FRAMEWORKS_DIR / "run_frameworks.py"), "--framework", framework,
-        "--concurrency", ",".join(map(str, args.concurrency)),
-        "--reps", str(args.crewai_reps if framework == "crewai" else args.reps),
-        "--target-rep-s", str(args.target_rep_s),
+        str(py),
+        str(FRAMEWORKS_DIR / "run_frameworks.py"),
+        "--framework",
+        framework,
+        "--concurrency",
+        ",".join(map(str, args.concurrency)),
+        "--reps",
+        str(args.crewai_reps if framework == "crewai" else args.reps),
+        "--target-rep-s",
+        str(args.target_rep_s),
     ]
     print(f"[bench] {framework} ...", file=sys.stderr, flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
@@ -292,13 +352,22 @@ def render(report: dict[str, Any]) -> str:
         lines.append("")
     for label, err in report["errors"].items():
         lines.append(f"- {label}: FAILED: {err}")
-    for m in report.get("memory", []):
-        lines.append(
-            f"- Memory per idle session (persist={m['persist']}, {m['sessions']} sessions, "
-            f"{m['threads_cached']} cached): RSS {m['rss_before_mib']:.0f} -> "
-            f"{m['rss_after_mib']:.0f} MiB = **{m['rss_per_session_kib']:.1f} KiB/session** "
-            f"(USS {m['uss_per_session_kib']:.1f} KiB/session); fill took {m['fill_s']:.1f} s."
-        )
+    if report.get("memory"):
+        lines += [
+            "",
+            "**Memory per idle session** (one actor process, RSS after minus before "
+            "the sessions were created, divided by their number)",
+            "",
+            "| actor | sessions | RSS before (MiB) | RSS after (MiB) | KiB/session (RSS) "
+            "| KiB/session (USS) | fill time (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m in report["memory"]:
+            lines.append(
+                f"| {m['label']} | {m['sessions']} | {m['rss_before_mib']:.0f} "
+                f"| {m['rss_after_mib']:.0f} | {m['rss_per_session_kib']:.1f} "
+                f"| {m['uss_per_session_kib']:.1f} | {m['fill_s']:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -313,6 +382,11 @@ def main() -> None:
     p.add_argument("--skip-external", action="store_true", help="lumos + bare actor only")
     p.add_argument("--only", default="", help="comma list of external frameworks to run")
     p.add_argument("--json-out", default="", help="also write the raw results here")
+    p.add_argument(
+        "--external-from",
+        default="",
+        help="reuse baselines from an earlier --json-out",
+    )
     args = p.parse_args()
     if args.setup_venv:
         setup_venv()
@@ -333,7 +407,14 @@ def main() -> None:
 
     # Baselines first, before Ray's processes exist, so they do not pay for them.
     external = [] if args.skip_external else (args.only.split(",") if args.only else EXTERNAL)
-    ext_results = {fw: run_external(fw, args) for fw in external}
+    if args.external_from:
+        prev = json.loads(Path(args.external_from).read_text())
+        ext_results = prev["external_raw"]
+    else:
+        ext_results = {fw: run_external(fw, args) for fw in external}
+    report["external_raw"] = ext_results
+    if args.json_out:  # keep the slow part even if Ray fails below
+        Path(args.json_out).write_text(json.dumps(report, indent=1, default=str))
 
     # lumos_ray and the bare actor on one embedded cluster, state in a temp dir.
     home = tempfile.mkdtemp(prefix="lumos-bench-")
@@ -341,14 +422,13 @@ def main() -> None:
     os.environ.pop("LUMOS_STORE_URL", None)
     from lumos_ray import runtime
 
-    runtime.connect(num_cpus=4)
+    _connect_with_retry()
     try:
         lumos = asyncio.run(run_lumos(args, own))
         mem = []
         if args.sessions:
             print(f"[bench] idle-session memory, {args.sessions} sessions ...", file=sys.stderr)
-            mem.append(asyncio.run(idle_session_memory(args.sessions, persist=True)))
-            print(f"[bench] {mem[-1]}", file=sys.stderr)
+            mem = asyncio.run(idle_session_memory(args.sessions))
     finally:
         runtime.shutdown()
         shutil.rmtree(home, ignore_errors=True)

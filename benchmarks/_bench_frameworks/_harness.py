@@ -109,7 +109,9 @@ async def measure(
     _, wall = await _rep(turn, concurrency, 1)
     _, wall = await _rep(turn, concurrency, 2)
     per_turn = wall / (2 * concurrency)
-    per_worker = max(1, min(max_turns_per_rep // concurrency, int(target_rep_s / per_turn / concurrency)))
+    per_worker = max(
+        1, min(max_turns_per_rep // concurrency, int(target_rep_s / per_turn / concurrency))
+    )
     rows = []
     for _ in range(reps):
         gc.collect()
@@ -124,7 +126,8 @@ async def measure(
             }
         )
     out: dict[str, Any] = {
-        k: statistics.median(r[k] for r in rows) for k in ("p50_us", "p95_us", "throughput", "amortized_us")
+        k: statistics.median(r[k] for r in rows)
+        for k in ("p50_us", "p95_us", "throughput", "amortized_us")
     }
     base = out["p50_us"] if concurrency == 1 else out["amortized_us"]
     out.update(

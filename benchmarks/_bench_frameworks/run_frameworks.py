@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import TOOL_ARGS, measure, scripted_decision  # noqa: E402
+from _harness import TOOL_ARGS, measure, scripted_decision
 
 # Offline and quiet: no telemetry, no tracing uploads, no prompts.
 for k, v in {
@@ -67,16 +67,22 @@ def _langgraph_turn(checkpointer: str) -> tuple[Any, Any]:
             if kind == "call":
                 msg = AIMessage(
                     content="",
-                    tool_calls=[{"name": "add", "args": dict(payload), "id": f"call_{len(messages)}"}],
+                    tool_calls=[
+                        {"name": "add", "args": dict(payload), "id": f"call_{len(messages)}"}
+                    ],
                 )
             else:
                 msg = AIMessage(content=payload)
             return ChatResult(generations=[ChatGeneration(message=msg)])
 
-        def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        def _generate(
+            self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> ChatResult:
             return self._decide(messages)
 
-        async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        async def _agenerate(
+            self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> ChatResult:
             return self._decide(messages)
 
     @tool
@@ -167,7 +173,14 @@ def _crewai_turn() -> tuple[Any, Any]:
                 ]
             return payload
 
-        async def acall(self, messages: Any, tools: Any = None, callbacks: Any = None, available_functions: Any = None, **kwargs: Any) -> Any:
+        async def acall(
+            self,
+            messages: Any,
+            tools: Any = None,
+            callbacks: Any = None,
+            available_functions: Any = None,
+            **kwargs: Any,
+        ) -> Any:
             return self.call(messages, tools, callbacks, available_functions, **kwargs)
 
         def supports_function_calling(self) -> bool:
@@ -196,7 +209,9 @@ def _crewai_turn() -> tuple[Any, Any]:
         cache=False,
     )
     task = Task(description="What is {a} + {b}?", expected_output="The sum", agent=agent)
-    crew = Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False)
+    crew = Crew(
+        agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False
+    )
 
     async def turn(thread_id: str) -> str:
         # A Crew is not safe to run concurrently: CrewAI's own kickoff_for_each
