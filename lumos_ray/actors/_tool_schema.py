@@ -201,10 +201,12 @@ def build_args_model(
         default = ... if param.default is inspect.Parameter.empty else param.default
         desc = param_docs.get(pname)
         fields[pname] = (ann, Field(default, description=desc) if desc else Field(default))
-    model_name = "".join(p.capitalize() for p in re.split(r"\W+", name) if p) + "Args"
+    model_name = "".join(p.capitalize() for p in re.split(r"[\W_]+", name) if p) + "Args"
     model = create_model(  # type: ignore[call-overload]
         model_name or "ToolArgs",
-        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        __config__=ConfigDict(
+            extra="forbid", arbitrary_types_allowed=True, protected_namespaces=()
+        ),
         **fields,
     )
     return model, ctx_name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -304,3 +305,66 @@ async def test_text_similarity_and_chunk_text():
     assert out["chunks"][1]["start"] < out["chunks"][0]["end"]  # overlap
     with pytest.raises(ToolError):
         await call("chunk_text", {"text": "x", "max_chars": 10})
+
+
+# ---------------------------------------------------------------- added data/web/system tools
+async def test_json_validate_lists_every_violation():
+    schema = {
+        "type": "object",
+        "properties": {"age": {"type": "integer", "minimum": 0}, "tags": {"type": "array"}},
+        "required": ["name"],
+    }
+    r = await call("json_validate", {"data": {"age": -1, "tags": "x"}, "json_schema": schema})
+    assert r["valid"] is False
+    assert {e["path"] for e in r["errors"]} == {"/", "/age", "/tags"}
+    ok = await call("json_validate", {"data": '{"name": "a", "age": 3}', "json_schema": schema})
+    assert ok == {"valid": True, "errors": []}
+    with pytest.raises(ToolError, match="schema itself is invalid"):
+        await call("json_validate", {"data": 1, "json_schema": {"type": "nonsense"}})
+
+
+async def test_convert_format_round_trips_and_never_builds_python_objects():
+    csv_text = "name,qty\npen,2\nlamp,1\n"
+    as_json = await call(
+        "convert_format", {"content": csv_text, "from_format": "csv", "to_format": "json"}
+    )
+    assert json.loads(as_json) == [{"name": "pen", "qty": "2"}, {"name": "lamp", "qty": "1"}]
+    as_yaml = await call(
+        "convert_format", {"content": as_json, "from_format": "json", "to_format": "yaml"}
+    )
+    assert as_yaml.startswith("- name: pen")
+    back = await call(
+        "convert_format", {"content": as_yaml, "from_format": "yaml", "to_format": "csv"}
+    )
+    assert back == csv_text
+    with pytest.raises(ToolError, match="cannot parse yaml"):
+        await call(
+            "convert_format",
+            {
+                "content": "!!python/object/apply:os.system ['true']",
+                "from_format": "yaml",
+                "to_format": "json",
+            },
+        )
+
+
+async def test_hash_text_url_parse_and_date_diff():
+    h = await call("hash_text", {"text": "abc"})
+    assert h["digest"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (await call("hash_text", {"text": "abc", "algorithm": "md5", "encoding": "base64"}))[
+        "digest"
+    ] == "kAFQmDzST7DWlj99KOF/cg=="
+    u = await call("url_parse", {"url": "https://user@example.com:8443/a/b?q=1&t=x&t=y#top"})
+    assert u == {
+        "scheme": "https",
+        "host": "example.com",
+        "port": 8443,
+        "path": "/a/b",
+        "query": {"q": "1", "t": ["x", "y"]},
+        "fragment": "top",
+        "username": "user",
+    }
+    d = await call("date_diff", {"start": "2026-11-20", "end": "2026-11-30T12:00:00"})
+    assert d["days"] == 10 and d["total_hours"] == 252 and d["weekdays"] == 6
+    back = await call("date_diff", {"start": "2026-11-30", "end": "2026-11-20"})
+    assert back["days"] == -10 and back["weekdays"] == -6

@@ -16,7 +16,16 @@ from lumos_ray.actors.builtin_tools._safety import resolve_in_workspace
 from lumos_ray.actors.tools import ToolContext, tool
 from lumos_ray.errors import ToolError, ToolNotAllowedError
 
-__all__ = ["TOOLS", "csv_stats", "json_query", "regex_extract", "text_stats"]
+__all__ = [
+    "TOOLS",
+    "convert_format",
+    "csv_stats",
+    "hash_text",
+    "json_query",
+    "json_validate",
+    "regex_extract",
+    "text_stats",
+]
 
 _MAX_TEXT = 5_000_000
 
@@ -202,4 +211,108 @@ def regex_extract(
     return {"count": len(matches), "matches": matches, "truncated": truncated}
 
 
-TOOLS = [json_query, csv_stats, text_stats, regex_extract]
+@tool
+def json_validate(data: Any, json_schema: dict[str, Any]) -> dict[str, Any]:
+    """Check a JSON value against a JSON Schema and list every violation with its path.
+
+    Args:
+        data: The JSON value to check (or a string holding JSON).
+        json_schema: The JSON Schema (draft 2020-12 unless it names another draft).
+    """
+    import jsonschema
+
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            pass
+    try:
+        cls = jsonschema.validators.validator_for(json_schema)
+        cls.check_schema(json_schema)
+    except jsonschema.SchemaError as exc:
+        raise ToolError(f"the schema itself is invalid: {exc.message}") from None
+    errors = sorted(cls(json_schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    return {
+        "valid": not errors,
+        "errors": [
+            {"path": "/" + "/".join(str(p) for p in e.absolute_path), "message": e.message}
+            for e in errors[:100]
+        ],
+    }
+
+
+@tool
+def convert_format(
+    content: str,
+    from_format: Literal["json", "yaml", "csv"],
+    to_format: Literal["json", "yaml", "csv"],
+) -> str:
+    """Convert data between JSON, YAML and CSV (CSV <-> a list of flat objects).
+
+    Args:
+        content: The data as text.
+        from_format: Format of content.
+        to_format: Format to produce.
+    """
+    import yaml
+
+    if len(content) > _MAX_TEXT:
+        raise ToolNotAllowedError(f"content longer than {_MAX_TEXT} characters")
+    try:
+        if from_format == "json":
+            value = json.loads(content)
+        elif from_format == "yaml":
+            value = yaml.safe_load(content)  # safe_load: never constructs Python objects
+        else:
+            value = list(csv.DictReader(io.StringIO(content)))
+    except (ValueError, yaml.YAMLError, csv.Error) as exc:
+        raise ToolError(f"cannot parse {from_format}: {exc}") from None
+    if to_format == "json":
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if to_format == "yaml":
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise ToolError("CSV output needs a list of objects")
+    fields: list[str] = []
+    for row in value:
+        fields.extend(k for k in row if k not in fields)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in value:
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
+        )
+    return out.getvalue()
+
+
+@tool
+def hash_text(
+    text: str,
+    algorithm: Literal["sha256", "sha1", "md5", "sha512", "blake2b"] = "sha256",
+    encoding: Literal["hex", "base64"] = "hex",
+) -> dict[str, str]:
+    """Hash a text (UTF-8) and return the digest, e.g. to compare or deduplicate content.
+
+    Args:
+        text: The text to hash.
+        algorithm: Hash function.
+        encoding: How to print the digest.
+    """
+    import base64
+    import hashlib
+
+    digest = hashlib.new(algorithm, text.encode("utf-8")).digest()
+    value = digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
+    return {"algorithm": algorithm, "digest": value}
+
+
+TOOLS = [
+    json_query,
+    json_validate,
+    convert_format,
+    csv_stats,
+    text_stats,
+    regex_extract,
+    hash_text,
+]

@@ -23,7 +23,15 @@ from lumos_ray.actors.builtin_tools._safety import ctx_or_default
 from lumos_ray.actors.tools import ToolContext, tool
 from lumos_ray.errors import ToolError, ToolNotAllowedError
 
-__all__ = ["TOOLS", "datetime_now", "python_exec", "shell", "system_info", "timezone_convert"]
+__all__ = [
+    "TOOLS",
+    "date_diff",
+    "datetime_now",
+    "python_exec",
+    "shell",
+    "system_info",
+    "timezone_convert",
+]
 
 
 def _zone(name: str) -> dt.tzinfo:
@@ -74,6 +82,44 @@ def timezone_convert(time: str, to_timezone: str, from_timezone: str = "UTC") ->
         t = t.replace(tzinfo=_zone(from_timezone))
     out = t.astimezone(_zone(to_timezone))
     return {"iso": out.isoformat(), "timezone": to_timezone, "utc_offset": out.strftime("%z")}
+
+
+def _parse_dt(text: str, tz: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ToolError(f"not an ISO 8601 date or date-time: {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=_zone(tz))
+
+
+@tool
+def date_diff(start: str, end: str, timezone: str = "UTC") -> dict[str, Any]:
+    """The time between two dates or date-times (end minus start).
+
+    Args:
+        start: ISO 8601 date or date-time, e.g. "2026-01-31" or "2026-01-31T08:00".
+        end: ISO 8601 date or date-time.
+        timezone: Time zone for values without an offset.
+    """
+    a, b = _parse_dt(start, timezone), _parse_dt(end, timezone)
+    secs = (b - a).total_seconds()
+    return {
+        "days": int(secs / 86400),  # whole days, truncated toward zero
+        "total_seconds": secs,
+        "total_hours": secs / 3600,
+        "weekdays": _weekdays(a.date(), b.date()),
+    }
+
+
+def _weekdays(a: dt.date, b: dt.date) -> int:
+    """Monday-Friday days in [a, b) (negative when b < a)."""
+    sign = 1
+    if b < a:
+        a, b, sign = b, a, -1
+    days = (b - a).days
+    full, rest = divmod(days, 7)
+    count = full * 5 + sum(1 for i in range(rest) if (a.weekday() + i) % 7 < 5)
+    return sign * count
 
 
 @tool
@@ -196,4 +242,4 @@ def shell(
     return _run_sandboxed(["/bin/sh", "-c", command], c, timeout_s, stdin)
 
 
-TOOLS = [datetime_now, timezone_convert, system_info, python_exec, shell]
+TOOLS = [datetime_now, timezone_convert, date_diff, system_info, python_exec, shell]

@@ -15,7 +15,15 @@ from lumos_ray.actors.builtin_tools._safety import check_url, ctx_or_default, gu
 from lumos_ray.actors.tools import ToolContext, tool
 from lumos_ray.errors import ToolError
 
-__all__ = ["TOOLS", "fetch_page", "html_to_text", "http_get", "http_request", "send_request"]
+__all__ = [
+    "TOOLS",
+    "fetch_page",
+    "html_to_text",
+    "http_get",
+    "http_request",
+    "send_request",
+    "url_parse",
+]
 
 _MAX_BYTES = 5_000_000
 _MAX_REDIRECTS = 5
@@ -276,4 +284,29 @@ async def fetch_page(
     }
 
 
-TOOLS = [http_get, http_request, fetch_page, html_to_text]
+@tool
+def url_parse(url: str) -> dict[str, Any]:
+    """Split a URL into scheme, host, port, path, query parameters and fragment.
+
+    Args:
+        url: The URL to parse.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError as exc:
+        raise ToolError(f"invalid URL {url!r}: {exc}") from None
+    return {
+        "scheme": u.scheme,
+        "host": u.hostname,
+        "port": port,
+        "path": u.path,
+        "query": {k: v if len(v) > 1 else v[0] for k, v in parse_qs(u.query).items()},
+        "fragment": u.fragment,
+        "username": u.username,
+    }
+
+
+TOOLS = [http_get, http_request, fetch_page, html_to_text, url_parse]
