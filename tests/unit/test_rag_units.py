@@ -3,6 +3,8 @@ extraction, the shard state (faiss + graph) with synthetic vectors, snapshots.""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -25,7 +27,7 @@ def test_rag_chunks_respect_limit_and_overlap():
     assert len(chunks) > 5
     assert all(count(c.text) <= 40 for c in chunks)
     # Neighbours share text (the overlap), and nothing is lost.
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert a.text.split(". ")[-1].rstrip(".") in b.text
     assert "Sentence number 199" in chunks[-1].text
     assert chunk_text("   ", cfg) == []
