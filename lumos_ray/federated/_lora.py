@@ -72,7 +72,7 @@ def _load(base_dir: str, rank: int, alpha: int, dropout: float, targets: tuple[s
     tok = AutoTokenizer.from_pretrained(base_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    base = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     peft_cfg = PeftLoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -132,7 +132,7 @@ def lora_train_local(
             out = model(**enc, labels=labels)
             out.loss.backward()
             opt.step()
-            total += float(out.loss)
+            total += out.loss.item()
             steps += 1
     return {"train_loss": total / max(steps, 1), "num-examples": len(texts)}
 

@@ -44,6 +44,7 @@ class RoundRecord:
     eval_accuracy: float | None = None
     global_loss: float | None = None
     global_accuracy: float | None = None
+    finished_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,6 +85,7 @@ class RunRecorder:
 
     def set_initial(self, metrics: dict[str, float]) -> None:
         self._status["initial"] = metrics
+        self._status["initial_at"] = time.time()
         self._write_status()
 
     def finish(self, state: str, **extra: Any) -> None:

@@ -89,7 +89,7 @@ def run_federation(
             accepted = len(ok) - rejected
             if accepted < cfg.min_train_sites:
                 reasons = [r.error.reason for r in replies if r.has_error()]
-                reasons += list(strategy.last_rejected.values())
+                reasons += [reason for _, reason in strategy.last_rejected]
                 missing = len(msgs) - len(replies)
                 raise FederationError(
                     f"round {rnd}: {accepted} usable update(s) from {len(msgs)} sampled "

@@ -95,8 +95,8 @@ class UpdateGuard(Strategy):
         self.max_update_norm = max_update_norm
         self.proximal_mu = proximal_mu
         self._global: ArrayRecord | None = None
-        #: node ids rejected in the last aggregate_train call, with reasons.
-        self.last_rejected: dict[int, str] = {}
+        #: (node id, reason) of replies rejected in the last aggregate_train call.
+        self.last_rejected: list[tuple[int, str]] = []
         self.last_clipped: list[int] = []
 
     def summary(self) -> None:
@@ -144,14 +144,14 @@ class UpdateGuard(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         kept: list[Message] = []
-        self.last_rejected = {}
+        self.last_rejected = []
         self.last_clipped = []
         for msg in replies:
             if not msg.has_error() and self.reject_non_finite:
                 reason = self._check(msg)
                 if reason:
                     node = msg.metadata.src_node_id
-                    self.last_rejected[node] = reason
+                    self.last_rejected.append((node, reason))
                     log(WARNING, "lumos guard: rejected reply of node %s: %s", node, reason)
                     continue
             if not msg.has_error() and self.max_update_norm and self._global is not None:
