@@ -23,6 +23,9 @@ __all__ = ["TINY_MODEL_NAME", "build_tiny_model", "tiny_model_path"]
 TINY_MODEL_NAME = "lumos-tiny"
 
 _SEED = 1234
+#: Bump when the build output changes (template, tokenizer, config): cached builds
+#: with another version are rebuilt.
+_BUILD_VERSION = 2
 _VOCAB_SIZE = 2048
 _SPECIAL_TOKENS = [
     "<unk>",
@@ -41,22 +44,27 @@ _SPECIAL_TOKENS = [
 # <tool_call>{json}</tool_call>, results come back as role "tool". vLLM's "hermes"
 # tool parser understands this format.
 CHAT_TEMPLATE = (
+    # Content may be a string or OpenAI content parts (vLLM passes parts when it
+    # detects that the template iterates over them): render both the same way.
+    "{% macro text(c) %}{% if c is string %}{{ c }}{% elif c %}{% for p in c %}"
+    "{% if p.type == 'text' %}{{ p.text }}{% endif %}{% endfor %}{% endif %}{% endmacro %}"
     "{% if tools %}"
     "<|im_start|>system\n"
-    "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}"
+    "{% if messages[0].role == 'system' %}{{ text(messages[0].content) }}\n\n{% endif %}"
     "You may call functions. Available tools:\n<tools>\n"
     "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
     "</tools>\nReturn a call as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>"
     "<|im_end|>\n"
     "{% elif messages[0].role == 'system' %}"
-    "<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n"
+    "<|im_start|>system\n{{ text(messages[0].content) }}<|im_end|>\n"
     "{% endif %}"
     "{% for message in messages %}"
     "{% if message.role == 'system' %}"
     "{% elif message.role == 'tool' %}"
-    "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n"
+    "<|im_start|>user\n<tool_response>\n{{ text(message.content) }}\n</tool_response>"
+    "<|im_end|>\n"
     "{% elif message.role == 'assistant' and message.tool_calls %}"
-    "<|im_start|>assistant\n{% if message.content %}{{ message.content }}{% endif %}"
+    "<|im_start|>assistant\n{{ text(message.content) }}"
     "{% for tc in message.tool_calls %}"
     "{% set f = tc.function if tc.function is defined else tc %}"
     "<tool_call>{\"name\": \"{{ f.name }}\", \"arguments\": "
@@ -64,11 +72,7 @@ CHAT_TEMPLATE = (
     "{% endif %}}</tool_call>"
     "{% endfor %}<|im_end|>\n"
     "{% else %}"
-    "<|im_start|>{{ message.role }}\n"
-    "{% if message.content is string %}{{ message.content }}"
-    "{% elif message.content %}{% for part in message.content %}"
-    "{% if part.type == 'text' %}{{ part.text }}{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n"
+    "<|im_start|>{{ message.role }}\n{{ text(message.content) }}<|im_end|>\n"
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -157,7 +161,15 @@ def build_tiny_model(out_dir: str | Path) -> Path:
     tokenizer.save_pretrained(out)
     # A marker a cache check can trust: written last, so a half-built dir lacks it.
     (out / "lumos_model.json").write_text(
-        json.dumps({"name": TINY_MODEL_NAME, "seed": _SEED, "vocab_size": vocab_size}) + "\n"
+        json.dumps(
+            {
+                "name": TINY_MODEL_NAME,
+                "build": _BUILD_VERSION,
+                "seed": _SEED,
+                "vocab_size": vocab_size,
+            }
+        )
+        + "\n"
     )
     return out
 
@@ -176,19 +188,36 @@ def tiny_model_path(cache_dir: str | Path | None = None) -> Path:
     """
     base = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
     target = (base / TINY_MODEL_NAME).resolve()
-    if (target / "lumos_model.json").is_file():
+    if _is_current(target):
         return target
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_NAME}-", dir=base))
     try:
         build_tiny_model(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared
+        if target.exists() and not _is_current(target):
+            # An older build: move it aside, then swap the new one in.
+            old = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_NAME}-old-", dir=base))
+            try:
+                os.rename(target, old / "m")
+            except OSError:
+                pass
+            shutil.rmtree(old, ignore_errors=True)
         try:
             os.rename(tmp, target)
         except OSError:
             # Someone else finished first (target exists and is non-empty).
-            if not (target / "lumos_model.json").is_file():
+            if not _is_current(target):
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _is_current(model_dir: Path) -> bool:
+    try:
+        marker = json.loads((model_dir / "lumos_model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("build") == _BUILD_VERSION

@@ -85,7 +85,15 @@ def start(
     from lumos_ray import runtime
 
     cfg = load_serve_config(config)
-    runtime.connect(address=address)
+    info = runtime.connect(address=address)
+    local = info.embedded or (address or "") in ("", "auto", "local")
+    if local and not _serve_running() and cfg.gateway.port and not _port_free(cfg.gateway):
+        raise ServeError(
+            f"Port {cfg.gateway.port} on {cfg.gateway.host} is already in use (another "
+            "server, e.g. a Flower SuperLink, or another `lumos serve up`).",
+            fix="Stop the other server (`lumos serve down`) or set gateway.port in the "
+            "serve config to a free port.",
+        )
     try:
         serve.start(
             http_options={"host": cfg.gateway.host, "port": cfg.gateway.port},
@@ -108,6 +116,31 @@ def start(
     except OSError:
         pass
     return url
+
+
+def _serve_running() -> bool:
+    import ray
+
+    return any(
+        a.get("name") == "SERVE_CONTROLLER_ACTOR"
+        for a in ray.util.list_named_actors(all_namespaces=True)
+    )
+
+
+def _port_free(gw: Any) -> bool:
+    """Whether the gateway port can be bound (only meaningful on this machine)."""
+    import socket
+
+    host = gw.host if gw.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost"):
+        return True  # a remote head node: let Serve report it
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, gw.port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_ready(cfg: ServeConfig, url: str, timeout_s: float) -> None:

@@ -78,17 +78,22 @@ def build_llm_config(model: ModelConfig, cfg: ServeConfig, job_env: dict[str, st
     # LLMServer merges runtime_env at the top level, so our env_vars would replace
     # the job's (PYTHONPATH, LUMOS_*): carry them over explicitly.
     env = {**job_env, **_vllm_env(home), **model.env}
+    source = resolve_model_source(model.source)
+    extra: dict[str, Any] = {}
+    if Path(source).is_dir():
+        # Weights are already on this (single) node: skip Ray's download task.
+        extra["callback_config"] = {
+            "callback_class": "lumos_ray.serve._llm_callback:LocalModelCallback"
+        }
     return LLMConfig(
-        model_loading_config={
-            "model_id": model.name,
-            "model_source": resolve_model_source(model.source),
-        },
+        model_loading_config={"model_id": model.name, "model_source": source},
         accelerator_config={"kind": model.accelerator},
         engine_kwargs=engine_kwargs,
         lora_config=lora_config,
         deployment_config=deployment_config,
         runtime_env={"env_vars": env},
         log_engine_metrics=False,
+        **extra,
     )
 
 

@@ -450,6 +450,29 @@ def test_official_openai_client(served: Any) -> None:
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
 
 
+# -- the core's OpenAI-compatible chat model drives agents ---------------------------
+
+
+def test_openai_chat_model_drives_an_agent(served: Any, client: httpx.Client) -> None:
+    from lumos_ray.actors import Agent, OpenAIChatModel
+
+    url = served[0]
+    sampling = {"temperature": 0, "max_tokens": 12, "ignore_eos": True}
+    model = OpenAIChatModel("lumos-tiny", base_url=url, api_key=KEY, extra_body=sampling)
+    agent = Agent(name="served-tiny", instructions="Be brief.", model=model, max_steps=2)
+    result = agent.deploy().run_sync("What is the capital of France?")
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    direct = client.post(
+        "/chat/completions", json={"model": "lumos-tiny", "messages": messages, **sampling}
+    )
+    assert direct.status_code == 200, direct.text
+    assert result.output and result.output == direct.json()["choices"][0]["message"]["content"]
+    assert result.usage.get("completion_tokens") == 12
+
+
 # -- fault tolerance (keep last: it replaces the engine) ------------------------------------
 
 

@@ -73,6 +73,14 @@ def test_chat_template_renders_tools_and_tool_results(built: Path) -> None:
     assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in text
     assert "<tool_response>\nsunny\n</tool_response>" in text
     assert text.endswith("<|im_start|>assistant\n")
+    # vLLM may pass content as OpenAI parts: same rendering as plain strings.
+    parts = [
+        {**m, "content": [{"type": "text", "text": m["content"]}]} if m["content"] else m
+        for m in messages
+    ]
+    assert tok.apply_chat_template(
+        parts, tools=tools, tokenize=False, add_generation_prompt=True
+    ) == text
     # The hermes tool parser needs these as single tokens.
     assert tok.convert_tokens_to_ids("<tool_call>") != tok.unk_token_id
 
