@@ -60,20 +60,26 @@ class KnowledgeGraph:
                 data.setdefault("prov", {})[chunk_id] = rel
         self.version += 1
 
-    def remove_chunk(self, chunk_id: str) -> None:
+    def remove_chunk(self, chunk_id: str, relations: Iterable[tuple[str, str, str]] = ()) -> None:
+        """Remove a chunk, the relation evidence it stated and orphaned entities.
+
+        ``relations`` are the chunk's own triples (kept on its record), so removal
+        touches only the edges the chunk contributed: O(chunk), even when it mentions
+        a hub entity with a hundred thousand neighbours.
+        """
         c = cnode(chunk_id)
         if c not in self.g:
             return
-        ents = [n for n in self.g.neighbors(c)]
+        ents = list(self.g.neighbors(c))
         self.g.remove_node(c)
+        for h, _, t in relations:
+            data = self.g.get_edge_data(enode(h), enode(t))
+            prov = data.get("prov") if data else None
+            if prov is not None and chunk_id in prov:
+                del prov[chunk_id]
+                if not prov:
+                    self.g.remove_edge(enode(h), enode(t))
         for e in ents:
-            for other in list(self.g.neighbors(e)):
-                data = self.g.get_edge_data(e, other)
-                prov = data.get("prov") if data else None
-                if prov is not None and chunk_id in prov:
-                    del prov[chunk_id]
-                    if not prov:
-                        self.g.remove_edge(e, other)
             if not any(n.startswith("c:") for n in self.g.neighbors(e)):
                 self.g.remove_node(e)
         self.version += 1

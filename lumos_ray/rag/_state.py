@@ -188,7 +188,7 @@ class ShardState:
                 rec = self.chunks.pop(cid)
                 rows.append(rec.row)
                 self.row_chunk[rec.row] = None
-                self.graph.remove_chunk(cid)
+                self.graph.remove_chunk(cid, rec.relations)
         self._index.remove(rows)
         return existed
 
@@ -285,10 +285,10 @@ class ShardState:
                 cid = self.row_chunk[r] if r >= 0 else None
                 if cid is None:
                     continue
-                ents = {k: self.graph.chunk_degree(k) for k in self.graph.chunk_entities(cid)}
+                ents = {k: self.graph.g.degree(enode(k)) for k in self.graph.chunk_entities(cid)}
                 hits.append({"chunk_id": cid, "score": float(s), "entities": ents})
             known = {
-                k: self.graph.chunk_degree(k) for k in query_entities if self.graph.has_entity(k)
+                k: self.graph.g.degree(enode(k)) for k in query_entities if self.graph.has_entity(k)
             }
             return {"hits": hits, "query_entities": known}
 
@@ -358,6 +358,8 @@ class ShardState:
                     best = (w, cand)
         if best is None:
             for e in self.graph.chunk_entities(cid):
+                if self.graph.g.degree(enode(e)) > self.qcfg.hub_degree:
+                    continue
                 for r in self.graph.related_entities(e):
                     if r in seed_entities and seed_entities[r][1] != "chunk:" + cid:
                         w, src = seed_entities[r]

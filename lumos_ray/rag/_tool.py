@@ -65,7 +65,7 @@ async def rag_search(
     try:
         hits = await router.search.remote(query, mode, k)
     except Exception:
-        _handles.pop(collection, None)
+        _handles.clear()  # a stale handle (router re-created) is looked up again next time
         raise
     return [
         {
