@@ -8,7 +8,9 @@ calls ``ray.init``: everything asks this module for a connection or a named acto
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -81,18 +83,7 @@ def connect(
             return _info
         try:
             if settings.embedded:
-                temp_dir = tempfile.mkdtemp(prefix="lumos-ray-")
-                ctx = ray.init(
-                    address="local",
-                    namespace=settings.namespace,
-                    num_cpus=settings.num_cpus,
-                    include_dashboard=False,
-                    _temp_dir=temp_dir,
-                    _node_ip_address="127.0.0.1",
-                    runtime_env={"env_vars": env},
-                    log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
-                    configure_logging=False,
-                )
+                temp_dir, ctx = _start_embedded(settings, env)
             else:
                 temp_dir = None
                 kwargs: dict[str, Any] = {}
@@ -126,6 +117,34 @@ def connect(
             temp_dir=temp_dir,
         )
         return _info
+
+
+def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, Any]:
+    """Start the in-process cluster; on a loaded machine the raylet can miss Ray's
+    30 s registration window, so a timed-out start is retried once from scratch."""
+    import ray
+
+    for attempt in (1, 2):
+        temp_dir = tempfile.mkdtemp(prefix="lumos-ray-")
+        atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)
+        try:
+            ctx = ray.init(
+                address="local",
+                namespace=settings.namespace,
+                num_cpus=settings.num_cpus,
+                include_dashboard=False,
+                _temp_dir=temp_dir,
+                _node_ip_address="127.0.0.1",
+                runtime_env={"env_vars": env},
+                log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
+                configure_logging=False,
+            )
+            return temp_dir, ctx
+        except Exception as exc:
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
+    raise AssertionError("unreachable")
 
 
 def get_or_create_actor(

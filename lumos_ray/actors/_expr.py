@@ -18,7 +18,16 @@ from lumos_ray.errors import WorkflowDefinitionError
 
 __all__ = ["evaluate", "render", "truthy"]
 
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+class _Env(ImmutableSandboxedEnvironment):
+    """Keys win over methods: `input.items` is the input's "items", not dict.items."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_env = _Env(undefined=StrictUndefined)
 _WHOLE = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
 
 

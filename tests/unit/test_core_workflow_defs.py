@@ -155,6 +155,7 @@ def test_expressions_native_values_text_and_sandbox():
     assert render({"a": ["{{ input.n * 2 }}"]}, scope) == {"a": [4]}
     assert truthy("state.xs | length == 3", scope)
     assert evaluate("input.n + 1", scope) == 3
+    assert evaluate("input.items", {"input": {"items": [1]}}) == [1]  # key, not dict.items
     with pytest.raises(WorkflowDefinitionError):
         render("{{ state.missing.deeper }}", scope)
     with pytest.raises(WorkflowDefinitionError):  # sandbox: no dunder escapes
