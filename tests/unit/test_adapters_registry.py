@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -12,11 +13,13 @@ from lumos_ray.errors import AdapterError
 
 
 def _adapter_dir(tmp_path: Path, name: str = "src", r: int = 4) -> Path:
-    from peft import LoraConfig
-
+    # peft's on-disk layout (importing peft itself costs seconds in a unit test).
     d = tmp_path / name
     d.mkdir()
-    LoraConfig(r=r, lora_alpha=8, target_modules=["q_proj", "v_proj"]).save_pretrained(d)
+    (d / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": r, "lora_alpha": 8,
+                    "target_modules": ["q_proj", "v_proj"]})
+    )
     (d / "adapter_model.safetensors").write_bytes(b"weights-" + str(r).encode())
     return d
 
