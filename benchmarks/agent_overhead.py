@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,11 +51,20 @@ ROOT = HERE.parent
 FRAMEWORKS_DIR = HERE / "_bench_frameworks"
 sys.path.insert(0, str(FRAMEWORKS_DIR))  # before runtime.connect: workers inherit sys.path
 
-from _harness import EXPECTED, measure, own_time_us, scripted_decision  # noqa: E402
+from _harness import (  # noqa: E402
+    EXPECTED,
+    calibrate,
+    one_rep,
+    overhead_of,
+    own_time_us,
+    scripted_decision,
+    summarize,
+)
 
 BENCH_VENV = Path(os.environ.get("LUMOS_BENCH_VENV", ROOT / ".venv-bench"))
 REQUIREMENTS = HERE / "requirements-bench.txt"
 EXTERNAL = ["langgraph:memory", "langgraph:sqlite", "crewai"]
+BARE = "bare Ray actor"
 
 
 # ------------------------------------------------------------------ benchmark venv setup
@@ -149,27 +159,103 @@ def _deploy(name: str, persist: bool, async_tool: bool = False) -> Any:
     ).deploy()
 
 
-async def run_lumos(args: argparse.Namespace, own: float) -> dict[str, Any]:
+class Local:
+    """A contender measured in this process (lumos_ray variants, the bare actor)."""
+
+    def __init__(self, label: str, turn: Any, reps: int) -> None:
+        self.label, self.turn, self.reps = label, turn, reps
+        self.versions: dict[str, str] = {}
+
+    async def calibrate(self, n: int, target_rep_s: float) -> int:
+        return await calibrate(self.turn, n, target_rep_s=target_rep_s)
+
+    async def rep(self, n: int, per_worker: int) -> dict[str, float]:
+        return await one_rep(self.turn, n, per_worker)
+
+    def close(self) -> None:
+        pass
+
+
+class External:
+    """A baseline in ``.venv-bench``, driven rep by rep over a pipe (_harness.serve)."""
+
+    def __init__(self, framework: str, reps: int) -> None:
+        self.label, self.reps = framework, reps
+        py = BENCH_VENV / "bin" / "python"
+        if not py.exists():
+            raise RuntimeError(f"{py} missing: run with --setup-venv first")
+        self.proc = subprocess.Popen(
+            [
+                str(py),
+                str(FRAMEWORKS_DIR / "run_frameworks.py"),
+                "--framework",
+                framework,
+                "--serve",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        self.versions: dict[str, str] = {}
+
+    def _recv(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("@@"):
+                msg = json.loads(line[2:])
+                if "error" in msg:
+                    raise RuntimeError(msg["error"])
+                return msg
+        raise RuntimeError(f"{self.label} exited with code {self.proc.wait()}")
+
+    def ready(self) -> None:
+        self.versions = self._recv().get("versions", {})
+
+    def _ask(self, **req: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self._recv()
+
+    async def calibrate(self, n: int, target_rep_s: float) -> int:
+        return int(
+            self._ask(cmd="calibrate", concurrency=n, target_rep_s=target_rep_s)["per_worker"]
+        )
+
+    async def rep(self, n: int, per_worker: int) -> dict[str, float]:
+        return self._ask(cmd="rep", concurrency=n, per_worker=per_worker)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._ask(cmd="quit")
+            except Exception:
+                pass
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def lumos_contenders(reps: int) -> list[Local]:
+    """lumos_ray variants and the bare actor, deployed on the connected cluster."""
     import ray
 
-    out: dict[str, Any] = {}
-    variants = [
+    out = []
+    for label, name, persist, async_tool in [
         ("lumos_ray (persist=True, default)", "bench-persist", True, False),
         ("lumos_ray (persist=False)", "bench-mem", False, False),
         ("lumos_ray (persist=False, async tool)", "bench-async", False, True),
-    ]
-    for label, name, persist, async_tool in variants:
+    ]:
         h = _deploy(name, persist, async_tool)
 
         async def turn(tid: str, h: Any = h) -> str | None:
             return (await h.run("What is 1 + 2?", thread_id=tid)).output
 
-        out[label] = [
-            await measure(turn, n, reps=args.reps, target_rep_s=args.target_rep_s, own_us=own)
-            for n in args.concurrency
-        ]
-        _log(label, out[label])
-
+        out.append(Local(label, turn, reps))
     bare = (
         ray.remote(BareAgentActor)
         .options(name="bench-bare", max_concurrency=10_000, lifetime="detached")
@@ -179,13 +265,33 @@ async def run_lumos(args: argparse.Namespace, own: float) -> dict[str, Any]:
     async def bare_turn(tid: str) -> str | None:
         return await bare.run.remote("What is 1 + 2?", tid)
 
-    out["bare Ray actor"] = [
-        await measure(bare_turn, n, reps=args.reps, target_rep_s=args.target_rep_s, own_us=own)
-        for n in args.concurrency
-    ]
-    _log("bare Ray actor", out["bare Ray actor"])
-    ray.kill(bare)
+    out.append(Local(BARE, bare_turn, reps))
     return out
+
+
+async def interleaved(
+    contenders: list[Any], concurrency: list[int], reps: int, target_rep_s: float, own: float
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """For each N: calibrate everyone, then rep 1 of everyone, rep 2 of everyone, ...
+    (order rotated each round), so a load change on the shared machine hits all
+    contenders alike; medians over reps."""
+    table: dict[str, dict[int, dict[str, Any]]] = {c.label: {} for c in contenders}
+    for c in contenders:  # first calls (actor start, imports) stay out of the sizing
+        await c.calibrate(1, 0.1)
+    for n in concurrency:
+        sizes = {}
+        for c in contenders:
+            sizes[c.label] = await c.calibrate(n, target_rep_s)
+        rows: dict[str, list[dict[str, float]]] = {c.label: [] for c in contenders}
+        for r in range(reps):
+            order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
+            for c in order:
+                if r < c.reps:
+                    rows[c.label].append(await c.rep(n, sizes[c.label]))
+        for c in contenders:
+            table[c.label][n] = summarize(rows[c.label], n, own)
+            _log(c.label, [table[c.label][n]])
+    return table
 
 
 async def _idle_memory(label: str, run: Any, pid: int, n_sessions: int) -> dict[str, Any]:
@@ -253,7 +359,7 @@ async def idle_session_memory(n_sessions: int) -> list[dict[str, Any]]:
         return await bare.run.remote("What is 1 + 2?", tid)
 
     assert await bare_run("warmup") == EXPECTED
-    res = await _idle_memory("bare Ray actor", bare_run, await bare.pid.remote(), n_sessions)
+    res = await _idle_memory(BARE, bare_run, await bare.pid.remote(), n_sessions)
     out.append(res)
     print(f"[bench] memory {res}", file=sys.stderr, flush=True)
     ray.kill(bare)
@@ -277,36 +383,6 @@ def _connect_with_retry(attempts: int = 3) -> None:
             time.sleep(5)
 
 
-# -------------------------------------------------------------------- external baselines
-def run_external(framework: str, args: argparse.Namespace) -> dict[str, Any]:
-    py = BENCH_VENV / "bin" / "python"
-    if not py.exists():
-        return {"framework": framework, "error": f"{py} missing: run with --setup-venv first"}
-    cmd = [
-        str(py),
-        str(FRAMEWORKS_DIR / "run_frameworks.py"),
-        "--framework",
-        framework,
-        "--concurrency",
-        ",".join(map(str, args.concurrency)),
-        "--reps",
-        str(args.crewai_reps if framework == "crewai" else args.reps),
-        "--target-rep-s",
-        str(args.target_rep_s),
-    ]
-    print(f"[bench] {framework} ...", file=sys.stderr, flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        return {"framework": framework, "error": f"exit {p.returncode}: {p.stderr[-2000:]}"}
-    res = json.loads(lines[-1])
-    if "results" in res:
-        _log(framework, res["results"])
-    else:
-        print(f"[bench] {framework} FAILED: {res.get('error')}", file=sys.stderr)
-    return res
-
-
 # ------------------------------------------------------------------------------ report
 def _log(label: str, rows: list[dict[str, Any]]) -> None:
     for r in rows:
@@ -323,17 +399,25 @@ def _fmt_ms(us: float) -> str:
     return f"{us / 1e3:.2f}"
 
 
+def paired_ratio(a: dict[str, Any], b: dict[str, Any], n: int, own: float) -> float:
+    """Median over rounds of a's overhead / b's overhead in the same round (reps were
+    interleaved, so each pair saw about the same machine load)."""
+    pairs = zip(a["per_rep"], b["per_rep"], strict=False)
+    return statistics.median(overhead_of(x, n, own) / overhead_of(y, n, own) for x, y in pairs)
+
+
 def render(report: dict[str, Any]) -> str:
     """The Markdown table for RESULTS.md (one row per framework and concurrency)."""
     table = report["table"]
     lines = []
     for n in report["concurrency"]:
         lg = table.get("langgraph:memory", {}).get(n)
-        bare = table.get("bare Ray actor", {}).get(n)
+        bare = table.get(BARE, {}).get(n)
         lines += [
             f"**{n} concurrent run{'s' if n > 1 else ''}** "
             f"(overhead per step = {'p50 latency' if n == 1 else 'wall time / turns'} "
-            "minus the fake model's and tool's own time)",
+            "minus the fake model's and tool's own time; ratios = median over rounds of "
+            "the per-round ratio)",
             "",
             "| framework | p50 turn (ms) | p95 turn (ms) | turns/s | overhead/step (ms) "
             "| vs LangGraph (mem) | vs bare actor |",
@@ -343,8 +427,8 @@ def render(report: dict[str, Any]) -> str:
             r = by_n.get(n)
             if r is None:
                 continue
-            vs_lg = f"{r['overhead_us'] / lg['overhead_us']:.2f}x" if lg else "n/a"
-            vs_bare = f"{r['overhead_us'] / bare['overhead_us']:.2f}x" if bare else "n/a"
+            vs_lg = f"{paired_ratio(r, lg, n, report['own_us']):.2f}x" if lg else "n/a"
+            vs_bare = f"{paired_ratio(r, bare, n, report['own_us']):.2f}x" if bare else "n/a"
             lines.append(
                 f"| {label} | {_fmt_ms(r['p50_us'])} | {_fmt_ms(r['p95_us'])} "
                 f"| {r['throughput']:.0f} | {_fmt_ms(r['overhead_us'])} | {vs_lg} | {vs_bare} |"
@@ -382,11 +466,6 @@ def main() -> None:
     p.add_argument("--skip-external", action="store_true", help="lumos + bare actor only")
     p.add_argument("--only", default="", help="comma list of external frameworks to run")
     p.add_argument("--json-out", default="", help="also write the raw results here")
-    p.add_argument(
-        "--external-from",
-        default="",
-        help="reuse baselines from an earlier --json-out",
-    )
     args = p.parse_args()
     if args.setup_venv:
         setup_venv()
@@ -399,22 +478,30 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load "
         f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} at start",
         "concurrency": args.concurrency,
+        "reps": args.reps,
         "own_us": own,
         "table": {},
         "errors": {},
-        "versions": {},
+        "versions": {"python": sys.version.split()[0]},
+        "memory": [],
     }
 
-    # Baselines first, before Ray's processes exist, so they do not pay for them.
-    external = [] if args.skip_external else (args.only.split(",") if args.only else EXTERNAL)
-    if args.external_from:
-        prev = json.loads(Path(args.external_from).read_text())
-        ext_results = prev["external_raw"]
-    else:
-        ext_results = {fw: run_external(fw, args) for fw in external}
-    report["external_raw"] = ext_results
-    if args.json_out:  # keep the slow part even if Ray fails below
-        Path(args.json_out).write_text(json.dumps(report, indent=1, default=str))
+    # Baseline processes first (their imports take a while), before Ray starts.
+    externals: list[External] = []
+    names = [] if args.skip_external else (args.only.split(",") if args.only else EXTERNAL)
+    for fw in names:
+        try:
+            externals.append(External(fw, args.crewai_reps if fw == "crewai" else args.reps))
+        except Exception as exc:
+            report["errors"][fw] = str(exc)
+    for e in list(externals):
+        try:
+            e.ready()
+            report["versions"].update(e.versions)
+        except Exception as exc:
+            report["errors"][e.label] = str(exc)
+            externals.remove(e)
+            e.close()
 
     # lumos_ray and the bare actor on one embedded cluster, state in a temp dir.
     home = tempfile.mkdtemp(prefix="lumos-bench-")
@@ -422,32 +509,32 @@ def main() -> None:
     os.environ.pop("LUMOS_STORE_URL", None)
     from lumos_ray import runtime
 
-    _connect_with_retry()
     try:
-        lumos = asyncio.run(run_lumos(args, own))
-        mem = []
-        if args.sessions:
-            print(f"[bench] idle-session memory, {args.sessions} sessions ...", file=sys.stderr)
-            mem = asyncio.run(idle_session_memory(args.sessions))
+        _connect_with_retry()
+        import ray
+
+        report["versions"]["ray"] = ray.__version__
+
+        async def go() -> None:
+            contenders = [*lumos_contenders(args.reps), *externals]
+            report["table"] = await interleaved(
+                contenders, args.concurrency, args.reps, args.target_rep_s, own
+            )
+            for e in externals:
+                e.close()
+            if args.sessions:
+                print(f"[bench] idle-session memory, {args.sessions} sessions", file=sys.stderr)
+                report["memory"] = await idle_session_memory(args.sessions)
+
+        asyncio.run(go())
     finally:
+        for e in externals:
+            e.close()
         runtime.shutdown()
         shutil.rmtree(home, ignore_errors=True)
 
-    import ray
-
-    report["versions"] = {"python": sys.version.split()[0], "ray": ray.__version__}
-    for label, rows in lumos.items():
-        report["table"][label] = {r["concurrency"]: r for r in rows}
-    for fw, res in ext_results.items():
-        if "results" in res:
-            report["table"][fw] = {r["concurrency"]: r for r in res["results"]}
-            report["versions"].update(res.get("versions", {}))
-        else:
-            report["errors"][fw] = res.get("error", "unknown error")
-    report["memory"] = mem
     report["elapsed_s"] = time.perf_counter() - t_start
-    md = render(report)
-    print(md)
+    print(render(report))
     print(f"\n(total {report['elapsed_s']:.0f} s; versions {report['versions']})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1, default=str))

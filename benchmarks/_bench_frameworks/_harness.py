@@ -25,7 +25,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["EXPECTED", "TOOL_ARGS", "measure", "own_time_us", "scripted_decision"]
+__all__ = [
+    "EXPECTED",
+    "TOOL_ARGS",
+    "calibrate",
+    "measure",
+    "one_rep",
+    "overhead_of",
+    "own_time_us",
+    "scripted_decision",
+    "serve",
+    "summarize",
+]
 
 TOOL_ARGS = {"a": 1, "b": 2}
 EXPECTED = "3"
@@ -87,55 +98,109 @@ async def _rep(turn: Turn, concurrency: int, per_worker: int) -> tuple[list[floa
     return lat, time.perf_counter() - t0
 
 
+async def calibrate(
+    turn: Turn, concurrency: int, *, target_rep_s: float = 0.8, max_turns_per_rep: int = 2000
+) -> int:
+    """Warm up (imports, lazy init, caches, worker threads), then return how many
+    turns per worker make a rep of about ``target_rep_s``.
+
+    The warm-up rep is never used for sizing (first calls are unrepresentative),
+    except that a framework whose warm-up rep alone exceeds the target at N>1 gets
+    one turn per worker straight away (nothing smaller exists; saves a slow rep).
+    """
+    _, warm = await _rep(turn, concurrency, 1)
+    if concurrency > 1 and warm > target_rep_s:
+        return 1
+    k = 3 if concurrency == 1 else 1
+    _, wall = await _rep(turn, concurrency, k)
+    per_turn = wall / (k * concurrency)
+    return max(1, min(max_turns_per_rep // concurrency, int(target_rep_s / per_turn / concurrency)))
+
+
+async def one_rep(turn: Turn, concurrency: int, per_worker: int) -> dict[str, float]:
+    """One rep: ``concurrency`` workers x ``per_worker`` turns; statistics in us."""
+    gc.collect()
+    lat, wall = await _rep(turn, concurrency, per_worker)
+    n = len(lat)
+    return {
+        "p50_us": _pct(lat, 0.5) * 1e6,
+        "p95_us": _pct(lat, 0.95) * 1e6,
+        "throughput": n / wall,
+        "amortized_us": wall / n * 1e6,
+        "turns": n,
+    }
+
+
+def overhead_of(row: dict[str, float], concurrency: int, own_us: float) -> float:
+    """Framework overhead per step: p50 latency at N=1, wall/turns at N>1, minus own time."""
+    return (row["p50_us"] if concurrency == 1 else row["amortized_us"]) - own_us
+
+
+def summarize(rows: list[dict[str, float]], concurrency: int, own_us: float) -> dict[str, Any]:
+    """Medians over reps (latencies in microseconds): ``p50_us``/``p95_us`` per-turn
+    latency, ``throughput`` turns/s, ``amortized_us`` = wall / turns (what one step
+    costs the machine while N are in flight), ``overhead_us`` (see overhead_of)."""
+    out: dict[str, Any] = {
+        k: statistics.median(r[k] for r in rows)
+        for k in ("p50_us", "p95_us", "throughput", "amortized_us")
+    }
+    out.update(
+        concurrency=concurrency,
+        reps=len(rows),
+        turns_per_rep=rows[0]["turns"] if rows else 0,
+        own_us=own_us,
+        overhead_us=statistics.median(overhead_of(r, concurrency, own_us) for r in rows),
+        per_rep=rows,
+    )
+    return out
+
+
 async def measure(
     turn: Turn,
     concurrency: int,
     *,
     reps: int = 5,
     target_rep_s: float = 0.8,
-    max_turns_per_rep: int = 2000,
     own_us: float | None = None,
 ) -> dict[str, Any]:
-    """Warm up, size reps to about ``target_rep_s`` each, run ``reps`` reps.
-
-    Returns medians over reps (latencies in microseconds):
-    ``p50_us``/``p95_us`` per-turn latency, ``throughput`` turns/s,
-    ``amortized_us`` = wall / turns (the time one step costs the machine while N are
-    in flight), ``overhead_us`` = the framework overhead per step: at N=1 the p50
-    latency, at N>1 ``amortized_us``, minus the model's and tool's own time.
-    """
+    """Calibrate, then ``reps`` reps back to back (standalone use; the benchmark
+    itself interleaves frameworks rep by rep, see ``serve``)."""
     own = own_time_us() if own_us is None else own_us
-    # Warm-up: imports, lazy init, JIT-ish caches, worker threads.
-    _, wall = await _rep(turn, concurrency, 1)
-    _, wall = await _rep(turn, concurrency, 2)
-    per_turn = wall / (2 * concurrency)
-    per_worker = max(
-        1, min(max_turns_per_rep // concurrency, int(target_rep_s / per_turn / concurrency))
-    )
-    rows = []
-    for _ in range(reps):
-        gc.collect()
-        lat, wall = await _rep(turn, concurrency, per_worker)
-        n = len(lat)
-        rows.append(
-            {
-                "p50_us": _pct(lat, 0.5) * 1e6,
-                "p95_us": _pct(lat, 0.95) * 1e6,
-                "throughput": n / wall,
-                "amortized_us": wall / n * 1e6,
-            }
-        )
-    out: dict[str, Any] = {
-        k: statistics.median(r[k] for r in rows)
-        for k in ("p50_us", "p95_us", "throughput", "amortized_us")
-    }
-    base = out["p50_us"] if concurrency == 1 else out["amortized_us"]
-    out.update(
-        concurrency=concurrency,
-        reps=reps,
-        turns_per_rep=per_worker * concurrency,
-        own_us=own,
-        overhead_us=base - own,
-        per_rep=rows,
-    )
-    return out
+    per_worker = await calibrate(turn, concurrency, target_rep_s=target_rep_s)
+    rows = [await one_rep(turn, concurrency, per_worker) for _ in range(reps)]
+    return summarize(rows, concurrency, own)
+
+
+async def serve(turn: Turn) -> None:
+    """Line protocol on stdin/stdout so a driver in another venv can interleave reps
+    of several frameworks (fair under a machine load that drifts):
+
+    ``{"cmd": "calibrate", "concurrency": N, "target_rep_s": s}`` -> ``{"per_worker": k}``
+    ``{"cmd": "rep", "concurrency": N, "per_worker": k}`` -> one_rep's row
+    ``{"cmd": "quit"}``; errors come back as ``{"error": "..."}``.
+    """
+    import json
+    import sys
+
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        req = json.loads(line)
+        try:
+            if req["cmd"] == "quit":
+                return
+            if req["cmd"] == "calibrate":
+                k = await calibrate(
+                    turn, req["concurrency"], target_rep_s=req.get("target_rep_s", 0.8)
+                )
+                resp: dict[str, Any] = {"per_worker": k}
+            elif req["cmd"] == "rep":
+                resp = await one_rep(turn, req["concurrency"], req["per_worker"])
+            else:
+                resp = {"error": f"unknown command {req['cmd']!r}"}
+        except Exception as exc:
+            resp = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write("@@" + json.dumps(resp) + "\n")
+        sys.stdout.flush()

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import TOOL_ARGS, measure, scripted_decision
+from _harness import TOOL_ARGS, measure, scripted_decision, serve
 
 # Offline and quiet: no telemetry, no tracing uploads, no prompts.
 for k, v in {
@@ -222,20 +222,35 @@ def _crewai_turn() -> tuple[Any, Any]:
     return turn, None
 
 
+def _build(framework: str) -> tuple[Any, Any]:
+    if framework.startswith("langgraph"):
+        return _langgraph_turn(framework.partition(":")[2] or "none")
+    if framework == "crewai":
+        return _crewai_turn()
+    raise SystemExit(f"unknown framework {framework}")
+
+
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    if args.framework.startswith("langgraph"):
-        cp = args.framework.partition(":")[2] or "none"
-        turn, cleanup = _langgraph_turn(cp)
-    elif args.framework == "crewai":
-        turn, cleanup = _crewai_turn()
-    else:
-        raise SystemExit(f"unknown framework {args.framework}")
+    turn, cleanup = _build(args.framework)
     results = []
     for n in args.concurrency:
         results.append(await measure(turn, n, reps=args.reps, target_rep_s=args.target_rep_s))
     if cleanup is not None:
         await cleanup()
     return {"framework": args.framework, "results": results, "versions": _versions()}
+
+
+async def _serve_main(framework: str) -> None:
+    """Driven rep by rep by agent_overhead.py (see _harness.serve)."""
+    try:
+        turn, cleanup = _build(framework)
+    except Exception as exc:
+        print("@@" + json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return
+    print("@@" + json.dumps({"ready": True, "versions": _versions()}), flush=True)
+    await serve(turn)
+    if cleanup is not None:
+        await cleanup()
 
 
 def _versions() -> dict[str, str]:
@@ -256,7 +271,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--target-rep-s", type=float, default=0.8)
+    p.add_argument("--serve", action="store_true", help="line protocol on stdin/stdout")
     args = p.parse_args()
+    if args.serve:
+        asyncio.run(_serve_main(args.framework))
+        return
     t0 = time.perf_counter()
     try:
         res = asyncio.run(_main(args))
