@@ -278,7 +278,10 @@ class Tool:
             value = getattr(self, key)
             if value is not None:
                 opts[key] = value
-        ref = _remote_runner().options(**opts).remote(self, kwargs)
+        from lumos_ray import tracing
+
+        # The trace context travels with the task so its span joins the run's trace.
+        ref = _remote_runner().options(**opts).remote(self, kwargs, tracing.inject())
         try:
             return await ref
         except asyncio.CancelledError:
@@ -362,8 +365,11 @@ def _remote_runner() -> Any:
     if _REMOTE is None:
         import ray
 
-        def _run_tool_task(t: Tool, kwargs: dict[str, Any]) -> Any:
-            return to_jsonable(t.run_sync(kwargs))
+        def _run_tool_task(t: Tool, kwargs: dict[str, Any], carrier: dict[str, str]) -> Any:
+            from lumos_ray import tracing
+
+            with tracing.span("tool.task", carrier, tool=t.name):
+                return to_jsonable(t.run_sync(kwargs))
 
         _REMOTE = ray.remote(_run_tool_task)
     return _REMOTE

@@ -9,6 +9,7 @@ import time
 import pytest
 import ray
 
+from lumos_ray import tracing
 from lumos_ray.actors.tools import Tool, ToolContext, get_tool, tool
 from lumos_ray.errors import ToolArgumentError, ToolError
 
@@ -25,10 +26,24 @@ async def test_tool_with_num_cpus_runs_as_a_ray_task_in_another_process(ray_clus
         }
 
     assert where.uses_ray
-    out = await where.acall({"tag": "x"}, ToolContext(run_id="r-42"))
+    with tracing.span("test.tools.parent") as parent:
+        out = await where.acall({"tag": "x"}, ToolContext(run_id="r-42"))
     assert out["pid"] != os.getpid()
     assert out["task_id"] is not None  # it ran inside a Ray task
     assert out["tag"] == "x" and out["run_id"] == "r-42"  # context travelled with it
+    # the task's span joined the caller's trace, as a child of the caller's span
+    exporter = os.environ.get("LUMOS_TRACE_EXPORTER", "")
+    if exporter.startswith("jsonl:"):
+        pctx = parent.get_span_context()
+        spans = [
+            s
+            for s in tracing.read_jsonl_spans(exporter[6:])
+            if s["name"] == "tool.task" and s["attributes"].get("tool") == "where"
+        ]
+        assert spans, "no tool.task span was exported by the worker"
+        assert spans[-1]["trace_id"] == f"{pctx.trace_id:032x}"
+        assert spans[-1]["parent_id"] == f"{pctx.span_id:016x}"
+        assert spans[-1]["pid"] == out["pid"]
     # arguments are validated before anything is scheduled
     with pytest.raises(ToolArgumentError):
         await where.acall({"tag": 1.5j})
