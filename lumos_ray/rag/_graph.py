@@ -47,7 +47,9 @@ class KnowledgeGraph:
         for key, name in entities.items():
             e = enode(key)
             if e not in self.g:
-                self.g.add_node(e, kind="entity", name=name)
+                self.g.add_node(e, kind="entity", name=name, n=0)
+            if not self.g.has_edge(c, e):
+                self.g.nodes[e]["n"] += 1  # chunks mentioning it, kept O(1) to read
             self.g.add_edge(c, e, kind="mention")
         for h, rel, t in relations:
             if h not in entities or t not in entities:
@@ -80,7 +82,8 @@ class KnowledgeGraph:
                 if not prov:
                     self.g.remove_edge(enode(h), enode(t))
         for e in ents:
-            if not any(n.startswith("c:") for n in self.g.neighbors(e)):
+            self.g.nodes[e]["n"] -= 1
+            if self.g.nodes[e]["n"] <= 0:
                 self.g.remove_node(e)
         self.version += 1
 
@@ -94,9 +97,7 @@ class KnowledgeGraph:
     def chunk_degree(self, key: str) -> int:
         """Number of chunks that mention the entity."""
         e = enode(key)
-        if e not in self.g:
-            return 0
-        return sum(1 for n in self.g.neighbors(e) if n.startswith("c:"))
+        return self.g.nodes[e]["n"] if e in self.g else 0
 
     def chunk_entities(self, chunk_id: str) -> list[str]:
         c = cnode(chunk_id)

@@ -285,10 +285,10 @@ class ShardState:
                 cid = self.row_chunk[r] if r >= 0 else None
                 if cid is None:
                     continue
-                ents = {k: self.graph.g.degree(enode(k)) for k in self.graph.chunk_entities(cid)}
+                ents = {k: self.graph.chunk_degree(k) for k in self.graph.chunk_entities(cid)}
                 hits.append({"chunk_id": cid, "score": float(s), "entities": ents})
             known = {
-                k: self.graph.g.degree(enode(k)) for k in query_entities if self.graph.has_entity(k)
+                k: self.graph.chunk_degree(k) for k in query_entities if self.graph.has_entity(k)
             }
             return {"hits": hits, "query_entities": known}
 
@@ -486,6 +486,9 @@ class ShardState:
         state.row_chunk = payload["row_chunk"]
         state.vectors = payload["vectors"]
         state.graph.g = payload["graph"]
+        for node, data in state.graph.g.nodes(data=True):
+            if node.startswith("e:") and "n" not in data:  # snapshots from before counts
+                data["n"] = sum(1 for m in state.graph.g.neighbors(node) if m.startswith("c:"))
         state.graph.version = payload["graph_version"]
         base = faiss.deserialize_index(payload["index"])
         state._index.index = base
