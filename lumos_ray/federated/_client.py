@@ -17,6 +17,7 @@ from flwr.clientapp.mod import LocalDpMod
 
 from lumos_ray.federated._apps import get_app_spec
 from lumos_ray.federated._config import FederationConfig
+from lumos_ray.federated._secagg import secagg_client_mod, secagg_train
 
 __all__ = ["build_client_app"]
 
@@ -55,12 +56,14 @@ def _privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
 
 
 def build_client_app() -> ClientApp:
-    app = ClientApp(mods=[_privacy_mod])
+    app = ClientApp(mods=[_privacy_mod, secagg_client_mod])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        cfg = _cfg(msg)
         site = _site(context)
+        if "fitins.config" in msg.content.config_records:  # SecAgg+ (legacy FitIns)
+            return secagg_train(msg, site)
+        cfg = _cfg(msg)
         spec = get_app_spec(cfg.app)
         conf = msg.content["config"]
         arrays = msg.content["arrays"]

@@ -61,7 +61,8 @@ def _metric(rec: Any, key: str) -> float | None:
 
 
 def run_federation(
-    grid: Grid, cfg: FederationConfig, run_name: str, *, mode: str
+    grid: Grid, cfg: FederationConfig, run_name: str, *, mode: str,
+    context: Context | None = None,
 ) -> dict[str, Any]:
     """Run all rounds; returns the summary also written to the run's status.json."""
     spec = get_app_spec(cfg.app)
@@ -75,7 +76,15 @@ def run_federation(
         print(f"[lumos federate] initial: {initial}", flush=True)
         cfg_json = cfg.model_dump_json()
         final = initial
-        for rnd in range(1, cfg.rounds + 1):
+        if cfg.privacy.secagg:
+            from lumos_ray.federated._secagg import run_secagg
+
+            if context is None:
+                raise FederationError("SecAgg+ needs the ServerApp context")
+            arrays = run_secagg(grid, context, cfg, recorder, spec, arrays,
+                                lambda what: _wait_for_sites(grid, cfg, what))
+            final = spec.central_evaluate(cfg, arrays)
+        for rnd in range(1, cfg.rounds + 1 if not cfg.privacy.secagg else 1):
             t0 = time.monotonic()
             _wait_for_sites(grid, cfg, f"round {rnd}")
             train_cfg = ConfigRecord({CONFIG_KEY: cfg_json, "local-epochs": cfg.local_epochs})
@@ -144,6 +153,15 @@ def run_federation(
 
 def _privacy_report(cfg: FederationConfig) -> dict[str, Any]:
     p = cfg.privacy
+    out: dict[str, Any] = {}
+    if p.secagg:
+        out = {"secagg": "SecAgg+", "secagg_num_shares": p.secagg_num_shares,
+               "secagg_reconstruction_threshold": p.secagg_reconstruction_threshold}
+    return {**out, **_dp_report(cfg)}
+
+
+def _dp_report(cfg: FederationConfig) -> dict[str, Any]:
+    p = cfg.privacy
     if p.dp == "local":
         # Flower's LocalDpMod is an (epsilon, delta) Gaussian mechanism per round; basic
         # composition over the rounds bounds the total (a loose upper bound).
@@ -173,6 +191,6 @@ def build_server_app(cfg: FederationConfig | None = None, run_name: str | None =
         name = run_name or str(context.run_config.get(RUN_NAME_KEY) or "") or (
             f"{c.name}-{context.run_id}"
         )
-        run_federation(grid, c, name, mode=mode)
+        run_federation(grid, c, name, mode=mode, context=context)
 
     return app
