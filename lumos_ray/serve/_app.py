@@ -94,13 +94,7 @@ def start(
             fix="Stop the other server (`lumos serve down`) or set gateway.port in the "
             "serve config to a free port.",
         )
-    try:
-        serve.start(
-            http_options={"host": cfg.gateway.host, "port": cfg.gateway.port},
-        )
-    except Exception as exc:
-        raise ServeError(f"Could not start Ray Serve on {cfg.gateway.host}:"
-                         f"{cfg.gateway.port}: {exc}") from None
+    _start_serve(cfg)
     app = build_application(cfg)
     t0 = time.monotonic()
     try:
@@ -116,6 +110,25 @@ def start(
     except OSError:
         pass
     return url
+
+
+def _start_serve(cfg: ServeConfig, attempts: int = 3) -> None:
+    """``serve.start``, retried: on a saturated machine the controller may kill a
+    proxy whose readiness check timed out (5 s) and fail the call; it restarts the
+    proxy, and a second call then succeeds."""
+    from ray import serve
+
+    for i in range(attempts):
+        try:
+            serve.start(http_options={"host": cfg.gateway.host, "port": cfg.gateway.port})
+            return
+        except Exception as exc:
+            if i == attempts - 1:
+                raise ServeError(
+                    f"Could not start Ray Serve on {cfg.gateway.host}:{cfg.gateway.port}: "
+                    f"{exc}"
+                ) from None
+            time.sleep(2.0 * (i + 1))
 
 
 def _serve_running() -> bool:
