@@ -265,7 +265,7 @@ def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> 
 
     name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     client = JobSubmissionClient(address)
-    entry = (f"{sys.executable} -m lumos_ray.federated._simulate --config-json "
+    entry = (f"{sys.executable} -m lumos_ray.federated._job --config-json "
              f"'{cfg.model_dump_json()}' --address auto --run-name {name}")
     job_id = client.submit_job(entrypoint=entry, metadata={"lumos": "federated", "run": name})
     if not as_json:

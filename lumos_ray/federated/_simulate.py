@@ -5,7 +5,7 @@
 ClientApp actor pool there, but it calls ``ray.shutdown()`` when the simulation ends,
 so the driver should be a process of its own: a Ray job (``lumos federate simulate
 --address``), the CLI's process (embedded cluster), or a subprocess attached to a
-running cluster by address (``python -m lumos_ray.federated._simulate``).
+running cluster by address (``python -m lumos_ray.federated._job``).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def simulate(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the Ray job (and of test subprocesses attached by address)."""
-    p = argparse.ArgumentParser(prog="python -m lumos_ray.federated._simulate")
+    p = argparse.ArgumentParser(prog="python -m lumos_ray.federated._job")
     p.add_argument("config", nargs="?")
     p.add_argument("--config-json", default=None, help="The config inline (Ray jobs).")
     p.add_argument("--address", default=None)

@@ -1,7 +1,7 @@
 """Federated simulation on the session's Ray cluster, through Flower's Ray backend.
 
 Each simulation runs in a driver subprocess attached to the session cluster by address
-(``python -m lumos_ray.federated._simulate`` -- the Ray job entrypoint), because
+(``python -m lumos_ray.federated._job`` -- the Ray job entrypoint), because
 Flower's RayBackend calls ``ray.shutdown()`` when a simulation ends, which in this
 process would stop the session cluster.
 """
@@ -27,7 +27,7 @@ def _simulate(ray_cluster, tmp_path: Path, cfg: dict, run_name: str, timeout: in
     cfg_file = tmp_path / f"{run_name}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(
-        [sys.executable, "-m", "lumos_ray.federated._simulate", str(cfg_file),
+        [sys.executable, "-m", "lumos_ray.federated._job", str(cfg_file),
          "--address", ray_cluster.address, "--run-name", run_name],
         capture_output=True, text=True, timeout=timeout, env=dict(os.environ),
     )
