@@ -1,9 +1,14 @@
-"""Per-round metrics: a JSON-lines file under LUMOS_HOME and OpenTelemetry metrics.
+"""Per-round metrics: the run's directory under LUMOS_HOME, the run store's event log,
+and OpenTelemetry metrics.
 
-Why a file for now: the run store (lumos_ray/actors) is landing in parallel; the
-ServerApp also runs inside a SuperLink subprocess where no Ray connection exists, so a
-plain file in the run's directory is the one sink that works in both places.
-``lumos federate status`` reads it back.
+- ``<LUMOS_HOME>/federated/<run>/status.json`` + ``rounds.jsonl``: what ``lumos
+  federate status`` reads. A file works everywhere the ServerApp runs, including the
+  SuperLink's subprocess, which has no Ray connection.
+- The run store (``lumos_ray.actors.store``): events ``federated.started`` /
+  ``federated.round`` / ``federated.finished`` under run id ``federated:<run>``. Only
+  events, not a ``runs`` row: a row marked running would be adopted by the workflow
+  runner's lease takeover, which cannot execute a Flower run.
+- OpenTelemetry meter ``lumos_ray.federated``.
 """
 
 from __future__ import annotations
@@ -67,6 +72,21 @@ class RunRecorder:
         (self.dir / "rounds.jsonl").write_text("")
         self._write_status()
         self._otel = _Instruments.get()
+        self._store_ok = True
+        self._event("federated.started", {"mode": mode, "config": config})
+
+    def _event(self, kind: str, data: dict[str, Any]) -> None:
+        """Best effort: a broken store must not stop a federated run."""
+        if not self._store_ok:
+            return
+        try:
+            from lumos_ray.actors.store import open_store
+
+            open_store().append_events(f"federated:{self.run_name}", [(kind, data)])
+        except Exception as exc:
+            self._store_ok = False
+            print(f"[lumos federate] run store unavailable ({exc}); metrics stay in "
+                  f"{self.dir}", flush=True)
 
     def _write_status(self) -> None:
         tmp = self.dir / "status.json.tmp"
@@ -81,6 +101,7 @@ class RunRecorder:
         self._status["last_round"] = asdict(rec)
         self._write_status()
         self._otel.record(self.run_name, rec)
+        self._event("federated.round", asdict(rec))
         print(_progress_line(rec), flush=True)
 
     def set_initial(self, metrics: dict[str, float]) -> None:
@@ -91,6 +112,7 @@ class RunRecorder:
     def finish(self, state: str, **extra: Any) -> None:
         self._status.update(state=state, finished_at=time.time(), **extra)
         self._write_status()
+        self._event("federated.finished", {"state": state, **extra})
 
 
 def _progress_line(rec: RoundRecord) -> str:

@@ -206,3 +206,24 @@ def test_privacy_report_and_round_progress_line():
                                       sites_failed=1, sites_rejected=0, bytes_sent=10,
                                       bytes_received=20, duration_s=0.5, global_loss=0.25))
     assert "round 2" in line and "sites=3/4" in line and "bytes=30" in line
+
+
+def test_recorder_writes_files_and_run_store_events(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUMOS_HOME", str(tmp_path))
+    monkeypatch.setenv("LUMOS_STORE_URL", f"sqlite:///{tmp_path}/runs.db")
+    from lumos_ray.actors.store import RunStore
+    from lumos_ray.federated import read_run
+    from lumos_ray.federated._metrics import RoundRecord, RunRecorder
+
+    rec = RunRecorder("unit-run", config={"rounds": 1}, mode="simulation")
+    rec.set_initial({"loss": 2.0})
+    rec.record(RoundRecord(round=1, sites_sampled=2, sites_replied=2, sites_failed=0,
+                           sites_rejected=0, bytes_sent=8, bytes_received=8,
+                           duration_s=0.1, global_loss=1.0))
+    rec.finish("succeeded", final={"loss": 1.0})
+    st = read_run("unit-run")
+    assert st["state"] == "succeeded" and st["rounds"][0]["global_loss"] == 1.0
+    events = RunStore(f"sqlite:///{tmp_path}/runs.db").read_events("federated:unit-run")
+    assert [e["type"] for e in events] == [
+        "federated.started", "federated.round", "federated.finished"]
+    assert events[1]["data"]["bytes_sent"] == 8
