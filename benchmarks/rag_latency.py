@@ -70,6 +70,7 @@ def run(size: int, shards: int, queries: int, batch: int) -> dict:
     coll = RagCollection.open(name, config=CollectionConfig(name=name, num_shards=shards))
     coll.drop()
     coll = RagCollection.open(name, config=CollectionConfig(name=name, num_shards=shards))
+    coll.stats()  # router and shard processes are up: time ingestion, not actor start
     t0 = time.perf_counter()
     centres = None
     for start in range(0, size, batch):

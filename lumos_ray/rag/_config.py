@@ -111,7 +111,8 @@ class QueryConfig(BaseModel):
     )
     damping: float = Field(default=0.5, gt=0, lt=1, description="PPR continuation probability.")
     ppr_iters: int = Field(default=20, ge=1)
-    max_subgraph: int = Field(default=3000, ge=10, description="Nodes PPR may touch.")
+    ppr_hops: int = Field(default=2, ge=1, le=4, description="PPR subgraph radius.")
+    max_subgraph: int = Field(default=2000, ge=10, description="Nodes PPR may touch.")
     hub_degree: int = Field(default=200, ge=2, description="Entities in more chunks are hubs.")
     communities_top: int = Field(default=3, ge=1, description="global: communities searched.")
 

@@ -141,12 +141,13 @@ class KnowledgeGraph:
         iters: int,
         max_nodes: int,
         hub_degree: int,
+        hops: int = 2,
     ) -> dict[str, float]:
         """Unnormalized personalized PageRank mass of chunk nodes.
 
         ``seeds`` maps node ids (``e:``/``c:``) to restart weights. The result is linear
         in the weights (no renormalization), so shards fed the same global seed weights
-        produce comparable scores. Walks stay inside the 2-hop neighbourhood of the
+        produce comparable scores. Walks stay inside the ``hops`` neighbourhood of the
         seeds (hubs are not expanded); mass that leaves it is dropped.
         """
         g = self.g
@@ -157,7 +158,7 @@ class KnowledgeGraph:
         frontier = start
         for n in start:
             nodes.setdefault(n, len(nodes))
-        for _hop in range(3):
+        for _hop in range(hops):
             nxt: list[str] = []
             for n in frontier:
                 if n.startswith("e:") and g.degree(n) > hub_degree:

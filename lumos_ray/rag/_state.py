@@ -312,6 +312,7 @@ class ShardState:
                 iters=q.ppr_iters,
                 max_nodes=q.max_subgraph,
                 hub_degree=q.hub_degree,
+                hops=q.ppr_hops,
             )
             cands = set(mass)
             if mode == "hybrid":
