@@ -399,11 +399,12 @@ def _fmt_ms(us: float) -> str:
     return f"{us / 1e3:.2f}"
 
 
-def paired_ratio(a: dict[str, Any], b: dict[str, Any], n: int, own: float) -> float:
-    """Median over rounds of a's overhead / b's overhead in the same round (reps were
-    interleaved, so each pair saw about the same machine load)."""
+def _paired(a: dict[str, Any], b: dict[str, Any], n: int, own: float) -> str:
+    """a's overhead / b's overhead round by round (reps were interleaved, so each
+    pair saw about the same machine load): median [min-max]."""
     pairs = zip(a["per_rep"], b["per_rep"], strict=False)
-    return statistics.median(overhead_of(x, n, own) / overhead_of(y, n, own) for x, y in pairs)
+    xs = [overhead_of(x, n, own) / overhead_of(y, n, own) for x, y in pairs]
+    return f"{statistics.median(xs):.2f}x [{min(xs):.2f}-{max(xs):.2f}]"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -416,8 +417,7 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             f"**{n} concurrent run{'s' if n > 1 else ''}** "
             f"(overhead per step = {'p50 latency' if n == 1 else 'wall time / turns'} "
-            "minus the fake model's and tool's own time; ratios = median over rounds of "
-            "the per-round ratio)",
+            "minus the fake model's and tool's own time; ratios of the medians)",
             "",
             "| framework | p50 turn (ms) | p95 turn (ms) | turns/s | overhead/step (ms) "
             "| vs LangGraph (mem) | vs bare actor |",
@@ -427,11 +427,22 @@ def render(report: dict[str, Any]) -> str:
             r = by_n.get(n)
             if r is None:
                 continue
-            vs_lg = f"{paired_ratio(r, lg, n, report['own_us']):.2f}x" if lg else "n/a"
-            vs_bare = f"{paired_ratio(r, bare, n, report['own_us']):.2f}x" if bare else "n/a"
+            vs_lg = f"{r['overhead_us'] / lg['overhead_us']:.2f}x" if lg else "n/a"
+            vs_bare = f"{r['overhead_us'] / bare['overhead_us']:.2f}x" if bare else "n/a"
             lines.append(
                 f"| {label} | {_fmt_ms(r['p50_us'])} | {_fmt_ms(r['p95_us'])} "
                 f"| {r['throughput']:.0f} | {_fmt_ms(r['overhead_us'])} | {vs_lg} | {vs_bare} |"
+            )
+        if lg and bare:
+            lines.append("")
+            lines.append(
+                "Per-round ratios (reps were interleaved; median [min-max] over rounds): "
+                + "; ".join(
+                    f"{label} vs {ref}: {_paired(by_n[n], r_ref, n, report['own_us'])}"
+                    for label, by_n in table.items()
+                    if label.startswith("lumos") and n in by_n
+                    for ref, r_ref in (("LangGraph", lg), ("bare", bare))
+                )
             )
         lines.append("")
     for label, err in report["errors"].items():
@@ -466,7 +477,13 @@ def main() -> None:
     p.add_argument("--skip-external", action="store_true", help="lumos + bare actor only")
     p.add_argument("--only", default="", help="comma list of external frameworks to run")
     p.add_argument("--json-out", default="", help="also write the raw results here")
+    p.add_argument("--render", default="", help="print the tables of an earlier --json-out")
     args = p.parse_args()
+    if args.render:
+        rep = json.loads(Path(args.render).read_text())
+        rep["table"] = {k: {int(n): r for n, r in v.items()} for k, v in rep["table"].items()}
+        print(render(rep))
+        return
     if args.setup_venv:
         setup_venv()
         return
