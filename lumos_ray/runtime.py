@@ -121,10 +121,11 @@ def connect(
 
 def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, Any]:
     """Start the in-process cluster; on a loaded machine the raylet can miss Ray's
-    30 s registration window, so a timed-out start is retried once from scratch."""
+    30 s registration window, so a timed-out start is retried from scratch."""
     import ray
 
-    for attempt in (1, 2):
+    attempts = 3
+    for attempt in range(1, attempts + 1):
         temp_dir = tempfile.mkdtemp(prefix="lumos-ray-")
         atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)
         try:
@@ -141,9 +142,16 @@ def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, 
             )
             return temp_dir, ctx
         except Exception as exc:
-            if attempt == 2 or "timed out during startup" not in str(exc):
+            if "timed out during startup" not in str(exc):
                 raise
             ray.shutdown()
+            if attempt == attempts:
+                raise ConnectionFailedError(
+                    f"The embedded Ray cluster did not start ({attempts} tries): {exc}",
+                    fix="The machine is probably overloaded (Ray gives its raylet 30 s to "
+                    "register). Retry when it is less busy, or connect to a running cluster "
+                    "with --address.",
+                ) from None
     raise AssertionError("unreachable")
 
 
