@@ -190,3 +190,22 @@ def test_rag_hybrid_follows_an_entity_bridge_to_a_dissimilar_chunk():
     assert bridge["graph_score"] > 0
     glob = st.global_search(q, 3)
     assert glob and glob[0]["community"] is not None
+
+
+def test_rag_tenants_get_separate_actors_and_snapshot_dirs(tmp_path):
+    from lumos_ray.rag._names import collection_dir, router_actor_name, shard_actor_name
+
+    assert router_actor_name("docs", "acme") != router_actor_name("docs", "globex")
+    assert shard_actor_name("docs", "acme", 0).startswith("lumos-rag-docs@acme")
+    a = collection_dir("docs", "acme", str(tmp_path))
+    b = collection_dir("docs", "globex", str(tmp_path))
+    assert a != b and a.endswith("rag/acme/docs")
+
+
+def test_rag_search_tool_schema_is_typed():
+    from lumos_ray.rag._tool import rag_search
+
+    props = rag_search.parameters["properties"]
+    assert set(props) == {"query", "collection", "mode", "k"}
+    assert props["mode"]["enum"] == ["naive", "local", "global", "hybrid"]
+    assert rag_search.parameters["required"] == ["query", "collection"]
