@@ -227,3 +227,39 @@ def test_recorder_writes_files_and_run_store_events(tmp_path, monkeypatch):
     assert [e["type"] for e in events] == [
         "federated.started", "federated.round", "federated.finished"]
     assert events[1]["data"]["bytes_sent"] == 8
+
+
+def _call_client(cfg: FederationConfig, arrays, message_type: str = "train"):
+    """One real ClientApp call in-process (what a SuperNode/Ray actor does per message)."""
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+    from lumos_ray.federated import build_client_app
+
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({
+        "lumos-config": cfg.model_dump_json(), "server-round": 1, "local-epochs": 1})})
+    msg = Message(content=content, dst_node_id=7, message_type=message_type)
+    ctx = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 2},
+                  state=RecordDict(), run_config={})
+    return build_client_app()(msg, ctx)
+
+
+def test_client_app_trains_and_local_dp_clips_the_update():
+    from lumos_ray.federated._apps import get_app_spec
+
+    plain = FederationConfig.model_validate({"learning_rate": 0.5})
+    arrays = get_app_spec("tabular").initial_arrays(plain)
+    sent = arrays.to_numpy_ndarrays()
+
+    def update_norm(reply) -> float:
+        got = reply.content["arrays"].to_numpy_ndarrays()
+        return float(np.sqrt(sum(((g - s) ** 2).sum() for g, s in zip(got, sent, strict=True))))
+
+    reply = _call_client(plain, arrays)
+    assert not reply.has_error() and reply.content["metrics"]["num-examples"] > 0
+    assert update_norm(reply) > 0.05
+    dp = plain.model_copy(update={"privacy": plain.privacy.model_copy(update={
+        "dp": "local", "clipping_norm": 0.01, "epsilon": 1e6, "delta": 1e-5})})
+    # Flower's LocalDpMod: update clipped to 0.01, plus (here negligible) Gaussian noise.
+    assert update_norm(_call_client(dp, arrays)) < 0.0101
+    ev = _call_client(plain, arrays, message_type="evaluate")
+    assert 0.0 <= ev.content["metrics"]["eval_accuracy"] <= 1.0
