@@ -48,6 +48,12 @@ def _worker_env(settings: LumosSettings) -> dict[str, str]:
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # Cluster-side services (the gateway's runs API) find workflows by name here.
+    dirs = [d for d in os.environ.get("LUMOS_WORKFLOWS_DIR", "").split(os.pathsep) if d]
+    if os.path.isdir("configs/workflows"):
+        dirs.append(os.path.abspath("configs/workflows"))
+    if dirs:
+        env["LUMOS_WORKFLOWS_DIR"] = os.pathsep.join(dict.fromkeys(dirs))
     return env
 
 
@@ -166,7 +172,13 @@ def get_or_create_actor(
 
     if not ray.is_initialized():
         connect()
-    opts = {"lifetime": "detached", "get_if_exists": True, **(options or {})}
+    opts = {
+        "lifetime": "detached",
+        "get_if_exists": True,
+        # Explicit: a caller inside a Serve replica or a job lives in another namespace.
+        "namespace": current_settings().namespace,
+        **(options or {}),
+    }
     return actor_cls.options(name=name, **opts).remote(*args, **kwargs)
 
 

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import cloudpickle
+from sqlalchemy.exc import IntegrityError
 
 from lumos_ray import tracing
 from lumos_ray.actors._engine import Engine, Suspend, validate_json
@@ -170,7 +171,16 @@ class Runner:
         wf: Workflow = cloudpickle.loads(definition)
         validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
         run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
-        await asyncio.to_thread(self.store.create_run, run_id, wf.name, definition, input)
+        try:
+            await asyncio.to_thread(self.store.create_run, run_id, wf.name, definition, input)
+        except IntegrityError:
+            # Same id again (a client retrying its start): the first start wins.
+            existing = await asyncio.to_thread(self.store.get_run, run_id)
+            if existing["workflow"] != wf.name:
+                raise RunStateError(
+                    f"run id {run_id!r} is already used by a run of {existing['workflow']!r}"
+                ) from None
+            return run_id
         # Join the caller's trace (the run span becomes a child of the client's) and
         # take the lease in the same write.
         await asyncio.to_thread(

@@ -79,16 +79,30 @@ def get_runner() -> Any:
     )
 
 
+_runner: Any = None
+
+
 async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call the runner; the handle is cached, and re-fetched once if the actor died
+    for good (e.g. killed without restart), which recreates it."""
+    global _runner
     import ray
 
-    try:
-        return await getattr(get_runner(), method).remote(*args, **kwargs)
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, LumosError):
-            raise cause from None
-        raise
+    for attempt in (1, 2):
+        if _runner is None:
+            _runner = get_runner()
+        try:
+            return await getattr(_runner, method).remote(*args, **kwargs)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, LumosError):
+                raise cause from None
+            raise
+        except ray.exceptions.RayActorError:
+            _runner = None
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def start_run(
