@@ -14,11 +14,23 @@ subgraph around the seeds so latency does not grow with the collection.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import numpy as np
 
 __all__ = ["KnowledgeGraph"]
+
+
+@dataclass
+class _Walk:
+    version: int
+    hub_degree: int
+    names: list[str]
+    index: dict[str, int]
+    is_chunk: np.ndarray
+    mat: Any
 
 
 def cnode(chunk_id: str) -> str:
@@ -34,6 +46,15 @@ class KnowledgeGraph:
         self.g = nx.Graph()
         self.version = 0
         self._communities: tuple[int, list[set[str]]] | None = None
+        self._walk: _Walk | None = None
+
+    def __getstate__(self) -> dict:
+        return {"g": self.g, "version": self.version}
+
+    def __setstate__(self, state: dict) -> None:
+        self.g, self.version = state["g"], state["version"]
+        self._communities = None
+        self._walk = None
 
     # -- mutation -----------------------------------------------------------------
     def add_chunk(
@@ -132,7 +153,36 @@ class KnowledgeGraph:
         rels = sum(1 for _, _, d in self.g.edges(data=True) if d.get("kind") == "rel")
         return {"entities": ents, "relations": rels}
 
-    # -- personalized PageRank on a bounded subgraph ------------------------------
+    # -- personalized PageRank, vectorized -----------------------------------------
+    def _matrix(self, hub_degree: int) -> _Walk:
+        """Column-stochastic walk matrix (CSC) of the whole graph, rebuilt lazily when
+        the graph changed: the first graph query after a write pays O(graph) once
+        (about a second at 100k chunks), every later one only touches the columns of
+        the nodes that hold mass."""
+        walk = self._walk
+        if walk is not None and walk.version == self.version and walk.hub_degree == hub_degree:
+            return walk
+        from scipy import sparse
+
+        g = self.g
+        names = list(g.nodes)
+        index = {n: i for i, n in enumerate(names)}
+        deg = np.fromiter((g.degree(n) for n in names), dtype=np.float64, count=len(names))
+        is_chunk = np.fromiter((n.startswith("c:") for n in names), dtype=bool, count=len(names))
+        src, dst = [], []
+        for a, b in g.edges():
+            ia, ib = index[a], index[b]
+            src += (ia, ib)
+            dst += (ib, ia)
+        src_a = np.asarray(src, dtype=np.int64)
+        dst_a = np.asarray(dst, dtype=np.int64)
+        hub = (~is_chunk) & (deg > hub_degree)
+        keep = ~hub[src_a]  # hubs absorb the mass they receive (they say little)
+        vals = 1.0 / deg[src_a[keep]]
+        mat = sparse.csc_matrix((vals, (dst_a[keep], src_a[keep])), shape=(len(names), len(names)))
+        self._walk = _Walk(self.version, hub_degree, names, index, is_chunk, mat)
+        return self._walk
+
     def ppr(
         self,
         seeds: dict[str, float],
@@ -142,61 +192,42 @@ class KnowledgeGraph:
         max_nodes: int,
         hub_degree: int,
         hops: int = 2,
+        limit: int | None = None,
     ) -> dict[str, float]:
         """Unnormalized personalized PageRank mass of chunk nodes.
 
         ``seeds`` maps node ids (``e:``/``c:``) to restart weights. The result is linear
         in the weights (no renormalization), so shards fed the same global seed weights
-        produce comparable scores. Walks stay inside the ``hops`` neighbourhood of the
-        seeds (hubs are not expanded); mass that leaves it is dropped.
+        produce comparable scores. The walk is truncated at ``2 * hops`` steps (mass
+        further out is below damping^4) and only the ``max_nodes`` heaviest nodes keep
+        walking at each step, so the cost does not grow with the collection.
         """
-        g = self.g
-        start = [n for n in seeds if n in g]
-        if not start:
+        if not seeds:
             return {}
-        nodes: dict[str, int] = {}
-        frontier = start
-        for n in start:
-            nodes.setdefault(n, len(nodes))
-        for _hop in range(hops):
-            nxt: list[str] = []
-            for n in frontier:
-                if n.startswith("e:") and g.degree(n) > hub_degree:
-                    continue
-                for m in g.neighbors(n):
-                    if m not in nodes:
-                        if len(nodes) >= max_nodes:
-                            break
-                        nodes[m] = len(nodes)
-                        nxt.append(m)
-            frontier = nxt
-            if len(nodes) >= max_nodes or not frontier:
+        walk = self._matrix(hub_degree)
+        idx = np.array([walk.index[n] for n in seeds if n in walk.index], dtype=np.int64)
+        if not len(idx):
+            return {}
+        vals = np.array([seeds[n] for n in seeds if n in walk.index], dtype=np.float64)
+        total = np.zeros(len(walk.names))
+        steps = min(iters, 2 * hops)
+        for step in range(steps + 1):
+            np.add.at(total, idx, (1.0 - damping) * vals)
+            if step == steps:
                 break
-        from scipy import sparse
-
-        rows, cols, vals = [], [], []
-        for n, i in nodes.items():
-            deg = g.degree(n)
-            if deg == 0 or (n.startswith("e:") and deg > hub_degree):
-                continue
-            w = 1.0 / deg
-            for m in g.neighbors(n):
-                j = nodes.get(m)
-                if j is not None:
-                    rows.append(j)
-                    cols.append(i)
-                    vals.append(w)
-        size = len(nodes)
-        mat = sparse.csr_matrix((vals, (rows, cols)), shape=(size, size), dtype=np.float64)
-        p = np.zeros(size)
-        for n, w in seeds.items():
-            if n in nodes:
-                p[nodes[n]] += w
-        restart = (1.0 - damping) * p
-        x = restart.copy()
-        for _ in range(iters):
-            x = restart + damping * (mat @ x)
-        return {n[2:]: float(x[i]) for n, i in nodes.items() if n.startswith("c:") and x[i] > 0}
+            y = walk.mat[:, idx] @ vals
+            nz = np.flatnonzero(y > 1e-9)
+            if not len(nz):
+                break
+            if len(nz) > max_nodes:
+                nz = nz[np.argpartition(-y[nz], max_nodes)[:max_nodes]]
+            idx, vals = nz, damping * y[nz]
+        total[~walk.is_chunk] = 0.0
+        hit = np.flatnonzero(total > 0)
+        if limit is not None and len(hit) > limit:
+            hit = hit[np.argpartition(-total[hit], limit)[:limit]]
+        names = walk.names
+        return {names[i][2:]: float(total[i]) for i in hit.tolist()}
 
     # -- communities --------------------------------------------------------------
     def communities(self) -> list[set[str]]:

@@ -313,6 +313,7 @@ class ShardState:
                 max_nodes=q.max_subgraph,
                 hub_degree=q.hub_degree,
                 hops=q.ppr_hops,
+                limit=max(5 * k, 50),
             )
             cands = set(mass)
             if mode == "hybrid":
@@ -430,9 +431,11 @@ class ShardState:
         return cents, members, top_ents
 
     def warm(self) -> None:
-        """Precompute communities (global mode) so the first query does not pay."""
+        """Precompute communities (global mode) and the walk matrix (local/hybrid) so the
+        first query does not pay for them."""
         with self.lock:
             self._community_centroids()
+            self.graph._matrix(self.qcfg.hub_degree)
 
     # -- snapshots ----------------------------------------------------------------
     def dumps(self) -> bytes:
