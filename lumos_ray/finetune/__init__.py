@@ -14,6 +14,7 @@ from lumos_ray.finetune._jobs import (
     get_job,
     job_logs,
     list_jobs,
+    make_client_or_none,
     submit_job,
 )
 from lumos_ray.finetune._model import available_target_modules, check_qlora_supported
@@ -55,6 +56,7 @@ __all__ = [
     "load_examples",
     "load_job_spec",
     "load_splits",
+    "make_client_or_none",
     "parse_progress_line",
     "preflight",
     "run_finetune",

@@ -33,6 +33,7 @@ __all__ = [
     "job_logs",
     "list_jobs",
     "make_client",
+    "make_client_or_none",
     "submit_job",
 ]
 
@@ -99,6 +100,14 @@ def make_client(address: str | None) -> Any:
         raise ConnectionFailedError(
             f"Could not reach the Ray Jobs API at {addr!r}: {type(exc).__name__}: {exc}"
         ) from None
+
+
+def make_client_or_none(address: str) -> Any | None:
+    """A client if the Jobs API answers at ``address`` now, else None (for polling)."""
+    try:
+        return make_client(address)
+    except ConnectionFailedError:
+        return None
 
 
 def _entry_python(address: str) -> str:
