@@ -321,8 +321,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if progress:
                 progress.event("checkpoint", step=step)
 
+    elapsed = time.perf_counter() - t_start  # the loop only, not the final evaluation
     eval_loss = held_out_loss()
-    elapsed = time.perf_counter() - t_start
     fingerprint = adapter_fingerprint(params)
     if distributed:
         hashes: list[Any] = [None] * world
