@@ -193,10 +193,10 @@ async def _llm_call(request: Request, kind: str) -> Response:
     model_name = data.get("model")
     if model_name is not None and not isinstance(model_name, str):
         raise _BadRequest(422, "`model` must be a string.", param="model")
-    handle, model_name = gw.handle_for(model_name)
-    data["model"] = model_name
     if model_name == gw.config.embeddings.name and gw.config.embeddings.enabled:
         raise _BadRequest(400, f"{model_name!r} is an embedding model; use /v1/embeddings.")
+    handle, model_name = gw.handle_for(model_name)
+    data["model"] = model_name
     if kind == "chat":
         body = _sanitize_chat_completion_request(_validate(ChatCompletionRequest, data))
     else:

@@ -301,7 +301,8 @@ def test_tool_calling_returns_openai_tool_calls(client: httpx.Client) -> None:
     call = msg["tool_calls"][0]
     assert call["type"] == "function" and call["function"]["name"] == "get_weather"
     args = json.loads(call["function"]["arguments"])
-    assert isinstance(args["city"], str) and set(args) == {"city"}
+    assert isinstance(args, dict) and set(args) == {"city"}, call
+    assert isinstance(args["city"], str)
 
 
 # -- multi-LoRA ------------------------------------------------------------------------
