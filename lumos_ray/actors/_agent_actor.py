@@ -98,7 +98,12 @@ class AgentActor:
                     max_tool_retries=self.spec.max_tool_retries,
                     timeout_s=self.spec.step_timeout_s,
                     stream=self.spec.stream,
-                    tool_ctx=ToolContext(run_id=run_id, thread_id=thread_id),
+                    tool_ctx=ToolContext(
+                        run_id=run_id,
+                        thread_id=thread_id,
+                        workspace=self.spec.workspace,
+                        settings=self.spec.tool_settings,
+                    ),
                     emit=emit,
                 )
                 if self.spec.memory.history:

@@ -108,11 +108,7 @@ async def _run_tool(
             return (f"Error: tool {call.name!r} timed out after {timeout} s.", False)
         except ToolArgumentError as exc:
             s.set_attribute("error", "arguments")
-            return (
-                f"Error: invalid arguments for {call.name!r}: {exc.message} "
-                "Call the tool again with corrected arguments.",
-                False,
-            )
+            return (f"Error: {exc.message} Call the tool again with corrected arguments.", False)
         except (ToolError, LumosError) as exc:
             s.set_attribute("error", type(exc).__name__)
             return (f"Error: {exc.message}", False)

@@ -99,6 +99,9 @@ def _call_tool(tool: Any, args: dict[str, Any], ctx: Any, carrier):  # type: ign
         return asyncio.run(tool.acall(args, ctx))
 
 
+_LEAVES = (AgentStep, ToolStep, FunctionStep, HumanStep)
+
+
 class Engine:
     """One run's execution. ``record(path, output)`` persists a checkpoint;
     ``emit(type, data)`` records an event."""
@@ -138,15 +141,19 @@ class Engine:
     async def _step(
         self, wf: Workflow, step: Any, scope: dict[str, Any], path: str, keep: bool = True
     ) -> Any:
-        if path in self.done:
+        leaf = isinstance(step, _LEAVES)
+        if leaf and path in self.done:
             value = self.done[path]
         else:
             if step.when is not None and not truthy(step.when, scope):
                 self.emit("step_skipped", {"step": path})
                 return None
+            # Composite steps are re-entered on replay: their children restore the
+            # state they wrote from their own checkpoints. Only leaves are recorded.
             value = await self._execute(wf, step, scope, path)
-            await self.record(path, value)
-            self.done[path] = value
+            if leaf:
+                await self.record(path, value)
+                self.done[path] = value
         key = step.key()
         if keep and key:
             scope["state"][key] = value
@@ -271,7 +278,12 @@ class Engine:
 
             t = get_tool(step.tool)
             args = render(step.args, scope)
-            ctx = ToolContext(run_id=self.run_id, idempotency_key=key)
+            ctx = ToolContext(
+                run_id=self.run_id,
+                idempotency_key=key,
+                workspace=step.workspace,
+                settings=step.settings,
+            )
             ref = _call_tool.options(**opts).remote(t, args, ctx, carrier)
         else:  # pragma: no cover - the discriminator admits nothing else
             raise WorkflowDefinitionError(f"unknown step kind at {path}")

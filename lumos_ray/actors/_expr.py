@@ -18,6 +18,7 @@ from lumos_ray.errors import WorkflowDefinitionError
 
 __all__ = ["evaluate", "render", "truthy"]
 
+
 class _Env(ImmutableSandboxedEnvironment):
     """Keys win over methods: `input.items` is the input's "items", not dict.items."""
 

@@ -80,6 +80,13 @@ class Agent(BaseModel):
         default=120.0, gt=0, description="Timeout of each model call and tool call."
     )
     stream: bool = Field(default=False, description="Stream model tokens as run events.")
+    tool_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Explicit relaxations for tools, e.g. {'http': {'allow_private': True}}.",
+    )
+    workspace: str | None = Field(
+        default=None, description="Root the file tools are confined to (default: LUMOS_HOME)."
+    )
     resources: Resources = Field(default_factory=Resources)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     replicas: int = Field(default=1, ge=1, description="Actor replicas (threads are sharded).")

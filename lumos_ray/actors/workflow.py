@@ -92,6 +92,10 @@ class AgentStep(StepBase):
 class ToolStep(StepBase):
     tool: str
     args: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Tool relaxations, e.g. {'sql': {'allow_write': true}}."
+    )
+    workspace: str | None = None
 
 
 class FunctionStep(StepBase):

@@ -187,7 +187,11 @@ async def test_human_input_suspends_and_resumes_with_validated_input():
     wf = Workflow(
         name="approve",
         steps=[
-            FunctionStep(id="draft", function=f"{H}:identity", args={"x": "text"}),
+            # Inside a composite step: on resume, replay must restore `draft` from the
+            # child's checkpoint (the composite itself is re-entered, not skipped).
+            ParallelStep(
+                parallel=[FunctionStep(id="draft", function=f"{H}:identity", args={"x": "text"})]
+            ),
             HumanStep(
                 id="approval",
                 human={
