@@ -114,6 +114,11 @@ class OutputSpec(_Strict):
     registry_dir: str | None = Field(default=None, description="Default: the registry's own.")
     overwrite: bool = False
     merge: bool = Field(default=False, description="Also save base+adapter merged as a full model.")
+    metrics_exporter: str | None = Field(
+        default=None,
+        description="OpenTelemetry metrics from the job: console | otlp[:URL] | jsonl:DIR. "
+        "Default: $LUMOS_METRICS_EXPORTER on the submitting machine, else none.",
+    )
 
 
 class FinetuneJobSpec(_Strict):
@@ -163,6 +168,11 @@ class FinetuneJobSpec(_Strict):
         data.dataset.validation_path = fix(data.dataset.validation_path)
         data.output.storage_dir = fix(data.output.storage_dir) or str(default_storage_dir())
         data.output.registry_dir = fix(data.output.registry_dir)
+        if data.output.metrics_exporter is None:
+            data.output.metrics_exporter = os.environ.get("LUMOS_METRICS_EXPORTER") or None
+        exp = data.output.metrics_exporter
+        if exp and exp.startswith("jsonl:"):
+            data.output.metrics_exporter = "jsonl:" + (fix(exp[len("jsonl:") :]) or "")
         return data
 
     @property

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROGRESS_PREFIX", "ProgressWriter", "parse_progress_line"]
+__all__ = ["PROGRESS_PREFIX", "ProgressWriter", "metrics_provider", "parse_progress_line"]
 
 PROGRESS_PREFIX = "LUMOS_PROGRESS "
 
@@ -105,3 +105,62 @@ def parse_progress_line(line: str) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def metrics_provider(exporter: str | None) -> Any | None:
+    """A MeterProvider for a job's rank-0 worker, or None to use the global one.
+
+    ``exporter``: ``console``, ``otlp`` / ``otlp:URL`` (OTLP over HTTP) or
+    ``jsonl:DIR`` (one JSON document per export in ``DIR/metrics-<pid>.jsonl``).
+    A provider of our own, not the global one, because a worker process may be reused
+    and the global provider can only be set once.
+    """
+    if not exporter or exporter == "none":
+        return None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        MetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.resources import Resource
+
+    class _JsonlExporter(MetricExporter):
+        def __init__(self, directory: str) -> None:
+            super().__init__()
+            self.path = Path(directory) / f"metrics-{os.getpid()}.jsonl"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **_: Any) -> Any:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(json.loads(metrics_data.to_json())) + "\n")
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
+            return None
+
+    if exporter == "console":
+        exp: Any = ConsoleMetricExporter()
+    elif exporter.startswith("otlp"):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        url = exporter.partition(":")[2] or None
+        exp = OTLPMetricExporter(endpoint=url) if url else OTLPMetricExporter()
+    elif exporter.startswith("jsonl:"):
+        exp = _JsonlExporter(exporter[len("jsonl:") :])
+    else:
+        from lumos_ray.errors import ConfigError
+
+        raise ConfigError(
+            f"unknown metrics exporter {exporter!r}",
+            fix="Use console, otlp, otlp:URL or jsonl:DIR (or leave it unset).",
+        )
+    reader = PeriodicExportingMetricReader(exp, export_interval_millis=10_000)
+    return MeterProvider(
+        metric_readers=[reader],
+        resource=Resource.create({"service.name": "lumos_ray.finetune"}),
+    )

@@ -27,7 +27,7 @@ from typing import Any
 from lumos_ray.finetune._data import TokenizedExample, load_splits, tokenize_examples
 from lumos_ray.finetune._model import load_base_model, load_tokenizer, wrap_with_lora
 from lumos_ray.finetune._spec import FinetuneJobSpec
-from lumos_ray.finetune._telemetry import ProgressWriter
+from lumos_ray.finetune._telemetry import ProgressWriter, metrics_provider
 
 __all__ = ["collate", "evaluate_loss", "make_optimizer", "train_loop_per_worker"]
 
@@ -219,7 +219,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sched.load_state_dict(torch.load(c / "scheduler.pt", weights_only=False))
         resumed_from = int(state["step"])
 
-    progress = ProgressWriter(spec.run_dir / "progress.jsonl", spec.name) if rank == 0 else None
+    meter_provider = metrics_provider(spec.output.metrics_exporter) if rank == 0 else None
+    progress = (
+        ProgressWriter(
+            spec.run_dir / "progress.jsonl",
+            spec.name,
+            meter=meter_provider.get_meter("lumos_ray.finetune") if meter_provider else None,
+        )
+        if rank == 0
+        else None
+    )
     if state["base_eval_loss"] is None:
         # A fresh LoRA adapter is an exact no-op (B = 0), so this is the base model's loss.
         state["base_eval_loss"] = held_out_loss()
@@ -349,3 +358,5 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     save_checkpoint(final)
     if progress:
         progress.event("done", **{k: v for k, v in final.items() if k != "replica_fingerprints"})
+    if meter_provider is not None:
+        meter_provider.shutdown()  # flushes the last values to the exporter

@@ -6,6 +6,7 @@ with the base model's loss on the same split measured by the same job.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,7 @@ def test_two_worker_lora_in_sync_one_adapter_lower_heldout_loss(
             "registry_dir": str(tmp_path / "reg"),
             "adapter_name": "colors-lora",
             "merge": True,
+            "metrics_exporter": f"jsonl:{tmp_path / 'otel'}",
         },
     )
     res = run_finetune(spec)
@@ -71,6 +73,19 @@ def test_two_worker_lora_in_sync_one_adapter_lower_heldout_loss(
     # Both replicas ended with bit-identical adapters (gradients were all-reduced).
     assert len(m["replica_fingerprints"]) == 2 and m["replicas_in_sync"]
     assert len(set(m["replica_fingerprints"])) == 1
+
+    # Progress went out as OpenTelemetry metrics too (rank 0 only: one exporter file).
+    (mfile,) = list((tmp_path / "otel").iterdir())
+    last = json.loads(mfile.read_text().splitlines()[-1])
+    metrics = {
+        mt["name"]: mt["data"]
+        for rm in last["resource_metrics"]
+        for sm in rm["scope_metrics"]
+        for mt in sm["metrics"]
+    }
+    assert metrics["lumos.finetune.steps"]["data_points"][0]["value"] == 30
+    assert metrics["lumos.finetune.eval_loss"]["data_points"][0]["count"] == 1
+    assert metrics["lumos.finetune.tokens"]["data_points"][0]["value"] > 0
 
     # Exactly one adapter, in the registry, with provenance metadata.
     records = AdapterRegistry(tmp_path / "reg").list()
