@@ -151,8 +151,12 @@ def test_superlink_and_two_supernodes_with_tls_complete_a_run(federation):
 
 def test_supernode_killed_mid_round_run_finishes_with_remaining_site(federation):
     fed = federation
+    # min 1 site: the run must finish with the survivor. The SuperLink answers for a
+    # vanished node after 2 missed heartbeats (~60 s, NODE_UNAVAILABLE); the round
+    # timeout is only the upper bound, generous because each ClientApp call starts a
+    # process that imports torch (slow on a busy 2-core machine).
     cfg = fed.config("kill-run", min_available_sites=1, min_train_sites=1,
-                     round_timeout_s=45, wait_for_sites_s=30)
+                     round_timeout_s=240, wait_for_sites_s=30)
     victim_log = fed.logs["supernode1"]
     seen_before = victim_log.read_text(errors="replace").count("Receiving: train message")
     run = subprocess.Popen(
@@ -178,13 +182,21 @@ def test_supernode_killed_mid_round_run_finishes_with_remaining_site(federation)
             run.wait()
     status = _run_status(fed, "kill-run")
     assert status is not None, stdout + stderr
-    if run.returncode == 0:
-        assert status["state"] == "succeeded"
-        rounds = json.loads(stdout)["rounds"]
-        assert [r["round"] for r in rounds] == [1, 2]
-        assert rounds[0]["sites_replied"] == 1 and rounds[0]["sites_failed"] >= 1
-        assert all(r["sites_replied"] == 1 for r in rounds)
-    else:
-        # Allowed outcome: a clear failure naming the minimum, not a hang.
-        assert status["state"] == "failed"
-        assert "min_train_sites" in status["error"] or "min_available_sites" in status["error"]
+    assert run.returncode == 0, (status.get("error"), stdout[-2000:], stderr[-2000:])
+    assert status["state"] == "succeeded"
+    rounds = json.loads(stdout)["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[0]["sites_sampled"] == 2 and rounds[0]["sites_failed"] == 1
+    assert all(r["sites_replied"] == 1 for r in rounds)
+
+
+def test_too_few_sites_fails_with_a_clear_message_instead_of_hanging(federation):
+    fed = federation  # one SuperNode is left (the other was killed above)
+    cfg = fed.config("short-run", min_available_sites=2, min_train_sites=2,
+                     wait_for_sites_s=5)
+    out = fed.cli("federate", "run", str(cfg), "--run-name", "short-run", "--json",
+                  "--timeout", "300", timeout=360)
+    assert out.returncode != 0
+    err = json.loads(out.stdout)["error"]
+    assert err["code"] == "LUMOS-E060"
+    assert "min_available_sites is 2" in err["message"], err
