@@ -80,6 +80,38 @@ def get_runner() -> Any:
 
 
 _runner: Any = None
+_READS = {"get", "list", "events"}
+
+
+async def _read_store(method: str, *args: Any) -> Any:
+    """Reads without a cluster: the embedded default's store is a local file, so
+    `lumos runs list/show/events` need not start Ray just to look."""
+    import asyncio
+
+    from lumos_ray.actors.store import TERMINAL_STATES, open_store
+
+    store = open_store()
+    if method == "get":
+        return await asyncio.to_thread(store.get_run, args[0])
+    if method == "list":
+        return await asyncio.to_thread(store.list_runs, *args)
+    run_id, after, wait_s = (*args, 0.0)[:3]
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        items = await asyncio.to_thread(store.read_events, run_id, after)
+        status = (await asyncio.to_thread(store.get_run, run_id))["status"]
+        done = status in TERMINAL_STATES or status == "suspended"
+        if items or done or asyncio.get_running_loop().time() >= deadline:
+            return items, status
+        await asyncio.sleep(0.2)
+
+
+def _reads_locally() -> bool:
+    import ray
+
+    from lumos_ray.runtime import current_settings
+
+    return not ray.is_initialized() and current_settings().embedded
 
 
 async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
@@ -87,6 +119,9 @@ async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
     for good (e.g. killed without restart), which recreates it."""
     global _runner
     import ray
+
+    if method in _READS and _reads_locally():
+        return await _read_store(method, *args)
 
     for attempt in (1, 2):
         if _runner is None:

@@ -34,6 +34,15 @@ def _connect(address: str | None) -> bool:
     return runtime.connect(address=address).embedded
 
 
+def _connect_for_reads(address: str | None) -> None:
+    """Read-only commands on the embedded default read the local store directly
+    (no cluster to start); with an address they ask the cluster's runner."""
+    from lumos_ray.config import LumosSettings
+
+    if not LumosSettings.from_env(address=address).embedded:
+        _connect(address)
+
+
 def _event_line(ev: Any) -> str:
     d = dict(ev.data or {})
     d.pop("t", None)
@@ -115,7 +124,7 @@ def register(cli: click.Group) -> None:
         """List recent runs."""
         from lumos_ray.actors.runs import list_runs
 
-        _connect(address)
+        _connect_for_reads(address)
         items = [r.model_dump() for r in asyncio.run(list_runs(status, limit))]
 
         def human(rows: list[dict[str, Any]]) -> str:
@@ -138,7 +147,7 @@ def register(cli: click.Group) -> None:
         """Show a run's state, output and events."""
         from lumos_ray.actors.runs import _call, get_run
 
-        _connect(address)
+        _connect_for_reads(address)
 
         async def go() -> dict[str, Any]:
             info = (await get_run(run_id)).model_dump()
@@ -207,7 +216,7 @@ def register(cli: click.Group) -> None:
         """Print a run's events (JSON lines with --json)."""
         from lumos_ray.actors.runs import _call, follow_run
 
-        _connect(address)
+        _connect_for_reads(address)
 
         async def go() -> None:
             if follow:
