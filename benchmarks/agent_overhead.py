@@ -19,15 +19,18 @@ What is compared (see ``_bench_frameworks/_harness.py`` for the exact definition
   the same way from the driver.
 * LangGraph (``create_react_agent`` + ``InMemorySaver`` / ``AsyncSqliteSaver``) and
   CrewAI (``Crew.copy().akickoff`` with a ``BaseLLM`` subclass doing native tool
-  calls) run in ``.venv-bench`` as subprocesses (``_bench_frameworks/run_frameworks.py``)
-  so they never enter the product's lock; their JSON is read back here.
+  calls) run in ``.venv-bench`` (never in the product's lock): one
+  ``_bench_frameworks/run_frameworks.py --serve`` subprocess per baseline, driven
+  rep by rep over a pipe with JSON lines.
 * concurrency 1 and 100 (100 asyncio workers in the driver, closed loop);
   overhead per step = p50 latency (N=1) or wall/turns (N=100) minus the model's and
   tool's own time (a few microseconds, measured).
 * memory per idle session: 10,000 threads (one turn each) on one agent actor; the
   actor process's RSS/USS before and after, divided by 10,000.
 
-The machine is shared: every number is the median of several reps.
+The machine is shared: the reps of all frameworks are interleaved (round 1 of
+everyone, then round 2, ...) so load drift hits them alike, and every number is the
+median over rounds. Results and their reading: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
