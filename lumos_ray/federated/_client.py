@@ -8,6 +8,7 @@ Local DP is Flower's LocalDpMod, applied by a small mod when the config asks for
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,13 @@ _CONFIG_KEY = "lumos-config"
 
 
 def _cfg(msg: Message) -> FederationConfig:
-    return FederationConfig.model_validate_json(str(msg.content["config"][_CONFIG_KEY]))
+    return _parse(str(msg.content["config"][_CONFIG_KEY]))
+
+
+@lru_cache(maxsize=8)
+def _parse(raw: str) -> FederationConfig:
+    """Every message carries the same config JSON: validate it once per process."""
+    return FederationConfig.model_validate_json(raw)
 
 
 def _site(context: Context) -> dict[str, Any]:
