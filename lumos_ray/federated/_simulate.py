@@ -15,26 +15,49 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from lumos_ray.errors import ConfigError, FederationError
 from lumos_ray.federated._config import FederationConfig, load_federation_config
 
-__all__ = ["client_resources", "main", "simulate"]
+__all__ = ["client_resources", "main", "pool_size", "simulate"]
 
 
 def client_resources(cfg: FederationConfig) -> dict[str, float]:
-    """CPUs per ClientApp actor, sized so the pool holds ``max_parallel_sites`` actors.
-
-    Flower sizes its actor pool as (cluster CPUs / CPUs per client); each actor imports
-    torch once, so on a small machine a pool of 2 beats a pool of 8.
-    """
+    """CPUs per ClientApp actor: 1, or a fair share of what is free right now."""
     import ray
 
-    total = float(ray.cluster_resources().get("CPU", 1.0))
-    parallel = min(cfg.simulation.max_parallel_sites, cfg.simulation.num_sites)
-    per = max(0.1, round(total / parallel * 0.9, 2))
-    return {"num_cpus": per, "num_gpus": 0.0}
+    avail = float(ray.available_resources().get("CPU", 0.0))
+    parallel = pool_size(cfg)
+    per = min(1.0, avail / parallel) if avail > 0 else 0.01
+    return {"num_cpus": max(0.01, round(per, 2)), "num_gpus": 0.0}
+
+
+def pool_size(cfg: FederationConfig) -> int:
+    return max(1, min(cfg.simulation.max_parallel_sites, cfg.simulation.num_sites))
+
+
+@contextmanager
+def _pool_of(size: int) -> Iterator[None]:
+    """Make Flower's Ray backend build a pool of exactly ``size`` ClientApp actors.
+
+    Flower 1.32 sizes the pool as (each node's *total* CPUs / CPUs per client) and
+    creates every actor up front; on a shared cluster some of them can never be placed,
+    and a message handed to such an actor waits forever. Each actor also imports torch
+    once, so on a small machine a pool of 1-2 is faster than 8. The driver of a
+    simulation is a process of its own (see the module docstring), so the patch is
+    confined to it and undone afterwards.
+    """
+    from flwr.simulation.ray_transport import ray_actor
+
+    original = ray_actor.pool_size_from_resources
+    ray_actor.pool_size_from_resources = lambda _resources: size  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        ray_actor.pool_size_from_resources = original  # type: ignore[assignment]
 
 
 def simulate(
@@ -64,13 +87,14 @@ def simulate(
     }
     error: BaseException | None = None
     try:
-        run_simulation(
-            server_app=build_server_app(cfg, name, mode="simulation"),
-            client_app=build_client_app(),
-            num_supernodes=cfg.simulation.num_sites,
-            backend_name="ray",
-            backend_config=backend_config,  # type: ignore[arg-type]
-        )
+        with _pool_of(pool_size(cfg)):
+            run_simulation(
+                server_app=build_server_app(cfg, name, mode="simulation"),
+                client_app=build_client_app(),
+                num_supernodes=cfg.simulation.num_sites,
+                backend_name="ray",
+                backend_config=backend_config,  # type: ignore[arg-type]
+            )
     except BaseException as exc:  # flwr wraps ServerApp errors; the status file has ours
         error = exc
     status = read_run(name)

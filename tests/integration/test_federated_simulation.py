@@ -3,7 +3,8 @@
 Each simulation runs in a driver subprocess attached to the session cluster by address
 (``python -m lumos_ray.federated._job`` -- the Ray job entrypoint), because
 Flower's RayBackend calls ``ray.shutdown()`` when a simulation ends, which in this
-process would stop the session cluster.
+process would stop the session cluster. One ClientApp actor per simulation
+(``max_parallel_sites: 1``): on 2 cores a second actor only adds a second torch import.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ TABULAR = {
     "fraction_evaluate": 0.0,
     "data": {"num_samples": 2000, "num_features": 10, "num_classes": 3, "noise": 3.0,
              "iid": True, "seed": 0},
-    "simulation": {"num_sites": 4, "max_parallel_sites": 2},
+    "simulation": {"num_sites": 4, "max_parallel_sites": 1},
 }
 
 
@@ -94,7 +95,7 @@ def test_robust_aggregation_rejects_nan_and_resists_scaled_updates(ray_cluster, 
         "min_train_sites": 3,
         "robust": {"method": "krum", "num_malicious": 1},
         "attack": {"sites": [0], "kind": "nan"},
-        "simulation": {"num_sites": 5, "max_parallel_sites": 2},
+        "simulation": {"num_sites": 5, "max_parallel_sites": 1},
     }
     # Site 0 sends NaN (rejected by the guard); site 1 sends updates scaled by 1e4
     # (Krum picks an update close to its neighbours instead).
@@ -121,7 +122,7 @@ def test_federated_lora_on_lumos_tiny_lowers_heldout_loss_and_registers_adapter(
         "fraction_evaluate": 0.0,
         "lora": {"rank": 4, "alpha": 8, "samples_per_site": 16, "heldout_samples": 16,
                  "adapter_name": "fed-lora-test"},
-        "simulation": {"num_sites": 2, "max_parallel_sites": 2},
+        "simulation": {"num_sites": 2, "max_parallel_sites": 1},
     }
     proc, status, rounds = _simulate(ray_cluster, tmp_path, cfg, "sim-lora", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -150,7 +151,7 @@ def test_secagg_plus_aggregate_equals_plain_weighted_mean(ray_cluster, tmp_path)
         "min_train_sites": 3,
         "privacy": {"secagg": True, "secagg_num_shares": 3,
                     "secagg_reconstruction_threshold": 2},
-        "simulation": {"num_sites": 3, "max_parallel_sites": 2},
+        "simulation": {"num_sites": 3, "max_parallel_sites": 1},
     }
     proc, status, rounds = _simulate(ray_cluster, tmp_path, cfg_dict, "sim-secagg")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
