@@ -28,6 +28,7 @@ from lumos_ray.rag._graph import KnowledgeGraph, enode
 __all__ = ["ChunkRecord", "PreparedChunks", "ShardState"]
 
 SNAPSHOT_FILE = "shard.pkl"
+_BIG_COMMUNITY = 2000
 _SNAPSHOT_FORMAT = 1
 
 
@@ -144,6 +145,7 @@ class ShardState:
         self.version = 0
         self._index = _VectorIndex(dim, index)
         self._centroids: tuple[int, np.ndarray, list[list[str]], list[list[str]]] | None = None
+        self._community_of: dict[str, int] = {}
 
     # -- mutation -----------------------------------------------------------------
     def upsert(self, batch: PreparedChunks) -> dict[str, int]:
@@ -385,8 +387,17 @@ class ShardState:
             csims = cents @ qvec.reshape(-1)
             order = np.argsort(-csims)[: self.qcfg.communities_top]
             out = []
+            near: list[str] | None = None
             for ci in order:
                 ids = members[ci]
+                if len(ids) > _BIG_COMMUNITY:
+                    # A giant community (label propagation on a big graph makes some):
+                    # score only its members among the nearest chunks, not all of them.
+                    if near is None:
+                        _, nrows = self._index.search(qvec.reshape(1, -1), max(512, 20 * k))
+                        near = [self.row_chunk[r] for r in nrows[0] if r >= 0]
+                    comm = self._community_of
+                    ids = [c for c in near if c is not None and comm.get(c) == ci] or ids[:1]
                 rows = np.array([self.chunks[c].row for c in ids], dtype=np.int64)
                 sims = self.vectors[rows] @ qvec.reshape(-1)
                 best = np.argsort(-sims)[:k]
@@ -427,6 +438,7 @@ class ShardState:
             top_ents.append(
                 [self.graph.entity_name(e) if self.graph.has_entity(e) else e for e in top]
             )
+        self._community_of = {c: i for i, ids in enumerate(members) for c in ids}
         self._centroids = (self.graph.version, cents, members, top_ents)
         return cents, members, top_ents
 

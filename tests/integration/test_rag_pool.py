@@ -181,7 +181,8 @@ def test_rag_killed_shard_comes_back_with_its_data(rag_pool):
 @pytest.mark.slow
 def test_rag_50_concurrent_agent_queries_through_rag_search_tool(rag_pool):
     """50 queries in flight at once from agent actors, each through the rag_search tool
-    (the path agents use), must equal the sequential answers."""
+    (the path agents use), while a document is written: answers equal the sequential
+    ones."""
     import ray
 
     from lumos_ray.rag._tool import rag_search
@@ -199,7 +200,12 @@ def test_rag_50_concurrent_agent_queries_through_rag_search_tool(rag_pool):
     agents = [Agent.remote() for _ in range(4)]
     questions = [QUESTIONS[i % len(QUESTIONS)][0] for i in range(50)]
     refs = [agents[i % 4].ask.remote(q) for i, q in enumerate(questions)]
+    # A write lands while the queries are in flight (the pool updates while serving).
+    extra = {"doc_id": "concurrent-note.txt", "title": "Zyxt", "text": "Zyxt qorp vlim."}
+    write = coll.router.upsert_documents.remote([extra])
     results = ray.get(refs, timeout=300)
+    assert ray.get(write)["chunks"] == 1
+    assert coll.delete(["concurrent-note.txt"]) == 1
     assert len(results) == 50
     for q, res in zip(questions, results, strict=True):
         assert [r["chunk_id"] for r in res] == expected[q]
