@@ -20,7 +20,14 @@ from typing import Any
 from lumos_ray.config import LumosSettings
 from lumos_ray.errors import ConnectionFailedError
 
-__all__ = ["RuntimeInfo", "connect", "current_settings", "get_or_create_actor", "shutdown"]
+__all__ = [
+    "RuntimeInfo",
+    "connect",
+    "current_settings",
+    "get_or_create_actor",
+    "jobs_auth_headers",
+    "shutdown",
+]
 
 _lock = threading.Lock()
 _settings: LumosSettings | None = None
@@ -180,6 +187,24 @@ def get_or_create_actor(
         **(options or {}),
     }
     return actor_cls.options(name=name, **opts).remote(*args, **kwargs)
+
+
+def jobs_auth_headers() -> dict[str, str]:
+    """Headers for the Ray Jobs API. Ray 2.60 clusters use token auth by default; when
+    the user has not configured Ray's own client auth (RAY_AUTH_MODE), send the local
+    token, so a `ray start --head` cluster on this machine works out of the box."""
+    from pathlib import Path
+
+    if os.environ.get("RAY_AUTH_MODE"):
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            return {}
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def shutdown() -> None:

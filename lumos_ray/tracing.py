@@ -163,6 +163,10 @@ def span(
     name: str, carrier: Mapping[str, str] | None = None, **attributes: Any
 ) -> Iterator[trace.Span]:
     """A span, as a child of ``carrier``'s context when given (another process)."""
+    if _configured_for in ("", "none") and trace._TRACER_PROVIDER is None:
+        # Tracing off and nobody installed a provider: skip OpenTelemetry entirely.
+        yield trace.INVALID_SPAN
+        return
     tracer = get_tracer()
     ctx = extract(carrier) if carrier else None
     attrs = {k: v for k, v in attributes.items() if v is not None}

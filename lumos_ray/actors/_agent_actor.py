@@ -44,6 +44,61 @@ class AgentActor:
         self._threads: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._store: Any = None
+        self._writes: list[tuple[str, list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._loads: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
+        self._loader: asyncio.Task[None] | None = None
+
+    async def _flush_writes(self) -> None:
+        while self._writes:
+            batch, self._writes = self._writes[:500], self._writes[500:]
+            try:
+                await asyncio.to_thread(
+                    self._get_store().append_messages_many,
+                    self.spec.name,
+                    [(t, m) for t, m, _ in batch],
+                )
+            except BaseException as exc:
+                for _, _, f in batch:
+                    if not f.done():
+                        f.set_exception(exc)
+            else:
+                for _, _, f in batch:
+                    if not f.done():
+                        f.set_result(None)
+
+    async def _persist(self, thread_id: str, new: list[dict[str, Any]]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes.append((thread_id, new, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._flush_writes())
+        await fut
+
+    async def _flush_loads(self) -> None:
+        while self._loads:
+            batch = dict(list(self._loads.items())[:500])
+            for t in batch:
+                del self._loads[t]
+            try:
+                res = await asyncio.to_thread(
+                    self._get_store().load_messages_many, self.spec.name, list(batch)
+                )
+            except BaseException as exc:
+                for f in batch.values():
+                    if not f.done():
+                        f.set_exception(exc)
+            else:
+                for t, f in batch.items():
+                    if not f.done():
+                        f.set_result(res[t])
+
+    async def _load(self, thread_id: str) -> list[dict[str, Any]]:
+        fut = self._loads.get(thread_id)
+        if fut is None:
+            fut = self._loads[thread_id] = asyncio.get_running_loop().create_future()
+            if self._loader is None or self._loader.done():
+                self._loader = asyncio.create_task(self._flush_loads())
+        return await fut
 
     def _get_store(self) -> Any:
         if self._store is None:
@@ -57,8 +112,7 @@ class AgentActor:
         if hist is None:
             hist = []
             if self.spec.memory.history and self.spec.memory.persist:
-                store = self._get_store()
-                hist = await asyncio.to_thread(store.load_messages, self.spec.name, thread_id)
+                hist = await self._load(thread_id)
             self._threads[thread_id] = hist
             while len(self._threads) > _CACHE_THREADS:
                 old, _ = self._threads.popitem(last=False)
@@ -109,12 +163,7 @@ class AgentActor:
                 if self.spec.memory.history:
                     hist.extend(result.new_messages)
                     if self.spec.memory.persist:
-                        await asyncio.to_thread(
-                            self._get_store().append_messages,
-                            self.spec.name,
-                            thread_id,
-                            result.new_messages,
-                        )
+                        await self._persist(thread_id, result.new_messages)
                 return result
 
     async def run(

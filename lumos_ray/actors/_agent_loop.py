@@ -76,7 +76,8 @@ async def _call_model(
         return final
 
     try:
-        return await asyncio.wait_for(go(), timeout)
+        async with asyncio.timeout(timeout):
+            return await go()
     except TimeoutError:
         raise StepTimeoutError(f"model {model.name!r} did not answer within {timeout} s") from None
 
@@ -102,7 +103,8 @@ async def _run_tool(
         return (f"Error: {exc.message}", False)
     with tracing.span("agent.tool_call", tool=call.name) as s:
         try:
-            result = await asyncio.wait_for(t.acall(args, ctx), timeout)
+            async with asyncio.timeout(timeout):
+                result = await t.acall(args, ctx)
         except TimeoutError:
             s.set_attribute("error", "timeout")
             return (f"Error: tool {call.name!r} timed out after {timeout} s.", False)

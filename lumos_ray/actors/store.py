@@ -300,6 +300,37 @@ class RunStore:
                 ],
             )
 
+    def append_messages_many(
+        self, agent: str, items: list[tuple[str, list[dict[str, Any]]]]
+    ) -> None:
+        """Several threads' new messages in ONE transaction (group commit)."""
+        rows = [
+            {"tenant_id": self.tenant_id, "agent": agent, "thread_id": t, "message": m}
+            for t, new in items
+            for m in new
+        ]
+        if rows:
+            with self._engine.begin() as c:
+                c.execute(insert(messages), rows)
+
+    def load_messages_many(
+        self, agent: str, thread_ids: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {t: [] for t in thread_ids}
+        with self._engine.connect() as c:
+            rows = c.execute(
+                select(messages.c.thread_id, messages.c.message)
+                .where(
+                    messages.c.tenant_id == self.tenant_id,
+                    messages.c.agent == agent,
+                    messages.c.thread_id.in_(thread_ids),
+                )
+                .order_by(messages.c.seq)
+            )
+            for t, m in rows:
+                out[t].append(m)
+        return out
+
     def count_threads(self, agent: str) -> int:
         with self._engine.connect() as c:
             return c.execute(

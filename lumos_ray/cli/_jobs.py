@@ -27,11 +27,10 @@ def _normalise(address: str) -> str:
 def job_client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
-    # Ray 2.60 clusters have token auth on by default; the client must send the token.
-    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    from lumos_ray.runtime import jobs_auth_headers
+
     try:
-        return JobSubmissionClient(_normalise(address))
+        return JobSubmissionClient(_normalise(address), headers=jobs_auth_headers())
     except Exception as exc:
         raise ConnectionFailedError(f"Cannot reach the Ray Jobs API at {address}: {exc}") from None
 

@@ -39,8 +39,19 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _json(stdout: str):
-    return json.loads(stdout[stdout.index("{") :])
+def _json(text: str, key: str | None = None):
+    """The JSON object in `text` (logs may carry other lines around it)."""
+    dec = json.JSONDecoder()
+    for i, ch in enumerate(text):
+        if ch != "{":
+            continue
+        try:
+            obj, _ = dec.raw_decode(text, i)
+        except json.JSONDecodeError:
+            continue
+        if key is None or (isinstance(obj, dict) and key in obj):
+            return obj
+    raise AssertionError(f"no JSON object{f' with {key!r}' if key else ''} in: {text[-3000:]}")
 
 
 def test_init_run_suspend_resume_and_inspect(tmp_path):
@@ -187,10 +198,9 @@ def test_submit_runs_the_workflow_on_a_remote_cluster(tmp_path, head_cluster):
             break
         time.sleep(3)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    res = _json(r.stdout)
-    assert res["status"] == "SUCCEEDED"
-    logs = res["logs"]
-    run = json.loads(logs[logs.index("{") :])["run"]
+    res = _json(r.stdout, "job_id")
+    assert res["status"] == "SUCCEEDED", res.get("logs")
+    run = _json(res["logs"], "run")["run"]
     assert run["status"] == "succeeded"
     assert run["output"]["squares"] == [1, 4, 9]
     assert run["output"]["loops"] == 3
