@@ -29,12 +29,20 @@ import time
 def _cfg(rounds: int, sites: int):
     from lumos_ray.federated import FederationConfig
 
-    return FederationConfig.model_validate({
-        "name": "bench", "app": "tabular", "rounds": rounds, "fraction_evaluate": 0.0,
-        "min_available_sites": sites, "min_train_sites": sites, "learning_rate": 0.05,
-        "hidden_units": 64, "data": {"num_samples": 8000, "num_features": 32, "noise": 3.0},
-        "simulation": {"num_sites": sites, "max_parallel_sites": 2},
-    })
+    return FederationConfig.model_validate(
+        {
+            "name": "bench",
+            "app": "tabular",
+            "rounds": rounds,
+            "fraction_evaluate": 0.0,
+            "min_available_sites": sites,
+            "min_train_sites": sites,
+            "learning_rate": 0.05,
+            "hidden_units": 64,
+            "data": {"num_samples": 8000, "num_features": 32, "noise": 3.0},
+            "simulation": {"num_sites": sites, "max_parallel_sites": 2},
+        }
+    )
 
 
 def run_lumos(rounds: int, sites: int) -> list[float]:
@@ -73,31 +81,47 @@ def run_raw(rounds: int, sites: int) -> list[float]:
         site = dict(context.node_config)
         rnd = int(msg.content["config"]["server-round"])
         arrays, metrics = spec.local_train(
-            cfg, msg.content["arrays"], site, epochs=cfg.local_epochs, proximal_mu=0.0,
-            seed=cfg.seed * 10007 + rnd * 101 + int(site["partition-id"]))
-        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}),
-                       reply_to=msg)
+            cfg,
+            msg.content["arrays"],
+            site,
+            epochs=cfg.local_epochs,
+            proximal_mu=0.0,
+            seed=cfg.seed * 10007 + rnd * 101 + int(site["partition-id"]),
+        )
+        return Message(
+            RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg
+        )
 
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=sites,
-                          min_available_nodes=sites)
+        strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=sites, min_available_nodes=sites)
 
         def central(rnd: int, arrays: ArrayRecord) -> MetricRecord:
             m = spec.central_evaluate(cfg, arrays)
             stamps.append(time.monotonic())
             return MetricRecord(m)
 
-        strategy.start(grid=grid, initial_arrays=spec.initial_arrays(cfg), num_rounds=rounds,
-                       train_config=ConfigRecord({}), evaluate_fn=central)
+        strategy.start(
+            grid=grid,
+            initial_arrays=spec.initial_arrays(cfg),
+            num_rounds=rounds,
+            train_config=ConfigRecord({}),
+            evaluate_fn=central,
+        )
 
     runtime.connect()
-    run_simulation(server_app=server, client_app=client, num_supernodes=sites,
-                   backend_name="ray",
-                   backend_config={"client_resources": client_resources(cfg),
-                                   "init_args": {"logging_level": "ERROR"}})
+    run_simulation(
+        server_app=server,
+        client_app=client,
+        num_supernodes=sites,
+        backend_name="ray",
+        backend_config={
+            "client_resources": client_resources(cfg),
+            "init_args": {"logging_level": "ERROR"},
+        },
+    )
     runtime.shutdown()
     return [b - a for a, b in itertools.pairwise(stamps)]
 
@@ -114,9 +138,13 @@ def lora_bytes(sites: int) -> dict[str, float]:
     model = AutoModelForCausalLM.from_pretrained(base_model_dir(cfg.lora))
     full = sum(p.numel() * p.element_size() for p in model.parameters())
     per_round = lambda payload: 2 * sites * payload  # noqa: E731  (down + up, each site)
-    return {"lora_payload_bytes": adapter, "full_payload_bytes": full,
-            "lora_bytes_per_round": per_round(adapter), "full_bytes_per_round": per_round(full),
-            "ratio_full_over_lora": full / adapter}
+    return {
+        "lora_payload_bytes": adapter,
+        "full_payload_bytes": full,
+        "lora_bytes_per_round": per_round(adapter),
+        "full_bytes_per_round": per_round(full),
+        "ratio_full_over_lora": full / adapter,
+    }
 
 
 def main() -> None:
@@ -133,7 +161,9 @@ def main() -> None:
         lumos_times += run_lumos(args.rounds, args.sites)[1:]
     raw_med, ours_med = statistics.median(raw_times), statistics.median(lumos_times)
     out = {
-        "rounds": args.rounds, "sites": args.sites, "reps": args.reps,
+        "rounds": args.rounds,
+        "sites": args.sites,
+        "reps": args.reps,
         "raw_flower_round_s_median": round(raw_med, 4),
         "lumos_round_s_median": round(ours_med, 4),
         "ratio_lumos_over_raw": round(ours_med / raw_med, 3),

@@ -69,7 +69,10 @@ def _launch(cmd: list[str], name: str, detach: bool, as_json: bool, info: dict) 
         os.execvpe(cmd[0], cmd, env)
     log = _state_dir() / f"{name}.log"
     proc = subprocess.Popen(
-        cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env,
+        cmd,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
         start_new_session=True,
     )
     info = {**info, "pid": proc.pid, "log": str(log), "command": cmd}
@@ -80,52 +83,104 @@ def _launch(cmd: list[str], name: str, detach: bool, as_json: bool, info: dict) 
 @federate.command("certs")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--host", "hosts", multiple=True, help="SAN of the SuperLink cert (repeat).")
-@click.option("--supernode", "supernodes", multiple=True,
-              help="Also make an auth key pair for this site name (repeat).")
+@click.option(
+    "--supernode",
+    "supernodes",
+    multiple=True,
+    help="Also make an auth key pair for this site name (repeat).",
+)
 @click.option("--days", default=30, show_default=True, type=int)
 @click.option("--overwrite", is_flag=True)
 @json_option
-def certs(out_dir: str, hosts: tuple[str, ...], supernodes: tuple[str, ...], days: int,
-          overwrite: bool, as_json: bool) -> None:
+def certs(
+    out_dir: str,
+    hosts: tuple[str, ...],
+    supernodes: tuple[str, ...],
+    days: int,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
     """Make a CA, a SuperLink TLS certificate and optional SuperNode auth keys."""
     from lumos_ray.federated._certs import generate_certs
 
-    paths = generate_certs(out_dir, hosts=list(hosts) or None, supernodes=list(supernodes),
-                           days=days, overwrite=overwrite)
-    emit(dict(paths), as_json, lambda p: "\n".join(
-        [f"CA certificate:     {p['ca_cert']}", f"SuperLink cert/key: {p['server_cert']}, "
-         f"{p['server_key']}"] + [f"site {s}: {v['private_key']} (+ .pub)"
-                                  for s, v in p["supernodes"].items()]))
+    paths = generate_certs(
+        out_dir,
+        hosts=list(hosts) or None,
+        supernodes=list(supernodes),
+        days=days,
+        overwrite=overwrite,
+    )
+    emit(
+        dict(paths),
+        as_json,
+        lambda p: "\n".join(
+            [
+                f"CA certificate:     {p['ca_cert']}",
+                f"SuperLink cert/key: {p['server_cert']}, {p['server_key']}",
+            ]
+            + [f"site {s}: {v['private_key']} (+ .pub)" for s, v in p["supernodes"].items()]
+        ),
+    )
 
 
 @federate.command("superlink")
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--certs", "certs_dir", type=click.Path(file_okay=False), default=None,
-              help="Directory from `lumos federate certs`.")
+@click.option(
+    "--certs",
+    "certs_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory from `lumos federate certs`.",
+)
 @click.option("--insecure", is_flag=True, help="No TLS (loopback experiments only).")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--fleet-port", type=int, default=None, help="SuperNodes connect here (9092).")
 @click.option("--control-port", type=int, default=None, help="`flwr run` connects here (9093).")
 @click.option("--serverappio-port", type=int, default=None, help="Local ServerAppIo (9091).")
-@click.option("--supernode-auth", is_flag=True, default=None,
-              help="Only registered SuperNodes may connect.")
+@click.option(
+    "--supernode-auth", is_flag=True, default=None, help="Only registered SuperNodes may connect."
+)
 @click.option("--database", default=None, help="SQLite file for the SuperLink state.")
 @click.option("--detach", is_flag=True, help="Run in the background; print the PID.")
 @json_option
-def superlink(config: str | None, certs_dir: str | None, insecure: bool, host: str | None,
-              fleet_port: int | None, control_port: int | None,
-              serverappio_port: int | None, supernode_auth: bool | None,
-              database: str | None, detach: bool, as_json: bool) -> None:
+def superlink(
+    config: str | None,
+    certs_dir: str | None,
+    insecure: bool,
+    host: str | None,
+    fleet_port: int | None,
+    control_port: int | None,
+    serverappio_port: int | None,
+    supernode_auth: bool | None,
+    database: str | None,
+    detach: bool,
+    as_json: bool,
+) -> None:
     """Start a Flower SuperLink (TLS by default, never on port 8000)."""
     from lumos_ray.federated.deploy import superlink_command
 
-    dep = _deployment(_load(config), certs_dir=certs_dir, host=host, fleet_port=fleet_port,
-                      control_port=control_port, serverappio_port=serverappio_port,
-                      supernode_auth=supernode_auth)
+    dep = _deployment(
+        _load(config),
+        certs_dir=certs_dir,
+        host=host,
+        fleet_port=fleet_port,
+        control_port=control_port,
+        serverappio_port=serverappio_port,
+        supernode_auth=supernode_auth,
+    )
     cmd = superlink_command(dep, database=database, insecure=insecure)
-    _launch(cmd, "superlink", detach, as_json, {
-        "role": "superlink", "fleet": f"{dep.host}:{dep.fleet_port}",
-        "control": f"{dep.host}:{dep.control_port}", "tls": not insecure})
+    _launch(
+        cmd,
+        "superlink",
+        detach,
+        as_json,
+        {
+            "role": "superlink",
+            "fleet": f"{dep.host}:{dep.fleet_port}",
+            "control": f"{dep.host}:{dep.control_port}",
+            "tls": not insecure,
+        },
+    )
 
 
 def _parse_partition(partition: str, num_partitions: int | None) -> tuple[int, int]:
@@ -135,8 +190,7 @@ def _parse_partition(partition: str, num_partitions: int | None) -> tuple[int, i
     else:
         pid, n = int(partition), int(num_partitions or 0)
     if n < 1 or not 0 <= pid < n:
-        raise ConfigError(
-            f"--partition {partition!r}: expected I/N with 0 <= I < N (e.g. 0/2)")
+        raise ConfigError(f"--partition {partition!r}: expected I/N with 0 <= I < N (e.g. 0/2)")
     return pid, n
 
 
@@ -144,37 +198,81 @@ def _parse_partition(partition: str, num_partitions: int | None) -> tuple[int, i
 @click.option("--superlink", "superlink_addr", required=True, help="SuperLink Fleet HOST:PORT.")
 @click.option("--partition", required=True, help="This site's partition, I/N (e.g. 0/2).")
 @click.option("--num-partitions", type=int, default=None)
-@click.option("--data-file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="This site's own data (.npz with arrays x, y) instead of a partition.")
-@click.option("--ca", "ca_cert", type=click.Path(dir_okay=False), default=None,
-              help="CA certificate that signed the SuperLink's (ca.crt).")
-@click.option("--auth-key", type=click.Path(dir_okay=False), default=None,
-              help="This site's private key (SuperNode authentication).")
-@click.option("--clientappio-port", type=int, default=9094, show_default=True,
-              help="Local port; each site on one host needs its own.")
+@click.option(
+    "--data-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="This site's own data (.npz with arrays x, y) instead of a partition.",
+)
+@click.option(
+    "--ca",
+    "ca_cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CA certificate that signed the SuperLink's (ca.crt).",
+)
+@click.option(
+    "--auth-key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="This site's private key (SuperNode authentication).",
+)
+@click.option(
+    "--clientappio-port",
+    type=int,
+    default=9094,
+    show_default=True,
+    help="Local port; each site on one host needs its own.",
+)
 @click.option("--insecure", is_flag=True)
-@click.option("--max-wait", type=float, default=None,
-              help="Give up reconnecting to the SuperLink after this many seconds.")
+@click.option(
+    "--max-wait",
+    type=float,
+    default=None,
+    help="Give up reconnecting to the SuperLink after this many seconds.",
+)
 @click.option("--detach", is_flag=True, help="Run in the background; print the PID.")
 @json_option
-def join(superlink_addr: str, partition: str, num_partitions: int | None,
-         data_file: str | None, ca_cert: str | None, auth_key: str | None,
-         clientappio_port: int, insecure: bool, max_wait: float | None, detach: bool,
-         as_json: bool) -> None:
+def join(
+    superlink_addr: str,
+    partition: str,
+    num_partitions: int | None,
+    data_file: str | None,
+    ca_cert: str | None,
+    auth_key: str | None,
+    clientappio_port: int,
+    insecure: bool,
+    max_wait: float | None,
+    detach: bool,
+    as_json: bool,
+) -> None:
     """Start a SuperNode for this site's data and connect it to a SuperLink."""
     from lumos_ray.federated.deploy import supernode_command
 
     pid, n = _parse_partition(partition, num_partitions)
     cmd = supernode_command(
-        superlink_addr, partition_id=pid, num_partitions=n, clientappio_port=clientappio_port,
-        data_file=data_file, root_certificates=ca_cert, auth_private_key=auth_key,
-        insecure=insecure, max_wait_s=max_wait)
-    _launch(cmd, f"supernode-{pid}", detach, as_json, {
-        "role": "supernode", "superlink": superlink_addr, "partition": f"{pid}/{n}"})
+        superlink_addr,
+        partition_id=pid,
+        num_partitions=n,
+        clientappio_port=clientappio_port,
+        data_file=data_file,
+        root_certificates=ca_cert,
+        auth_private_key=auth_key,
+        insecure=insecure,
+        max_wait_s=max_wait,
+    )
+    _launch(
+        cmd,
+        f"supernode-{pid}",
+        detach,
+        as_json,
+        {"role": "supernode", "superlink": superlink_addr, "partition": f"{pid}/{n}"},
+    )
 
 
-def _flwr_home(cfg: Any, certs_dir: str | None, insecure: bool, host: str | None,
-               control_port: int | None) -> Path:
+def _flwr_home(
+    cfg: Any, certs_dir: str | None, insecure: bool, host: str | None, control_port: int | None
+) -> Path:
     from lumos_ray.federated import federated_home
     from lumos_ray.federated.deploy import write_flwr_home
 
@@ -189,8 +287,14 @@ def _flwr_home(cfg: Any, certs_dir: str | None, insecure: bool, host: str | None
 @click.option("--host", default=None)
 @click.option("--control-port", type=int, default=None)
 @json_option
-def register_site(public_key: str, config: str | None, certs_dir: str | None,
-                  host: str | None, control_port: int | None, as_json: bool) -> None:
+def register_site(
+    public_key: str,
+    config: str | None,
+    certs_dir: str | None,
+    host: str | None,
+    control_port: int | None,
+    as_json: bool,
+) -> None:
     """Register a SuperNode's public key with the SuperLink (SuperNode authentication)."""
     from lumos_ray.federated.deploy import parse_json_output, register_supernode_command, run_flwr
 
@@ -211,9 +315,16 @@ def register_site(public_key: str, config: str | None, certs_dir: str | None,
 @click.option("--run-name", default=None)
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
 @json_option
-def run(config: str, certs_dir: str | None, insecure: bool, host: str | None,
-        control_port: int | None, run_name: str | None, timeout: float | None,
-        as_json: bool) -> None:
+def run(
+    config: str,
+    certs_dir: str | None,
+    insecure: bool,
+    host: str | None,
+    control_port: int | None,
+    run_name: str | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
     """Start a federated run on a SuperLink through Flower's own `flwr run`."""
     from lumos_ray.federated import federated_home, read_run
     from lumos_ray.federated.deploy import flwr_run_command, run_flwr, write_app_dir
@@ -229,8 +340,11 @@ def run(config: str, certs_dir: str | None, insecure: bool, host: str | None,
     if failed:
         reason = (status or {}).get("error") or res.stdout.strip()[-800:]
         raise FederationError(f"federated run {name} failed: {reason}", run=name)
-    emit(status or {"run": name, "state": "submitted-and-finished"}, as_json,
-         f"run {name} finished" + (f": final {status.get('final')}" if status else ""))
+    emit(
+        status or {"run": name, "state": "submitted-and-finished"},
+        as_json,
+        f"run {name} finished" + (f": final {status.get('final')}" if status else ""),
+    )
 
 
 @federate.command("simulate")
@@ -239,8 +353,9 @@ def run(config: str, certs_dir: str | None, insecure: bool, host: str | None,
 @click.option("--set", "sets", multiple=True, help="Override a field: key.path=JSON.")
 @click.option("--run-name", default=None)
 @json_option
-def simulate_cmd(config: str, address: str | None, sets: tuple[str, ...],
-                 run_name: str | None, as_json: bool) -> None:
+def simulate_cmd(
+    config: str, address: str | None, sets: tuple[str, ...], run_name: str | None, as_json: bool
+) -> None:
     """Run N simulated sites on Ray (Flower's Ray backend), with per-round progress.
 
     --address http://HOST:8265 submits a Ray job to that cluster's job server; any other
@@ -256,8 +371,14 @@ def simulate_cmd(config: str, address: str | None, sets: tuple[str, ...],
         status = _submit_job(cfg, address, run_name, as_json)
     else:
         status = simulate(cfg, address=address, run_name=run_name)
-    emit(status, as_json, lambda s: f"run {s['run']}: {s['state']}, {s['rounds_done']} "
-         f"round(s); initial {s.get('initial')} -> final {s.get('final')}")
+    emit(
+        status,
+        as_json,
+        lambda s: (
+            f"run {s['run']}: {s['state']}, {s['rounds_done']} "
+            f"round(s); initial {s.get('initial')} -> final {s.get('final')}"
+        ),
+    )
 
 
 def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> dict:
@@ -265,8 +386,10 @@ def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> 
 
     name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     client = JobSubmissionClient(address)
-    entry = (f"{sys.executable} -m lumos_ray.federated._job --config-json "
-             f"'{cfg.model_dump_json()}' --address auto --run-name {name}")
+    entry = (
+        f"{sys.executable} -m lumos_ray.federated._job --config-json "
+        f"'{cfg.model_dump_json()}' --address auto --run-name {name}"
+    )
     job_id = client.submit_job(entrypoint=entry, metadata={"lumos": "federated", "run": name})
     if not as_json:
         click.echo(f"submitted Ray job {job_id}", err=True)
@@ -281,11 +404,15 @@ def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> 
         if st in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             break
         time.sleep(2)
-    result = {"run": name, "job_id": job_id, "state": "succeeded" if st == JobStatus.SUCCEEDED
-              else "failed", "rounds_done": None}
+    result = {
+        "run": name,
+        "job_id": job_id,
+        "state": "succeeded" if st == JobStatus.SUCCEEDED else "failed",
+        "rounds_done": None,
+    }
     for line in logs.splitlines():
         if line.startswith("[lumos federate] RESULT "):
-            result.update(json.loads(line[len("[lumos federate] RESULT "):]))
+            result.update(json.loads(line[len("[lumos federate] RESULT ") :]))
     if st != JobStatus.SUCCEEDED:
         raise FederationError(f"Ray job {job_id} {st}: {logs.strip()[-800:]}", job_id=job_id)
     return result
@@ -306,20 +433,40 @@ def status(run_name: str | None, as_json: bool) -> None:
             info = json.loads(f.read_text())
             info["alive"] = _alive(int(info.get("pid", 0)))
             procs.append(info)
-        emit({"runs": runs, "processes": procs}, as_json, lambda d: "\n".join(
-            [f"{r['run']:40s} {r['mode']:11s} {r['state']:10s} rounds={r['rounds_done']}"
-             for r in d["runs"]] or ["no federated runs"]) + "".join(
-            f"\n{p['role']} pid={p['pid']} alive={p['alive']}" for p in d["processes"]))
+        emit(
+            {"runs": runs, "processes": procs},
+            as_json,
+            lambda d: (
+                "\n".join(
+                    [
+                        f"{r['run']:40s} {r['mode']:11s} {r['state']:10s} rounds={r['rounds_done']}"
+                        for r in d["runs"]
+                    ]
+                    or ["no federated runs"]
+                )
+                + "".join(
+                    f"\n{p['role']} pid={p['pid']} alive={p['alive']}" for p in d["processes"]
+                )
+            ),
+        )
         return
     st = read_run(run_name)
     if st is None:
         raise NotFoundError(f"no federated run {run_name!r}")
-    emit(st, as_json, lambda s: "\n".join(
-        [f"run {s['run']} ({s['mode']}): {s['state']}"]
-        + [f"  round {r['round']}: global_loss={r['global_loss']} acc={r['global_accuracy']}"
-           f" sites={r['sites_replied']}/{r['sites_sampled']} rejected={r['sites_rejected']}"
-           f" bytes={r['bytes_sent'] + r['bytes_received']}" for r in s["rounds"]]
-        + ([f"  error: {s['error']}"] if s.get("error") else [])))
+    emit(
+        st,
+        as_json,
+        lambda s: "\n".join(
+            [f"run {s['run']} ({s['mode']}): {s['state']}"]
+            + [
+                f"  round {r['round']}: global_loss={r['global_loss']} acc={r['global_accuracy']}"
+                f" sites={r['sites_replied']}/{r['sites_sampled']} rejected={r['sites_rejected']}"
+                f" bytes={r['bytes_sent'] + r['bytes_received']}"
+                for r in s["rounds"]
+            ]
+            + ([f"  error: {s['error']}"] if s.get("error") else [])
+        ),
+    )
 
 
 def _alive(pid: int) -> bool:

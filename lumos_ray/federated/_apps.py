@@ -26,8 +26,14 @@ class AppSpec:
         raise NotImplementedError
 
     def local_train(
-        self, cfg: FederationConfig, arrays: ArrayRecord, site: dict[str, Any], *,
-        epochs: int, proximal_mu: float, seed: int,
+        self,
+        cfg: FederationConfig,
+        arrays: ArrayRecord,
+        site: dict[str, Any],
+        *,
+        epochs: int,
+        proximal_mu: float,
+        seed: int,
     ) -> tuple[ArrayRecord, dict[str, Any]]:
         raise NotImplementedError
 
@@ -144,8 +150,12 @@ class LoraApp(AppSpec):
                     cfg.lora.adapter_name,
                     adir,
                     base_model=_lora.base_model_dir(cfg.lora),
-                    metadata={"source": "federated", "run": run_name, "rounds": cfg.rounds,
-                              "strategy": cfg.strategy.name},
+                    metadata={
+                        "source": "federated",
+                        "run": run_name,
+                        "rounds": cfg.rounds,
+                        "strategy": cfg.strategy.name,
+                    },
                     overwrite=True,
                 )
                 out["adapter"] = cfg.lora.adapter_name

@@ -182,9 +182,7 @@ class FederationConfig(BaseModel):
                 "strategy fedadam (server optimizer) cannot be combined with robust.method;"
                 " use fedavg or fedprox with a robust method"
             )
-        if self.privacy.secagg and (
-            self.robust.method != "none" or self.privacy.dp == "central"
-        ):
+        if self.privacy.secagg and (self.robust.method != "none" or self.privacy.dp == "central"):
             raise ValueError(
                 "privacy.secagg hides single updates from the server, so robust.method and"
                 " central DP (which inspect them) cannot be combined with it"

@@ -40,8 +40,7 @@ _ENDS = ["every round.", "with the server.", "at night.", "without moving data."
 def _sentences(seed: int, n: int) -> list[str]:
     rng = random.Random(seed)
     return [
-        f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
-        f"{rng.choice(_ENDS)}"
+        f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_ENDS)}"
         for _ in range(n)
     ]
 

@@ -85,8 +85,10 @@ class RunRecorder:
             open_store().append_events(f"federated:{self.run_name}", [(kind, data)])
         except Exception as exc:
             self._store_ok = False
-            print(f"[lumos federate] run store unavailable ({exc}); metrics stay in "
-                  f"{self.dir}", flush=True)
+            print(
+                f"[lumos federate] run store unavailable ({exc}); metrics stay in {self.dir}",
+                flush=True,
+            )
 
     def _write_status(self) -> None:
         tmp = self.dir / "status.json.tmp"
@@ -174,9 +176,11 @@ def read_run(run_name: str) -> dict[str, Any] | None:
         return None
     status = json.loads((d / "status.json").read_text())
     rounds_file = d / "rounds.jsonl"
-    status["rounds"] = [
-        json.loads(line) for line in rounds_file.read_text().splitlines() if line.strip()
-    ] if rounds_file.is_file() else []
+    status["rounds"] = (
+        [json.loads(line) for line in rounds_file.read_text().splitlines() if line.strip()]
+        if rounds_file.is_file()
+        else []
+    )
     return status
 
 
@@ -188,6 +192,18 @@ def list_runs() -> list[dict[str, Any]]:
     for d in sorted(home.iterdir()):
         if (d / "status.json").is_file():
             s = json.loads((d / "status.json").read_text())
-            out.append({k: s.get(k) for k in ("run", "mode", "state", "rounds_done",
-                                               "started_at", "finished_at", "error")})
+            out.append(
+                {
+                    k: s.get(k)
+                    for k in (
+                        "run",
+                        "mode",
+                        "state",
+                        "rounds_done",
+                        "started_at",
+                        "finished_at",
+                        "error",
+                    )
+                }
+            )
     return sorted(out, key=lambda r: r.get("started_at") or 0)

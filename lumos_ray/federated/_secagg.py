@@ -31,8 +31,13 @@ def _to_record(keys: list[str], ndarrays: list[np.ndarray]) -> ArrayRecord:
 
 
 def run_secagg(
-    grid: Grid, context: Context, cfg: FederationConfig, recorder: RunRecorder,
-    spec: AppSpec, initial_arrays: ArrayRecord, wait_for_sites: Any,
+    grid: Grid,
+    context: Context,
+    cfg: FederationConfig,
+    recorder: RunRecorder,
+    spec: AppSpec,
+    initial_arrays: ArrayRecord,
+    wait_for_sites: Any,
 ) -> ArrayRecord:
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import LegacyContext, ServerConfig
@@ -41,8 +46,12 @@ def run_secagg(
 
     keys = list(initial_arrays.keys())
     cfg_json = cfg.model_dump_json()
-    state: dict[str, Any] = {"t0": time.monotonic(), "final": initial_arrays,
-                             "results": 0, "failures": 0}
+    state: dict[str, Any] = {
+        "t0": time.monotonic(),
+        "final": initial_arrays,
+        "results": 0,
+        "failures": 0,
+    }
     payload = int(initial_arrays.count_bytes())
 
     class _CountingFedAvg(LegacyFedAvg):  # type: ignore[misc]
@@ -53,8 +62,11 @@ def run_secagg(
     def on_fit_config(server_round: int) -> dict[str, Any]:
         wait_for_sites(f"round {server_round}")
         state["t0"] = time.monotonic()
-        return {CONFIG_KEY: cfg_json, "local-epochs": cfg.local_epochs,
-                "server-round": server_round}
+        return {
+            CONFIG_KEY: cfg_json,
+            "local-epochs": cfg.local_epochs,
+            "server-round": server_round,
+        }
 
     def evaluate_fn(server_round: int, ndarrays: list[np.ndarray], _c: dict) -> Any:
         if server_round == 0:
@@ -65,14 +77,21 @@ def run_secagg(
         # SecAgg+ hides who sent what: the workflow reports the sites whose masked
         # vectors were unmasked; each carried one payload up and got one down.
         active = int(state["results"]) or 0
-        recorder.record(RoundRecord(
-            round=server_round, sites_sampled=active + int(state["failures"]),
-            sites_replied=active, sites_failed=int(state["failures"]), sites_rejected=0,
-            bytes_sent=payload * active, bytes_received=payload * active,
-            duration_s=round(time.monotonic() - state["t0"], 4),
-            global_loss=m.get("loss"), global_accuracy=m.get("accuracy"),
-            extra={"secagg": True},
-        ))
+        recorder.record(
+            RoundRecord(
+                round=server_round,
+                sites_sampled=active + int(state["failures"]),
+                sites_replied=active,
+                sites_failed=int(state["failures"]),
+                sites_rejected=0,
+                bytes_sent=payload * active,
+                bytes_received=payload * active,
+                duration_s=round(time.monotonic() - state["t0"], 4),
+                global_loss=m.get("loss"),
+                global_accuracy=m.get("accuracy"),
+                extra={"secagg": True},
+            )
+        )
         return float(m["loss"]), {k: float(v) for k, v in m.items()}
 
     strategy = _CountingFedAvg(
@@ -90,13 +109,15 @@ def run_secagg(
         strategy=strategy,
     )
     p = cfg.privacy
-    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
-        num_shares=p.secagg_num_shares,
-        reconstruction_threshold=p.secagg_reconstruction_threshold,
-        clipping_range=p.secagg_clipping_range,
-        quantization_range=p.secagg_quantization_range,
-        timeout=cfg.round_timeout_s,
-    ))
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=p.secagg_num_shares,
+            reconstruction_threshold=p.secagg_reconstruction_threshold,
+            clipping_range=p.secagg_clipping_range,
+            quantization_range=p.secagg_quantization_range,
+            timeout=cfg.round_timeout_s,
+        )
+    )
     workflow(grid, legacy)
     if len(recorder.rounds) < cfg.rounds:
         from lumos_ray.errors import FederationError
@@ -104,7 +125,8 @@ def run_secagg(
         raise FederationError(
             f"SecAgg+ finished {len(recorder.rounds)} of {cfg.rounds} round(s): too few "
             f"sites completed the protocol (reconstruction_threshold="
-            f"{p.secagg_reconstruction_threshold}, min_train_sites={cfg.min_train_sites})")
+            f"{p.secagg_reconstruction_threshold}, min_train_sites={cfg.min_train_sites})"
+        )
     _ = parameters_to_ndarrays  # (kept for symmetry with the client side)
     return state["final"]
 
@@ -136,8 +158,13 @@ def secagg_train(msg: Message, site: dict[str, Any]) -> Message:
     arrays = _to_record(keys, parameters_to_ndarrays(fitins.parameters))
     rnd = int(fitins.config.get("server-round", 0))
     new_arrays, metrics = spec.local_train(
-        cfg, arrays, site, epochs=int(fitins.config.get("local-epochs", cfg.local_epochs)),
-        proximal_mu=0.0, seed=cfg.seed * 10007 + rnd * 101 + int(site["partition-id"]))
+        cfg,
+        arrays,
+        site,
+        epochs=int(fitins.config.get("local-epochs", cfg.local_epochs)),
+        proximal_mu=0.0,
+        seed=cfg.seed * 10007 + rnd * 101 + int(site["partition-id"]),
+    )
     fitres = FitRes(
         status=Status(code=Code.OK, message=""),
         parameters=ndarrays_to_parameters(new_arrays.to_numpy_ndarrays()),

@@ -61,7 +61,11 @@ def _metric(rec: Any, key: str) -> float | None:
 
 
 def run_federation(
-    grid: Grid, cfg: FederationConfig, run_name: str, *, mode: str,
+    grid: Grid,
+    cfg: FederationConfig,
+    run_name: str,
+    *,
+    mode: str,
     context: Context | None = None,
 ) -> dict[str, Any]:
     """Run all rounds; returns the summary also written to the run's status.json."""
@@ -81,8 +85,15 @@ def run_federation(
 
             if context is None:
                 raise FederationError("SecAgg+ needs the ServerApp context")
-            arrays = run_secagg(grid, context, cfg, recorder, spec, arrays,
-                                lambda what: _wait_for_sites(grid, cfg, what))
+            arrays = run_secagg(
+                grid,
+                context,
+                cfg,
+                recorder,
+                spec,
+                arrays,
+                lambda what: _wait_for_sites(grid, cfg, what),
+            )
             final = spec.central_evaluate(cfg, arrays)
         for rnd in range(1, cfg.rounds + 1 if not cfg.privacy.secagg else 1):
             t0 = time.monotonic()
@@ -140,9 +151,15 @@ def run_federation(
         result = spec.finalize(cfg, arrays, run_name)
         result.update(_privacy_report(cfg))
         recorder.finish("succeeded", final=final, result=result)
-        return {"run": run_name, "state": "succeeded", "initial": initial, "final": final,
-                "rounds": [r.__dict__ for r in recorder.rounds], "result": result,
-                "dir": str(recorder.dir)}
+        return {
+            "run": run_name,
+            "state": "succeeded",
+            "initial": initial,
+            "final": final,
+            "rounds": [r.__dict__ for r in recorder.rounds],
+            "result": result,
+            "dir": str(recorder.dir),
+        }
     except FederationError as exc:
         recorder.finish("failed", error=exc.message)
         raise
@@ -155,8 +172,11 @@ def _privacy_report(cfg: FederationConfig) -> dict[str, Any]:
     p = cfg.privacy
     out: dict[str, Any] = {}
     if p.secagg:
-        out = {"secagg": "SecAgg+", "secagg_num_shares": p.secagg_num_shares,
-               "secagg_reconstruction_threshold": p.secagg_reconstruction_threshold}
+        out = {
+            "secagg": "SecAgg+",
+            "secagg_num_shares": p.secagg_num_shares,
+            "secagg_reconstruction_threshold": p.secagg_reconstruction_threshold,
+        }
     return {**out, **_dp_report(cfg)}
 
 
@@ -165,17 +185,26 @@ def _dp_report(cfg: FederationConfig) -> dict[str, Any]:
     if p.dp == "local":
         # Flower's LocalDpMod is an (epsilon, delta) Gaussian mechanism per round; basic
         # composition over the rounds bounds the total (a loose upper bound).
-        return {"dp": "local", "epsilon_per_round": p.epsilon, "delta_per_round": p.delta,
-                "epsilon_total_basic_composition": p.epsilon * cfg.rounds}
+        return {
+            "dp": "local",
+            "epsilon_per_round": p.epsilon,
+            "delta_per_round": p.delta,
+            "epsilon_total_basic_composition": p.epsilon * cfg.rounds,
+        }
     if p.dp == "central":
-        return {"dp": "central", "noise_multiplier": p.noise_multiplier,
-                "clipping_norm": p.clipping_norm,
-                "epsilon": None, "note": "Flower's fixed-clipping wrapper reports no epsilon"}
+        return {
+            "dp": "central",
+            "noise_multiplier": p.noise_multiplier,
+            "clipping_norm": p.clipping_norm,
+            "epsilon": None,
+            "note": "Flower's fixed-clipping wrapper reports no epsilon",
+        }
     return {}
 
 
-def build_server_app(cfg: FederationConfig | None = None, run_name: str | None = None,
-                     *, mode: str = "simulation") -> ServerApp:
+def build_server_app(
+    cfg: FederationConfig | None = None, run_name: str | None = None, *, mode: str = "simulation"
+) -> ServerApp:
     """A ServerApp for ``cfg``; without one it reads the config from the run config
     (``flwr run`` of the app directory written by ``lumos federate run``)."""
     app = ServerApp()
@@ -188,8 +217,10 @@ def build_server_app(cfg: FederationConfig | None = None, run_name: str | None =
             if not raw:
                 raise FederationError(f"run config has no {CONFIG_KEY!r}")
             c = FederationConfig.model_validate_json(str(raw))
-        name = run_name or str(context.run_config.get(RUN_NAME_KEY) or "") or (
-            f"{c.name}-{context.run_id}"
+        name = (
+            run_name
+            or str(context.run_config.get(RUN_NAME_KEY) or "")
+            or (f"{c.name}-{context.run_id}")
         )
         run_federation(grid, c, name, mode=mode, context=context)
 

@@ -101,9 +101,7 @@ def simulate(
     if status is None:
         raise FederationError(f"simulation {name} failed before its first round: {error}")
     if status.get("state") != "succeeded":
-        raise FederationError(
-            f"simulation {name} failed: {status.get('error') or error}", run=name
-        )
+        raise FederationError(f"simulation {name} failed: {status.get('error') or error}", run=name)
     return status
 
 
@@ -129,8 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     except FederationError as exc:
         print(f"[lumos federate] FAILED: {exc}", file=sys.stderr, flush=True)
         return 2
-    print("[lumos federate] RESULT " + json.dumps({k: status.get(k) for k in (
-        "run", "state", "rounds_done", "final", "result", "initial")}, default=str), flush=True)
+    print(
+        "[lumos federate] RESULT "
+        + json.dumps(
+            {
+                k: status.get(k)
+                for k in ("run", "state", "rounds_done", "final", "result", "initial")
+            },
+            default=str,
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -76,9 +76,12 @@ def superlink_command(
     cmd = [
         _bin("flower-superlink"),
         "--disable-runtime-dependency-installation",
-        "--fleet-api-address", f"{h}:{dep.fleet_port}",
-        "--control-api-address", f"{h}:{dep.control_port}",
-        "--serverappio-api-address", f"127.0.0.1:{dep.serverappio_port}",
+        "--fleet-api-address",
+        f"{h}:{dep.fleet_port}",
+        "--control-api-address",
+        f"{h}:{dep.control_port}",
+        "--serverappio-api-address",
+        f"127.0.0.1:{dep.serverappio_port}",
     ]
     if database:
         cmd += ["--database", database]
@@ -89,9 +92,12 @@ def superlink_command(
     c = _certs(dep.certs_dir)
     assert c is not None
     cmd += [
-        "--ssl-ca-certfile", str(c["ca"]),
-        "--ssl-certfile", str(c["cert"]),
-        "--ssl-keyfile", str(c["key"]),
+        "--ssl-ca-certfile",
+        str(c["ca"]),
+        "--ssl-certfile",
+        str(c["cert"]),
+        "--ssl-keyfile",
+        str(c["key"]),
     ]
     if dep.supernode_auth:
         cmd.append("--enable-supernode-auth")
@@ -119,9 +125,12 @@ def supernode_command(
         node_cfg += f' data-file="{Path(data_file).expanduser().resolve()}"'
     cmd = [
         _bin("flower-supernode"),
-        "--superlink", superlink,
-        "--clientappio-api-address", f"127.0.0.1:{clientappio_port}",
-        "--node-config", node_cfg,
+        "--superlink",
+        superlink,
+        "--clientappio-api-address",
+        f"127.0.0.1:{clientappio_port}",
+        "--node-config",
+        node_cfg,
     ]
     if max_wait_s:
         cmd += ["--max-wait-time", str(max_wait_s)]
@@ -218,15 +227,26 @@ def flwr_run_command(app_dir: str | Path, *, stream: bool = True) -> list[str]:
 
 
 def register_supernode_command(public_key: str | Path) -> list[str]:
-    return [_bin("flwr"), "supernode", "register", str(public_key), FLWR_CONNECTION,
-            "--format", "json"]
+    return [
+        _bin("flwr"),
+        "supernode",
+        "register",
+        str(public_key),
+        FLWR_CONNECTION,
+        "--format",
+        "json",
+    ]
 
 
-def run_flwr(cmd: list[str], flwr_home: str | Path, *, timeout: float | None = None,
-             stream_to: Any = None) -> subprocess.CompletedProcess[str]:
+def run_flwr(
+    cmd: list[str], flwr_home: str | Path, *, timeout: float | None = None, stream_to: Any = None
+) -> subprocess.CompletedProcess[str]:
     """Run a ``flwr`` command against lumos's FLWR_HOME, output captured (and echoed)."""
     proc = subprocess.Popen(
-        cmd, env=flwr_env(flwr_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cmd,
+        env=flwr_env(flwr_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     lines: list[str] = []

@@ -66,13 +66,19 @@ class Federation:
         self.logs: dict[str, Path] = {}
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([*LUMOS, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [*LUMOS, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = self.root / f"{name}.log"
-        proc = subprocess.Popen([*LUMOS, *args], env=self.env, stdout=open(log, "w"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*LUMOS, *args],
+            env=self.env,
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[name], self.logs[name] = proc, log
         return proc
 
@@ -88,8 +94,12 @@ class Federation:
             "round_timeout_s": 120,
             "wait_for_sites_s": 60,
             "data": {"noise": 3.0},
-            "deployment": {"certs_dir": str(self.certs), "fleet_port": self.fleet,
-                           "control_port": self.control, "serverappio_port": self.appio},
+            "deployment": {
+                "certs_dir": str(self.certs),
+                "fleet_port": self.fleet,
+                "control_port": self.control,
+                "serverappio_port": self.appio,
+            },
             **over,
         }
         path = self.root / f"{name}.yaml"
@@ -100,25 +110,46 @@ class Federation:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     fed = Federation(tmp_path_factory.mktemp("federation"))
-    out = fed.cli("federate", "certs", "--out", str(fed.certs), "--supernode", "site0",
-                  "--supernode", "site1", "--json")
+    out = fed.cli(
+        "federate",
+        "certs",
+        "--out",
+        str(fed.certs),
+        "--supernode",
+        "site0",
+        "--supernode",
+        "site1",
+        "--json",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     keys = json.loads(out.stdout)["supernodes"]
     base = fed.config("base")
     try:
         fed.start("superlink", "federate", "superlink", str(base), "--supernode-auth")
-        assert _wait_for_log(fed.logs["superlink"], "Starting Fleet API", 90), (
-            fed.logs["superlink"].read_text())
+        assert _wait_for_log(fed.logs["superlink"], "Starting Fleet API", 90), fed.logs[
+            "superlink"
+        ].read_text()
         for site in ("site0", "site1"):
-            reg = fed.cli("federate", "register-site", keys[site]["public_key"], str(base),
-                          "--json")
+            reg = fed.cli(
+                "federate", "register-site", keys[site]["public_key"], str(base), "--json"
+            )
             assert reg.returncode == 0, reg.stdout + reg.stderr
         for i, site in enumerate(("site0", "site1")):
-            fed.start(f"supernode{i}", "federate", "join",
-                      "--superlink", f"127.0.0.1:{fed.fleet}", "--partition", f"{i}/2",
-                      "--ca", str(fed.certs / "ca.crt"),
-                      "--auth-key", keys[site]["private_key"],
-                      "--clientappio-port", str(_free_port()))
+            fed.start(
+                f"supernode{i}",
+                "federate",
+                "join",
+                "--superlink",
+                f"127.0.0.1:{fed.fleet}",
+                "--partition",
+                f"{i}/2",
+                "--ca",
+                str(fed.certs / "ca.crt"),
+                "--auth-key",
+                keys[site]["private_key"],
+                "--clientappio-port",
+                str(_free_port()),
+            )
         yield fed
     finally:
         for proc in reversed(list(fed.procs.values())):
@@ -133,8 +164,17 @@ def _run_status(fed: Federation, run: str) -> dict | None:
 def test_superlink_and_two_supernodes_with_tls_complete_a_run(federation):
     fed = federation
     cfg = fed.config("tls-run", rounds=1)
-    out = fed.cli("federate", "run", str(cfg), "--run-name", "tls-run", "--json",
-                  "--timeout", "500", timeout=560)
+    out = fed.cli(
+        "federate",
+        "run",
+        str(cfg),
+        "--run-name",
+        "tls-run",
+        "--json",
+        "--timeout",
+        "500",
+        timeout=560,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     status = json.loads(out.stdout)
     assert status["state"] == "succeeded" and status["mode"] == "deployment"
@@ -155,14 +195,32 @@ def test_supernode_killed_mid_round_run_finishes_with_remaining_site(federation)
     # vanished node after 2 missed heartbeats (~60 s, NODE_UNAVAILABLE); the round
     # timeout is only the upper bound, generous because each ClientApp call starts a
     # process that imports torch (slow on a busy 2-core machine).
-    cfg = fed.config("kill-run", min_available_sites=1, min_train_sites=1,
-                     round_timeout_s=240, wait_for_sites_s=30)
+    cfg = fed.config(
+        "kill-run",
+        min_available_sites=1,
+        min_train_sites=1,
+        round_timeout_s=240,
+        wait_for_sites_s=30,
+    )
     victim_log = fed.logs["supernode1"]
     seen_before = victim_log.read_text(errors="replace").count("Receiving: train message")
     run = subprocess.Popen(
-        [*LUMOS, "federate", "run", str(cfg), "--run-name", "kill-run", "--json",
-         "--timeout", "500"],
-        env=fed.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            *LUMOS,
+            "federate",
+            "run",
+            str(cfg),
+            "--run-name",
+            "kill-run",
+            "--json",
+            "--timeout",
+            "500",
+        ],
+        env=fed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -192,10 +250,18 @@ def test_supernode_killed_mid_round_run_finishes_with_remaining_site(federation)
 
 def test_too_few_sites_fails_with_a_clear_message_instead_of_hanging(federation):
     fed = federation  # one SuperNode is left (the other was killed above)
-    cfg = fed.config("short-run", min_available_sites=2, min_train_sites=2,
-                     wait_for_sites_s=5)
-    out = fed.cli("federate", "run", str(cfg), "--run-name", "short-run", "--json",
-                  "--timeout", "300", timeout=360)
+    cfg = fed.config("short-run", min_available_sites=2, min_train_sites=2, wait_for_sites_s=5)
+    out = fed.cli(
+        "federate",
+        "run",
+        str(cfg),
+        "--run-name",
+        "short-run",
+        "--json",
+        "--timeout",
+        "300",
+        timeout=360,
+    )
     assert out.returncode != 0
     err = json.loads(out.stdout)["error"]
     assert err["code"] == "LUMOS-E060"

@@ -28,14 +28,28 @@ def _simulate(ray_cluster, tmp_path: Path, cfg: dict, run_name: str, timeout: in
     cfg_file = tmp_path / f"{run_name}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(
-        [sys.executable, "-m", "lumos_ray.federated._job", str(cfg_file),
-         "--address", ray_cluster.address, "--run-name", run_name],
-        capture_output=True, text=True, timeout=timeout, env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "lumos_ray.federated._job",
+            str(cfg_file),
+            "--address",
+            ray_cluster.address,
+            "--run-name",
+            run_name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
     )
     home = Path(os.environ["LUMOS_HOME"]) / "federated" / run_name
     status = json.loads((home / "status.json").read_text()) if home.exists() else None
-    rounds = [json.loads(x) for x in (home / "rounds.jsonl").read_text().splitlines()] if (
-        home / "rounds.jsonl").exists() else []
+    rounds = (
+        [json.loads(x) for x in (home / "rounds.jsonl").read_text().splitlines()]
+        if (home / "rounds.jsonl").exists()
+        else []
+    )
     return proc, status, rounds
 
 
@@ -48,15 +62,19 @@ TABULAR = {
     "min_available_sites": 4,
     "min_train_sites": 4,
     "fraction_evaluate": 0.0,
-    "data": {"num_samples": 2000, "num_features": 10, "num_classes": 3, "noise": 3.0,
-             "iid": True, "seed": 0},
+    "data": {
+        "num_samples": 2000,
+        "num_features": 10,
+        "num_classes": 3,
+        "noise": 3.0,
+        "iid": True,
+        "seed": 0,
+    },
     "simulation": {"num_sites": 4, "max_parallel_sites": 1},
 }
 
 
-def test_simulation_4_sites_3_rounds_loss_decreases_and_matches_centralized(
-    ray_cluster, tmp_path
-):
+def test_simulation_4_sites_3_rounds_loss_decreases_and_matches_centralized(ray_cluster, tmp_path):
     proc, status, rounds = _simulate(ray_cluster, tmp_path, TABULAR, "sim-fedavg")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert status["state"] == "succeeded"
@@ -120,8 +138,13 @@ def test_federated_lora_on_lumos_tiny_lowers_heldout_loss_and_registers_adapter(
         "min_available_sites": 2,
         "min_train_sites": 2,
         "fraction_evaluate": 0.0,
-        "lora": {"rank": 4, "alpha": 8, "samples_per_site": 16, "heldout_samples": 16,
-                 "adapter_name": "fed-lora-test"},
+        "lora": {
+            "rank": 4,
+            "alpha": 8,
+            "samples_per_site": 16,
+            "heldout_samples": 16,
+            "adapter_name": "fed-lora-test",
+        },
         "simulation": {"num_sites": 2, "max_parallel_sites": 1},
     }
     proc, status, rounds = _simulate(ray_cluster, tmp_path, cfg, "sim-lora", timeout=600)
@@ -149,8 +172,7 @@ def test_secagg_plus_aggregate_equals_plain_weighted_mean(ray_cluster, tmp_path)
         "rounds": 2,
         "min_available_sites": 3,
         "min_train_sites": 3,
-        "privacy": {"secagg": True, "secagg_num_shares": 3,
-                    "secagg_reconstruction_threshold": 2},
+        "privacy": {"secagg": True, "secagg_num_shares": 3, "secagg_reconstruction_threshold": 2},
         "simulation": {"num_sites": 3, "max_parallel_sites": 1},
     }
     proc, status, rounds = _simulate(ray_cluster, tmp_path, cfg_dict, "sim-secagg")
@@ -172,8 +194,14 @@ def test_secagg_plus_aggregate_equals_plain_weighted_mean(ray_cluster, tmp_path)
         outs = []
         for pid in range(3):
             site = {"partition-id": pid, "num-partitions": 3}
-            new, m = spec.local_train(cfg, arrays, site, epochs=1, proximal_mu=0.0,
-                                      seed=cfg.seed * 10007 + rnd * 101 + pid)
+            new, m = spec.local_train(
+                cfg,
+                arrays,
+                site,
+                epochs=1,
+                proximal_mu=0.0,
+                seed=cfg.seed * 10007 + rnd * 101 + pid,
+            )
             outs.append((new.to_torch_state_dict(), m["num-examples"]))
         total = sum(n for _, n in outs)
         mean = {k: sum(sd[k] * (n / total) for sd, n in outs) for k in outs[0][0]}

@@ -80,13 +80,16 @@ def test_certs_ca_signs_server_cert_with_loopback_san(tmp_path):
     ca = x509.load_pem_x509_certificate(open(paths["ca_cert"], "rb").read())
     srv = x509.load_pem_x509_certificate(open(paths["server_cert"], "rb").read())
     ca.public_key().verify(
-        srv.signature, srv.tbs_certificate_bytes, padding.PKCS1v15(),
+        srv.signature,
+        srv.tbs_certificate_bytes,
+        padding.PKCS1v15(),
         srv.signature_hash_algorithm,
     )
     san = srv.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    key = load_ssh_private_key(open(paths["supernodes"]["site-a"]["private_key"], "rb").read(),
-                               None)
+    key = load_ssh_private_key(
+        open(paths["supernodes"]["site-a"]["private_key"], "rb").read(), None
+    )
     assert key.curve.name == "secp384r1"
     with pytest.raises(ConfigError):
         generate_certs(tmp_path / "c")  # refuses to overwrite silently
@@ -95,10 +98,12 @@ def test_certs_ca_signs_server_cert_with_loopback_san(tmp_path):
 def _reply(node: int, arrays: dict[str, np.ndarray], n: int = 10):
     from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
-    content = RecordDict({
-        "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-        "metrics": MetricRecord({"num-examples": n, "train_loss": 1.0}),
-    })
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            "metrics": MetricRecord({"num-examples": n, "train_loss": 1.0}),
+        }
+    )
     return Message(content=content, dst_node_id=node, message_type="train")
 
 
@@ -157,15 +162,21 @@ def test_deployment_commands_use_tls_and_never_port_8000(tmp_path):
     assert "--disable-runtime-dependency-installation" in cmd
     assert "--insecure" not in cmd and "--ssl-certfile" in cmd
     assert not any(":8000" in c for c in cmd)
-    node = supernode_command("127.0.0.1:9092", partition_id=1, num_partitions=2,
-                             clientappio_port=9095, root_certificates=paths["ca_cert"])
+    node = supernode_command(
+        "127.0.0.1:9092",
+        partition_id=1,
+        num_partitions=2,
+        clientappio_port=9095,
+        root_certificates=paths["ca_cert"],
+    )
     assert "--root-certificates" in node and "127.0.0.1:9095" in node
     assert "--allow-runtime-dependency-installation" not in node
     with pytest.raises(ConfigError):
         superlink_command(FederationConfig().deployment)  # no certs and not --insecure
     with pytest.raises(ConfigError):
-        supernode_command("h:1", partition_id=0, num_partitions=1, clientappio_port=8000,
-                          insecure=True)
+        supernode_command(
+            "h:1", partition_id=0, num_partitions=1, clientappio_port=8000, insecure=True
+        )
     app = write_app_dir(cfg, "r1", tmp_path / "app")
     import tomllib
 
@@ -189,8 +200,10 @@ def test_cli_federate_commands_and_errors(tmp_path, monkeypatch):
     assert out.exit_code == 0 and json.loads(out.output)["runs"] == []
     res = runner.invoke(cli, ["federate", "superlink", "--insecure", "--fleet-port", "8000"])
     assert isinstance(res.exception, LumosError) and "8000" in res.exception.message
-    res = runner.invoke(cli, ["federate", "join", "--superlink", "127.0.0.1:9092",
-                              "--partition", "3/2", "--insecure"])
+    res = runner.invoke(
+        cli,
+        ["federate", "join", "--superlink", "127.0.0.1:9092", "--partition", "3/2", "--insecure"],
+    )
     assert isinstance(res.exception, ConfigError)
 
 
@@ -198,13 +211,22 @@ def test_privacy_report_and_round_progress_line():
     from lumos_ray.federated._metrics import RoundRecord, _progress_line
     from lumos_ray.federated._server import _privacy_report
 
-    cfg = FederationConfig.model_validate({"rounds": 4, "privacy": {"dp": "local",
-                                                                    "epsilon": 2.0}})
+    cfg = FederationConfig.model_validate({"rounds": 4, "privacy": {"dp": "local", "epsilon": 2.0}})
     rep = _privacy_report(cfg)
     assert math.isclose(rep["epsilon_total_basic_composition"], 8.0)
-    line = _progress_line(RoundRecord(round=2, sites_sampled=4, sites_replied=3,
-                                      sites_failed=1, sites_rejected=0, bytes_sent=10,
-                                      bytes_received=20, duration_s=0.5, global_loss=0.25))
+    line = _progress_line(
+        RoundRecord(
+            round=2,
+            sites_sampled=4,
+            sites_replied=3,
+            sites_failed=1,
+            sites_rejected=0,
+            bytes_sent=10,
+            bytes_received=20,
+            duration_s=0.5,
+            global_loss=0.25,
+        )
+    )
     assert "round 2" in line and "sites=3/4" in line and "bytes=30" in line
 
 
@@ -217,15 +239,28 @@ def test_recorder_writes_files_and_run_store_events(tmp_path, monkeypatch):
 
     rec = RunRecorder("unit-run", config={"rounds": 1}, mode="simulation")
     rec.set_initial({"loss": 2.0})
-    rec.record(RoundRecord(round=1, sites_sampled=2, sites_replied=2, sites_failed=0,
-                           sites_rejected=0, bytes_sent=8, bytes_received=8,
-                           duration_s=0.1, global_loss=1.0))
+    rec.record(
+        RoundRecord(
+            round=1,
+            sites_sampled=2,
+            sites_replied=2,
+            sites_failed=0,
+            sites_rejected=0,
+            bytes_sent=8,
+            bytes_received=8,
+            duration_s=0.1,
+            global_loss=1.0,
+        )
+    )
     rec.finish("succeeded", final={"loss": 1.0})
     st = read_run("unit-run")
     assert st["state"] == "succeeded" and st["rounds"][0]["global_loss"] == 1.0
     events = RunStore(f"sqlite:///{tmp_path}/runs.db").read_events("federated:unit-run")
     assert [e["type"] for e in events] == [
-        "federated.started", "federated.round", "federated.finished"]
+        "federated.started",
+        "federated.round",
+        "federated.finished",
+    ]
     assert events[1]["data"]["bytes_sent"] == 8
 
 
@@ -235,11 +270,22 @@ def _call_client(cfg: FederationConfig, arrays, message_type: str = "train"):
 
     from lumos_ray.federated import build_client_app
 
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({
-        "lumos-config": cfg.model_dump_json(), "server-round": 1, "local-epochs": 1})})
+    content = RecordDict(
+        {
+            "arrays": arrays,
+            "config": ConfigRecord(
+                {"lumos-config": cfg.model_dump_json(), "server-round": 1, "local-epochs": 1}
+            ),
+        }
+    )
     msg = Message(content=content, dst_node_id=7, message_type=message_type)
-    ctx = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 2},
-                  state=RecordDict(), run_config={})
+    ctx = Context(
+        run_id=1,
+        node_id=7,
+        node_config={"partition-id": 0, "num-partitions": 2},
+        state=RecordDict(),
+        run_config={},
+    )
     return build_client_app()(msg, ctx)
 
 
@@ -257,8 +303,13 @@ def test_client_app_trains_and_local_dp_clips_the_update():
     reply = _call_client(plain, arrays)
     assert not reply.has_error() and reply.content["metrics"]["num-examples"] > 0
     assert update_norm(reply) > 0.05
-    dp = plain.model_copy(update={"privacy": plain.privacy.model_copy(update={
-        "dp": "local", "clipping_norm": 0.01, "epsilon": 1e6, "delta": 1e-5})})
+    dp = plain.model_copy(
+        update={
+            "privacy": plain.privacy.model_copy(
+                update={"dp": "local", "clipping_norm": 0.01, "epsilon": 1e6, "delta": 1e-5}
+            )
+        }
+    )
     # Flower's LocalDpMod: update clipped to 0.01, plus (here negligible) Gaussian noise.
     assert update_norm(_call_client(dp, arrays)) < 0.0101
     ev = _call_client(plain, arrays, message_type="evaluate")
