@@ -9,6 +9,7 @@ threads. Turns of the same thread are serialised by a per-thread lock.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import ray
 from lumos_ray import tracing
 from lumos_ray.actors._agent_loop import AgentResult, run_turn
 from lumos_ray.actors.models import build_model
+from lumos_ray.actors.tools import ToolContext
 
 if TYPE_CHECKING:
     from lumos_ray.actors.agent import Agent
@@ -41,6 +43,10 @@ class AgentActor:
         self.replica = replica
         self.model = build_model(spec.model)
         self.tools = {t.name: t for t in resolve_tools(spec.tools)}
+        self._notes: dict[str, dict[str, Any]] = {}
+        if spec.memory.working:
+            for t in self._memory_tools():
+                self.tools[t.name] = t
         self._threads: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._store: Any = None
@@ -100,6 +106,56 @@ class AgentActor:
                 self._loader = asyncio.create_task(self._flush_loads())
         return await fut
 
+    def _memory_tools(self) -> list[Any]:
+        """`remember`/`forget`, bound to this actor's per-thread notes."""
+        from lumos_ray.actors.tools import tool
+
+        async def remember(key: str, value: str, ctx: ToolContext) -> str:
+            """Save a note in working memory; it is shown to you on every later turn.
+
+            Args:
+                key: A short name for the note.
+                value: What to remember.
+            """
+            notes = await self._load_notes(ctx.thread_id or "")
+            notes[key] = value
+            await self._save_notes(ctx.thread_id or "", notes)
+            return f"remembered {key!r}"
+
+        async def forget(key: str, ctx: ToolContext) -> str:
+            """Delete a note from working memory.
+
+            Args:
+                key: The note's name.
+            """
+            notes = await self._load_notes(ctx.thread_id or "")
+            existed = notes.pop(key, None) is not None
+            await self._save_notes(ctx.thread_id or "", notes)
+            return f"forgot {key!r}" if existed else f"no note named {key!r}"
+
+        return [tool(remember, category="memory"), tool(forget, category="memory")]
+
+    async def _load_notes(self, thread_id: str) -> dict[str, Any]:
+        notes = self._notes.get(thread_id)
+        if notes is None:
+            notes = {}
+            if self.spec.memory.persist:
+                notes = await asyncio.to_thread(
+                    self._get_store().load_working_memory, self.spec.name, thread_id
+                )
+            self._notes[thread_id] = notes
+        return notes
+
+    async def _save_notes(self, thread_id: str, notes: dict[str, Any]) -> None:
+        self._notes[thread_id] = notes
+        if self.spec.memory.persist:
+            await asyncio.to_thread(
+                self._get_store().save_working_memory, self.spec.name, thread_id, notes
+            )
+
+    async def working_memory(self, thread_id: str) -> dict[str, Any]:
+        return dict(await self._load_notes(thread_id))
+
     def _get_store(self) -> Any:
         if self._store is None:
             from lumos_ray.actors.store import open_store
@@ -129,8 +185,6 @@ class AgentActor:
         carrier: dict[str, str] | None,
         emit: Any,
     ) -> AgentResult:
-        from lumos_ray.actors.tools import ToolContext
-
         lock = self._locks.setdefault(thread_id, asyncio.Lock())
         async with lock:
             with tracing.span(
@@ -141,10 +195,17 @@ class AgentActor:
                 # Never start the window on a tool result: it needs its assistant call.
                 while window and window[0].get("role") == "tool":
                     window = window[1:]
+                instructions = self.spec.instructions
+                if self.spec.memory.working:
+                    notes = await self._load_notes(thread_id)
+                    instructions += (
+                        "\n\nWorking memory (your notes; change them with `remember` and "
+                        f"`forget`): {json.dumps(notes, default=str) if notes else '(empty)'}"
+                    )
                 result = await run_turn(
                     model=self.model,
                     tools=self.tools,
-                    instructions=self.spec.instructions,
+                    instructions=instructions,
                     history=window if self.spec.memory.history else [],
                     input=input,
                     thread_id=thread_id,

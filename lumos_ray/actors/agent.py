@@ -60,6 +60,11 @@ class MemoryConfig(BaseModel):
     max_messages: int | None = Field(
         default=100, ge=1, description="Most recent history messages sent to the model."
     )
+    working: bool = Field(
+        default=False,
+        description="Working memory: `remember`/`forget` tools whose notes (per thread, "
+        "persisted) are shown to the model in its instructions.",
+    )
 
 
 class Agent(BaseModel):
@@ -155,3 +160,7 @@ class AgentHandle:
 
     async def history(self, thread_id: str) -> list[dict[str, Any]]:
         return await self.actor(thread_id).history.remote(thread_id)
+
+    async def working_memory(self, thread_id: str) -> dict[str, Any]:
+        """The thread's notes (see ``MemoryConfig.working``)."""
+        return await self.actor(thread_id).working_memory.remote(thread_id)

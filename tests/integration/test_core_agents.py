@@ -114,3 +114,26 @@ async def test_killed_agent_actor_mid_run_is_restarted_and_run_succeeds(tmp_path
     assert info.output["answer"] == "done"
     pids = marker.read_text().split()
     assert len(pids) == 2 and pids[0] != pids[1]  # really a new process
+
+
+async def test_working_memory_tools_persist_per_thread():
+    def model(messages, tools):
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        if "Ada" in system:
+            return reply("I remember Ada")
+        if messages[-1]["role"] == "tool":
+            return reply("saved")
+        return call_tool("remember", key="name", value="Ada")
+
+    spec = Agent(
+        name="notes",
+        instructions="Keep notes.",
+        model=FunctionModel(model),
+        memory={"working": True},
+    )
+    h = spec.deploy()
+    assert (await h.run("my name is Ada", thread_id="n1")).output == "saved"
+    assert await h.working_memory("n1") == {"name": "Ada"}
+    assert await h.working_memory("n2") == {}
+    ray.kill(h.actor("n1"), no_restart=False)  # notes live in the store, not the process
+    assert (await h.run("who am I?", thread_id="n1")).output == "I remember Ada"
