@@ -29,6 +29,7 @@ class ProgressWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._attrs = {"lumos.finetune.job": job_name}
+        self._last_step = 0
         # The global meter provider's exporter decides where metrics go (none = no-op).
         meter = meter or metrics.get_meter("lumos_ray.finetune")
         self._steps = meter.create_counter(
@@ -63,13 +64,15 @@ class ProgressWriter:
         step: int,
         total_steps: int,
         loss: float,
-        tokens: int,
+        tokens: int,  # since the previous step event
         tokens_per_s: float,
         eta_s: float,
         lr: float,
         epoch: int,
     ) -> None:
-        self._steps.add(1, self._attrs)
+        # Step events may be sparse (log_every_steps): count the steps since the last one.
+        self._steps.add(max(0, step - self._last_step), self._attrs)
+        self._last_step = step
         self._tokens.add(tokens, self._attrs)
         self._loss.record(loss, self._attrs)
         self._tps.record(tokens_per_s, self._attrs)
@@ -90,6 +93,11 @@ class ProgressWriter:
     def eval(self, *, step: int, eval_loss: float) -> None:
         self._eval_loss.record(eval_loss, self._attrs)
         self._write({"event": "eval", "step": step, "eval_loss": eval_loss})
+
+    def start(self, *, step: int, **fields: Any) -> None:
+        """A (re)started run: steps before ``step`` were counted by the killed run."""
+        self._last_step = step
+        self.event("start", step=step, **fields)
 
     def event(self, name: str, **fields: Any) -> None:
         self._write({"event": name, **fields})

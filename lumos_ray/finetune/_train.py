@@ -233,8 +233,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # A fresh LoRA adapter is an exact no-op (B = 0), so this is the base model's loss.
         state["base_eval_loss"] = held_out_loss()
     if progress:
-        progress.event(
-            "start",
+        progress.start(
             step=resumed_from,
             total_steps=total_steps,
             world_size=world,
@@ -261,6 +260,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     last_loss = float("nan")
     t_start = time.perf_counter()
     tokens_this_run = 0
+    tokens_since_log = 0
     ckpt_every = spec.checkpoint.every_steps
     eval_every = spec.training.eval_every_steps
     while step < total_steps:
@@ -305,6 +305,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         step += 1
         last_loss = loss_sum_all / max(n_tok_all, 1.0)
         tokens_this_run += int(n_in_all)
+        tokens_since_log += int(n_in_all)
         state["step"] = step
         state["tokens_seen"] = int(state["tokens_seen"]) + int(n_in_all)
         elapsed = time.perf_counter() - t_start
@@ -315,12 +316,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 step=step,
                 total_steps=total_steps,
                 loss=last_loss,
-                tokens=int(n_in_all),
+                tokens=tokens_since_log,
                 tokens_per_s=tps,
                 eta_s=eta,
                 lr=sched.get_last_lr()[0],
                 epoch=(step * accum) // micro_per_epoch,
             )
+            tokens_since_log = 0
         if eval_every and step % eval_every == 0 and step < total_steps:
             eval_loss = held_out_loss()
             if progress:
