@@ -66,6 +66,29 @@ def validate_json(value: Any, schema: dict[str, Any] | None, what: str) -> None:
         ) from None
 
 
+def _storable(value: Any, path: str) -> Any:
+    """Step outputs are checkpointed as JSON: typed outputs (pydantic models,
+    dataclasses) are stored as their JSON form; anything else must already be JSON."""
+    import dataclasses
+    import json
+
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise WorkflowDefinitionError(
+            f"step {path} returned {type(value).__name__}, which cannot be checkpointed: {exc}",
+            fix="Return JSON-compatible data (dict, list, str, number, bool, None), a "
+            "pydantic model or a dataclass.",
+        ) from None
+    return value
+
+
 def _unwrap_ray_error(exc: BaseException) -> BaseException:
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
@@ -128,6 +151,7 @@ class Engine:
         state: dict[str, Any] = {}
         scope = {"input": input, "state": state}
         await self._steps(wf, wf.steps, scope, prefix)
+        validate_json(state, wf.state_schema, f"final state of workflow {wf.name!r}")
         if wf.output is None:
             return state
         return render(wf.output, scope)
@@ -152,11 +176,15 @@ class Engine:
             # state they wrote from their own checkpoints. Only leaves are recorded.
             value = await self._execute(wf, step, scope, path)
             if leaf:
+                value = _storable(value, path)
                 await self.record(path, value)
                 self.done[path] = value
         key = step.key()
         if keep and key:
             scope["state"][key] = value
+            if wf.state_schema:
+                partial = {k: v for k, v in wf.state_schema.items() if k != "required"}
+                validate_json(scope["state"], partial, f"state after step {path}")
         return value
 
     async def _execute(self, wf: Workflow, step: Any, scope: dict[str, Any], path: str) -> Any:

@@ -210,6 +210,11 @@ class Workflow(BaseModel):
     input_schema: dict[str, Any] | None = Field(
         default=None, description="JSON Schema the run input must satisfy."
     )
+    state_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema of the state: checked after every step (its `required` "
+        "only at the end), so a step that writes a wrongly typed value fails at once.",
+    )
     agents: list[Agent] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
     output: Any = Field(default=None, description="Expression for the result; default: state.")

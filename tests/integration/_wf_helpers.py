@@ -50,3 +50,13 @@ def rendezvous(marker_dir: str, label: str, parties: int, timeout_s: float = 90)
             raise TimeoutError(f"only {len(list(d.glob('arrived-*')))} of {parties} arrived")
         time.sleep(0.05)
     return {"label": label, "start": start, "end": time.time(), "pid": os.getpid()}
+
+
+def make_point(x: int, y: int) -> Any:
+    from pydantic import BaseModel
+
+    class Point(BaseModel):
+        x: int
+        y: int
+
+    return Point(x=x, y=y)

@@ -265,3 +265,27 @@ async def test_late_follower_replays_all_events():
     types = [e.type async for e in follow_run(run_id)]
     assert types[0] == "run_started" and types[-1] == "run_finished"
     assert types.count("step_finished") == 2
+
+
+async def test_typed_state_and_typed_outputs():
+    wf = Workflow(
+        name="typed_state",
+        state_schema={
+            "type": "object",
+            "required": ["point", "n"],
+            "properties": {
+                "point": {"type": "object", "required": ["x", "y"]},
+                "n": {"type": "integer"},
+            },
+        },
+        steps=[
+            FunctionStep(id="point", function=f"{H}:make_point", args={"x": 1, "y": 2}),
+            FunctionStep(id="n", function=f"{H}:identity", args={"x": "{{ input.n }}"}),
+        ],
+    )
+    ok = await wait_run(await start_run(wf, {"n": 3}), timeout=120)
+    assert ok.status == "succeeded", ok.error
+    assert ok.output == {"point": {"x": 1, "y": 2}, "n": 3}  # a pydantic model, stored as JSON
+    bad = await wait_run(await start_run(wf, {"n": "three"}), timeout=120)
+    assert bad.status == "failed"
+    assert bad.error["code"] == "LUMOS-E012" and "state after step 1.n" in bad.error["message"]
