@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
@@ -65,7 +66,20 @@ async def _follow(run_id: str, as_json: bool) -> tuple[Any, list[dict[str, Any]]
     return await get_run(run_id), seen
 
 
-def _finish(info: Any, events: list[dict[str, Any]], as_json: bool, embedded: bool) -> None:
+def _drive(begin: Callable[[], Awaitable[tuple[str, str]]], as_json: bool) -> None:
+    """Start or resume a run, follow its events to the end, print the outcome."""
+
+    async def go() -> None:
+        run_id, note = await begin()
+        if not as_json:
+            click.echo(note)
+        info, events = await _follow(run_id, as_json)
+        _finish(info, events, as_json)
+
+    asyncio.run(go())
+
+
+def _finish(info: Any, events: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         emit({"run": info.model_dump(), "events": events}, True)
     else:
@@ -100,16 +114,13 @@ def register(cli: click.Group) -> None:
 
         wf = get_workflow(workflow)
         data = _parse_input(input_json)
-        embedded = _connect(address)
+        _connect(address)
 
-        async def go() -> None:
+        async def begin() -> tuple[str, str]:
             run_id = await start_run(wf, data)
-            if not as_json:
-                click.echo(f"run {run_id} started ({wf.name})")
-            info, events = await _follow(run_id, as_json)
-            _finish(info, events, as_json, embedded)
+            return run_id, f"run {run_id} started ({wf.name})"
 
-        asyncio.run(go())
+        _drive(begin, as_json)
 
     @cli.group("runs")
     def runs() -> None:
@@ -181,16 +192,13 @@ def register(cli: click.Group) -> None:
         from lumos_ray.actors.runs import resume_run
 
         data = _parse_input(input_json)
-        embedded = _connect(address)
+        _connect(address)
 
-        async def go() -> None:
+        async def begin() -> tuple[str, str]:
             info = await resume_run(run_id, data)
-            if not as_json:
-                click.echo(f"run {info.id} resumed")
-            info, events = await _follow(run_id, as_json)
-            _finish(info, events, as_json, embedded)
+            return info.id, f"run {info.id} resumed"
 
-        asyncio.run(go())
+        _drive(begin, as_json)
 
     @runs.command("cancel")
     @click.argument("run_id")
