@@ -216,8 +216,12 @@ def write_bad_files(directory: Path) -> dict[str, str]:
     (directory / "slides.pptx").write_bytes(b"PK\x03\x04 binary office file")
     (directory / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     (directory / "empty.md").write_text("   \n")
-    return {"broken.pdf": "pdf", "slides.pptx": "unsupported", "latin1.txt": "utf-8",
-            "empty.md": "no extractable text"}
+    return {
+        "broken.pdf": "pdf",
+        "slides.pptx": "unsupported",
+        "latin1.txt": "utf-8",
+        "empty.md": "no extractable text",
+    }
 
 
 def answer_recall(hits_per_question: list[list[str]]) -> float:
