@@ -24,14 +24,18 @@ from lumos_ray.federated import FederationConfig
 pytestmark = pytest.mark.slow
 
 
-def _simulate(ray_cluster, tmp_path: Path, cfg: dict, run_name: str, timeout: int = 420):
+def _simulate(
+    ray_cluster, tmp_path: Path, cfg: dict, run_name: str, timeout: int = 420, cli: bool = False
+):
     cfg_file = tmp_path / f"{run_name}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
+    # The Ray-job entrypoint, or the user-facing command (`lumos federate simulate`).
+    entry = ["lumos_ray", "federate", "simulate"] if cli else ["lumos_ray.federated._job"]
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
-            "lumos_ray.federated._job",
+            *entry,
             str(cfg_file),
             "--address",
             ray_cluster.address,
@@ -75,7 +79,7 @@ TABULAR = {
 
 
 def test_simulation_4_sites_3_rounds_loss_decreases_and_matches_centralized(ray_cluster, tmp_path):
-    proc, status, rounds = _simulate(ray_cluster, tmp_path, TABULAR, "sim-fedavg")
+    proc, status, rounds = _simulate(ray_cluster, tmp_path, TABULAR, "sim-fedavg", cli=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert status["state"] == "succeeded"
     assert [r["round"] for r in rounds] == [1, 2, 3]
