@@ -261,6 +261,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     t_start = time.perf_counter()
     tokens_this_run = 0
     tokens_since_log = 0
+    orders: dict[int, list[int]] = {}
     ckpt_every = spec.checkpoint.every_steps
     eval_every = spec.training.eval_every_steps
     while step < total_steps:
@@ -268,7 +269,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for j in range(accum):
             m = step * accum + j
             epoch, pos = divmod(m, micro_per_epoch)
-            order = _epoch_order(len(train_tok), spec.training.seed, epoch, rank, world)
+            if epoch not in orders:
+                orders.clear()
+                orders[epoch] = _epoch_order(len(train_tok), spec.training.seed, epoch, rank, world)
+            order = orders[epoch]
             batch_ex = [train_tok[i] for i in order[pos * bs : (pos + 1) * bs]]
             batch = {k: v.to(device) for k, v in collate(batch_ex, pad_id).items()}
             s, n = _token_loss(model, batch)
@@ -277,26 +281,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             loss_sum += float(s)
             n_tok += n
             n_in += int(batch["attention_mask"].sum())
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat(
-            [g.reshape(-1).float() for g in grads]
-            + [
-                torch.tensor(
-                    [loss_sum, float(n_tok), float(n_in)],
-                    dtype=torch.float32,
-                    device=grads[0].device,
-                )
-            ]
-        )
         if distributed:
+            # One all-reduce per step: every adapter gradient plus the step's counters.
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = torch.cat(
+                [g.reshape(-1).float() for g in grads]
+                + [
+                    torch.tensor(
+                        [loss_sum, float(n_tok), float(n_in)],
+                        dtype=torch.float32,
+                        device=grads[0].device,
+                    )
+                ]
+            )
             dist.all_reduce(flat)
             flat /= world
-        off = 0
-        for p, g in zip(params, grads, strict=True):
-            k = g.numel()
-            p.grad = flat[off : off + k].view_as(p).to(p.dtype)
-            off += k
-        loss_sum_all, n_tok_all, n_in_all = (flat[off:] * world).tolist()
+            off = 0
+            for p, g in zip(params, grads, strict=True):
+                k = g.numel()
+                p.grad = flat[off : off + k].view_as(p).to(p.dtype)
+                off += k
+            loss_sum_all, n_tok_all, n_in_all = (flat[off:] * world).tolist()
+        else:
+            loss_sum_all, n_tok_all, n_in_all = loss_sum, float(n_tok), float(n_in)
         if spec.optimizer.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, spec.optimizer.max_grad_norm)
         opt.step()
