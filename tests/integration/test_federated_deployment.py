@@ -59,7 +59,13 @@ class Federation:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.home = root / "home"
-        self.env = {**os.environ, "LUMOS_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "LUMOS_HOME": str(self.home),
+            "PYTHONUNBUFFERED": "1",
+            # where the SuperLink/SuperNodes install the app (FAB): not the user's ~/.flwr
+            "FLWR_HOME": str(root / "flwr-home"),
+        }
         self.fleet, self.control, self.appio = _free_port(), _free_port(), _free_port()
         self.certs = root / "certs"
         self.procs: dict[str, subprocess.Popen] = {}
