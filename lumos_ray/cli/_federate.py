@@ -381,14 +381,50 @@ def simulate_cmd(
     )
 
 
+def _job_headers() -> dict[str, str]:
+    """Ray 2.60 clusters use token auth by default: send the local token unless the
+    user configured Ray's own client auth (same rule as `lumos finetune`)."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            return {}
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> dict:
+    """Run the simulation as a Ray job (driver on the cluster), following its log."""
+    import shlex
+
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    from lumos_ray.errors import ConnectionFailedError
+
     name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    client = JobSubmissionClient(address)
-    entry = (
-        f"{sys.executable} -m lumos_ray.federated._job --config-json "
-        f"'{cfg.model_dump_json()}' --address auto --run-name {name}"
+    try:
+        client = JobSubmissionClient(address, headers=_job_headers())
+    except Exception as exc:
+        raise ConnectionFailedError(
+            f"Could not reach the Ray Jobs API at {address!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    local = any(h in address for h in ("127.0.0.1", "localhost"))
+    python = os.environ.get("LUMOS_JOB_PYTHON") or (sys.executable if local else "python")
+    entry = " ".join(
+        [
+            python,
+            "-m",
+            "lumos_ray.federated._job",
+            "--config-json",
+            shlex.quote(cfg.model_dump_json()),
+            "--address",
+            "auto",
+            "--run-name",
+            shlex.quote(name),
+        ]
     )
     job_id = client.submit_job(entrypoint=entry, metadata={"lumos": "federated", "run": name})
     if not as_json:
@@ -404,11 +440,12 @@ def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> 
         if st in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             break
         time.sleep(2)
-    result = {
+    logs = client.get_job_logs(job_id)
+    result: dict[str, Any] = {
         "run": name,
         "job_id": job_id,
-        "state": "succeeded" if st == JobStatus.SUCCEEDED else "failed",
         "rounds_done": None,
+        "state": "succeeded" if st == JobStatus.SUCCEEDED else "failed",
     }
     for line in logs.splitlines():
         if line.startswith("[lumos federate] RESULT "):
