@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check lumos_ray tests benchmarks
-	$(BIN)/python -m pytest -q -ra tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra tests/unit tests/integration $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -ra tests/unit $(PYTEST_ARGS)

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from lumos_ray.errors import ConnectionFailedError, JobError, LumosError, NotFoundError
 from lumos_ray.finetune._spec import FinetuneJobSpec
 from lumos_ray.finetune._telemetry import parse_progress_line
+from lumos_ray.runtime import jobs_auth_headers
 
 __all__ = [
     "FinetuneJobInfo",
@@ -55,22 +56,6 @@ class FinetuneJobInfo(BaseModel):
     error: dict[str, Any] | None = None
 
 
-def _auth_headers() -> dict[str, str]:
-    """Ray 2.60 clusters use token auth by default. When the user has not configured
-    Ray's own client auth (RAY_AUTH_MODE), send the local token so `lumos finetune`
-    works against a `ray start --head` cluster on this machine out of the box."""
-    if os.environ.get("RAY_AUTH_MODE"):
-        return {}
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    if not token:
-        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-        try:
-            token = path.read_text().strip()
-        except OSError:
-            return {}
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def _dashboard_address(address: str | None) -> str | None:
     if address in (None, "", "local"):
         raise ConnectionFailedError(
@@ -95,7 +80,7 @@ def make_client(address: str | None) -> Any:
 
     addr = _dashboard_address(address)
     try:
-        return JobSubmissionClient(addr, headers=_auth_headers())
+        return JobSubmissionClient(addr, headers=jobs_auth_headers())
     except Exception as exc:
         raise ConnectionFailedError(
             f"Could not reach the Ray Jobs API at {addr!r}: {type(exc).__name__}: {exc}"
