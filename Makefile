@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.lumos-installed
 # ($$PIP_FIND_LINKS, /opt/wheels), otherwise PyTorch's own CPU index.
 WHEELS ?= $(or $(PIP_FIND_LINKS),$(wildcard /opt/wheels))
 TORCH_SRC := $(if $(WHEELS),--find-links $(WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+# uv itself is pinned by the lock (flwr depends on it), so one version is installed.
+UV_VERSION := $(shell sed -n "s/^uv==//p" requirements.lock)
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-unit test-integration lint bench clean
@@ -17,7 +19,7 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip
-	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install --python $(BIN)/python $(TORCH_SRC) --excludes .uv-excludes.txt -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@

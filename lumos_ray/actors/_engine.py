@@ -124,6 +124,11 @@ def _call_tool(tool: Any, args: dict[str, Any], ctx: Any, carrier):  # type: ign
 
 _LEAVES = (AgentStep, ToolStep, FunctionStep, HumanStep)
 
+# Tool and function steps are mostly glue (I/O, small transforms): reserving a whole
+# CPU each, Ray's task default, would serialise a fan-out on a laptop and can starve
+# behind a served model's reservation. A step that computes sets resources.num_cpus.
+DEFAULT_STEP_CPUS = 0.1
+
 
 class Engine:
     """One run's execution. ``record(path, output)`` persists a checkpoint;
@@ -291,7 +296,7 @@ class Engine:
         key = f"{self.run_id}:{path}:{attempt}"
         if isinstance(step, AgentStep):
             return await self._agent(wf, step, scope, path, carrier)
-        opts = {"num_cpus": 1, **step.resources.ray_options()}
+        opts = {"num_cpus": DEFAULT_STEP_CPUS, **step.resources.ray_options()}
         if isinstance(step, FunctionStep):
             fn = step.function
             if isinstance(fn, str):

@@ -512,6 +512,66 @@ def test_openai_chat_model_drives_an_agent(served: Any, client: httpx.Client) ->
     assert result.usage.get("completion_tokens") == 12
 
 
+# -- runs API: workflows over HTTP ---------------------------------------------------------
+
+
+def _sse(client: httpx.Client, path: str, **headers: str) -> list[dict[str, Any]]:
+    """Read a whole server-sent-event stream into [{id, event, data}]."""
+    events: list[dict[str, Any]] = []
+    cur: dict[str, Any] = {}
+    with client.stream("GET", path, headers=headers) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if not line:
+                if cur:
+                    events.append(cur)
+                cur = {}
+                continue
+            field, _, value = line.partition(": ")
+            cur[field] = json.loads(value) if field == "data" else value
+    return events
+
+
+def test_runs_api_start_stream_resume_cancel_over_http(client: httpx.Client) -> None:
+    # configs/workflows/approval.yaml: a tool step, then a human approval step.
+    listed = client.get("/workflows").json()["data"]
+    assert "approval" in {w["name"] for w in listed}
+
+    r = client.post("/workflows/approval/runs", json={"input": {"amount": 100}})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    first = _sse(client, f"/runs/{run_id}/events")
+    kinds = [e["event"] for e in first]
+    assert kinds[0] == "run_started" and "step_finished" in kinds
+    assert kinds[-2:] == ["run_suspended", "end"] and first[-1]["data"]["status"] == "suspended"
+    assert first[-2]["data"]["prompt"] == "Pay 100 with a fee of 2.0?"
+
+    bad = client.post(f"/runs/{run_id}/resume", json={"input": {"approved": "yes"}})
+    assert bad.status_code == 422 and bad.json()["error"]["lumos_code"] == "LUMOS-E012"
+    ok = client.post(f"/runs/{run_id}/resume", json={"input": {"approved": True}})
+    assert ok.status_code == 200, ok.text
+    # A follower that reconnects with Last-Event-ID gets only what it has not seen.
+    rest = _sse(client, f"/runs/{run_id}/events", **{"Last-Event-ID": first[-2]["id"]})
+    assert [e["event"] for e in rest][:1] == ["input_received"]
+    assert rest[-1] == {"event": "end", "data": {"status": "succeeded"}}
+    done = client.get(f"/runs/{run_id}").json()
+    assert done["status"] == "succeeded" and done["output"] == {"approved": True, "total": 102}
+
+    r = client.post("/workflows/approval/runs", json={"input": {"amount": 5}})
+    other = r.json()["id"]
+    _sse(client, f"/runs/{other}/events")  # until it suspends
+    c = client.post(f"/runs/{other}/cancel")
+    assert c.status_code == 200 and c.json()["status"] == "cancelled"
+    again = client.post(f"/runs/{other}/cancel")
+    assert again.status_code == 409
+
+    assert client.post("/workflows/nope/runs", json={}).status_code == 404
+    assert client.get("/runs/run-does-not-exist").status_code == 404
+    bad_input = client.post("/workflows/approval/runs", json={"input": {"amount": -1}})
+    assert bad_input.status_code == 422
+
+
 # -- fault tolerance (keep last: it replaces the engine) ------------------------------------
 
 
