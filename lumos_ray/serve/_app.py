@@ -223,6 +223,10 @@ def stop(app_name: str = "lumos-serve", *, address: str | None = None) -> bool:
     existed = app_name in serve.status().applications
     if existed:
         serve.delete(app_name, _blocking=True)
+    if not serve.status().applications:
+        # Nothing left: stop Serve itself, so the next start applies its own HTTP
+        # options (a running Serve keeps the port it was first started with).
+        serve.shutdown()
     try:
         _state_file().unlink()
     except OSError:
