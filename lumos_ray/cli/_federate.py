@@ -381,21 +381,6 @@ def simulate_cmd(
     )
 
 
-def _job_headers() -> dict[str, str]:
-    """Ray 2.60 clusters use token auth by default: send the local token unless the
-    user configured Ray's own client auth (same rule as `lumos finetune`)."""
-    if os.environ.get("RAY_AUTH_MODE"):
-        return {}
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    if not token:
-        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-        try:
-            token = path.read_text().strip()
-        except OSError:
-            return {}
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> dict:
     """Run the simulation as a Ray job (driver on the cluster), following its log."""
     import shlex
@@ -403,10 +388,11 @@ def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from lumos_ray.errors import ConnectionFailedError
+    from lumos_ray.runtime import jobs_auth_headers
 
     name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        client = JobSubmissionClient(address, headers=_job_headers())
+        client = JobSubmissionClient(address, headers=jobs_auth_headers())
     except Exception as exc:
         raise ConnectionFailedError(
             f"Could not reach the Ray Jobs API at {address!r}: {type(exc).__name__}: {exc}"
