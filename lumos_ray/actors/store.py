@@ -26,7 +26,6 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    func,
     insert,
     select,
     update,
@@ -270,36 +269,6 @@ class RunStore:
             return [dict(r._mapping) for r in rows]
 
     # -- agent memory -----------------------------------------------------------
-    def load_messages(self, agent: str, thread_id: str) -> list[dict[str, Any]]:
-        with self._engine.connect() as c:
-            rows = c.execute(
-                select(messages.c.message)
-                .where(
-                    messages.c.tenant_id == self.tenant_id,
-                    messages.c.agent == agent,
-                    messages.c.thread_id == thread_id,
-                )
-                .order_by(messages.c.seq)
-            )
-            return [r[0] for r in rows]
-
-    def append_messages(self, agent: str, thread_id: str, new: list[dict[str, Any]]) -> None:
-        if not new:
-            return
-        with self._engine.begin() as c:
-            c.execute(
-                insert(messages),
-                [
-                    {
-                        "tenant_id": self.tenant_id,
-                        "agent": agent,
-                        "thread_id": thread_id,
-                        "message": m,
-                    }
-                    for m in new
-                ],
-            )
-
     def append_messages_many(
         self, agent: str, items: list[tuple[str, list[dict[str, Any]]]]
     ) -> None:
@@ -330,14 +299,6 @@ class RunStore:
             for t, m in rows:
                 out[t].append(m)
         return out
-
-    def count_threads(self, agent: str) -> int:
-        with self._engine.connect() as c:
-            return c.execute(
-                select(func.count(func.distinct(messages.c.thread_id))).where(
-                    messages.c.agent == agent, messages.c.tenant_id == self.tenant_id
-                )
-            ).scalar_one()
 
     def load_working_memory(self, agent: str, thread_id: str) -> dict[str, Any]:
         with self._engine.connect() as c:

@@ -122,11 +122,8 @@ def available_target_modules(model: Any) -> list[str]:
     return sorted(names)
 
 
-def wrap_with_lora(model: Any, spec: FinetuneJobSpec) -> Any:
-    """A peft model with only the adapter trainable; unknown target modules are an error
-    that lists the ones the model has."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
+def check_target_modules(model: Any, spec: FinetuneJobSpec) -> None:
+    """Unknown LoRA target modules are an error that lists the ones the model has."""
     available = available_target_modules(model)
     missing = [t for t in spec.lora.target_modules if t not in available]
     if missing:
@@ -137,6 +134,14 @@ def wrap_with_lora(model: Any, spec: FinetuneJobSpec) -> Any:
             available=available,
             missing=missing,
         )
+
+
+def wrap_with_lora(model: Any, spec: FinetuneJobSpec) -> Any:
+    """A peft model with only the adapter trainable; unknown target modules are an error
+    that lists the ones the model has."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    check_target_modules(model, spec)
     if spec.qlora.enabled:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     cfg = LoraConfig(

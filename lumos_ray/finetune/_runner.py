@@ -42,7 +42,7 @@ class FinetuneResult(BaseModel):
 def preflight(spec: FinetuneJobSpec) -> None:
     """Cheap checks that fail in seconds instead of inside the workers: every dataset
     line parses and has its fields, the base model and target modules exist."""
-    from lumos_ray.finetune._model import available_target_modules
+    from lumos_ray.finetune._model import check_target_modules
 
     d = spec.dataset
     load_splits(
@@ -57,23 +57,13 @@ def preflight(spec: FinetuneJobSpec) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lumos_ray.errors import ConfigError
     from lumos_ray.finetune._model import _check_model_dir
 
     _check_model_dir(spec.base_model)
     cfg = AutoConfig.from_pretrained(spec.base_model)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(cfg)
-    available = available_target_modules(skeleton)
-    missing = [t for t in spec.lora.target_modules if t not in available]
-    if missing:
-        raise ConfigError(
-            f"lora.target_modules {missing} not found in {spec.base_model}; "
-            f"available modules: {available}",
-            fix=f"Pick target modules from: {', '.join(available)}.",
-            available=available,
-            missing=missing,
-        )
+    check_target_modules(skeleton, spec)
 
 
 def _check_cluster_resources(spec: FinetuneJobSpec) -> None:
