@@ -9,11 +9,13 @@ calls ``ray.init``: everything asks this module for a connection or a named acto
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,17 +144,18 @@ def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, 
         temp_dir = tempfile.mkdtemp(prefix="lumos-ray-")
         atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)
         try:
-            ctx = ray.init(
-                address="local",
-                namespace=settings.namespace,
-                num_cpus=settings.num_cpus,
-                include_dashboard=False,
-                _temp_dir=temp_dir,
-                _node_ip_address="127.0.0.1",
-                runtime_env={"env_vars": env},
-                log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
-                configure_logging=False,
-            )
+            with _loopback_only():
+                ctx = ray.init(
+                    address="local",
+                    namespace=settings.namespace,
+                    num_cpus=settings.num_cpus,
+                    include_dashboard=False,
+                    _temp_dir=temp_dir,
+                    _node_ip_address="127.0.0.1",
+                    runtime_env={"env_vars": env},
+                    log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
+                    configure_logging=False,
+                )
             return temp_dir, ctx
         except Exception as exc:
             if "timed out during startup" not in str(exc):
@@ -166,6 +169,39 @@ def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, 
                     "with --address.",
                 ) from None
     raise AssertionError("unreachable")
+
+
+#: Ray's switch for single-node, loopback-only clusters (its macOS/Windows default).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make the embedded cluster listen on 127.0.0.1 only.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray turns a loopback
+    node address into the machine's external IP, and its GCS, raylet and workers then
+    listen on every interface. Ray keeps a node on loopback only when clusters are
+    disabled (its macOS/Windows mode), read from ``LOOPBACK_ENV`` at import time. So
+    for the start only, the flag is set in the environment (inherited by the GCS,
+    raylet, agents and through them every worker) and in the already-imported
+    constant, then both are restored, so a later ``--address`` connection in this
+    process still resolves the real node IP.
+    """
+    from ray._private import ray_constants
+
+    old_env = os.environ.get(LOOPBACK_ENV)
+    old_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = old_env
 
 
 def get_or_create_actor(

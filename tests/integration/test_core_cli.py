@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from lumos_ray import runtime
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -134,6 +136,7 @@ def head_cluster(tmp_path_factory):
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env.pop("RAY_ADDRESS", None)
+    env[runtime.LOOPBACK_ENV] = "0"  # keep the test cluster on 127.0.0.1 (see runtime)
     cmd = [
         str(BIN / "ray"),
         "start",
