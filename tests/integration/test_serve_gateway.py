@@ -316,14 +316,6 @@ def test_tool_calling_returns_openai_tool_calls(client: httpx.Client) -> None:
     json.loads(call["function"]["arguments"])  # valid JSON text
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Known gap: through LLMServer (vLLM's OpenAI chat path with the hermes "
-    "parser) a forced call's arguments came back as the bare JSON value 'false' "
-    "instead of an object matching the tool schema; vLLM offline "
-    "(SamplingParams(structured_outputs=json schema)) constrains the same schema "
-    "correctly on this machine. Not yet diagnosed.",
-)
 @pytest.mark.parametrize(
     "schema",
     [
@@ -338,6 +330,9 @@ def test_tool_calling_returns_openai_tool_calls(client: httpx.Client) -> None:
     ids=["plain", "strict"],
 )
 def test_tool_arguments_follow_the_schema(client: httpx.Client, schema: dict) -> None:
+    """A forced call's arguments are an object of the tool's schema, not free JSON: the
+    served config sets ``tool_strict_level: parameter`` so vLLM's structural tag pins
+    the arguments (lumos-tiny left alone emits e.g. ``false``)."""
     call = _forced_tool_call(client, schema)
     args = json.loads(call["function"]["arguments"])
     assert isinstance(args, dict) and set(args) == {"city"}, call
