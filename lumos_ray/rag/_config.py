@@ -86,10 +86,24 @@ class ExtractorConfig(BaseModel):
     kind: Literal["offline", "llm"] = "offline"
     base_url: str | None = Field(default=None, description="llm: OpenAI-compatible base URL.")
     model: str | None = Field(default=None, description="llm: chat model name.")
-    api_key: str | None = None
-    timeout_s: float = Field(default=60.0, gt=0)
+    api_key: str | None = Field(
+        default=None, description="llm: API key (default: $LUMOS_API_KEY, then $OPENAI_API_KEY)."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="llm: per-chunk call timeout.")
     fallback_offline: bool = Field(
-        default=True, description="llm: use the offline extractor when the model call fails."
+        default=True,
+        description="llm: extract a chunk offline when its model call fails or its answer "
+        "is not the expected JSON (False: raise the error).",
+    )
+    json_mode: bool = Field(
+        default=True,
+        description="llm: ask the server for a JSON object (response_format: json_object).",
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="llm: answer length cap (default: the server's)."
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=64, description="llm: chunk calls in flight at once."
     )
 
 

@@ -104,6 +104,11 @@ class OpenAIEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         headers = {"Authorization": f"Bearer {self.cfg.api_key}"} if self.cfg.api_key else {}
         url = self.cfg.base_url.rstrip("/") + "/embeddings"  # type: ignore[union-attr]
+        fix = (
+            "Check embedding.base_url (it ends in /v1), embedding.model (a served "
+            "embedding model: GET /v1/models) and embedding.api_key, and that the server "
+            "is up (`lumos serve status`)."
+        )
         out: list[list[float]] = []
         with httpx.Client(timeout=120) as client:
             for i in range(0, len(texts), self.cfg.batch_size):
@@ -112,18 +117,44 @@ class OpenAIEmbedder:
                     resp = client.post(
                         url, json={"model": self.cfg.model, "input": batch}, headers=headers
                     )
-                    resp.raise_for_status()
+                except httpx.HTTPError as exc:
+                    raise RagError(
+                        f"Embedding request to {url} failed: {type(exc).__name__}: {exc}", fix=fix
+                    ) from None
+                if resp.status_code >= 400:
+                    raise RagError(
+                        f"Embedding request to {url} (model {self.cfg.model!r}) answered "
+                        f"{resp.status_code}: {resp.text[:300]}",
+                        fix=fix,
+                    )
+                try:
                     data = sorted(resp.json()["data"], key=lambda d: d["index"])
-                except (httpx.HTTPError, KeyError, ValueError) as exc:
-                    raise RagError(f"Embedding request to {url} failed: {exc}") from None
-                out.extend(d["embedding"] for d in data)
-        arr = _normalize(np.asarray(out, dtype=np.float32))
-        if arr.shape[1] != self.dim:
+                    vecs = [d["embedding"] for d in data]
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise RagError(
+                        f"Embedding response from {url} is not OpenAI-shaped "
+                        f"({type(exc).__name__}: {exc}): {resp.text[:200]}",
+                        fix=fix,
+                    ) from None
+                if len(vecs) != len(batch):
+                    raise RagError(
+                        f"{url} returned {len(vecs)} embeddings for {len(batch)} inputs.", fix=fix
+                    )
+                out.extend(vecs)
+        try:
+            raw = np.asarray(out, dtype=np.float32)
+        except ValueError:  # ragged: vectors of different lengths
+            raise RagError(f"{url} returned vectors of different lengths.", fix=fix) from None
+        if raw.ndim != 2 or raw.shape[1] != self.dim:
+            got = raw.shape[1] if raw.ndim == 2 else "non-vector"
             raise RagError(
-                f"{url} returned {arr.shape[1]}-d vectors, the collection expects {self.dim}.",
-                fix="Set embedding.dim to the model's dimension when creating the collection.",
+                f"{url} (model {self.cfg.model!r}) returned {got}-d vectors, the collection "
+                f"expects {self.dim} (embedding.dim).",
+                fix="Set embedding.dim to the model's dimension when creating the collection "
+                "(all-MiniLM-L6-v2: 384); an existing collection keeps its dimension, so "
+                "re-create it to change models.",
             )
-        return arr
+        return _normalize(raw)
 
 
 def make_embedder(cfg: EmbeddingConfig) -> Embedder:

@@ -6,7 +6,8 @@
   sentence are related by the words between them. Crude, but it links a document that
   mentions "Ilse Marquand" to the document about her, which is what multi-hop
   retrieval needs.
-- :class:`LLMExtractor` asks a chat model (OpenAI-compatible) for JSON triples.
+- :class:`LLMExtractor` asks a chat model (:mod:`lumos_ray.actors.models`: an
+  OpenAI-compatible server such as the gateway, or any ``ChatModel``) for JSON triples.
 
 Both return :class:`Extraction` per chunk; entity keys are normalized names so the
 same entity found in two documents (or on two shards) is one node.
@@ -14,13 +15,17 @@ same entity found in two documents (or on two shards) is one node.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import itertools
 import json
+import logging
 import re
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from lumos_ray.errors import RagError
+from lumos_ray.actors.models import ChatModel, OpenAIChatModel
+from lumos_ray.errors import LumosError, RagError
 from lumos_ray.rag._config import ExtractorConfig
 
 __all__ = [
@@ -32,6 +37,8 @@ __all__ = [
     "make_extractor",
     "parse_llm_triples",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,81 +150,228 @@ _PROMPT = (
     'with JSON only: {"entities": ["name", ...], "relations": [["head", "relation", '
     '"tail"], ...]}.\n\nText:\n'
 )
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
+
+
+def _json_object(content: str) -> dict[str, Any]:
+    """The first JSON object in a model's answer: bare, fenced, or inside prose."""
+    text = content.strip()
+    candidates = [text, *(m.group(1).strip() for m in _FENCE.finditer(text))]
+    decoder = json.JSONDecoder()
+    last_error: json.JSONDecodeError | None = None
+    for cand in candidates:
+        try:
+            data = json.loads(cand)
+        except json.JSONDecodeError as exc:
+            last_error = exc
+        else:
+            if isinstance(data, dict):
+                return data
+    # Prose around the object: try each '{' until one starts a complete object.
+    for m in re.finditer(r"\{", text):
+        try:
+            data, _ = decoder.raw_decode(text, m.start())
+        except json.JSONDecodeError as exc:
+            last_error = last_error or exc
+            continue
+        if isinstance(data, dict):
+            return data
+    if "{" not in text:
+        raise RagError(f"extractor model returned no JSON object: {content[:200]!r}")
+    raise RagError(f"extractor model returned invalid JSON ({last_error}): {content[:200]!r}")
+
+
+def _triple(item: Any) -> tuple[str, str, str] | None:
+    """["head", "relation", "tail"] or {"head"/"subject"/"source", "relation"/...}."""
+    if isinstance(item, dict):
+        get = lambda *names: next((item[n] for n in names if n in item), None)  # noqa: E731
+        item = [
+            get("head", "subject", "source", "from"),
+            get("relation", "predicate", "type", "label"),
+            get("tail", "object", "target", "to"),
+        ]
+    if isinstance(item, list | tuple) and len(item) == 3 and all(isinstance(x, str) for x in item):
+        h, r, t = (x.strip() for x in item)
+        return h, r, t
+    return None
 
 
 def parse_llm_triples(content: str) -> Extraction:
-    """Parse a chat model's answer (JSON, possibly wrapped in prose or fences)."""
-    m = re.search(r"\{.*\}", content, re.S)
-    if not m:
-        raise RagError(f"extractor model returned no JSON object: {content[:200]!r}")
-    try:
-        data = json.loads(m.group(0))
-    except json.JSONDecodeError as exc:
-        raise RagError(f"extractor model returned invalid JSON: {exc}") from None
+    """Parse a chat model's answer into an :class:`Extraction`.
+
+    Accepts the JSON object bare, in a Markdown fence, or wrapped in prose; relations
+    as ``[head, relation, tail]`` lists or ``{"head", "relation", "tail"}`` objects.
+    Raises :class:`RagError` when there is no JSON object or it has the wrong shape.
+    """
+    data = _json_object(content)
+    entities = data.get("entities") or []
+    relations = data.get("relations") or []
+    if not isinstance(entities, list) or not isinstance(relations, list):
+        raise RagError(
+            "extractor model answered JSON without the expected lists: "
+            f'"entities" is {type(entities).__name__}, "relations" is '
+            f"{type(relations).__name__}: {content[:200]!r}"
+        )
     out = Extraction()
-    for name in data.get("entities") or []:
+    for name in entities:
+        if isinstance(name, dict):  # {"name": ..., "type": ...}
+            name = name.get("name")
         if isinstance(name, str) and entity_key(name):
             out.entities.setdefault(entity_key(name), name.strip())
-    for triple in data.get("relations") or []:
-        if (
-            isinstance(triple, list | tuple)
-            and len(triple) == 3
-            and all(isinstance(x, str) for x in triple)
-        ):
-            h, r, t = (x.strip() for x in triple)
-            kh, kt = entity_key(h), entity_key(t)
-            if kh and kt and kh != kt:
-                out.entities.setdefault(kh, h)
-                out.entities.setdefault(kt, t)
-                out.relations.append((kh, r.lower() or "related to", kt))
+    for item in relations:
+        triple = _triple(item)
+        if triple is None:
+            continue
+        h, r, t = triple
+        kh, kt = entity_key(h), entity_key(t)
+        if kh and kt and kh != kt:
+            out.entities.setdefault(kh, h)
+            out.entities.setdefault(kt, t)
+            out.relations.append((kh, r.lower() or "related to", kt))
     return out
 
 
 class LLMExtractor:
-    """JSON triples from a chat model behind an OpenAI-compatible URL."""
+    """JSON triples from a chat model (:class:`~lumos_ray.actors.models.ChatModel`).
 
-    def __init__(self, cfg: ExtractorConfig) -> None:
-        if not cfg.base_url or not cfg.model:
-            raise RagError(
-                "extractor.kind 'llm' needs extractor.base_url and extractor.model.",
-                fix="Point it at the gateway (http://127.0.0.1:8000/v1) and a served model.",
+    By default the model is an :class:`~lumos_ray.actors.models.OpenAIChatModel` built
+    from the config (``base_url``, ``model``, ``api_key``, ``timeout_s``) and asked for
+    JSON mode (``response_format: json_object``, temperature 0). Any other chat model
+    can be passed as ``model=`` (e.g. a :class:`~lumos_ray.testing.FunctionModel` in
+    tests, or an in-process model): it gets the same prompt, and its answer is parsed
+    with :func:`parse_llm_triples`.
+
+    :meth:`extract` is synchronous (the router calls it from a worker thread) and runs
+    the chunk calls of one batch concurrently (``cfg.concurrency``) on a private event
+    loop; from async code use :meth:`aextract`. A chunk whose call or answer fails is
+    extracted offline when ``cfg.fallback_offline`` (counted in :attr:`fallbacks`,
+    the last reason in :attr:`last_error`); otherwise the :class:`RagError` is raised.
+    """
+
+    def __init__(self, cfg: ExtractorConfig | None = None, *, model: ChatModel | None = None):
+        cfg = cfg if cfg is not None else ExtractorConfig(kind="llm")
+        if model is None:
+            if not cfg.base_url or not cfg.model:
+                raise RagError(
+                    "extractor.kind 'llm' needs extractor.base_url and extractor.model "
+                    "(or a chat model passed as LLMExtractor(cfg, model=...)).",
+                    fix="Point it at the gateway (http://127.0.0.1:8000/v1) and a served "
+                    "chat model, e.g. extractor: {kind: llm, base_url: "
+                    "http://127.0.0.1:8000/v1, model: lumos-tiny}.",
+                )
+            model = OpenAIChatModel(
+                cfg.model,
+                cfg.base_url,
+                cfg.api_key,
+                timeout_s=cfg.timeout_s,
+                extra_body=self._request_options(cfg),
             )
         self.cfg = cfg
+        self.model = model
+        self.fallbacks = 0
+        self.last_error: RagError | None = None
         self._offline = OfflineExtractor()
 
-    def _call(self, text: str) -> Extraction:
-        import httpx
+    @staticmethod
+    def _request_options(cfg: ExtractorConfig) -> dict[str, Any]:
+        body: dict[str, Any] = {"temperature": 0}
+        if cfg.json_mode:
+            body["response_format"] = {"type": "json_object"}
+        if cfg.max_tokens:
+            body["max_tokens"] = cfg.max_tokens
+        return body
 
-        headers = {"Authorization": f"Bearer {self.cfg.api_key}"} if self.cfg.api_key else {}
-        url = self.cfg.base_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
-        body = {
-            "model": self.cfg.model,
-            "messages": [{"role": "user", "content": _PROMPT + text}],
-            "temperature": 0,
-            "response_format": {"type": "json_object"},
-        }
+    def _where(self, model: ChatModel) -> str:
+        url = getattr(model, "base_url", None)
+        return f"chat model {model.name!r}" + (f" at {url}" if url else "")
+
+    async def _call(self, model: ChatModel, text: str) -> Extraction:
+        messages = [{"role": "user", "content": _PROMPT + text}]
         try:
-            resp = httpx.post(url, json=body, headers=headers, timeout=self.cfg.timeout_s)
-            resp.raise_for_status()
-            content = resp.json()["choices"][0]["message"]["content"]
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-            raise RagError(f"extractor model call to {url} failed: {exc}") from None
-        return parse_llm_triples(content)
+            resp = await asyncio.wait_for(model.chat(messages), timeout=self.cfg.timeout_s)
+        except TimeoutError:
+            raise RagError(
+                f"extractor {self._where(model)} did not answer within {self.cfg.timeout_s} s.",
+                fix="Raise extractor.timeout_s, or check that the model server is up "
+                "(`lumos serve status`).",
+            ) from None
+        except Exception as exc:  # any failing model: reported (or fallen back from) alike
+            reason = exc.message if isinstance(exc, LumosError) else f"{type(exc).__name__}: {exc}"
+            raise RagError(
+                f"extractor call to {self._where(model)} failed: {reason}",
+                fix="Check extractor.base_url, extractor.model and extractor.api_key, and "
+                "that the server is up (`lumos serve status`); or set extractor.kind: "
+                "offline.",
+            ) from None
+        content = resp.content or ""
+        if not content.strip():
+            raise RagError(
+                f"extractor {self._where(model)} returned an empty answer "
+                f"(finish_reason={resp.finish_reason!r}).",
+                fix="Check that extractor.model is a chat model that answers text, or set "
+                "extractor.fallback_offline: true.",
+            )
+        try:
+            return parse_llm_triples(content)
+        except RagError as exc:
+            if resp.finish_reason == "length":
+                raise RagError(
+                    f"extractor {self._where(model)} was cut off at max_tokens before its "
+                    f"JSON was complete: {exc.message}",
+                    fix="Raise extractor.max_tokens, or use smaller chunks.",
+                ) from None
+            raise RagError(
+                f"{exc.message} (from {self._where(model)})",
+                fix="Use a model that follows JSON instructions (extractor.json_mode: true "
+                "asks an OpenAI-compatible server for a JSON object), or set "
+                "extractor.fallback_offline: true.",
+            ) from None
 
-    def extract(self, texts: list[str], titles: list[str]) -> list[Extraction]:
-        out = []
-        for text, title in zip(texts, titles, strict=True):
+    async def _one(self, model: ChatModel, sem: asyncio.Semaphore, text: str, title: str):
+        async with sem:
             try:
-                ex = self._call(text)
-            except RagError:
+                ex = await self._call(model, text)
+            except RagError as exc:
                 if not self.cfg.fallback_offline:
                     raise
+                self.fallbacks += 1
+                self.last_error = exc
+                log.warning("LLM extraction failed, using the offline extractor: %s", exc)
                 ex = self._offline.extract_one(text, title)
-            if title and entity_key(title):
-                ex.entities.setdefault(entity_key(title), title)
-            out.append(ex)
-        return out
+        if title and entity_key(title):
+            ex.entities.setdefault(entity_key(title), _PAREN.sub("", title).strip() or title)
+        return ex
+
+    async def aextract(self, texts: list[str], titles: list[str]) -> list[Extraction]:
+        """Async :meth:`extract`, for callers already on an event loop."""
+        if len(texts) != len(titles):
+            raise ValueError("texts and titles must have the same length")
+        # An OpenAI client is bound to the loop it was made on: a copy per run gets its own.
+        model = copy.copy(self.model) if isinstance(self.model, OpenAIChatModel) else self.model
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(self._one(model, sem, t, ti) for t, ti in zip(texts, titles, strict=True))
+                )
+            )
+        finally:
+            client = getattr(model, "_client", None) if model is not self.model else None
+            if client is not None:
+                await client.aclose()
+
+    def extract(self, texts: list[str], titles: list[str]) -> list[Extraction]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.aextract(texts, titles))
+        raise RagError(
+            "LLMExtractor.extract() was called on a running event loop; it would block it.",
+            fix="Use `await extractor.aextract(...)`, or call extract() in a worker thread "
+            "(`await asyncio.to_thread(extractor.extract, texts, titles)`).",
+        )
 
 
-def make_extractor(cfg: ExtractorConfig) -> Extractor:
-    return LLMExtractor(cfg) if cfg.kind == "llm" else OfflineExtractor()
+def make_extractor(cfg: ExtractorConfig, model: ChatModel | None = None) -> Extractor:
+    """The extractor ``cfg.kind`` names; ``model`` overrides the LLM extractor's model."""
+    return LLMExtractor(cfg, model=model) if cfg.kind == "llm" else OfflineExtractor()

@@ -616,3 +616,81 @@ def test_killed_llm_replica_is_replaced(served: Any, client: httpx.Client) -> No
     assert new_names and new_names != names
     # Adapters are reloaded lazily on the new replica.
     assert _completion_ids(client, "tiny-a1", PROMPTS[1]) == served[2]["offline_lora"]["a1"][1]
+
+
+# -- RAG backends through the gateway (the served embedding and chat models) ---------------
+
+
+def test_rag_openai_embedder_through_gateway_equals_local_minilm(served: Any) -> None:
+    import numpy as np
+
+    from lumos_ray.errors import RagError
+    from lumos_ray.rag._config import EmbeddingConfig
+    from lumos_ray.rag._embed import MiniLMEmbedder, OpenAIEmbedder
+
+    url = served[0]
+    texts = [
+        "Ilse Marquand designed the Harbor Bridge.",
+        "The bridge opened in 1931 in Vessant.",
+        "Bond yields rose sharply on Tuesday.",
+        "a cat sat on the mat",
+        "",
+    ]
+    cfg = EmbeddingConfig(
+        backend="openai", base_url=url, api_key=KEY, model="all-MiniLM-L6-v2", batch_size=2
+    )
+    remote = OpenAIEmbedder(cfg).embed(texts)  # 3 batched requests
+    local = MiniLMEmbedder().embed(texts)
+    assert remote.shape == local.shape == (len(texts), 384) and remote.dtype == np.float32
+    cos = np.sum(remote * local, axis=1)  # both L2-normalized
+    assert np.all(cos > 0.999), cos
+
+    wrong = OpenAIEmbedder(cfg.model_copy(update={"dim": 128}))
+    with pytest.raises(RagError, match="returned 384-d vectors, the collection expects 128"):
+        wrong.embed(texts[:1])
+    missing = OpenAIEmbedder(cfg.model_copy(update={"model": "no-such-embedder"}))
+    with pytest.raises(RagError, match="answered 404") as info:
+        missing.embed(texts[:1])
+    assert "embedding.model" in (info.value.fix or "")
+
+
+def test_rag_llm_extractor_through_gateway(served: Any) -> None:
+    """The extractor's OpenAIChatModel reaches lumos-tiny through the gateway in JSON mode.
+
+    lumos-tiny is random-init, so its answer is meaningless: in JSON mode
+    (``response_format: json_object``) vLLM constrains it to open an object, and greedy
+    decoding then writes one never-ending string key until ``max_tokens``. So the call
+    goes through and is answered (the answer starts with '{"', which plain greedy output
+    of this model does not), the strict extractor names the problem (cut off before the
+    JSON was complete), and the default extractor falls back to the offline one.
+    """
+    from lumos_ray.errors import RagError
+    from lumos_ray.rag._config import ExtractorConfig
+    from lumos_ray.rag._extract import LLMExtractor, OfflineExtractor
+
+    url = served[0]
+    texts = ["Ilse Marquand designed the Harbor Bridge in Vessant.", "Calder is a town."]
+    titles = ["Harbor Bridge", "Calder"]
+    cfg = ExtractorConfig(
+        kind="llm", base_url=url, model="lumos-tiny", api_key=KEY, max_tokens=32, timeout_s=120
+    )
+    strict = LLMExtractor(cfg.model_copy(update={"fallback_offline": False}))
+    with pytest.raises(RagError, match="cut off at max_tokens") as info:
+        strict.extract(texts[:1], titles[:1])
+    msg = info.value.message
+    assert "'lumos-tiny' at " + url in msg and "invalid JSON" in msg
+    assert "'{\"" in msg, msg  # JSON mode: the answer opens an object
+    assert "extractor.max_tokens" in (info.value.fix or "")
+
+    lenient = LLMExtractor(cfg)
+    outs = lenient.extract(texts, titles)
+    offline = OfflineExtractor().extract(texts, titles)
+    assert [(o.entities, o.relations) for o in outs] == [
+        (o.entities, o.relations) for o in offline
+    ]
+    assert lenient.fallbacks == 2 and "cut off" in str(lenient.last_error)
+
+    wrong_key = {"api_key": "sk-wrong", "fallback_offline": False}
+    bad_key = LLMExtractor(cfg.model_copy(update=wrong_key))
+    with pytest.raises(RagError, match="answered 401"):
+        bad_key.extract(texts[:1], titles[:1])
