@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -144,7 +145,7 @@ def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, 
         temp_dir = tempfile.mkdtemp(prefix="lumos-ray-")
         atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)
         try:
-            with _loopback_only():
+            with _loopback_only(), _quiet_token_notice():
                 ctx = ray.init(
                     address="local",
                     namespace=settings.namespace,
@@ -202,6 +203,25 @@ def _loopback_only() -> Iterator[None]:
             os.environ.pop(LOOPBACK_ENV, None)
         else:
             os.environ[LOOPBACK_ENV] = old_env
+
+
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this")
+
+
+@contextlib.contextmanager
+def _quiet_token_notice() -> Iterator[None]:
+    """Ray enables token auth for every new local cluster (and generates the token) and
+    says so on stderr each time: noise on every `lumos` command for an embedded cluster
+    that is loopback-only anyway. Only that notice is dropped; auth stays on."""
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = _DropTokenNotice()
+    log.addFilter(notice)
+    try:
+        yield
+    finally:
+        log.removeFilter(notice)
 
 
 def get_or_create_actor(
