@@ -25,7 +25,7 @@ from lumos_ray.actors.tools import ToolContext
 if TYPE_CHECKING:
     from lumos_ray.actors.agent import Agent
 
-__all__ = ["AgentActor", "actor_for", "actor_name"]
+__all__ = ["AgentActor", "actor_for", "actor_name", "spec_fingerprint"]
 
 _CACHE_THREADS = int(os.environ.get("LUMOS_AGENT_CACHE_THREADS", "100000"))
 
@@ -34,19 +34,25 @@ def actor_name(agent_name: str, replica: int) -> str:
     return f"lumos-agent-{agent_name}-{replica}"
 
 
-class AgentActor:
-    def __init__(self, spec: Agent, replica: int = 0) -> None:
-        from lumos_ray.actors.tools import resolve_tools
+def spec_fingerprint(spec: Agent) -> str:
+    """Identity of an agent spec: its pickled bytes (model, tools and all), hashed.
 
+    Cheap next to a turn and stable for the same definition, so a redeployed agent
+    whose spec changed is told apart from the running one without comparing objects
+    across processes."""
+    import hashlib
+
+    import cloudpickle
+
+    return hashlib.sha256(cloudpickle.dumps(spec)).hexdigest()[:32]
+
+
+class AgentActor:
+    def __init__(self, spec: Agent, replica: int = 0, fingerprint: str = "") -> None:
         tracing.setup_tracing()
-        self.spec = spec
         self.replica = replica
-        self.model = build_model(spec.model)
-        self.tools = {t.name: t for t in resolve_tools(spec.tools)}
         self._notes: dict[str, dict[str, Any]] = {}
-        if spec.memory.working:
-            for t in self._memory_tools():
-                self.tools[t.name] = t
+        self._apply(spec, fingerprint)
         self._threads: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._store: Any = None
@@ -54,6 +60,27 @@ class AgentActor:
         self._writer: asyncio.Task[None] | None = None
         self._loads: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
         self._loader: asyncio.Task[None] | None = None
+
+    def _apply(self, spec: Agent, fingerprint: str) -> None:
+        from lumos_ray.actors.tools import resolve_tools
+
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.model = build_model(spec.model)
+        self.tools = {t.name: t for t in resolve_tools(spec.tools)}
+        if spec.memory.working:
+            for t in self._memory_tools():
+                self.tools[t.name] = t
+
+    async def current_fingerprint(self) -> str:
+        return self.fingerprint
+
+    async def reconfigure(self, spec: Agent, fingerprint: str) -> None:
+        """Take a changed spec in place (Serve's ``reconfigure``, for agents): turns
+        that already started finish with the model and tools they began with; the
+        threads' histories and notes are kept. Resources and restart policy are fixed
+        when the actor is created and do not change here."""
+        self._apply(spec, fingerprint)
 
     async def _flush_writes(self) -> None:
         while self._writes:
@@ -266,7 +293,7 @@ class AgentActor:
         return {"pid": os.getpid(), "threads_cached": len(self._threads), "replica": self.replica}
 
 
-def actor_for(spec: Agent, replica: int = 0) -> Any:
+def actor_for(spec: Agent, replica: int = 0, fingerprint: str = "") -> Any:
     """The named actor of replica ``replica`` of ``spec``, created on first use."""
     from lumos_ray.runtime import get_or_create_actor
 
@@ -277,4 +304,6 @@ def actor_for(spec: Agent, replica: int = 0) -> Any:
         **spec.resources.ray_options(),
     }
     cls = ray.remote(AgentActor)
-    return get_or_create_actor(actor_name(spec.name, replica), cls, spec, replica, options=opts)
+    return get_or_create_actor(
+        actor_name(spec.name, replica), cls, spec, replica, fingerprint, options=opts
+    )

@@ -331,6 +331,7 @@ class Engine:
         handle = self._agents.get(spec.name)
         if handle is None:
             handle = self._agents[spec.name] = AgentHandle(spec)
+        await handle.ensure_current()
         thread = render(step.thread, scope) if step.thread else f"{self.run_id}/{path}"
         message = render(step.input, scope)
         actor = handle.actor(thread)

@@ -8,6 +8,7 @@ a thread's history stays warm in one process while sessions scale past processes
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 import zlib
@@ -114,13 +115,47 @@ class AgentHandle:
     """Routes turns to the agent's actor replicas (thread id -> replica)."""
 
     def __init__(self, spec: Agent) -> None:
-        from lumos_ray.actors._agent_actor import actor_for
+        from lumos_ray.actors._agent_actor import actor_for, spec_fingerprint
 
         self.spec = spec
-        self._actors = [actor_for(spec, i) for i in range(spec.replicas)]
+        self.fingerprint = spec_fingerprint(spec)
+        self._actors = [actor_for(spec, i, self.fingerprint) for i in range(spec.replicas)]
+        self._current = False
 
     def actor(self, thread_id: str) -> Any:
         return self._actors[zlib.crc32(thread_id.encode()) % len(self._actors)]
+
+    async def ensure_current(self) -> None:
+        """Actors are found by name, so one deployed earlier with another spec (new
+        instructions, model or tools under the same name) would keep serving the old
+        one: the first call through this handle hands it the new spec. One round trip
+        per replica, once per handle."""
+        if self._current:
+            return
+        running = await asyncio.gather(*(a.current_fingerprint.remote() for a in self._actors))
+        await asyncio.gather(
+            *(
+                a.reconfigure.remote(self.spec, self.fingerprint)
+                for a, fp in zip(self._actors, running, strict=True)
+                if fp != self.fingerprint
+            )
+        )
+        self._current = True
+
+    def _ensure_current_sync(self) -> None:
+        import ray
+
+        if self._current:
+            return
+        running = ray.get([a.current_fingerprint.remote() for a in self._actors])
+        ray.get(
+            [
+                a.reconfigure.remote(self.spec, self.fingerprint)
+                for a, fp in zip(self._actors, running, strict=True)
+                if fp != self.fingerprint
+            ]
+        )
+        self._current = True
 
     async def run(
         self,
@@ -134,6 +169,7 @@ class AgentHandle:
         from lumos_ray import tracing
 
         thread_id = thread_id or uuid.uuid4().hex
+        await self.ensure_current()
         return await self.actor(thread_id).run.remote(
             input, thread_id, run_id=run_id, carrier=carrier or tracing.inject()
         )
@@ -144,6 +180,7 @@ class AgentHandle:
         thread_id = thread_id or uuid.uuid4().hex
         from lumos_ray import tracing
 
+        self._ensure_current_sync()
         return ray.get(self.actor(thread_id).run.remote(input, thread_id, carrier=tracing.inject()))
 
     async def stream(
@@ -154,6 +191,7 @@ class AgentHandle:
         from lumos_ray import tracing
 
         thread_id = thread_id or uuid.uuid4().hex
+        await self.ensure_current()
         gen = self.actor(thread_id).run_stream.remote(input, thread_id, carrier=tracing.inject())
         async for ref in gen:
             yield await ref

@@ -137,3 +137,27 @@ async def test_working_memory_tools_persist_per_thread():
     assert await h.working_memory("n2") == {}
     ray.kill(h.actor("n1"), no_restart=False)  # notes live in the store, not the process
     assert (await h.run("who am I?", thread_id="n1")).output == "I remember Ada"
+
+
+async def test_redeployed_agent_with_a_changed_spec_serves_the_new_spec():
+    """Actors are found by name: deploying the same name with new instructions and a
+    new model must not keep serving the old spec. The running actor takes the new
+    spec in place (same process), and the thread's history survives."""
+    first = Agent(name="redeployed", instructions="v1", model=ScriptedModel([reply("old")]))
+    h1 = first.deploy()
+    assert (await h1.run("hi", thread_id="t-redeploy")).output == "old"
+    pid = (await h1.actor("t-redeploy").info.remote())["pid"]
+
+    def answer(messages, tools):  # runs in the actor: report what it was given
+        return reply(f"new, instructions={messages[0]['content']}")
+
+    second = Agent(name="redeployed", instructions="v2", model=FunctionModel(answer))
+    h2 = second.deploy()
+    result = await h2.run("again", thread_id="t-redeploy")
+    assert result.output == "new, instructions=v2"
+    assert (await h2.actor("t-redeploy").info.remote())["pid"] == pid
+    history = await h2.history("t-redeploy")
+    assert [m["content"] for m in history if m["role"] == "user"] == ["hi", "again"]
+    # Same spec again: no reconfigure needed, still served.
+    again = await second.deploy().run("third", thread_id="t-redeploy")
+    assert again.output == "new, instructions=v2"
