@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 
 # The shared fixture starts two engines; on a saturated machine that alone can take
@@ -301,9 +302,12 @@ def _forced_tool_call(client: httpx.Client, parameters: dict[str, Any]) -> dict[
     return call
 
 
-_PLAIN_SCHEMA = {
+# A free-form string would let lumos-tiny (random weights) ramble inside the quotes
+# until max_tokens, truncating the call: the schemas bound the value, as an enum or a
+# maxLength, so the constrained call always completes.
+_CITY_SCHEMA = {
     "type": "object",
-    "properties": {"city": {"type": "string"}},
+    "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon", "Nice"]}},
     "required": ["city"],
 }
 
@@ -312,14 +316,14 @@ def test_tool_calling_returns_openai_tool_calls(client: httpx.Client) -> None:
     """A forced tool call comes back in OpenAI's tool_calls shape (id, type, the
     forced function name) with JSON arguments, through the gateway and the hermes
     tool parser."""
-    call = _forced_tool_call(client, _PLAIN_SCHEMA)
+    call = _forced_tool_call(client, _CITY_SCHEMA)
     json.loads(call["function"]["arguments"])  # valid JSON text
 
 
 @pytest.mark.parametrize(
     "schema",
     [
-        _PLAIN_SCHEMA,
+        _CITY_SCHEMA,
         {
             "type": "object",
             "properties": {"city": {"type": "string", "maxLength": 12}},
@@ -327,7 +331,7 @@ def test_tool_calling_returns_openai_tool_calls(client: httpx.Client) -> None:
             "additionalProperties": False,
         },
     ],
-    ids=["plain", "strict"],
+    ids=["enum", "strict"],
 )
 def test_tool_arguments_follow_the_schema(client: httpx.Client, schema: dict) -> None:
     """A forced call's arguments are an object of the tool's schema, not free JSON: the
@@ -336,6 +340,7 @@ def test_tool_arguments_follow_the_schema(client: httpx.Client, schema: dict) ->
     call = _forced_tool_call(client, schema)
     args = json.loads(call["function"]["arguments"])
     assert isinstance(args, dict) and set(args) == {"city"}, call
+    jsonschema.validate(args, schema)
 
 
 # -- multi-LoRA ------------------------------------------------------------------------
