@@ -1,0 +1,96 @@
+"""The gateway's FastAPI app in-process (no Ray, no engine): auth, quota, errors,
+metrics. The model routes' success paths need a served engine and are covered by
+tests/integration/test_serve_gateway.py; everything decided before a model is called
+is checked here, fast."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lumos_ray.serve import GatewayConfig, ServeConfig
+from lumos_ray.serve._config import QuotaConfig
+from lumos_ray.serve._gateway import _GATEWAY, Gateway, build_app
+
+KEY = "sk-unit"
+
+
+@pytest.fixture
+def client(tmp_path) -> Iterator[TestClient]:
+    cfg = ServeConfig(
+        gateway=GatewayConfig(
+            api_keys=[KEY],
+            api_keys_env=None,
+            max_body_bytes=1024,
+            quota=QuotaConfig(requests_per_minute=3),
+        ),
+        adapters_dir=str(tmp_path / "adapters"),
+    )
+    Gateway(cfg.model_dump_json(), llm_handles={})
+    with TestClient(build_app()) as c:
+        yield c
+    _GATEWAY.clear()
+
+
+def _auth(key: str = KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _openai_error(r, status: int) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()["error"]
+    assert body["message"] and body["type"], body
+    return body
+
+
+def test_probes_need_no_key_and_model_routes_do(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert "Missing API key" in _openai_error(client.get("/v1/models"), 401)["message"]
+    assert "Invalid API key" in _openai_error(client.get("/v1/models", headers=_auth("x")), 401)[
+        "message"
+    ]
+    ids = [m["id"] for m in client.get("/v1/models", headers=_auth()).json()["data"]]
+    assert "lumos-tiny" in ids
+
+
+def test_quota_answers_429_after_the_per_key_limit(client: TestClient) -> None:
+    codes = [client.get("/v1/models", headers=_auth()).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+
+
+def test_bad_bodies_get_openai_shaped_errors(client: TestClient) -> None:
+    url = "/v1/chat/completions"
+    assert "not valid JSON" in _openai_error(
+        client.post(url, content=b"{nope", headers=_auth()), 400
+    )["message"]
+    big = {"model": "lumos-tiny", "messages": [{"role": "user", "content": "x" * 2000}]}
+    _openai_error(client.post(url, json=big, headers=_auth()), 413)
+    unknown = {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}
+    assert "no-such-model" in _openai_error(client.post(url, json=unknown, headers=_auth()), 404)[
+        "message"
+    ]
+
+
+def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
+    client.get("/health")
+    client.get("/v1/models")  # 401
+    client.get("/v1/models", headers=_auth())  # 200
+    text = client.get("/metrics").text
+
+    def count(route: str, status: str) -> float:
+        m = re.search(
+            rf'lumos_gateway_requests_total\{{method="GET",route="{re.escape(route)}",'
+            rf'status="{status}"\}} ([0-9.]+)',
+            text,
+        )
+        return float(m.group(1)) if m else 0.0
+
+    assert count("/health", "200") == 1
+    assert count("/v1/models", "401") == 1
+    assert count("/v1/models", "200") == 1
+    # Only the /metrics request itself is in flight: every other one was counted down,
+    # the 401s answered by the middleware included.
+    assert "lumos_gateway_inflight_requests 1.0" in text
