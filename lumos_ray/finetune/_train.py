@@ -6,9 +6,11 @@ buffer and all-reduced. Frozen base weights, including 4-bit QLoRA ones, are nev
 communicated; torch DDP would broadcast the whole module state at wrap time and
 bucket per parameter, which buys nothing when only a few adapter tensors train.
 
-Resume: the loop starts from ``ray.train.get_checkpoint()`` (adapter, optimizer,
-scheduler, step). Ray Train restores that for a new run with the same name and
-storage path, so a killed job that is submitted again continues at the step it had
+Resume: the loop starts from the newest complete checkpoint in the run's own storage
+directory (adapter, optimizer, scheduler, step), not from ``ray.train.get_checkpoint()``
+alone: Ray registers a checkpoint only some time after the worker wrote it, so after
+a kill Ray's latest can be one behind (see ``_checkpoints``). A killed job that is
+submitted again (same name and storage path) continues at the step it last
 checkpointed; the data order is a pure function of (seed, epoch), so the resumed run
 sees the batches the killed one would have seen.
 """
@@ -19,11 +21,16 @@ import hashlib
 import json
 import math
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from lumos_ray.finetune._checkpoints import (
+    checkpoint_step,
+    complete_checkpoints,
+    remove_partial_checkpoints,
+    write_checkpoint,
+)
 from lumos_ray.finetune._data import TokenizedExample, load_splits, tokenize_examples
 from lumos_ray.finetune._model import load_base_model, load_tokenizer, wrap_with_lora
 from lumos_ray.finetune._spec import FinetuneJobSpec
@@ -144,6 +151,31 @@ def adapter_fingerprint(params: list[Any]) -> str:
     return h.hexdigest()
 
 
+def _resume_point(run_dir: Path, registered: Any | None) -> tuple[str | None, list[str]]:
+    """(checkpoint directory to resume from or None, the complete checkpoints Ray never
+    registered, oldest first).
+
+    Resume from the newest complete checkpoint in the run directory, registered by Ray
+    or not. Ray registers checkpoints in the order they were reported, so every
+    complete one newer than Ray's latest is one it missed. A checkpoint Ray registered
+    that is not one of ours (written by an older lumos) is complete by Ray's contract
+    (it registers only after its copy finished) and competes with the step in its
+    state file."""
+    complete = complete_checkpoints(run_dir)
+    reg_step, reg_path = -1, None
+    if registered is not None:
+        reg_path = str(registered.path)
+        named = checkpoint_step(reg_path)
+        if named is None:
+            reg_step = int(json.loads((Path(reg_path) / STATE_FILE).read_text())["step"])
+            if not complete or reg_step > complete[-1][0]:
+                return reg_path, []
+        else:
+            reg_step = named
+    missed = [str(d) for step, d in complete if step > reg_step]
+    return (str(complete[-1][1]) if complete else None), missed
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
@@ -202,22 +234,47 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         s, n = reduce([s, float(n)])
         return s / max(n, 1.0)
 
+    # Ray's experiment directory, exactly as Ray spells it: it only accepts a reported
+    # checkpoint that lies under this path.
+    run_dir = Path(ctx.get_storage().experiment_fs_path)
+    # Rank 0 picks the checkpoint and every rank loads that one (a late rename seen by
+    # one rank only must not split the replicas).
+    choice: list[Any] = [None, []]
+    if rank == 0 or not distributed:
+        if rank == 0:
+            for partial in remove_partial_checkpoints(run_dir):
+                print(f"lumos: removed partial checkpoint {partial.name}", flush=True)
+        choice = list(_resume_point(run_dir, ray.train.get_checkpoint()))
+    if distributed:
+        dist.broadcast_object_list(choice, src=0)
+    resume_dir, missed = choice
+
     state: dict[str, Any] = {"step": 0, "tokens_seen": 0, "base_eval_loss": None}
     resumed_from = 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
+    if resume_dir is not None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        with ckpt.as_directory() as cdir:
-            c = Path(cdir)
-            state = json.loads((c / STATE_FILE).read_text())
-            set_peft_model_state_dict(
-                model, load_file(str(c / ADAPTER_DIR / "adapter_model.safetensors"))
-            )
-            opt.load_state_dict(torch.load(c / "optimizer.pt", weights_only=False))
-            sched.load_state_dict(torch.load(c / "scheduler.pt", weights_only=False))
+        c = Path(resume_dir)
+        state = json.loads((c / STATE_FILE).read_text())
+        set_peft_model_state_dict(
+            model, load_file(str(c / ADAPTER_DIR / "adapter_model.safetensors"))
+        )
+        opt.load_state_dict(torch.load(c / "optimizer.pt", weights_only=False))
+        sched.load_state_dict(torch.load(c / "scheduler.pt", weights_only=False))
         resumed_from = int(state["step"])
+    for path in missed:
+        # The kill came before Ray registered these: report them now, in order, so
+        # Ray's latest is right and `checkpoint.keep` prunes them like the others.
+        adopted = {"step": checkpoint_step(path), "final": False, "adopted": True}
+        if rank == 0:
+            ray.train.report(
+                adopted,
+                checkpoint=ray.train.Checkpoint.from_directory(path),
+                checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
+            )
+        else:
+            ray.train.report(adopted)
 
     meter_provider = metrics_provider(spec.output.metrics_exporter) if rank == 0 else None
     progress = (
@@ -238,22 +295,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             total_steps=total_steps,
             world_size=world,
             resumed_from_step=resumed_from,
+            resumed_from_checkpoint=Path(resume_dir).name if resume_dir else None,
             train_examples=len(train_tok),
             eval_examples=len(val_tok),
             base_eval_loss=state["base_eval_loss"],
         )
 
-    def save_checkpoint(metrics: dict[str, Any]) -> None:
+    def save_checkpoint(metrics: dict[str, Any]) -> str | None:
+        """Rank 0 writes the checkpoint complete (atomic rename) into the run directory,
+        then reports that directory as is (NO_UPLOAD: no second, non-atomic copy);
+        the other ranks report the metrics only. Returns the checkpoint's name."""
         if rank != 0:
             ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="lumos-ft-ckpt-") as tmp:
-            t = Path(tmp)
+            return None
+
+        def fill(t: Path) -> None:
             model.save_pretrained(str(t / ADAPTER_DIR))
             torch.save(opt.state_dict(), t / "optimizer.pt")
             torch.save(sched.state_dict(), t / "scheduler.pt")
             (t / STATE_FILE).write_text(json.dumps(state))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+        path = write_checkpoint(run_dir, int(state["step"]), fill)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(path),
+            checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
+        )
+        return path.name
 
     step = resumed_from
     eval_loss: float | None = None
@@ -335,9 +403,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if progress:
                 progress.eval(step=step, eval_loss=eval_loss)
         if ckpt_every and step % ckpt_every == 0 and step < total_steps:
-            save_checkpoint({"step": step, "loss": last_loss, "final": False})
+            name = save_checkpoint({"step": step, "loss": last_loss, "final": False})
             if progress:
-                progress.event("checkpoint", step=step)
+                progress.event("checkpoint", step=step, checkpoint=name)
 
     elapsed = time.perf_counter() - t_start  # the loop only, not the final evaluation
     eval_loss = held_out_loss()
