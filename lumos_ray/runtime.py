@@ -109,12 +109,14 @@ def connect(
                     kwargs["runtime_env"] = {
                         "env_vars": {k: v for k, v in env.items() if k != "PYTHONPATH"}
                     }
-                ctx = ray.init(
-                    address=settings.address,
-                    namespace=settings.namespace,
-                    log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
-                    **kwargs,
-                )
+                loopback = _loopback_only() if _is_loopback(settings.address) else None
+                with loopback or contextlib.nullcontext():
+                    ctx = ray.init(
+                        address=settings.address,
+                        namespace=settings.namespace,
+                        log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
+                        **kwargs,
+                    )
         except ConnectionError as exc:
             raise ConnectionFailedError(
                 f"Could not connect to Ray at {settings.address!r}: {exc}"
@@ -203,6 +205,25 @@ def _loopback_only() -> Iterator[None]:
             os.environ.pop(LOOPBACK_ENV, None)
         else:
             os.environ[LOOPBACK_ENV] = old_env
+
+
+def _is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (``auto`` included) names a cluster on 127.0.0.1, such as an
+    embedded one: connecting to it needs the same loopback mode, or Ray rewrites the
+    address to the machine's external IP, where nothing listens."""
+    if not address or address.startswith("ray://"):
+        return False
+    if address == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            address = get_ray_address_from_environment("auto", None)
+        except Exception:  # no cluster found: ray.init reports it properly
+            return False
+        if not address:
+            return False
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 class _DropTokenNotice(logging.Filter):
