@@ -2,24 +2,40 @@
 
 The collection's config is written to ``<snapshot root>/collection.json`` when it is
 created, so any later process (another CLI call with a fresh embedded cluster, an
-agent on another node) reopens it by name and the shards reload their snapshots.
+agent on another node) reopens it by name and the shards reload their snapshots. The
+snapshot root is a directory or an object-store URI (``_snapshot_store``); a URI is
+checked here, in the caller's process and within :data:`STORE_CHECK_TIMEOUT_S`, before
+any actor starts.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lumos_ray.errors import NotFoundError, RagError
 from lumos_ray.rag._config import CollectionConfig, Document, IngestReport, SearchHit
 from lumos_ray.rag._names import collection_dir, router_actor_name, shard_actor_name
+from lumos_ray.rag._snapshot_store import SnapshotStore, bounded, is_uri, join, open_store
 
 __all__ = ["RagCollection", "list_collections"]
 
 CONFIG_FILE = "collection.json"
 ROUTER_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 3}
+#: How long opening a collection waits for an object store (resolve the URI, read or
+#: write collection.json) before it fails with a RagError.
+STORE_CHECK_TIMEOUT_S = 30.0
+
+_T = TypeVar("_T")
+
+
+def _store_io(root: str, fn: Callable[[], _T], what: str) -> _T:
+    """Run a store operation of :meth:`RagCollection.open`: time-bounded for a URI (an
+    unreachable object store would otherwise retry for minutes), direct for a path."""
+    if is_uri(root):
+        return bounded(fn, STORE_CHECK_TIMEOUT_S, what)
+    return fn()
 
 
 def _home() -> str:
@@ -75,17 +91,21 @@ class RagCollection:
         from lumos_ray import runtime
         from lumos_ray.rag._router import RagRouter
 
-        if not ray.is_initialized():
-            runtime.connect()
         tenant = _tenant(tenant or (config.tenant if config else None))
         base = config or CollectionConfig(name=name, tenant=tenant)
         base = base.model_copy(update={"name": name, "tenant": tenant})
         if num_shards is not None:
             base = base.model_copy(update={"num_shards": num_shards})
         root = collection_dir(name, tenant, _home(), base.snapshot_dir)
-        cfg_path = Path(root) / CONFIG_FILE
-        if cfg_path.exists():
-            stored = CollectionConfig.model_validate_json(cfg_path.read_text())
+        # The store is checked before Ray is touched: a bad URI or an unreachable bucket
+        # fails here, not as a traceback in a shard actor.
+        store: SnapshotStore = _store_io(
+            root, lambda: open_store(root), f"Opening snapshot store {root}"
+        )
+        cfg_uri = join(root, CONFIG_FILE)
+        raw = _store_io(root, lambda: store.read(CONFIG_FILE), f"Reading {cfg_uri}")
+        if raw is not None:
+            stored = CollectionConfig.model_validate_json(raw)
             if num_shards is not None and num_shards != stored.num_shards:
                 raise RagError(
                     f"Collection {name!r} has {stored.num_shards} shards; {num_shards} requested.",
@@ -100,8 +120,10 @@ class RagCollection:
             )
         else:
             cfg = base
-            Path(root).mkdir(parents=True, exist_ok=True)
-            cfg_path.write_text(cfg.model_dump_json(indent=2))
+            data = cfg.model_dump_json(indent=2).encode()
+            _store_io(root, lambda: store.write(CONFIG_FILE, data), f"Writing {cfg_uri}")
+        if not ray.is_initialized():
+            runtime.connect()
         router = runtime.get_or_create_actor(
             router_actor_name(cfg.name, cfg.tenant),
             ray.remote(RagRouter),
@@ -207,4 +229,4 @@ class RagCollection:
                 ray.kill(ray.get_actor(name), no_restart=True)
             except ValueError:
                 pass
-        shutil.rmtree(self.root, ignore_errors=True)
+        open_store(self.root).remove()

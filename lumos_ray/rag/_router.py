@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
 from typing import Any
 
@@ -64,12 +65,31 @@ class RagRouter:
         for attempt in range(3):
             try:
                 return await getattr(self.shards[i], method).remote(*args)
-            except (ActorDiedError, ActorUnavailableError, RayActorError):
+            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
                 if attempt == 2:
+                    if getattr(exc, "actor_init_failed", False):
+                        raise self._start_failure(i, exc) from None
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
                 self.shards[i] = self._shard_handle(i)
         raise AssertionError("unreachable")
+
+    def _start_failure(self, i: int, exc: BaseException) -> Exception:
+        """A shard whose constructor keeps failing (its snapshot is corrupt, or its store
+        unreachable): a RagError with the shard's own message instead of Ray's
+        ActorDiedError wrapping a remote traceback."""
+        from lumos_ray.errors import RagError
+
+        text = str(exc)
+        found = re.findall(r"\[LUMOS-E\d+\] (.+)", text)
+        reason = found[-1] if found else (text.strip().splitlines() or ["unknown error"])[-1]
+        return RagError(
+            f"Shard {i} of collection {self.cfg.name!r} could not start: {reason}",
+            fix=f"Its snapshot location is {shard_dir(self.root, i)}. A corrupt snapshot: "
+            "restore it from a backup, or delete it (the shard then starts empty) and "
+            "ingest the shard's documents again. An unreachable store: fix the access "
+            "(credentials, network) and retry.",
+        )
 
     async def _all(self, method: str, *args: Any) -> list[Any]:
         return list(

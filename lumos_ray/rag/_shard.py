@@ -1,4 +1,4 @@
-"""The shard actor: one :class:`ShardState`, persisted to its snapshot directory.
+"""The shard actor: one :class:`ShardState`, persisted to its snapshot directory or URI.
 
 Async actor: CPU work (faiss, PageRank, pickling) runs in worker threads so the event
 loop keeps accepting calls. Every write returns only after a snapshot that contains it
@@ -17,6 +17,7 @@ import numpy as np
 
 from lumos_ray.rag._config import CollectionConfig
 from lumos_ray.rag._fusion import fuse, seeds_from_probes
+from lumos_ray.rag._snapshot_store import open_store
 from lumos_ray.rag._state import PreparedChunks, ShardState
 
 __all__ = ["RagShard"]
@@ -27,8 +28,9 @@ class RagShard:
         self.cfg = CollectionConfig.model_validate(config)
         self.shard = shard
         self.dir = snapshot_dir
+        self.store = open_store(snapshot_dir)
         self.state = ShardState.load(
-            snapshot_dir, shard, self.cfg.embedding.dim, self.cfg.index, self.cfg.query
+            self.store, shard, self.cfg.embedding.dim, self.cfg.index, self.cfg.query
         )
         self.saved_version = self.state.version
         self.loaded_chunks = len(self.state.chunks)
@@ -42,7 +44,7 @@ class RagShard:
             if self.saved_version >= target:
                 return  # a save that started after our change already covered it
             version = self.state.version
-            await asyncio.to_thread(self.state.save, self.dir)
+            await asyncio.to_thread(self.state.save, self.store)
             self.saved_version = version
 
     # -- writes -------------------------------------------------------------------

@@ -12,9 +12,7 @@ worker threads (keeping its event loop free) while writes and reads interleave.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from lumos_ray.errors import RagError
 from lumos_ray.rag._config import IndexConfig, QueryConfig
 from lumos_ray.rag._graph import KnowledgeGraph, enode
+from lumos_ray.rag._snapshot_store import SNAPSHOT_FILE, SnapshotStore, open_store
 
-__all__ = ["ChunkRecord", "PreparedChunks", "ShardState"]
+__all__ = ["SNAPSHOT_FILE", "ChunkRecord", "PreparedChunks", "ShardState"]
 
-SNAPSHOT_FILE = "shard.pkl"
 _BIG_COMMUNITY = 2000
 _SNAPSHOT_FORMAT = 1
 
@@ -471,31 +470,48 @@ class ShardState:
             }
             return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def save(self, directory: str | Path) -> Path:
-        """Atomic snapshot: write a temp file in the same directory, then rename."""
+    def save(self, target: str | Path | SnapshotStore) -> str:
+        """Write the snapshot so a reader never sees half of it: a directory gets a temp
+        file + rename, a URI a versioned object plus a pointer (``_snapshot_store``).
+        Returns where it was written."""
         data = self.dumps()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".shard-", dir=d)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        target = d / SNAPSHOT_FILE
-        os.replace(tmp, target)
-        return target
+        store = open_store(target) if isinstance(target, (str, Path)) else target
+        return store.save_snapshot(data)
 
     @classmethod
     def load(
-        cls, directory: str | Path, shard: int, dim: int, index: IndexConfig, query: QueryConfig
+        cls,
+        source: str | Path | SnapshotStore,
+        shard: int,
+        dim: int,
+        index: IndexConfig,
+        query: QueryConfig,
     ) -> ShardState:
-        """A shard from its snapshot, or an empty one when there is none yet."""
+        """A shard from its snapshot, or an empty one when there is none yet. A snapshot
+        that exists but cannot be read is a :class:`RagError`, never an empty shard."""
+        store = open_store(source) if isinstance(source, (str, Path)) else source
         state = cls(shard, dim, index, query)
-        path = Path(directory) / SNAPSHOT_FILE
-        if not path.exists():
+        snap = store.load_snapshot()
+        if snap is None:
             return state
-        payload = pickle.loads(path.read_bytes())
+        try:
+            state._restore(pickle.loads(snap.data), index)
+        except Exception as exc:
+            raise RagError(
+                f"Snapshot {snap.location} of shard {shard} is unreadable "
+                f"({type(exc).__name__}: {exc}).",
+                fix="Restore it from a backup, or delete it (the shard then starts empty) "
+                "and ingest the shard's documents again.",
+            ) from exc
+        return state
+
+    def _restore(self, payload: dict[str, Any], index: IndexConfig) -> None:
+        if not isinstance(payload, dict) or payload.get("format") != _SNAPSHOT_FORMAT:
+            raise ValueError("not a shard snapshot of a known format")
+        if payload["dim"] != self.dim:
+            raise ValueError(f"vectors of {payload['dim']} dims, the collection has {self.dim}")
         faiss = _faiss()
+        state = self
         state.version = payload["version"]
         state.chunks = payload["chunks"]
         state.docs = payload["docs"]
@@ -512,4 +528,3 @@ class ShardState:
         state._index.tombstones = set(payload["tombstones"])
         if state._index.kind == "hnsw":
             faiss.downcast_index(base.index).hnsw.efSearch = index.hnsw_ef_search
-        return state

@@ -179,6 +179,75 @@ def test_rag_killed_shard_comes_back_with_its_data(rag_pool):
 
 
 @pytest.mark.slow
+def test_rag_killed_shard_comes_back_from_a_file_uri_snapshot(ray_cluster, rag_corpus, tmp_path):
+    """The kill test above, with the snapshots behind a ``file://`` URI: the same
+    pyarrow code path as ``s3://`` / ``gs://`` (versioned objects plus a pointer)."""
+    import json
+
+    import ray
+
+    from lumos_ray.errors import RagError
+    from lumos_ray.rag import CollectionConfig, RagCollection
+
+    name = "uri-snapshots"
+    root = tmp_path / "store"
+    uri = root.as_uri()
+    cfg = CollectionConfig(name=name, num_shards=2, snapshot_dir=uri)
+    coll = RagCollection.open(name, config=cfg, create=True)
+    try:
+        coll.ingest([rag_corpus[0]])
+        before = coll.stats()["shards"]
+        assert coll.stats()["snapshot_dir"] == uri
+        assert all(s["chunks"] > 0 for s in before)
+        assert json.loads((root / "collection.json").read_text())["snapshot_dir"] == uri
+        for shard in range(2):  # each shard: a pointer naming a complete snapshot object
+            ptr = json.loads((root / f"shard-{shard}" / "LATEST.json").read_text())
+            snap = root / f"shard-{shard}" / ptr["snapshot"]
+            assert snap.stat().st_size == ptr["bytes"]
+        expected = [h.chunk_id for h in coll.query(QUESTIONS[3][0], "hybrid", 4)]
+        for shard in range(2):
+            handle = coll.shard_handle(shard)
+            old_pid = before[shard]["pid"]
+            # 1) Ray restarts it (max_restarts); it reloads its snapshot from the URI.
+            ray.kill(handle, no_restart=False)
+            deadline = time.time() + 60
+            while True:
+                try:
+                    st = ray.get(coll.shard_handle(shard).stats.remote(), timeout=30)
+                    if st["pid"] != old_pid:
+                        break
+                except Exception:
+                    pass
+                assert time.time() < deadline, "shard did not restart"
+                time.sleep(0.5)
+            assert st["chunks"] == before[shard]["chunks"] > 0
+            assert st["loaded_chunks"] == st["chunks"]
+        # 2) Killed for good: the router re-creates it under its name from the snapshot.
+        ray.kill(coll.shard_handle(0), no_restart=True)
+        after = coll.stats()["shards"]
+        assert [s["chunks"] for s in after] == [s["chunks"] for s in before]
+        assert after[0]["loaded_chunks"] == before[0]["chunks"]
+        assert [h.chunk_id for h in coll.query(QUESTIONS[3][0], "hybrid", 4)] == expected
+        # A write after the recovery lands in a new snapshot behind the same URI.
+        extra = {"doc_id": "uri-note.txt", "title": "Quillon", "text": "Quillon Marsh."}
+        assert coll.upsert([extra]).chunks == 1
+        assert sum(s["chunks"] for s in coll.stats()["shards"]) == (
+            sum(s["chunks"] for s in before) + 1
+        )
+        # A corrupt snapshot is a RagError naming it, never a silently empty shard.
+        ray.kill(coll.shard_handle(0), no_restart=True)
+        shard0 = root / "shard-0"
+        snap = shard0 / json.loads((shard0 / "LATEST.json").read_text())["snapshot"]
+        snap.write_bytes(snap.read_bytes()[:50])
+        with pytest.raises(RagError, match="could not start") as info:
+            coll.stats()
+        assert snap.as_uri() in str(info.value) and "truncated" in str(info.value)
+    finally:
+        coll.drop()
+    assert not root.exists()  # drop removes the collection from the store
+
+
+@pytest.mark.slow
 def test_rag_50_concurrent_agent_queries_through_rag_search_tool(rag_pool):
     """50 queries in flight at once from agent actors, each through the rag_search tool
     (the path agents use), while a document is written: answers equal the sequential
