@@ -11,6 +11,7 @@ Each of N concurrent clients sends the same prompts with ``max_tokens`` tokens,
 ``max_tokens`` tokens. Output: generated tokens/s per level and the ratio.
 
     .venv/bin/python benchmarks/serve_vllm_vs_hf.py [--levels 1,16,32] [--max-tokens 64]
+        [--llm-env KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ def main() -> None:
     ap.add_argument("--levels", default="1,16,32")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--per-client", type=int, default=2)
+    ap.add_argument(
+        "--llm-env", action="append", default=[], metavar="KEY=VALUE",
+        help="extra env var for the LLM replica (tuning experiments; repeatable)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("LUMOS_HOME", tempfile.mkdtemp(prefix="lumos-bench-"))
 
@@ -104,6 +109,9 @@ def main() -> None:
     runtime.connect(num_cpus=4)
     port = _free_port()
     cfg = ServeConfig(gateway=GatewayConfig(port=port), embeddings=EmbeddingConfig(enabled=False))
+    if args.llm_env:
+        extra = dict(kv.split("=", 1) for kv in args.llm_env)
+        cfg.models[0].env = {**cfg.models[0].env, **extra}
     base_url = lserve.start(cfg)
     hf_app = serve.deployment(
         HFGenerate, name="lumos-serve-bench-hf", max_ongoing_requests=256,

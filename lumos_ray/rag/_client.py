@@ -105,7 +105,15 @@ class RagCollection:
         cfg_uri = join(root, CONFIG_FILE)
         raw = _store_io(root, lambda: store.read(CONFIG_FILE), f"Reading {cfg_uri}")
         if raw is not None:
-            stored = CollectionConfig.model_validate_json(raw)
+            try:
+                stored = CollectionConfig.model_validate_json(raw)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise RagError(
+                    f"{cfg_uri} is not a valid collection config: "
+                    f"{str(exc).splitlines()[0]}",
+                    fix="Restore it from a backup, or delete the collection "
+                    "(`lumos rag delete`) and ingest it again.",
+                ) from None
             if num_shards is not None and num_shards != stored.num_shards:
                 raise RagError(
                     f"Collection {name!r} has {stored.num_shards} shards; {num_shards} requested.",

@@ -298,3 +298,18 @@ def test_rag_plain_directory_path_never_imports_pyarrow(tmp_path):
         "assert 'pyarrow' not in sys.modules, sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_rag_corrupt_collection_config_is_a_rag_error_before_ray(tmp_path):
+    """A damaged collection.json names the file and the fix, and fails before Ray is
+    touched (the unit tier's guard would fail this test if Ray started)."""
+    from lumos_ray.rag._client import CONFIG_FILE, RagCollection
+
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / CONFIG_FILE).write_text('{"name": "c", "num_shards": "many"}')
+    cfg = CollectionConfig(name="c", snapshot_dir=str(root))
+    with pytest.raises(RagError) as exc:
+        RagCollection.open("c", config=cfg)
+    assert CONFIG_FILE in str(exc.value) and "not a valid collection config" in str(exc.value)
+    assert "ingest it again" in (exc.value.fix or "")
