@@ -80,8 +80,16 @@ async def test_a_timed_out_ray_task_tool_is_cancelled(ray_cluster, tmp_path):
         (d / "finished").touch()
         return "done"
 
+    call = asyncio.ensure_future(sleepy.acall({"folder": str(tmp_path)}))
+    # Give up only once the task runs: on a loaded machine a worker can take longer to
+    # start than any fixed timeout, and a cancel racing the task's start is another case.
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert started.exists(), "the tool task never started"
+    await asyncio.sleep(0.5)  # inside the sleep loop
     with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(sleepy.acall({"folder": str(tmp_path)}), 5)
+        await asyncio.wait_for(call, 0.1)  # the caller's timeout fires: the task is cancelled
     deadline = time.monotonic() + 30
     while not cancelled.exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
