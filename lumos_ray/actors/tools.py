@@ -286,7 +286,12 @@ class Tool:
             return await ref
         except asyncio.CancelledError:
             # The caller gave up (a step timeout): stop the task instead of leaking it.
+            # First a KeyboardInterrupt (the tool can clean up), then the worker is killed
+            # if the task still runs after a grace period (a tool stuck in C code, or one
+            # that swallows the interrupt).
             ray.cancel(ref)
+            _escalations.add(task := asyncio.ensure_future(_force_cancel_later(ref)))
+            task.add_done_callback(_escalations.discard)
             raise
 
     def options(self, **overrides: Any) -> Tool:
@@ -359,6 +364,20 @@ async def _in_tool_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any
 _REMOTE: Any = None
 
 
+#: Seconds a cancelled tool task gets to stop on its KeyboardInterrupt before its
+#: worker is killed.
+CANCEL_GRACE_S = 5.0
+_escalations: set[asyncio.Future[None]] = set()
+
+
+async def _force_cancel_later(ref: Any) -> None:
+    import ray
+
+    done, _ = await asyncio.to_thread(ray.wait, [ref], timeout=CANCEL_GRACE_S)
+    if not done:
+        ray.cancel(ref, force=True)
+
+
 def _remote_runner() -> Any:
     """The Ray remote function that runs a tool (created once per process, lazily)."""
     global _REMOTE
@@ -366,10 +385,21 @@ def _remote_runner() -> Any:
         import ray
 
         def _run_tool_task(t: Tool, kwargs: dict[str, Any], carrier: dict[str, str]) -> Any:
+            import signal
+
             from lumos_ray import tracing
 
-            with tracing.span("tool.task", carrier, tool=t.name):
-                return to_jsonable(t.run_sync(kwargs))
+            # ray.cancel interrupts a task through SIGINT; a pooled worker may have run
+            # code that replaced Python's handler (Ray Train's fit, vLLM), which would make
+            # the interrupt a no-op. Tasks run on the worker's main thread.
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
+            try:
+                with tracing.span("tool.task", carrier, tool=t.name):
+                    return to_jsonable(t.run_sync(kwargs))
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
 
         _REMOTE = ray.remote(_run_tool_task)
     return _REMOTE

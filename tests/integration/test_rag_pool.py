@@ -147,17 +147,16 @@ def test_rag_update_replaces_and_delete_removes_chunks_and_graph_provenance(rag_
 
 
 @pytest.mark.slow
-def test_rag_killed_shard_comes_back_with_its_data(rag_pool):
+def _kill_shards_and_check_they_come_back(coll, before: list[dict]) -> None:
+    """1) each shard killed with restart: Ray restarts it and it reloads its snapshot;
+    2) shard 0 killed for good: the router re-creates it by name from the snapshot.
+    Chunk counts and a hybrid query's hits are the same afterwards."""
     import ray
 
-    coll, _ = rag_pool
-    before = coll.stats()["shards"]
     expected = [h.chunk_id for h in coll.query(QUESTIONS[3][0], "hybrid", 4)]
-    for shard in range(2):
-        handle = coll.shard_handle(shard)
+    for shard in range(len(before)):
         old_pid = before[shard]["pid"]
-        # 1) Ray restarts it (max_restarts); it reloads its snapshot.
-        ray.kill(handle, no_restart=False)
+        ray.kill(coll.shard_handle(shard), no_restart=False)
         deadline = time.time() + 60
         while True:
             try:
@@ -170,12 +169,17 @@ def test_rag_killed_shard_comes_back_with_its_data(rag_pool):
             time.sleep(0.5)
         assert st["chunks"] == before[shard]["chunks"] > 0
         assert st["loaded_chunks"] == st["chunks"]
-    # 2) Killed for good: the router re-creates it under its name from the snapshot.
     ray.kill(coll.shard_handle(0), no_restart=True)
     after = coll.stats()["shards"]
     assert [s["chunks"] for s in after] == [s["chunks"] for s in before]
     assert after[0]["loaded_chunks"] == before[0]["chunks"]
     assert [h.chunk_id for h in coll.query(QUESTIONS[3][0], "hybrid", 4)] == expected
+
+
+def test_rag_killed_shard_comes_back_with_its_data(rag_pool):
+    coll, _ = rag_pool
+    before = coll.stats()["shards"]
+    _kill_shards_and_check_they_come_back(coll, before)
 
 
 @pytest.mark.slow
@@ -204,30 +208,7 @@ def test_rag_killed_shard_comes_back_from_a_file_uri_snapshot(ray_cluster, rag_c
             ptr = json.loads((root / f"shard-{shard}" / "LATEST.json").read_text())
             snap = root / f"shard-{shard}" / ptr["snapshot"]
             assert snap.stat().st_size == ptr["bytes"]
-        expected = [h.chunk_id for h in coll.query(QUESTIONS[3][0], "hybrid", 4)]
-        for shard in range(2):
-            handle = coll.shard_handle(shard)
-            old_pid = before[shard]["pid"]
-            # 1) Ray restarts it (max_restarts); it reloads its snapshot from the URI.
-            ray.kill(handle, no_restart=False)
-            deadline = time.time() + 60
-            while True:
-                try:
-                    st = ray.get(coll.shard_handle(shard).stats.remote(), timeout=30)
-                    if st["pid"] != old_pid:
-                        break
-                except Exception:
-                    pass
-                assert time.time() < deadline, "shard did not restart"
-                time.sleep(0.5)
-            assert st["chunks"] == before[shard]["chunks"] > 0
-            assert st["loaded_chunks"] == st["chunks"]
-        # 2) Killed for good: the router re-creates it under its name from the snapshot.
-        ray.kill(coll.shard_handle(0), no_restart=True)
-        after = coll.stats()["shards"]
-        assert [s["chunks"] for s in after] == [s["chunks"] for s in before]
-        assert after[0]["loaded_chunks"] == before[0]["chunks"]
-        assert [h.chunk_id for h in coll.query(QUESTIONS[3][0], "hybrid", 4)] == expected
+        _kill_shards_and_check_they_come_back(coll, before)
         # A write after the recovery lands in a new snapshot behind the same URI.
         extra = {"doc_id": "uri-note.txt", "title": "Quillon", "text": "Quillon Marsh."}
         assert coll.upsert([extra]).chunks == 1

@@ -62,15 +62,25 @@ async def test_errors_inside_a_ray_task_come_back_as_tool_errors(ray_cluster):
 
 
 async def test_a_timed_out_ray_task_tool_is_cancelled(ray_cluster, tmp_path):
+    """The caller's timeout stops the Ray task: a KeyboardInterrupt the tool sees (it
+    records it), or, if that does not land within the grace period, its worker is
+    killed. Either way the tool never runs to its end."""
+    import psutil
+
+    from lumos_ray.actors import tools as tools_mod
+
     started, cancelled, finished = (tmp_path / n for n in ("started", "cancelled", "finished"))
 
     @tool(num_cpus=0.5)
     def sleepy(folder: str) -> str:
         """Sleeps, then writes a marker file; records a cancellation."""
+        import os
         import pathlib
+        import signal
 
         d = pathlib.Path(folder)
-        (d / "started").touch()
+        handler = signal.getsignal(signal.SIGINT)
+        (d / "started").write_text(f"{os.getpid()} {handler!r}")
         try:
             for _ in range(600):
                 time.sleep(0.1)
@@ -87,14 +97,51 @@ async def test_a_timed_out_ray_task_tool_is_cancelled(ray_cluster, tmp_path):
     while not started.exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert started.exists(), "the tool task never started"
+    pid, handler = started.read_text().split(" ", 1)
+    assert "default_int_handler" in handler, handler  # the interrupt can reach the tool
     await asyncio.sleep(0.5)  # inside the sleep loop
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(call, 0.1)  # the caller's timeout fires: the task is cancelled
-    deadline = time.monotonic() + 30
-    while not cancelled.exists() and time.monotonic() < deadline:
+    deadline = time.monotonic() + tools_mod.CANCEL_GRACE_S + 30
+    while not cancelled.exists() and psutil.pid_exists(int(pid)):
+        assert time.monotonic() < deadline, "the cancelled tool task still runs"
         await asyncio.sleep(0.2)
-    assert started.exists()
-    assert cancelled.exists() and not finished.exists()
+    assert not finished.exists()
+
+
+async def test_a_cancelled_tool_that_ignores_the_interrupt_is_killed(ray_cluster, tmp_path):
+    """A tool that swallows the KeyboardInterrupt (or is stuck in C code) is force-killed
+    after the grace period instead of running on."""
+    from lumos_ray.actors import tools as tools_mod
+
+    beat = tmp_path / "beat"
+
+    @tool(num_cpus=0.5)
+    def stubborn(folder: str) -> str:
+        """Keeps beating, whatever it is told."""
+        import pathlib
+
+        b = pathlib.Path(folder) / "beat"
+        for i in range(3000):
+            try:
+                b.write_text(str(i))
+                time.sleep(0.1)
+            except KeyboardInterrupt:
+                continue
+        return "done"
+
+    call = asyncio.ensure_future(stubborn.acall({"folder": str(tmp_path)}))
+    deadline = time.monotonic() + 120
+    while not beat.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert beat.exists(), "the tool task never started"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(call, 0.5)
+    # Grace period, then the kill; give Ray time to deliver it on a busy machine.
+    await asyncio.sleep(tools_mod.CANCEL_GRACE_S + 10)
+    last = beat.read_text()
+    await asyncio.sleep(2)
+    assert beat.read_text() == last, "the tool task still runs after its cancellation"
 
 
 def test_tools_shipped_to_an_actor_run_there_off_the_event_loop(ray_cluster):
