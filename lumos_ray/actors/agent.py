@@ -130,32 +130,27 @@ class AgentHandle:
         instructions, model or tools under the same name) would keep serving the old
         one: the first call through this handle hands it the new spec. One round trip
         per replica, once per handle."""
-        if self._current:
-            return
-        running = await asyncio.gather(*(a.current_fingerprint.remote() for a in self._actors))
-        await asyncio.gather(
-            *(
-                a.reconfigure.remote(self.spec, self.fingerprint)
-                for a, fp in zip(self._actors, running, strict=True)
-                if fp != self.fingerprint
-            )
-        )
-        self._current = True
+        if not self._current:
+            running = await asyncio.gather(*self._fingerprint_refs())
+            await asyncio.gather(*self._reconfigure_refs(running))
+            self._current = True
 
     def _ensure_current_sync(self) -> None:
         import ray
 
-        if self._current:
-            return
-        running = ray.get([a.current_fingerprint.remote() for a in self._actors])
-        ray.get(
-            [
-                a.reconfigure.remote(self.spec, self.fingerprint)
-                for a, fp in zip(self._actors, running, strict=True)
-                if fp != self.fingerprint
-            ]
-        )
-        self._current = True
+        if not self._current:
+            ray.get(self._reconfigure_refs(ray.get(self._fingerprint_refs())))
+            self._current = True
+
+    def _fingerprint_refs(self) -> list[Any]:
+        return [a.current_fingerprint.remote() for a in self._actors]
+
+    def _reconfigure_refs(self, running: list[str]) -> list[Any]:
+        return [
+            a.reconfigure.remote(self.spec, self.fingerprint)
+            for a, fp in zip(self._actors, running, strict=True)
+            if fp != self.fingerprint
+        ]
 
     async def run(
         self,

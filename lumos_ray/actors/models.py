@@ -77,6 +77,10 @@ class ChatModel(ABC):
             yield resp.content
         yield resp
 
+    async def aclose(self) -> None:
+        """Release connections (on the loop that opened them). Default: nothing held."""
+        return None
+
 
 class OpenAIChatModel(ChatModel):
     """Any OpenAI-compatible ``/v1/chat/completions`` endpoint (our gateway included)."""
@@ -107,6 +111,14 @@ class OpenAIChatModel(ChatModel):
         state = dict(self.__dict__)
         state["_client"] = None  # an httpx client is bound to its process and loop
         return state
+
+    async def aclose(self) -> None:
+        """Close the HTTP client. It is bound to the event loop that made it, so a caller
+        that runs the model under short-lived loops (``asyncio.run`` per batch) uses a
+        ``copy.copy`` per loop (copies start without a client) and closes it there."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     def _http(self) -> Any:
         import httpx

@@ -356,9 +356,8 @@ class LLMExtractor:
                 )
             )
         finally:
-            client = getattr(model, "_client", None) if model is not self.model else None
-            if client is not None:
-                await client.aclose()
+            if model is not self.model:
+                await model.aclose()
 
     def extract(self, texts: list[str], titles: list[str]) -> list[Extraction]:
         try:
