@@ -150,8 +150,8 @@ class BareAgentActor:
 
 def _deploy(name: str, persist: bool, async_tool: bool = False) -> Any:
     from lumos_ray.actors.agent import Agent, MemoryConfig
-    from lumos_ray.actors.tools import tool
     from lumos_ray.testing import FunctionModel
+    from lumos_ray.tools._api import tool
 
     t = tool(aadd if async_tool else add, name="add")
     return Agent(

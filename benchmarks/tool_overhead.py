@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from lumos_ray.actors.tools import tool
+from lumos_ray.tools._api import tool
 
 
 def add(a: int, b: int) -> int:

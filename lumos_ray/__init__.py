@@ -23,33 +23,33 @@ _EXPORTS: dict[str, str] = {
     "AgentResult": "lumos_ray.actors",
     "ChatModel": "lumos_ray.actors",
     "OpenAIChatModel": "lumos_ray.actors",
-    "Tool": "lumos_ray.actors",
-    "ToolContext": "lumos_ray.actors",
-    "tool": "lumos_ray.actors",
+    "Tool": "lumos_ray.tools",
+    "ToolContext": "lumos_ray.tools",
+    "tool": "lumos_ray.tools",
     # workflows and runs
-    "Workflow": "lumos_ray.actors",
-    "AgentStep": "lumos_ray.actors",
-    "ToolStep": "lumos_ray.actors",
-    "FunctionStep": "lumos_ray.actors",
-    "HumanStep": "lumos_ray.actors",
-    "ParallelStep": "lumos_ray.actors",
-    "MapStep": "lumos_ray.actors",
-    "IfStep": "lumos_ray.actors",
-    "LoopStep": "lumos_ray.actors",
-    "SequenceStep": "lumos_ray.actors",
-    "WorkflowStep": "lumos_ray.actors",
-    "load_workflow": "lumos_ray.actors",
-    "register_workflow": "lumos_ray.actors",
-    "RunInfo": "lumos_ray.actors",
-    "RunEvent": "lumos_ray.actors",
-    "start_run": "lumos_ray.actors",
-    "run_workflow": "lumos_ray.actors",
-    "follow_run": "lumos_ray.actors",
-    "wait_run": "lumos_ray.actors",
-    "get_run": "lumos_ray.actors",
-    "list_runs": "lumos_ray.actors",
-    "resume_run": "lumos_ray.actors",
-    "cancel_run": "lumos_ray.actors",
+    "Workflow": "lumos_ray.workflows",
+    "AgentStep": "lumos_ray.workflows",
+    "ToolStep": "lumos_ray.workflows",
+    "FunctionStep": "lumos_ray.workflows",
+    "HumanStep": "lumos_ray.workflows",
+    "ParallelStep": "lumos_ray.workflows",
+    "MapStep": "lumos_ray.workflows",
+    "IfStep": "lumos_ray.workflows",
+    "LoopStep": "lumos_ray.workflows",
+    "SequenceStep": "lumos_ray.workflows",
+    "WorkflowStep": "lumos_ray.workflows",
+    "load_workflow": "lumos_ray.workflows",
+    "register_workflow": "lumos_ray.workflows",
+    "RunInfo": "lumos_ray.workflows",
+    "RunEvent": "lumos_ray.workflows",
+    "start_run": "lumos_ray.workflows",
+    "run_workflow": "lumos_ray.workflows",
+    "follow_run": "lumos_ray.workflows",
+    "wait_run": "lumos_ray.workflows",
+    "get_run": "lumos_ray.workflows",
+    "list_runs": "lumos_ray.workflows",
+    "resume_run": "lumos_ray.workflows",
+    "cancel_run": "lumos_ray.workflows",
 }
 
 __all__ = [
@@ -96,20 +96,35 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         Agent,
         AgentHandle,
         AgentResult,
-        AgentStep,
         ChatModel,
+        OpenAIChatModel,
+    )
+    from lumos_ray.config import (
+        LumosSettings,
+    )
+    from lumos_ray.errors import (
+        LumosError,
+    )
+    from lumos_ray.runtime import (
+        connect,
+        shutdown,
+    )
+    from lumos_ray.tools import (
+        Tool,
+        ToolContext,
+        tool,
+    )
+    from lumos_ray.workflows import (
+        AgentStep,
         FunctionStep,
         HumanStep,
         IfStep,
         LoopStep,
         MapStep,
-        OpenAIChatModel,
         ParallelStep,
         RunEvent,
         RunInfo,
         SequenceStep,
-        Tool,
-        ToolContext,
         ToolStep,
         Workflow,
         WorkflowStep,
@@ -122,18 +137,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         resume_run,
         run_workflow,
         start_run,
-        tool,
         wait_run,
-    )
-    from lumos_ray.config import (
-        LumosSettings,
-    )
-    from lumos_ray.errors import (
-        LumosError,
-    )
-    from lumos_ray.runtime import (
-        connect,
-        shutdown,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from lumos_ray.actors import (
+from lumos_ray import (
     Agent,
     FunctionStep,
     MapStep,
@@ -87,7 +87,7 @@ def build_demo_workflow(model: ChatModel) -> Workflow:
 def run_demo(*, use_test_model: bool = False, topic: str = "Ray actors") -> dict[str, Any]:
     """Run the demo; returns the run's info and events."""
     from lumos_ray import runtime
-    from lumos_ray.actors.runs import follow_run, get_run, start_run
+    from lumos_ray.workflows._runs import follow_run, get_run, start_run
 
     runtime.connect()
     if use_test_model:

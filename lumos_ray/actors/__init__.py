@@ -1,4 +1,6 @@
-"""Agents, tools, memory, workflows and durable runs."""
+"""Agents: what "each agent is a Ray actor" means. The agent spec, its actor (many
+threads per actor), the tool-calling loop that runs inside it, memory, and the chat
+model clients the loop talks to."""
 
 from __future__ import annotations
 
@@ -11,77 +13,17 @@ from lumos_ray.actors.agent import (
     RestartPolicy,
 )
 from lumos_ray.actors.models import ChatModel, ModelConfig, ModelResponse, OpenAIChatModel, ToolCall
-from lumos_ray.actors.runs import (
-    RunEvent,
-    RunInfo,
-    cancel_run,
-    follow_run,
-    get_run,
-    list_runs,
-    resume_run,
-    run_workflow,
-    start_run,
-    wait_run,
-)
-from lumos_ray.actors.tools import Tool, ToolContext, get_tool, list_tools, tool
-from lumos_ray.actors.workflow import (
-    AgentStep,
-    FunctionStep,
-    HumanStep,
-    IfStep,
-    LoopStep,
-    MapStep,
-    ParallelStep,
-    SequenceStep,
-    ToolStep,
-    Workflow,
-    WorkflowStep,
-    get_workflow,
-    list_workflows,
-    load_workflow,
-    register_workflow,
-)
 
 __all__ = [
     "Agent",
     "AgentHandle",
     "AgentResult",
-    "AgentStep",
     "ChatModel",
-    "FunctionStep",
-    "HumanStep",
-    "IfStep",
-    "LoopStep",
-    "MapStep",
     "MemoryConfig",
     "ModelConfig",
     "ModelResponse",
     "OpenAIChatModel",
-    "ParallelStep",
     "Resources",
     "RestartPolicy",
-    "RunEvent",
-    "RunInfo",
-    "SequenceStep",
-    "Tool",
     "ToolCall",
-    "ToolContext",
-    "ToolStep",
-    "Workflow",
-    "WorkflowStep",
-    "cancel_run",
-    "follow_run",
-    "get_run",
-    "get_tool",
-    "get_workflow",
-    "list_runs",
-    "list_tools",
-    "list_workflows",
-    "load_workflow",
-    "register_workflow",
-    "resume_run",
-    "run_workflow",
-    "start_run",
-    "tool",
-    "wait_run",
 ]

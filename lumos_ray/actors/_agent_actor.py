@@ -20,7 +20,7 @@ import ray
 from lumos_ray import tracing
 from lumos_ray.actors._agent_loop import AgentResult, run_turn
 from lumos_ray.actors.models import build_model
-from lumos_ray.actors.tools import ToolContext
+from lumos_ray.tools._api import ToolContext
 
 if TYPE_CHECKING:
     from lumos_ray.actors.agent import Agent
@@ -62,7 +62,7 @@ class AgentActor:
         self._loader: asyncio.Task[None] | None = None
 
     def _apply(self, spec: Agent, fingerprint: str) -> None:
-        from lumos_ray.actors.tools import resolve_tools
+        from lumos_ray.tools._api import resolve_tools
 
         self.spec = spec
         self.fingerprint = fingerprint
@@ -135,7 +135,7 @@ class AgentActor:
 
     def _memory_tools(self) -> list[Any]:
         """`remember`/`forget`, bound to this actor's per-thread notes."""
-        from lumos_ray.actors.tools import tool
+        from lumos_ray.tools._api import tool
 
         async def remember(key: str, value: str, ctx: ToolContext) -> str:
             """Save a note in working memory; it is shown to you on every later turn.
@@ -185,7 +185,7 @@ class AgentActor:
 
     def _get_store(self) -> Any:
         if self._store is None:
-            from lumos_ray.actors.store import open_store
+            from lumos_ray.store._sql import open_store
 
             self._store = open_store()
         return self._store

@@ -55,7 +55,7 @@ def _event_line(ev: Any) -> str:
 
 
 async def _follow(run_id: str, as_json: bool) -> tuple[Any, list[dict[str, Any]]]:
-    from lumos_ray.actors.runs import follow_run, get_run
+    from lumos_ray.workflows._runs import follow_run, get_run
 
     seen: list[dict[str, Any]] = []
     async for ev in follow_run(run_id):
@@ -109,8 +109,8 @@ def register(cli: click.Group) -> None:
     @json_option
     def run_cmd(workflow: str, input_json: str | None, address: str | None, as_json: bool) -> None:
         """Run WORKFLOW (a YAML file or a registered name) and follow its events."""
-        from lumos_ray.actors.runs import start_run
-        from lumos_ray.actors.workflow import get_workflow
+        from lumos_ray.workflows._definition import get_workflow
+        from lumos_ray.workflows._runs import start_run
 
         wf = get_workflow(workflow)
         data = _parse_input(input_json)
@@ -133,7 +133,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def runs_list(status: str | None, limit: int, address: str | None, as_json: bool) -> None:
         """List recent runs."""
-        from lumos_ray.actors.runs import list_runs
+        from lumos_ray.workflows._runs import list_runs
 
         _connect_for_reads(address)
         items = [r.model_dump() for r in asyncio.run(list_runs(status, limit))]
@@ -156,7 +156,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def runs_show(run_id: str, events: bool, address: str | None, as_json: bool) -> None:
         """Show a run's state, output and events."""
-        from lumos_ray.actors.runs import _call, get_run
+        from lumos_ray.workflows._runs import _call, get_run
 
         _connect_for_reads(address)
 
@@ -189,7 +189,7 @@ def register(cli: click.Group) -> None:
         run_id: str, input_json: str | None, address: str | None, as_json: bool
     ) -> None:
         """Continue a suspended, interrupted or failed run; finished steps are not re-run."""
-        from lumos_ray.actors.runs import resume_run
+        from lumos_ray.workflows._runs import resume_run
 
         data = _parse_input(input_json)
         _connect(address)
@@ -206,7 +206,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def runs_cancel(run_id: str, address: str | None, as_json: bool) -> None:
         """Cancel a run (its running steps are cancelled on the cluster)."""
-        from lumos_ray.actors.runs import cancel_run
+        from lumos_ray.workflows._runs import cancel_run
 
         _connect(address)
         info = asyncio.run(cancel_run(run_id))
@@ -222,7 +222,7 @@ def register(cli: click.Group) -> None:
         run_id: str, after: int, follow: bool, address: str | None, as_json: bool
     ) -> None:
         """Print a run's events (JSON lines with --json)."""
-        from lumos_ray.actors.runs import _call, follow_run
+        from lumos_ray.workflows._runs import _call, follow_run
 
         _connect_for_reads(address)
 
@@ -253,8 +253,8 @@ def register(cli: click.Group) -> None:
         workflow_file: str, input_json: str | None, address: str, wait: bool, as_json: bool
     ) -> None:
         """Run a workflow on a remote Ray cluster as a Ray job."""
-        from lumos_ray.actors.workflow import load_workflow
         from lumos_ray.cli._jobs import submit_workflow_job, wait_job
+        from lumos_ray.workflows._definition import load_workflow
 
         load_workflow(workflow_file)  # fail here, not on the cluster
         _parse_input(input_json)

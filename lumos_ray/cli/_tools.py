@@ -58,7 +58,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def list_cmd(category: str | None, source: str | None, as_json: bool) -> None:
         """List every tool: name, category, source (builtin/plugin) and description."""
-        from lumos_ray.actors.tools import list_tools
+        from lumos_ray.tools._api import list_tools
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -83,7 +83,7 @@ def register(cli: click.Group) -> None:
     @json_option
     def show_cmd(name: str, as_json: bool) -> None:
         """Show one tool's description and JSON Schema (what the model sees)."""
-        from lumos_ray.actors.tools import get_tool
+        from lumos_ray.tools._api import get_tool
 
         t = get_tool(name)
         data = t.to_dict()
@@ -113,7 +113,7 @@ def register(cli: click.Group) -> None:
         """Call a tool once in this process and print its result (for trying tools out)."""
         import asyncio
 
-        from lumos_ray.actors.tools import ToolContext, get_tool
+        from lumos_ray.tools._api import ToolContext, get_tool
 
         t = get_tool(name)
         args = _parse_json(args_json, "--args")

@@ -4,7 +4,7 @@ and OpenTelemetry metrics.
 - ``<LUMOS_HOME>/federated/<run>/status.json`` + ``rounds.jsonl``: what ``lumos
   federate status`` reads. A file works everywhere the ServerApp runs, including the
   SuperLink's subprocess, which has no Ray connection.
-- The run store (``lumos_ray.actors.store``): events ``federated.started`` /
+- The run store (``lumos_ray.store._sql``): events ``federated.started`` /
   ``federated.round`` / ``federated.finished`` under run id ``federated:<run>``. Only
   events, not a ``runs`` row: a row marked running would be adopted by the workflow
   runner's lease takeover, which cannot execute a Flower run.
@@ -80,7 +80,7 @@ class RunRecorder:
         if not self._store_ok:
             return
         try:
-            from lumos_ray.actors.store import open_store
+            from lumos_ray.store._sql import open_store
 
             open_store().append_events(f"federated:{self.run_name}", [(kind, data)])
         except Exception as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from lumos_ray.actors.tools import Tool, register_tool, tool
+from lumos_ray.tools._api import Tool, register_tool, tool
 
 __all__ = ["rag_search", "register_rag_tools"]
 

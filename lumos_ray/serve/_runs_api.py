@@ -1,6 +1,6 @@
 """The runs API: start workflows over HTTP, follow their events (SSE), resume, cancel.
 
-A thin layer over ``lumos_ray.actors.runs``: the runner actor does the work, so a
+A thin layer over ``lumos_ray.workflows._runs``: the runner actor does the work, so a
 client that disconnects loses nothing, and a follower that reconnects with
 ``Last-Event-ID`` (or ``?after=``) replays from where it stopped.
 """
@@ -15,8 +15,8 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
-from lumos_ray.actors import runs
-from lumos_ray.actors.workflow import get_workflow, list_workflows
+from lumos_ray.workflows import _runs as runs
+from lumos_ray.workflows._definition import get_workflow, list_workflows
 
 __all__ = ["router"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from lumos_ray.actors import Agent, AgentStep, Workflow, start_run, tool, wait_run
+from lumos_ray import Agent, AgentStep, Workflow, start_run, tool, wait_run
 from lumos_ray.testing import FunctionModel, ScriptedModel, TestModel, call_tool, reply
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

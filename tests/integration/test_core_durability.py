@@ -40,7 +40,7 @@ DRIVER = textwrap.dedent(
     import asyncio, sys
     sys.path.insert(0, ".")
     from lumos_ray import runtime
-    from lumos_ray.actors import FunctionStep, Workflow, start_run, wait_run
+    from lumos_ray import FunctionStep, Workflow, start_run, wait_run
     import wfmod
 
     wf = Workflow(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lumos_ray.actors import Agent, AgentStep, FunctionStep, Workflow, start_run, tool, wait_run
+from lumos_ray import Agent, AgentStep, FunctionStep, Workflow, start_run, tool, wait_run
 from lumos_ray.testing import ScriptedModel, call_tool, reply
 from lumos_ray.tracing import read_jsonl_spans
 

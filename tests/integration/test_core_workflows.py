@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from lumos_ray.actors import (
+from lumos_ray import (
     FunctionStep,
     HumanStep,
     IfStep,

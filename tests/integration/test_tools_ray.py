@@ -10,8 +10,8 @@ import pytest
 import ray
 
 from lumos_ray import tracing
-from lumos_ray.actors.tools import Tool, ToolContext, get_tool, tool
 from lumos_ray.errors import ToolArgumentError, ToolError
+from lumos_ray.tools._api import Tool, ToolContext, get_tool, tool
 
 
 async def test_tool_with_num_cpus_runs_as_a_ray_task_in_another_process(ray_cluster):
@@ -67,7 +67,7 @@ async def test_a_timed_out_ray_task_tool_is_cancelled(ray_cluster, tmp_path):
     killed. Either way the tool never runs to its end."""
     import psutil
 
-    from lumos_ray.actors import tools as tools_mod
+    from lumos_ray.tools import _api as tools_mod
 
     started, cancelled, finished = (tmp_path / n for n in ("started", "cancelled", "finished"))
 
@@ -112,7 +112,7 @@ async def test_a_timed_out_ray_task_tool_is_cancelled(ray_cluster, tmp_path):
 async def test_a_cancelled_tool_that_ignores_the_interrupt_is_killed(ray_cluster, tmp_path):
     """A tool that swallows the KeyboardInterrupt (or is stuck in C code) is force-killed
     after the grace period instead of running on."""
-    from lumos_ray.actors import tools as tools_mod
+    from lumos_ray.tools import _api as tools_mod
 
     beat = tmp_path / "beat"
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lumos_ray.actors._expr import evaluate, render, truthy
-from lumos_ray.actors.workflow import (
+from lumos_ray.errors import WorkflowDefinitionError
+from lumos_ray.workflows._definition import (
     IfStep,
     MapStep,
     ParallelStep,
     load_workflow,
 )
-from lumos_ray.errors import WorkflowDefinitionError
+from lumos_ray.workflows._expr import evaluate, render, truthy
 
 REPO = Path(__file__).resolve().parents[2]
 

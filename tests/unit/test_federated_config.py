@@ -233,9 +233,9 @@ def test_privacy_report_and_round_progress_line():
 def test_recorder_writes_files_and_run_store_events(tmp_path, monkeypatch):
     monkeypatch.setenv("LUMOS_HOME", str(tmp_path))
     monkeypatch.setenv("LUMOS_STORE_URL", f"sqlite:///{tmp_path}/runs.db")
-    from lumos_ray.actors.store import RunStore
     from lumos_ray.federated import read_run
     from lumos_ray.federated._metrics import RoundRecord, RunRecorder
+    from lumos_ray.store._sql import RunStore
 
     rec = RunRecorder("unit-run", config={"rounds": 1}, mode="simulation")
     rec.set_initial({"loss": 2.0})

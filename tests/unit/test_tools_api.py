@@ -12,7 +12,14 @@ import cloudpickle
 import pytest
 from pydantic import BaseModel
 
-from lumos_ray.actors.tools import (
+from lumos_ray.errors import (
+    ConfigError,
+    NotFoundError,
+    ToolArgumentError,
+    ToolError,
+    ToolNotAllowedError,
+)
+from lumos_ray.tools._api import (
     Tool,
     ToolContext,
     get_tool,
@@ -20,13 +27,6 @@ from lumos_ray.actors.tools import (
     register_tool,
     resolve_tools,
     tool,
-)
-from lumos_ray.errors import (
-    ConfigError,
-    NotFoundError,
-    ToolArgumentError,
-    ToolError,
-    ToolNotAllowedError,
 )
 
 
@@ -245,7 +245,7 @@ def test_invalid_names_and_non_callables_are_config_errors():
 
 
 def test_registry_lookup_shadowing_and_close_names():
-    from lumos_ray.actors import _tool_registry
+    from lumos_ray.tools import _registry as _tool_registry
 
     @tool(name="calculator")
     def my_calc(expression: str) -> str:

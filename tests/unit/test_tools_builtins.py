@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lumos_ray.actors.tools import ToolContext, get_tool
 from lumos_ray.errors import ToolArgumentError, ToolError, ToolNotAllowedError
+from lumos_ray.tools._api import ToolContext, get_tool
 
 
 @pytest.fixture

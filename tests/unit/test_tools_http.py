@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lumos_ray.actors.builtin_tools._safety import guarded_client, ip_is_public
-from lumos_ray.actors.tools import ToolContext, get_tool
 from lumos_ray.errors import ToolError, ToolNotAllowedError
+from lumos_ray.tools._api import ToolContext, get_tool
+from lumos_ray.tools._builtins._safety import guarded_client, ip_is_public
 
 PAGE = b"""<html><head><title>Lumos page</title><style>p{color:red}</style></head>
 <body><h1>Header</h1><script>var secret = 1;</script><p>First   paragraph.</p>

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lumos_ray.actors.tools import get_tool, list_tools, register_tool, tool
+from lumos_ray.tools._api import get_tool, list_tools, register_tool, tool
 
 PLUGIN_MODULES = ("lumos_demo_plugin", "broken_plugin_mod")
 
@@ -27,7 +27,7 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     (pkg / "__init__.py").write_text(
         textwrap.dedent(
             '''
-            from lumos_ray.actors.tools import tool
+            from lumos_ray.tools._api import tool
 
             @tool
             def greet(name: str, excited: bool = False) -> str:
@@ -90,7 +90,7 @@ async def test_plugin_tools_resolve_by_name_and_run(plugin_site):
 
 
 def test_registered_tools_shadow_plugins(plugin_site):
-    from lumos_ray.actors import _tool_registry
+    from lumos_ray.tools import _registry as _tool_registry
 
     @tool(name="greet")
     def local_greet(name: str) -> str:

@@ -278,7 +278,7 @@ _registry: dict[str, Workflow] = {}
 
 def load_workflow(path: str | Path) -> Workflow:
     """Parse and validate a YAML workflow; errors say file:line: problem."""
-    from lumos_ray.actors._yaml_errors import parse_yaml_with_lines
+    from lumos_ray.workflows._yaml_errors import parse_yaml_with_lines
 
     p = Path(path)
     data, locate = parse_yaml_with_lines(p)

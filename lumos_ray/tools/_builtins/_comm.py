@@ -17,14 +17,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
-from lumos_ray.actors.builtin_tools._safety import (
+from lumos_ray.errors import ToolError
+from lumos_ray.tools._api import ToolContext, tool
+from lumos_ray.tools._builtins._safety import (
     ctx_or_default,
     resolve_in_workspace,
     workspace_relative,
 )
-from lumos_ray.actors.builtin_tools._web import send_request
-from lumos_ray.actors.tools import ToolContext, tool
-from lumos_ray.errors import ToolError
+from lumos_ray.tools._builtins._web import send_request
 
 __all__ = ["TOOLS", "send_email", "webhook_post"]
 

@@ -13,8 +13,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from lumos_ray.actors.tools import ToolContext
 from lumos_ray.errors import ToolError, ToolNotAllowedError
+from lumos_ray.tools._api import ToolContext
 
 __all__ = [
     "GuardedNetworkBackend",

@@ -17,10 +17,10 @@ import cloudpickle
 from sqlalchemy.exc import IntegrityError
 
 from lumos_ray import tracing
-from lumos_ray.actors._engine import Engine, Suspend, validate_json
-from lumos_ray.actors.store import TERMINAL_STATES, open_store
-from lumos_ray.actors.workflow import Workflow
 from lumos_ray.errors import RunStateError
+from lumos_ray.store._sql import TERMINAL_STATES, open_store
+from lumos_ray.workflows._definition import Workflow
+from lumos_ray.workflows._engine import Engine, Suspend, validate_json
 
 __all__ = ["RUNNER_NAME", "Runner"]
 
@@ -151,7 +151,7 @@ class Runner:
                 await self._set(run_id, "cancelled")
                 return
             except Exception as exc:
-                from lumos_ray.actors._engine import _error_dict
+                from lumos_ray.workflows._engine import _error_dict
 
                 err = _error_dict(exc, "")
                 sp.set_attribute("error", err["message"][:500])

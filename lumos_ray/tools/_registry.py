@@ -14,8 +14,8 @@ import warnings
 from importlib.metadata import entry_points
 from typing import Any
 
-from lumos_ray.actors.tools import Tool
 from lumos_ray.errors import NotFoundError
+from lumos_ray.tools._api import Tool
 
 __all__ = ["ENTRY_POINT_GROUP", "all_tools", "builtins", "get", "plugins", "register"]
 
@@ -41,7 +41,7 @@ def builtins() -> dict[str, Tool]:
     """Built-in tools by name (their modules are imported on first use)."""
     global _builtins
     if _builtins is None:
-        from lumos_ray.actors.builtin_tools import builtin_tools
+        from lumos_ray.tools._builtins import builtin_tools
 
         _builtins = {t.name: t for t in builtin_tools()}
     return _builtins

@@ -14,8 +14,8 @@ import cloudpickle
 from pydantic import BaseModel
 
 from lumos_ray import tracing
-from lumos_ray.actors.workflow import Workflow, get_workflow
 from lumos_ray.errors import LumosError
+from lumos_ray.workflows._definition import Workflow, get_workflow
 
 __all__ = [
     "RunEvent",
@@ -63,8 +63,8 @@ def get_runner() -> Any:
     """The runner actor, created on first use (detached, restarted by Ray on failure)."""
     import ray
 
-    from lumos_ray.actors._runner import RUNNER_NAME, Runner
     from lumos_ray.runtime import current_settings, get_or_create_actor
+    from lumos_ray.workflows._runner import RUNNER_NAME, Runner
 
     return get_or_create_actor(
         RUNNER_NAME,
@@ -88,7 +88,7 @@ async def _read_store(method: str, *args: Any) -> Any:
     `lumos runs list/show/events` need not start Ray just to look."""
     import asyncio
 
-    from lumos_ray.actors.store import TERMINAL_STATES, open_store
+    from lumos_ray.store._sql import TERMINAL_STATES, open_store
 
     store = open_store()
     if method == "get":

@@ -13,8 +13,8 @@ import re
 from collections import Counter
 from typing import Any
 
-from lumos_ray.actors.tools import tool
 from lumos_ray.errors import ToolError
+from lumos_ray.tools._api import tool
 
 __all__ = ["TOOLS", "chunk_text", "text_similarity"]
 

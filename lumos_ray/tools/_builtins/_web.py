@@ -11,9 +11,9 @@ import json
 from html.parser import HTMLParser
 from typing import Any, Literal
 
-from lumos_ray.actors.builtin_tools._safety import check_url, ctx_or_default, guarded_client
-from lumos_ray.actors.tools import ToolContext, tool
 from lumos_ray.errors import ToolError
+from lumos_ray.tools._api import ToolContext, tool
+from lumos_ray.tools._builtins._safety import check_url, ctx_or_default, guarded_client
 
 __all__ = [
     "TOOLS",

@@ -11,10 +11,10 @@ import statistics
 from collections import Counter
 from typing import Any, Literal
 
-from lumos_ray.actors.builtin_tools import _jsonpath
-from lumos_ray.actors.builtin_tools._safety import resolve_in_workspace
-from lumos_ray.actors.tools import ToolContext, tool
 from lumos_ray.errors import ToolError, ToolNotAllowedError
+from lumos_ray.tools._api import ToolContext, tool
+from lumos_ray.tools._builtins import _jsonpath
+from lumos_ray.tools._builtins._safety import resolve_in_workspace
 
 __all__ = [
     "TOOLS",

@@ -19,8 +19,13 @@ from typing import Any
 import ray
 
 from lumos_ray import tracing
-from lumos_ray.actors._expr import evaluate, render, truthy
-from lumos_ray.actors.workflow import (
+from lumos_ray.errors import (
+    InputValidationError,
+    LumosError,
+    StepTimeoutError,
+    WorkflowDefinitionError,
+)
+from lumos_ray.workflows._definition import (
     AgentStep,
     FunctionStep,
     HumanStep,
@@ -34,12 +39,7 @@ from lumos_ray.actors.workflow import (
     WorkflowStep,
     get_workflow,
 )
-from lumos_ray.errors import (
-    InputValidationError,
-    LumosError,
-    StepTimeoutError,
-    WorkflowDefinitionError,
-)
+from lumos_ray.workflows._expr import evaluate, render, truthy
 
 __all__ = ["Engine", "Suspend", "validate_json"]
 
@@ -307,7 +307,7 @@ class Engine:
             state = dict(scope["state"]) if args is None else None
             ref = _call_function.options(**opts).remote(fn, args, state, carrier)
         elif isinstance(step, ToolStep):
-            from lumos_ray.actors.tools import ToolContext, get_tool
+            from lumos_ray.tools._api import ToolContext, get_tool
 
             t = get_tool(step.tool)
             args = render(step.args, scope)

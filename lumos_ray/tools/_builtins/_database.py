@@ -11,9 +11,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from lumos_ray.actors.builtin_tools._safety import ctx_or_default, resolve_in_workspace
-from lumos_ray.actors.tools import ToolContext, tool
 from lumos_ray.errors import ToolError, ToolNotAllowedError
+from lumos_ray.tools._api import ToolContext, tool
+from lumos_ray.tools._builtins._safety import ctx_or_default, resolve_in_workspace
 
 __all__ = ["TOOLS", "sql_query", "sql_schema"]
 

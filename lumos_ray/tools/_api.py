@@ -8,7 +8,7 @@ other tool runs in the caller's process (a sync one in a worker thread, so an as
 agent actor's event loop is never blocked).
 
 Tools are found by name in this order: tools registered in this process
-(:func:`register_tool`), the built-ins (``lumos_ray.actors.builtin_tools``), then
+(:func:`register_tool`), the built-ins (``lumos_ray.tools._builtins``), then
 third-party plugins exposed in the ``lumos_ray.tools`` entry-point group.
 """
 
@@ -94,7 +94,7 @@ class Tool:
         category: str | None = None,
         source: str = "function",
     ) -> None:
-        from lumos_ray.actors._tool_schema import (
+        from lumos_ray.tools._schema import (
             build_args_model,
             clean_schema,
             parse_docstring,
@@ -151,7 +151,7 @@ class Tool:
     @property
     def args_model(self) -> type[BaseModel]:
         if self._args_model is None:
-            from lumos_ray.actors._tool_schema import build_args_model
+            from lumos_ray.tools._schema import build_args_model
 
             self._args_model, _ = build_args_model(
                 self.fn, self.name, self._param_docs, self._hints
@@ -225,7 +225,7 @@ class Tool:
         try:
             model = self.args_model.model_validate(args)
         except ValidationError as exc:
-            from lumos_ray.actors._tool_schema import format_args_error
+            from lumos_ray.tools._schema import format_args_error
 
             raise ToolArgumentError(
                 format_args_error(self.name, exc),
@@ -498,7 +498,7 @@ def tool(
 
 def register_tool(t: Tool | Callable[..., Any]) -> Tool:
     """Register a tool in this process (it then shadows a built-in or plugin of that name)."""
-    from lumos_ray.actors import _tool_registry
+    from lumos_ray.tools import _registry as _tool_registry
 
     if not isinstance(t, Tool):
         t = Tool(t)
@@ -510,14 +510,14 @@ def get_tool(name: str) -> Tool:
 
     Unknown names raise NotFoundError listing the closest known names.
     """
-    from lumos_ray.actors import _tool_registry
+    from lumos_ray.tools import _registry as _tool_registry
 
     return _tool_registry.get(name)
 
 
 def list_tools() -> list[Tool]:
     """Every tool known here: built-ins, registered tools and plugins (sorted by name)."""
-    from lumos_ray.actors import _tool_registry
+    from lumos_ray.tools import _registry as _tool_registry
 
     return _tool_registry.all_tools()
 

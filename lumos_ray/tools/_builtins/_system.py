@@ -19,9 +19,9 @@ import sys
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from lumos_ray.actors.builtin_tools._safety import ctx_or_default
-from lumos_ray.actors.tools import ToolContext, tool
 from lumos_ray.errors import ToolError, ToolNotAllowedError
+from lumos_ray.tools._api import ToolContext, tool
+from lumos_ray.tools._builtins._safety import ctx_or_default
 
 __all__ = [
     "TOOLS",
