@@ -1,0 +1,391 @@
+"""Generate the synthetic multi-hop QA set (invented entities, 2- to 4-hop questions).
+
+Deterministic: the same ``--seed`` always writes byte-identical files. Every name is
+made up from syllables, so no embedding model has seen a fact about any of them and
+nothing can be answered from the question alone: the answer is reachable only by
+following the chain of documents the question describes.
+
+World (one short document per entity, 2-5 sentences, facts phrased with several
+templates so no single wording is learnable):
+
+* structures (bridges, towers, dams, ...) — located in a city, built by a company,
+  designed by a person (a distractor link);
+* companies — based in a city, founded by a person, built other structures;
+* people — born in a village that only their own document names, studied at a
+  university, trained under a mentor (another person), wrote a book; referred to by
+  surname, with a title ("Dr.") or in the possessive after the first sentence, as
+  real text does;
+* universities, cities and books with their own documents.
+
+Questions follow relation chains; ``hops`` is the number of documents on the chain,
+``supporting_docs`` are those documents in order, and the answer string occurs in the
+last one (and, for person answers, in the person's own document):
+
+* 2 hops: founder of the company that built S; birthplace of the author of B; ...
+* 3 hops: birthplace of the founder of the company that built S; university of the
+  mentor of the author of B; ...
+* 4 hops: birthplace of the mentor of the founder of the company that built S; ...
+
+Answers are chosen to be rare strings (villages are named in one document; people in a
+few), so "the answer string is in the top-k chunks" rarely happens by accident; the
+generator drops questions whose answer occurs in more than ``MAX_ANSWER_DOCS`` docs.
+
+  .venv/bin/python benchmarks/rag_multihop_data.py --out benchmarks/data/multihop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_ANSWER_DOCS = 3
+
+_ONSETS = "b br c d dr f g gr h k l m n p pr r s st t tr v w z th sh".split()
+_VOWELS = "a e i o u ae ei ou ia".split()
+_CODAS = "n r l s th m nd rk st x ll".split()
+
+
+@dataclass
+class Ent:
+    kind: str
+    name: str
+    facts: dict[str, str] = field(default_factory=dict)  # relation -> other entity name
+
+    @property
+    def doc_id(self) -> str:
+        return self.name.lower().replace(" ", "_").replace(".", "")
+
+
+class World:
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.used: set[str] = set()
+
+    def word(self, syllables: int) -> str:
+        while True:
+            w = "".join(
+                self.rng.choice(_ONSETS)
+                + self.rng.choice(_VOWELS)
+                + (self.rng.choice(_CODAS) if self.rng.random() < 0.5 else "")
+                for _ in range(syllables)
+            ).capitalize()
+            if w not in self.used and 4 <= len(w) <= 11:
+                self.used.add(w)
+                return w
+
+
+_STRUCT_KINDS = ["Bridge", "Tower", "Dam", "Viaduct", "Lighthouse", "Observatory", "Aqueduct"]
+_INDUSTRY = ["engineering", "construction", "steelworks", "shipbuilding", "masonry", "foundry"]
+_COMPANY_SUFFIX = ["Works", "Company", "Brothers", "Holdings", "Ironworks", "Guild"]
+_PROFESSIONS = ["engineer", "architect", "surveyor", "chemist", "mathematician", "geologist"]
+_BOOK_NOUNS = ["Tides", "Stone", "Lanterns", "Winter", "Rivers", "Arches", "Salt", "Ash"]
+_TITLES = ["Dr.", "Professor", "Sir"]
+
+
+def build_world(seed: int) -> tuple[dict[str, list[Ent]], World]:
+    w = World(seed)
+    rng = w.rng
+    cities = [Ent("city", w.word(2)) for _ in range(24)]
+    unis = [Ent("university", f"University of {w.word(2)}") for _ in range(14)]
+    people = [Ent("person", f"{w.word(2)} {w.word(2)}") for _ in range(90)]
+    companies = [
+        Ent("company", f"{w.word(2)} {rng.choice(_COMPANY_SUFFIX)}") for _ in range(45)
+    ]
+    structs = [Ent("structure", f"{w.word(3)} {rng.choice(_STRUCT_KINDS)}") for _ in range(70)]
+    books = [
+        Ent("book", f"The {rng.choice(_BOOK_NOUNS)} of {w.word(2)}") for _ in range(50)
+    ]
+    for u in unis:
+        u.facts["located_in"] = rng.choice(cities).name
+        u.facts["founded_by"] = rng.choice(people).name
+    for i, p in enumerate(people):
+        p.facts["born_in"] = f"{w.word(2)}{rng.choice(['by', 'holm', 'wick', 'stead', 'ford'])}"
+        p.facts["studied_at"] = rng.choice(unis).name
+        p.facts["profession"] = rng.choice(_PROFESSIONS)
+        # Mentors form chains (a person's mentor is someone listed before them, so
+        # there are no cycles and 4-hop chains exist).
+        if i >= 8:
+            p.facts["mentor"] = people[rng.randrange(0, i)].name
+    for c in companies:
+        c.facts["based_in"] = rng.choice(cities).name
+        c.facts["founded_by"] = rng.choice(people[8:]).name
+        c.facts["industry"] = rng.choice(_INDUSTRY)
+        c.facts["year"] = str(rng.randrange(1820, 1930))
+        c.facts["workshop"] = f"{w.word(2)} Street"
+    for s in structs:
+        s.facts["located_in"] = rng.choice(cities).name
+        s.facts["built_by"] = rng.choice(companies).name
+        s.facts["designed_by"] = rng.choice(people).name
+        s.facts["year"] = str(rng.randrange(1840, 1960))
+    for c in companies:  # reverse link: the first company a person founded
+        founder = next(p for p in people if p.name == c.facts["founded_by"])
+        founder.facts.setdefault("founded", c.name)
+    for b in books:
+        b.facts["written_by"] = rng.choice(people[8:]).name
+        b.facts["published_by"] = rng.choice(companies).name
+        b.facts["year"] = str(rng.randrange(1850, 1970))
+    for c in cities:
+        c.facts["river"] = f"{w.word(2)} River"
+        c.facts["region"] = f"{w.word(2)} Province"
+    return {
+        "city": cities,
+        "university": unis,
+        "person": people,
+        "company": companies,
+        "structure": structs,
+        "book": books,
+    }, w
+
+
+def _surname(name: str) -> str:
+    return name.split()[-1]
+
+
+def write_docs(world: dict[str, list[Ent]], rng: random.Random) -> dict[str, str]:
+    """Entity name -> document text. Reverse links (a company lists what it built,
+    a person what they founded) are added so the graph has the distractor edges a real
+    corpus has."""
+    by_name = {e.name: e for es in world.values() for e in es}
+    built: dict[str, list[str]] = {}
+    founded: dict[str, list[str]] = {}
+    wrote: dict[str, list[str]] = {}
+    for s in world["structure"]:
+        built.setdefault(s.facts["built_by"], []).append(s.name)
+    for c in world["company"]:
+        founded.setdefault(c.facts["founded_by"], []).append(c.name)
+    for b in world["book"]:
+        wrote.setdefault(b.facts["written_by"], []).append(b.name)
+    docs: dict[str, str] = {}
+    for s in world["structure"]:
+        kind = s.name.split()[-1].lower()
+        f = s.facts
+        sents = [
+            rng.choice(
+                [
+                    f"The {s.name} is a {kind} in {f['located_in']}.",
+                    f"The {s.name} is a {kind} that stands in the city of {f['located_in']}.",
+                ]
+            ),
+            rng.choice(
+                [
+                    f"It was built by {f['built_by']} in {f['year']}.",
+                    f"{f['built_by']} built it in {f['year']}.",
+                    f"Construction was carried out by {f['built_by']}, who built it in "
+                    f"{f['year']}.",
+                ]
+            ),
+            rng.choice(
+                [
+                    f"Its design is credited to {f['designed_by']}.",
+                    f"The plans were drawn up by {f['designed_by']}.",
+                ]
+            ),
+        ]
+        docs[s.name] = " ".join(sents)
+    for c in world["company"]:
+        f = c.facts
+        founder = f["founded_by"]
+        sents = [
+            f"{c.name} is a {f['industry']} company based in {f['based_in']}.",
+            rng.choice(
+                [
+                    f"It was founded in {f['year']} by {founder}.",
+                    f"{founder} founded the company in {f['year']}.",
+                    f"The firm was established by {by_name[founder].name} in {f['year']}, "
+                    f"and {_surname(founder)} remained its director for decades.",
+                ]
+            ),
+        ]
+        sents.append(
+            rng.choice(
+                [
+                    f"Its first workshop stood on {f['workshop']}.",
+                    f"The firm's first workshop was on {f['workshop']}.",
+                ]
+            )
+        )
+        works = built.get(c.name, [])[:3]
+        if works:
+            sents.append(f"Its best-known works include the {' and the '.join(works)}.")
+        docs[c.name] = " ".join(sents)
+    for p in world["person"]:
+        f = p.facts
+        sur = _surname(p.name)
+        title = rng.choice(_TITLES)
+        sents = [
+            rng.choice(
+                [
+                    f"{p.name} was a {f['profession']} born in the village of {f['born_in']}.",
+                    f"{p.name} was born in {f['born_in']} and worked as a {f['profession']}.",
+                ]
+            ),
+            rng.choice(
+                [
+                    f"{title} {sur} studied at the {f['studied_at']}.",
+                    f"{sur} was educated at the {f['studied_at']}.",
+                ]
+            ),
+        ]
+        if "mentor" in f:
+            sents.append(
+                rng.choice(
+                    [
+                        f"{sur}'s mentor was {f['mentor']}.",
+                        f"{sur} trained under {f['mentor']}.",
+                        f"As a young {f['profession']}, {sur} was taught by {f['mentor']}.",
+                    ]
+                )
+            )
+        if founded.get(p.name):
+            sents.append(f"{sur} founded {founded[p.name][0]}.")
+        if wrote.get(p.name):
+            sents.append(f"{title} {sur} is the author of {wrote[p.name][0]}.")
+        docs[p.name] = " ".join(sents)
+    for u in world["university"]:
+        f = u.facts
+        docs[u.name] = (
+            f"The {u.name} is a university in {f['located_in']}. "
+            f"It was founded by {f['founded_by']}."
+        )
+    for b in world["book"]:
+        f = b.facts
+        docs[b.name] = " ".join(
+            [
+                rng.choice(
+                    [
+                        f"{b.name} is a book written by {f['written_by']}.",
+                        f"{b.name} is a {f['year']} novel by {f['written_by']}.",
+                    ]
+                ),
+                f"It was published by {f['published_by']} in {f['year']}.",
+            ]
+        )
+    for c in world["city"]:
+        f = c.facts
+        docs[c.name] = (
+            f"{c.name} is a city in {f['region']}. It lies on the {f['river']}. "
+            "Its old town is known for its markets."
+        )
+    return docs
+
+
+# -- question chains --------------------------------------------------------------
+# Each step is (relation, phrase used in the question); a chain starts at an entity of
+# the given kind and follows relations; the last relation's value is the answer.
+Chain = tuple[str, list[str], Callable[[list[str]], str]]
+
+_CHAINS: list[Chain] = [
+    # 2 hops
+    ("structure", ["built_by", "founded_by"], lambda n: f"Who founded the company that built the {n[0]}?"),
+    ("book", ["written_by", "born_in"], lambda n: f"In which village was the author of {n[0]} born?"),
+    ("company", ["founded_by", "born_in"], lambda n: f"Where was the founder of {n[0]} born?"),
+    ("book", ["written_by", "studied_at"], lambda n: f"Which university did the author of {n[0]} attend?"),
+    ("structure", ["built_by", "workshop"],
+     lambda n: f"On which street was the first workshop of the company that built the {n[0]}?"),
+    # 3 hops
+    ("book", ["written_by", "founded", "workshop"],
+     lambda n: f"On which street did the company founded by the author of {n[0]} have its first workshop?"),
+    ("structure", ["built_by", "founded_by", "born_in"],
+     lambda n: f"In which village was the founder of the company that built the {n[0]} born?"),
+    ("book", ["written_by", "mentor", "born_in"],
+     lambda n: f"Where was the mentor of the author of {n[0]} born?"),
+    ("company", ["founded_by", "mentor", "studied_at"],
+     lambda n: f"At which university did the mentor of the founder of {n[0]} study?"),
+    ("book", ["published_by", "founded_by", "born_in"],
+     lambda n: f"Where was the founder of the publisher of {n[0]} born?"),
+    # 4 hops
+    ("book", ["written_by", "mentor", "founded", "workshop"],
+     lambda n: f"On which street did the company founded by the mentor of the author of {n[0]} have its first workshop?"),
+    ("structure", ["built_by", "founded_by", "mentor", "born_in"],
+     lambda n: f"Where was the mentor of the founder of the company that built the {n[0]} born?"),
+    ("book", ["written_by", "mentor", "mentor", "born_in"],
+     lambda n: f"In which village was the mentor of the mentor of the author of {n[0]} born?"),
+    ("book", ["published_by", "founded_by", "mentor", "studied_at"],
+     lambda n: f"Which university did the mentor of the founder of the publisher of {n[0]} attend?"),
+]  # fmt: skip
+
+_ENTITY_VALUED = {"built_by", "founded_by", "written_by", "mentor", "published_by"}
+
+
+def make_questions(
+    world: dict[str, list[Ent]], docs: dict[str, str], per_hops: int, rng: random.Random
+) -> list[dict]:
+    by_name = {e.name: e for es in world.values() for e in es}
+    out: list[dict] = []
+    for hops in (2, 3, 4):
+        chains = [c for c in _CHAINS if len(c[1]) == hops]
+        cands: list[dict] = []
+        for kind, rels, phrase in chains:
+            for start in world[kind]:
+                names = [start.name]
+                ok = True
+                for rel in rels:
+                    ent = by_name[names[-1]]
+                    if rel not in ent.facts:
+                        ok = False
+                        break
+                    names.append(ent.facts[rel])
+                if not ok or len(set(names)) != len(names):
+                    continue
+                answer = names[-1]
+                n_docs = sum(answer in t for t in docs.values())
+                if n_docs > MAX_ANSWER_DOCS:
+                    continue
+                support = [by_name[n].doc_id for n in names[:-1]]
+                cands.append(
+                    {
+                        "question": phrase(names),
+                        "answer": answer,
+                        "hops": hops,
+                        "supporting_docs": support,
+                        "chain": names,
+                        "relations": rels,
+                    }
+                )
+        rng.shuffle(cands)
+        # Round-robin over templates so every chain shape is represented.
+        by_tpl: dict[tuple[str, ...], list[dict]] = {}
+        for c in cands:
+            by_tpl.setdefault(tuple(c["relations"]), []).append(c)
+        picked: list[dict] = []
+        while len(picked) < per_hops and any(by_tpl.values()):
+            for lst in by_tpl.values():
+                if lst and len(picked) < per_hops:
+                    picked.append(lst.pop())
+        out.extend(picked)
+    for i, q in enumerate(out):
+        q["id"] = f"mh{i:04d}"
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "data" / "multihop"))
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--per-hops", type=int, default=60, help="questions per hop count (2, 3, 4)")
+    args = ap.parse_args()
+    world, w = build_world(args.seed)
+    texts = write_docs(world, w.rng)
+    by_name = {e.name: e for es in world.values() for e in es}
+    questions = make_questions(world, texts, args.per_hops, w.rng)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "docs.jsonl", "w", encoding="utf-8") as f:
+        for name in sorted(texts):
+            row = {"doc_id": by_name[name].doc_id, "title": name, "text": texts[name]}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open(out / "questions.jsonl", "w", encoding="utf-8") as f:
+        for q in questions:
+            row = {k: q[k] for k in ("id", "question", "answer", "hops", "supporting_docs")}
+            row["chain"] = q["chain"]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    counts = {h: sum(q["hops"] == h for q in questions) for h in (2, 3, 4)}
+    print(f"{len(texts)} docs, {len(questions)} questions {counts} -> {out}")
+
+
+if __name__ == "__main__":
+    main()
