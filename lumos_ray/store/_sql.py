@@ -19,7 +19,6 @@ from sqlalchemy import (
     Column,
     Float,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -31,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from lumos_ray.errors import ConfigError, NotFoundError
 
@@ -46,7 +46,7 @@ runs = Table(
     Column("id", String(64), primary_key=True),
     Column("tenant_id", String(64), nullable=False, index=True),
     Column("workflow", String(200), nullable=False),
-    Column("definition", LargeBinary, nullable=False),  # cloudpickled Workflow
+    Column("version", String(64), nullable=False),  # registered definition it runs
     Column("input", JSON),
     Column("status", String(16), nullable=False, index=True),
     Column("output", JSON),
@@ -57,6 +57,19 @@ runs = Table(
     Column("heartbeat", Float),  # lease renewal time; stale = the owner died
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# Registered definitions (workflows today), as data: a version is the content hash of
+# the JSON body, so a version never changes meaning. Runs point at (name, version).
+definitions = Table(
+    "definitions",
+    _meta,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("body", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 checkpoints = Table(
@@ -125,9 +138,64 @@ class RunStore:
         _meta.create_all(self._engine)
         self._lock = threading.Lock()
 
+    # -- registered definitions -------------------------------------------------
+    def put_definition(self, kind: str, name: str, version: str, body: dict[str, Any]) -> bool:
+        """Register ``body`` as (kind, name, version); a no-op if it is already there
+        (versions are content hashes). Returns True when it was new."""
+        try:
+            with self._engine.begin() as c:
+                c.execute(
+                    insert(definitions).values(
+                        tenant_id=self.tenant_id,
+                        kind=kind,
+                        name=name,
+                        version=version,
+                        body=body,
+                        created_at=time.time(),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def get_definition(self, kind: str, name: str, version: str | None = None) -> dict[str, Any]:
+        """The registered definition (the newest one when ``version`` is None)."""
+        q = select(definitions).where(
+            definitions.c.tenant_id == self.tenant_id,
+            definitions.c.kind == kind,
+            definitions.c.name == name,
+        )
+        if version is not None:
+            q = q.where(definitions.c.version == version)
+        q = q.order_by(definitions.c.created_at.desc()).limit(1)
+        with self._engine.connect() as c:
+            row = c.execute(q).first()
+        if row is None:
+            known = [d["version"] for d in self.list_definitions(kind, name)]
+            what = f"{kind} {name!r}" + (f" version {version!r}" if version else "")
+            raise NotFoundError(
+                f"No registered {what}"
+                + (f" (registered versions: {', '.join(known[:10])})." if known else "."),
+                fix="Start the run from the workflow itself (a Workflow object or its YAML "
+                "file), which registers it, or name a registered version "
+                "(`lumos workflows list`).",
+            )
+        return dict(row._mapping)
+
+    def list_definitions(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
+        """(name, version, created_at) of registered definitions, newest first."""
+        q = select(definitions.c.name, definitions.c.version, definitions.c.created_at).where(
+            definitions.c.tenant_id == self.tenant_id, definitions.c.kind == kind
+        )
+        if name is not None:
+            q = q.where(definitions.c.name == name)
+        with self._engine.connect() as c:
+            rows = c.execute(q.order_by(definitions.c.created_at.desc()).limit(1000))
+            return [dict(r._mapping) for r in rows]
+
     # -- runs -------------------------------------------------------------------
     def create_run(
-        self, run_id: str, workflow: str, definition: bytes, input: Any, status: str = "pending"
+        self, run_id: str, workflow: str, version: str, input: Any, status: str = "pending"
     ) -> None:
         now = time.time()
         with self._engine.begin() as c:
@@ -136,7 +204,7 @@ class RunStore:
                     id=run_id,
                     tenant_id=self.tenant_id,
                     workflow=workflow,
-                    definition=definition,
+                    version=version,
                     input=input,
                     status=status,
                     created_at=now,
@@ -144,11 +212,10 @@ class RunStore:
                 )
             )
 
-    def get_run(self, run_id: str, *, with_definition: bool = False) -> dict[str, Any]:
-        cols = [c for c in runs.c if with_definition or c.name != "definition"]
+    def get_run(self, run_id: str) -> dict[str, Any]:
         with self._engine.connect() as c:
             row = c.execute(
-                select(*cols).where(runs.c.id == run_id, runs.c.tenant_id == self.tenant_id)
+                select(runs).where(runs.c.id == run_id, runs.c.tenant_id == self.tenant_id)
             ).first()
         if row is None:
             raise NotFoundError(
@@ -157,8 +224,7 @@ class RunStore:
         return dict(row._mapping)
 
     def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        cols = [c for c in runs.c if c.name != "definition"]
-        q = select(*cols).where(runs.c.tenant_id == self.tenant_id)
+        q = select(runs).where(runs.c.tenant_id == self.tenant_id)
         if status:
             q = q.where(runs.c.status == status)
         q = q.order_by(runs.c.created_at.desc()).limit(limit)
