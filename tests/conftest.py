@@ -17,6 +17,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Run integration tests against this Ray cluster instead of an embedded one.",
     )
+    parser.addoption(
+        "--store-backend",
+        choices=("both", "sqlite", "postgresql"),
+        default="both",
+        help="Run-store backend(s): the store suite runs on each chosen one (default both); "
+        "the integration cluster uses PostgreSQL only when `postgresql` is chosen.",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,11 +1,36 @@
-"""The control-plane store: runs, step checkpoints, events, agent threads and memory.
+"""The control-plane store: runs, registered definitions, step checkpoints, events,
+agent threads and working memory; tenants, keys, usage and audit as the platform adds
+them.
 
-SQLAlchemy over a database URL (SQLite embedded by default, PostgreSQL for clusters).
-It stores data only: never pickled code, never secrets.
+SQLAlchemy over a database URL: SQLite embedded by default, PostgreSQL (psycopg 3)
+for clusters, one schema with Alembic migrations applied when a store opens. Every
+table is keyed by tenant and every query filters by the store's tenant. It stores data
+only: never pickled code, never secrets. See docs/store.md.
 """
 
 from __future__ import annotations
 
-from lumos_ray.store._sql import TERMINAL_STATES, RunStore, open_store
+from lumos_ray.store._errors import StoreError
+from lumos_ray.store._store import (
+    MAX_BATCH,
+    MAX_READ,
+    RUN_STATES,
+    TERMINAL_STATES,
+    CheckpointWrite,
+    RunStore,
+    open_store,
+)
+from lumos_ray.store._url import CONNECT_TIMEOUT_S, mask_url
 
-__all__ = ["TERMINAL_STATES", "RunStore", "open_store"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "MAX_BATCH",
+    "MAX_READ",
+    "RUN_STATES",
+    "TERMINAL_STATES",
+    "CheckpointWrite",
+    "RunStore",
+    "StoreError",
+    "mask_url",
+    "open_store",
+]

@@ -4,6 +4,16 @@ import sys
 
 import pytest
 
+from tests._postgres import make_store, postgres_server, store_backends, store_url
+
+__all__ = ["make_store", "postgres_server", "store_url"]  # fixtures for the store suite
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Store tests that take ``store_backend`` run once per backend (--store-backend)."""
+    if "store_backend" in metafunc.fixturenames:
+        metafunc.parametrize("store_backend", store_backends(metafunc.config))
+
 
 @pytest.fixture(autouse=True)
 def _unit_tests_never_start_ray():

@@ -1,0 +1,675 @@
+"""RunStore: runs, registered definitions, checkpoints, events, agent memory.
+
+One class over SQLAlchemy Core for both backends (``sqlite:////ABS/PATH.db`` by
+default, ``postgresql+psycopg://...`` for clusters). A store instance is bound to one
+tenant and every statement it runs filters by that tenant, reads and writes alike: two
+stores with different tenants on one database cannot see or change each other's rows.
+Opening a store connects (so a wrong URL fails here, not in the middle of a run) and
+upgrades its schema to this release's (see ``_migrate``).
+
+Writes are small and few per step: a finished step is one transaction holding its
+checkpoint and the events emitted before it; :meth:`RunStore.save_many` writes many
+runs' steps in one transaction (group commit). Values are JSON only; nothing is
+pickled and nothing here ever stores a secret.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from lumos_ray.errors import InputValidationError, NotFoundError
+from lumos_ray.store import _migrate
+from lumos_ray.store._engine import connect_error, guard, make_engines
+from lumos_ray.store._errors import StoreError
+from lumos_ray.store._schema import (
+    KEY_LIMITS,
+    checkpoints,
+    definitions,
+    events,
+    messages,
+    runs,
+    working_memory,
+)
+from lumos_ray.store._url import CONNECT_TIMEOUT_S, StoreURL, parse_store_url
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_READ",
+    "RUN_STATES",
+    "TERMINAL_STATES",
+    "CheckpointWrite",
+    "RunStore",
+    "open_store",
+]
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+RUN_STATES = frozenset({"pending", "running", "suspended", *TERMINAL_STATES})
+#: Most rows one read returns, and most items one batched write takes.
+MAX_READ = 10_000
+MAX_BATCH = 10_000
+_IN_CHUNK = 500  # ids per IN (...) clause
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+# Columns set_status may change besides status (never the key or created_at).
+_RUN_FIELDS = frozenset(
+    {"workflow", "version", "input", "output", "error", "suspended", "trace", "owner", "heartbeat"}
+)
+
+Event = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CheckpointWrite:
+    """One run's part of a group commit (:meth:`RunStore.save_many`): a finished step's
+    checkpoint (``path``, ``output``) and the events emitted before it. ``path=None``
+    writes only the events."""
+
+    run_id: str
+    path: str | None = None
+    output: Any = None
+    events: Sequence[Event] = field(default_factory=tuple)
+
+
+def _check(kind: str, value: Any) -> str:
+    """A key value: a non-empty string within its column's length."""
+    limit = KEY_LIMITS[kind]
+    if not isinstance(value, str) or not value or len(value) > limit:
+        shown = repr(value)[:80]
+        raise InputValidationError(
+            f"Invalid {kind} {shown}: must be a non-empty string of at most {limit} characters.",
+            fix=f"Pass a shorter (or non-empty) {kind}.",
+        )
+    return value
+
+
+def _check_tenant(tenant_id: Any) -> str:
+    _check("tenant_id", tenant_id)
+    if not _TENANT_RE.match(tenant_id):
+        raise InputValidationError(
+            f"Invalid tenant id {tenant_id!r}: use letters, digits and . _ : @ - "
+            "(starting with a letter or digit).",
+            fix="Set LUMOS_TENANT (or LumosSettings.tenant_id) to a plain identifier.",
+        )
+    return tenant_id
+
+
+def _check_limit(limit: Any, bound: int = MAX_READ) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= bound:
+        raise InputValidationError(
+            f"Invalid limit {limit!r}: must be an integer from 1 to {bound}.",
+            fix="Page through results with a smaller limit (and `after` for events).",
+        )
+    return limit
+
+
+def _check_events(items: Iterable[Event]) -> list[Event]:
+    out = list(items)
+    if len(out) > MAX_BATCH:
+        raise InputValidationError(
+            f"{len(out)} events in one write (at most {MAX_BATCH}).",
+            fix="Write events in smaller batches.",
+        )
+    for item in out:
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise InputValidationError(
+                f"Invalid event {item!r:.80}: expected a (type, data) pair.",
+                fix="Pass events as [(type, {...}), ...].",
+            )
+        _check("event_type", item[0])
+    return out
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(ids), _IN_CHUNK):
+        yield ids[i : i + _IN_CHUNK]
+
+
+class RunStore:
+    """Thread-safe access to one database for one tenant; cheap to share per process.
+
+    ``RunStore(url, tenant_id)`` connects, upgrades the schema, and raises a
+    :class:`~lumos_ray.store.StoreError` naming the URL (password masked) and the fix
+    when the database cannot be reached within ``connect_timeout_s``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        tenant_id: str = "default",
+        *,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.tenant_id = _check_tenant(tenant_id)
+        self._target: StoreURL = parse_store_url(url)
+        #: The URL as it may be shown (password masked).
+        self.url = self._target.masked
+        self.backend = self._target.backend
+        self._engine, self._reader = make_engines(self._target, connect_timeout_s)
+        self._owns_engine = True
+        try:
+            _migrate.upgrade(self._engine, self.url, self._target.sqlite_path)
+        except StoreError:
+            self._engine.dispose()
+            raise
+        except Exception as exc:
+            self._engine.dispose()
+            raise connect_error(exc, self._target) from None
+
+    def for_tenant(self, tenant_id: str) -> RunStore:
+        """The same database seen as ``tenant_id`` (shares this store's connections)."""
+        other = object.__new__(RunStore)
+        other.__dict__.update(self.__dict__)
+        other.tenant_id = _check_tenant(tenant_id)
+        other._owns_engine = False
+        return other
+
+    def close(self) -> None:
+        """Release the connections (stores from :func:`open_store` live as long as the
+        process; close the ones you construct yourself)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"RunStore({self.url!r}, tenant_id={self.tenant_id!r})"
+
+    # -- connections ------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: takes the write lock up front)."""
+        with guard(self._target), self._engine.connect() as c:
+            c.execution_options(lumos_write=True)
+            with c.begin():
+                yield c
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with guard(self._target), self._reader.connect() as c:
+            yield c
+
+    def _lock_keys(self, c: Connection, scope: str, keys: Iterable[str]) -> None:
+        """PostgreSQL: serialise writers of the same sequences (run events, thread
+        messages) for this transaction, taking locks in one global order so two
+        group commits never deadlock. SQLite's write lock already serialises."""
+        if self.backend != "postgresql":
+            return
+        names = sorted({f"{scope}\x1f{self.tenant_id}\x1f{k}" for k in keys})
+        if names:
+            c.execute(
+                text(
+                    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT "
+                    "hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k "
+                    "ORDER BY h) AS s"
+                ),
+                {"keys": names},
+            )
+
+    def _next_seqs(
+        self, c: Connection, table: Table, key_col: str, keys: set[str], **where: str
+    ) -> dict[str, int]:
+        """The last sequence number in use per key (0 when none), inside the write."""
+        col = table.c[key_col]
+        last = dict.fromkeys(keys, 0)
+        ordered = sorted(keys)
+        for part in _chunks(ordered):
+            q = select(col, func.max(table.c.seq)).where(
+                table.c.tenant_id == self.tenant_id,
+                col.in_(part),
+                *(table.c[k] == v for k, v in where.items()),
+            )
+            for key, seq in c.execute(q.group_by(col)):
+                last[key] = seq or 0
+        return last
+
+    def _insert_events(self, c: Connection, by_run: dict[str, list[Event]], now: float) -> None:
+        by_run = {r: e for r, e in by_run.items() if e}
+        if not by_run:
+            return
+        self._lock_keys(c, "events", by_run)
+        last = self._next_seqs(c, events, "run_id", set(by_run))
+        rows = [
+            {
+                "tenant_id": self.tenant_id,
+                "run_id": run_id,
+                "seq": last[run_id] + i,
+                "ts": now,
+                "type": kind,
+                "data": data,
+            }
+            for run_id, items in by_run.items()
+            for i, (kind, data) in enumerate(items, start=1)
+        ]
+        c.execute(insert(events), rows)
+
+    def _upsert(self) -> Any:
+        return postgresql.insert if self.backend == "postgresql" else sqlite.insert
+
+    # -- registered definitions -------------------------------------------------
+    def put_definition(self, kind: str, name: str, version: str, body: dict[str, Any]) -> bool:
+        """Register ``body`` as (kind, name, version); a no-op if it is already there
+        (versions are content hashes). Returns True when it was new."""
+        row = {
+            "tenant_id": self.tenant_id,
+            "kind": _check("kind", kind),
+            "name": _check("name", name),
+            "version": _check("version", version),
+            "body": body,
+            "created_at": time.time(),
+        }
+        if not isinstance(body, dict):
+            raise InputValidationError(
+                f"Definition body of {name!r} is {type(body).__name__}, not a JSON object.",
+                fix="Register the definition's data (a dict), e.g. workflow_to_data(wf).",
+            )
+        stmt = (
+            self._upsert()(definitions)
+            .values(**row)
+            .on_conflict_do_nothing()
+            .returning(definitions.c.version)  # rowcount is not portable here
+        )
+        with self._write() as c:
+            return c.execute(stmt).first() is not None
+
+    def get_definition(self, kind: str, name: str, version: str | None = None) -> dict[str, Any]:
+        """The registered definition (the newest one when ``version`` is None)."""
+        q = select(definitions).where(
+            definitions.c.tenant_id == self.tenant_id,
+            definitions.c.kind == _check("kind", kind),
+            definitions.c.name == _check("name", name),
+        )
+        if version is not None:
+            q = q.where(definitions.c.version == _check("version", version))
+        q = q.order_by(definitions.c.created_at.desc()).limit(1)
+        with self._read() as c:
+            row = c.execute(q).first()
+        if row is None:
+            known = [d["version"] for d in self.list_definitions(kind, name)]
+            what = f"{kind} {name!r}" + (f" version {version!r}" if version else "")
+            raise NotFoundError(
+                f"No registered {what}"
+                + (f" (registered versions: {', '.join(known[:10])})." if known else "."),
+                fix="Start the run from the workflow itself (a Workflow object or its YAML "
+                "file), which registers it, or name a registered version "
+                "(`lumos workflows list`).",
+            )
+        return dict(row._mapping)
+
+    def list_definitions(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
+        """(name, version, created_at) of registered definitions, newest first."""
+        q = select(definitions.c.name, definitions.c.version, definitions.c.created_at).where(
+            definitions.c.tenant_id == self.tenant_id, definitions.c.kind == _check("kind", kind)
+        )
+        if name is not None:
+            q = q.where(definitions.c.name == _check("name", name))
+        with self._read() as c:
+            rows = c.execute(q.order_by(definitions.c.created_at.desc()).limit(1000))
+            return [dict(r._mapping) for r in rows]
+
+    # -- runs -------------------------------------------------------------------
+    def create_run(
+        self, run_id: str, workflow: str, version: str, input: Any, status: str = "pending"
+    ) -> None:
+        """Insert a new run. An id this tenant already uses raises SQLAlchemy's
+        ``IntegrityError`` (the runner treats it as a client retrying its start)."""
+        now = time.time()
+        row = {
+            "tenant_id": self.tenant_id,
+            "id": _check("run_id", run_id),
+            "workflow": _check("workflow", workflow),
+            "version": _check("version", version),
+            "input": input,
+            "status": self._check_status(status),
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._write() as c:
+            c.execute(insert(runs).values(**row))
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with self._read() as c:
+            row = c.execute(
+                select(runs).where(runs.c.tenant_id == self.tenant_id, runs.c.id == run_id)
+            ).first()
+        if row is None:
+            raise NotFoundError(
+                f"No run with id {str(run_id)[:200]!r}.", fix="List runs with `lumos runs list`."
+            )
+        return dict(row._mapping)
+
+    def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """This tenant's runs, newest first (``status`` filters)."""
+        q = select(runs).where(runs.c.tenant_id == self.tenant_id)
+        if status:
+            q = q.where(runs.c.status == self._check_status(status))
+        q = q.order_by(runs.c.created_at.desc()).limit(_check_limit(limit))
+        with self._read() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    @staticmethod
+    def _check_status(status: Any) -> str:
+        if status not in RUN_STATES:
+            raise InputValidationError(
+                f"Invalid run status {str(status)[:40]!r}.",
+                fix=f"Use one of: {', '.join(sorted(RUN_STATES))}.",
+            )
+        return str(status)
+
+    def set_status(self, run_id: str, status: str, **fields: Any) -> None:
+        """Set a run's status and any of its other fields (output, error, suspended,
+        trace, owner, heartbeat, ...). A run of another tenant is left untouched."""
+        unknown = set(fields) - _RUN_FIELDS
+        if unknown:
+            raise InputValidationError(
+                f"set_status got unknown run fields: {', '.join(sorted(unknown))}.",
+                fix=f"Pass only: {', '.join(sorted(_RUN_FIELDS))}.",
+            )
+        values = {"status": self._check_status(status), "updated_at": time.time(), **fields}
+        with self._write() as c:
+            c.execute(
+                update(runs)
+                .where(runs.c.tenant_id == self.tenant_id, runs.c.id == run_id)
+                .values(**values)
+            )
+
+    # -- leases: one runner executes a run at a time ------------------------------
+    def claim(self, run_id: str, owner: str, stale_after_s: float) -> bool:
+        """Atomically take the run's lease if it is free, ours, or its owner went quiet."""
+        _check("owner", owner)
+        now = time.time()
+        with self._write() as c:
+            n = c.execute(
+                update(runs)
+                .where(
+                    runs.c.tenant_id == self.tenant_id,
+                    runs.c.id == run_id,
+                    (runs.c.owner.is_(None))
+                    | (runs.c.owner == owner)
+                    | (runs.c.heartbeat < now - stale_after_s),
+                )
+                .values(owner=owner, heartbeat=now)
+            ).rowcount
+        return n == 1
+
+    def renew(self, owner: str, run_ids: list[str]) -> None:
+        """Renew ``owner``'s leases on ``run_ids`` (the ones it still holds)."""
+        if not run_ids:
+            return
+        now = time.time()
+        with self._write() as c:
+            for part in _chunks(list(run_ids)):
+                c.execute(
+                    update(runs)
+                    .where(
+                        runs.c.tenant_id == self.tenant_id,
+                        runs.c.owner == owner,
+                        runs.c.id.in_(part),
+                    )
+                    .values(heartbeat=now)
+                )
+
+    def stale_runs(self, stale_after_s: float) -> list[str]:
+        """Runs marked active whose owner stopped renewing its lease."""
+        cutoff = time.time() - stale_after_s
+        with self._read() as c:
+            return [
+                r[0]
+                for r in c.execute(
+                    select(runs.c.id)
+                    .where(
+                        runs.c.tenant_id == self.tenant_id,
+                        runs.c.status.in_(["running", "pending"]),
+                        (runs.c.heartbeat.is_(None)) | (runs.c.heartbeat < cutoff),
+                    )
+                    .limit(MAX_READ)
+                )
+            ]
+
+    # -- checkpoints ------------------------------------------------------------
+    def save_checkpoint(
+        self,
+        run_id: str,
+        path: str,
+        output: Any,
+        pending_events: list[Event] | None = None,
+    ) -> None:
+        """One transaction: the step's output plus the events emitted before it. A
+        second checkpoint for the same step raises SQLAlchemy's ``IntegrityError``
+        (the first one stands)."""
+        _check("run_id", run_id)
+        _check("path", path)
+        evs = _check_events(pending_events or ())
+        now = time.time()
+        with self._write() as c:
+            self._insert_events(c, {run_id: evs}, now)
+            c.execute(
+                insert(checkpoints).values(
+                    tenant_id=self.tenant_id,
+                    run_id=run_id,
+                    path=path,
+                    output=output,
+                    created_at=now,
+                )
+            )
+
+    def save_many(self, items: Sequence[CheckpointWrite]) -> list[tuple[str, str]]:
+        """Group commit: several runs' checkpoints and events in ONE transaction.
+
+        For a runner that finishes many steps at once: one transaction (one fsync on
+        SQLite, one commit round trip on PostgreSQL) instead of one per step. Events
+        keep their order within each item, and items of the same run keep theirs.
+        All or nothing, except that a checkpoint whose step already has one is skipped
+        (the first one stands; its events are still written), so one run's replayed
+        step cannot fail the other runs' writes. Returns the skipped (run_id, path)s.
+        """
+        if len(items) > MAX_BATCH:
+            raise InputValidationError(
+                f"{len(items)} items in one save_many (at most {MAX_BATCH}).",
+                fix="Split the batch.",
+            )
+        by_run: dict[str, list[Event]] = {}
+        cps: dict[tuple[str, str], Any] = {}
+        for it in items:
+            if not isinstance(it, CheckpointWrite):
+                raise InputValidationError(
+                    f"save_many takes CheckpointWrite items, got {type(it).__name__}.",
+                    fix="Wrap each write: CheckpointWrite(run_id, path, output, events).",
+                )
+            _check("run_id", it.run_id)
+            by_run.setdefault(it.run_id, []).extend(_check_events(it.events))
+            if it.path is not None:
+                cps.setdefault((it.run_id, _check("path", it.path)), it.output)
+        now = time.time()
+        with self._write() as c:
+            self._insert_events(c, by_run, now)
+            if not cps:
+                return []
+            existing: set[tuple[str, str]] = set()
+            for part in _chunks(sorted({r for r, _ in cps})):
+                rows = c.execute(
+                    select(checkpoints.c.run_id, checkpoints.c.path).where(
+                        checkpoints.c.tenant_id == self.tenant_id, checkpoints.c.run_id.in_(part)
+                    )
+                )
+                existing.update((r, p) for r, p in rows if (r, p) in cps)
+            rows = [
+                {
+                    "tenant_id": self.tenant_id,
+                    "run_id": r,
+                    "path": p,
+                    "output": o,
+                    "created_at": now,
+                }
+                for (r, p), o in cps.items()
+                if (r, p) not in existing
+            ]
+            if rows:
+                c.execute(self._upsert()(checkpoints).on_conflict_do_nothing(), rows)
+        return sorted(existing)
+
+    def load_checkpoints(self, run_id: str) -> dict[str, Any]:
+        """path -> output of every finished step of the run."""
+        with self._read() as c:
+            rows = c.execute(
+                select(checkpoints.c.path, checkpoints.c.output).where(
+                    checkpoints.c.tenant_id == self.tenant_id, checkpoints.c.run_id == run_id
+                )
+            )
+            return {r.path: r.output for r in rows}
+
+    # -- events -----------------------------------------------------------------
+    def append_events(self, run_id: str, items: list[Event]) -> None:
+        """Append events to the run's log; their seq numbers continue the run's."""
+        _check("run_id", run_id)
+        evs = _check_events(items)
+        if not evs:
+            return
+        with self._write() as c:
+            self._insert_events(c, {run_id: evs}, time.time())
+
+    def read_events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """The run's events with ``seq > after``, in order (seq, ts, type, data)."""
+        with self._read() as c:
+            rows = c.execute(
+                select(events.c.seq, events.c.ts, events.c.type, events.c.data)
+                .where(
+                    events.c.tenant_id == self.tenant_id,
+                    events.c.run_id == run_id,
+                    events.c.seq > int(after),
+                )
+                .order_by(events.c.seq)
+                .limit(_check_limit(limit))
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # -- agent memory -----------------------------------------------------------
+    def append_messages_many(
+        self, agent: str, items: list[tuple[str, list[dict[str, Any]]]]
+    ) -> None:
+        """Several threads' new messages in ONE transaction (group commit)."""
+        _check("agent", agent)
+        by_thread: dict[str, list[dict[str, Any]]] = {}
+        for thread_id, new in items:
+            by_thread.setdefault(_check("thread_id", thread_id), []).extend(new)
+        by_thread = {t: m for t, m in by_thread.items() if m}
+        if not by_thread:
+            return
+        if sum(len(m) for m in by_thread.values()) > MAX_BATCH:
+            raise InputValidationError(
+                f"More than {MAX_BATCH} messages in one write.", fix="Write smaller batches."
+            )
+        with self._write() as c:
+            self._lock_keys(c, f"messages\x1f{agent}", by_thread)
+            last = self._next_seqs(c, messages, "thread_id", set(by_thread), agent=agent)
+            rows = [
+                {
+                    "tenant_id": self.tenant_id,
+                    "agent": agent,
+                    "thread_id": t,
+                    "seq": last[t] + i,
+                    "message": m,
+                }
+                for t, new in by_thread.items()
+                for i, m in enumerate(new, start=1)
+            ]
+            c.execute(insert(messages), rows)
+
+    def load_messages_many(
+        self, agent: str, thread_ids: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """thread id -> its messages in order, for each of ``thread_ids``."""
+        out: dict[str, list[dict[str, Any]]] = {t: [] for t in thread_ids}
+        with self._read() as c:
+            for part in _chunks(list(out)):
+                rows = c.execute(
+                    select(messages.c.thread_id, messages.c.message)
+                    .where(
+                        messages.c.tenant_id == self.tenant_id,
+                        messages.c.agent == agent,
+                        messages.c.thread_id.in_(part),
+                    )
+                    .order_by(messages.c.thread_id, messages.c.seq)
+                )
+                for t, m in rows:
+                    out[t].append(m)
+        return out
+
+    def load_working_memory(self, agent: str, thread_id: str) -> dict[str, Any]:
+        with self._read() as c:
+            row = c.execute(
+                select(working_memory.c.data).where(
+                    working_memory.c.tenant_id == self.tenant_id,
+                    working_memory.c.agent == agent,
+                    working_memory.c.thread_id == thread_id,
+                )
+            ).first()
+        return dict(row[0]) if row and isinstance(row[0], dict) else {}
+
+    def save_working_memory(self, agent: str, thread_id: str, data: dict[str, Any]) -> None:
+        """Replace the thread's working memory (a JSON object)."""
+        if not isinstance(data, dict):
+            raise InputValidationError(
+                f"Working memory must be a JSON object, got {type(data).__name__}.",
+                fix="Pass a dict.",
+            )
+        row = {
+            "tenant_id": self.tenant_id,
+            "agent": _check("agent", agent),
+            "thread_id": _check("thread_id", thread_id),
+            "data": data,
+            "updated_at": time.time(),
+        }
+        stmt = self._upsert()(working_memory).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "agent", "thread_id"],
+            set_={"data": stmt.excluded.data, "updated_at": stmt.excluded.updated_at},
+        )
+        with self._write() as c:
+            c.execute(stmt)
+
+
+_stores: dict[tuple[str, str], RunStore] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(url: str | None = None, tenant_id: str | None = None) -> RunStore:
+    """The process-wide store for ``url`` and ``tenant_id`` (default: from settings).
+
+    One connection pool per URL, shared by every tenant's store. A store that cannot
+    be opened raises a StoreError each time it is asked for (nothing is cached)."""
+    from lumos_ray.runtime import current_settings
+
+    settings = current_settings()
+    url = url or settings.resolved_store_url()
+    tenant = tenant_id or settings.tenant_id
+    with _stores_lock:
+        key = (url, tenant)
+        if key in _stores:
+            return _stores[key]
+        base = next((s for (u, _), s in _stores.items() if u == url), None)
+        if base is not None:
+            store = base.for_tenant(tenant)
+        else:
+            target = parse_store_url(url)
+            if target.sqlite_path is not None:
+                _make_parent(target.sqlite_path, target.masked)
+            store = RunStore(url, tenant)
+        _stores[key] = store
+        return store
+
+
+def _make_parent(path: Path, masked: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot create the directory of the run store {masked}: {exc.strerror}.",
+            fix="Set LUMOS_HOME (or LUMOS_STORE_URL) to a writable location.",
+        ) from None
