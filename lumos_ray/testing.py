@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lumos_ray.actors.models import ChatModel, ModelResponse, ToolCall
+from lumos_ray._imports import import_object
+from lumos_ray.actors.models import ChatModel, ModelConfig, ModelResponse, ToolCall
 
 __all__ = [
     "FunctionModel",
@@ -51,10 +52,11 @@ def _to_response(r: Any, turn: int, model: str) -> ModelResponse:
         return r
     if isinstance(r, str):
         r = _Reply(text=r)
-    if isinstance(r, dict):  # YAML form: {text: ...} or {tool: name, args: {...}}
-        r = _Reply(
-            text=r.get("text"), calls=[(r["tool"], r.get("args", {}))] if "tool" in r else []
-        )
+    if isinstance(r, dict):  # {text: ...}, {tool: name, args: {...}} or {calls: [...]}
+        calls = [(c["tool"], c.get("args", {})) for c in r.get("calls", [])]
+        if "tool" in r:
+            calls.insert(0, (r["tool"], r.get("args", {})))
+        r = _Reply(text=r.get("text"), calls=calls)
     calls = [
         ToolCall(f"call_{turn}_{i}", name, args if isinstance(args, str) else json.dumps(args))
         for i, (name, args) in enumerate(r.calls)
@@ -67,6 +69,23 @@ def _to_response(r: Any, turn: int, model: str) -> ModelResponse:
         finish_reason="tool_calls" if calls else "stop",
         model=model,
     )
+
+
+def _reply_to_data(r: Any) -> Any:
+    """A scripted reply as plain data (the form ``_to_response`` reads back)."""
+    if isinstance(r, str | dict):
+        return r
+    if isinstance(r, ModelResponse):
+        r = _Reply(
+            text=r.content,
+            calls=[(c.name, c.arguments) for c in r.tool_calls],
+        )
+    out: dict[str, Any] = {}
+    if r.text is not None:
+        out["text"] = r.text
+    if r.calls:
+        out["calls"] = [{"tool": n, "args": a} for n, a in r.calls]
+    return out
 
 
 def _assistant_turns(messages: list[dict[str, Any]]) -> int:
@@ -82,6 +101,13 @@ class ScriptedModel(ChatModel):
         if not replies:
             raise ValueError("ScriptedModel needs at least one reply")
         self.replies = list(replies)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> ScriptedModel:
+        return cls(cfg.replies or [])
+
+    def to_config(self) -> ModelConfig:
+        return ModelConfig(provider="scripted", replies=[_reply_to_data(r) for r in self.replies])
 
     async def chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
@@ -105,6 +131,17 @@ class FunctionModel(ChatModel):
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> FunctionModel:
+        if not cfg.function:
+            raise ValueError("model.provider=function needs model.function='module:attr'")
+        return cls(import_object(cfg.function))
+
+    def to_config(self) -> ModelConfig:
+        from lumos_ray._imports import function_ref
+
+        return ModelConfig(provider="function", function=function_ref(self.fn, "model function"))
 
     async def chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
@@ -145,6 +182,13 @@ class TestModel(ChatModel):
 
     __test__ = False  # not a pytest class
     name = "test"
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> TestModel:
+        return cls()
+
+    def to_config(self) -> ModelConfig:
+        return ModelConfig(provider="test")
 
     async def chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None

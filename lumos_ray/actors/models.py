@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lumos_ray.errors import ConfigError, ModelError
+from lumos_ray.errors import ConfigError, ModelError, WorkflowDefinitionError
 
 __all__ = [
     "ChatModel",
@@ -26,6 +26,7 @@ __all__ = [
     "OpenAIChatModel",
     "ToolCall",
     "build_model",
+    "model_to_config",
 ]
 
 
@@ -81,6 +82,15 @@ class ChatModel(ABC):
         """Release connections (on the loop that opened them). Default: nothing held."""
         return None
 
+    def to_config(self) -> ModelConfig:
+        """This model as data, for durable runs (which store config, never objects).
+        Models that cannot be described as config raise."""
+        raise WorkflowDefinitionError(
+            f"model {type(self).__name__} cannot be stored in a durable run as config.",
+            fix="Give the agent a ModelConfig (provider openai / function / scripted / test) "
+            "or implement to_config() on the model class.",
+        )
+
 
 class OpenAIChatModel(ChatModel):
     """Any OpenAI-compatible ``/v1/chat/completions`` endpoint (our gateway included)."""
@@ -91,6 +101,7 @@ class OpenAIChatModel(ChatModel):
         base_url: str | None = None,
         api_key: str | None = None,
         *,
+        api_key_env: str | None = None,
         timeout_s: float = 120.0,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
@@ -103,6 +114,7 @@ class OpenAIChatModel(ChatModel):
             or "http://127.0.0.1:8000/v1"
         ).rstrip("/")
         self.api_key = api_key
+        self.api_key_env = api_key_env
         self.timeout_s = timeout_s
         self.extra_body = extra_body or {}
         self._client: Any = None
@@ -125,13 +137,33 @@ class OpenAIChatModel(ChatModel):
 
         if self._client is None:
             key = (
-                self.api_key or os.environ.get("LUMOS_API_KEY") or os.environ.get("OPENAI_API_KEY")
+                self.api_key
+                or (os.environ.get(self.api_key_env) if self.api_key_env else None)
+                or os.environ.get("LUMOS_API_KEY")
+                or os.environ.get("OPENAI_API_KEY")
             )
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             self._client = httpx.AsyncClient(
                 base_url=self.base_url, headers=headers, timeout=self.timeout_s
             )
         return self._client
+
+    def to_config(self) -> ModelConfig:
+        if self.api_key and not self.api_key_env:
+            raise ConfigError(
+                f"OpenAIChatModel({self.model!r}) holds a literal api_key, and durable runs "
+                "never store secrets.",
+                fix="Pass api_key_env='NAME_OF_ENV_VAR' instead (read where the agent runs), "
+                "or set LUMOS_API_KEY / OPENAI_API_KEY on the cluster.",
+            )
+        return ModelConfig(
+            provider="openai",
+            name=self.model,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            extra_body=self.extra_body,
+            timeout_s=self.timeout_s,
+        )
 
     def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> dict:
         body: dict[str, Any] = {"model": self.model, "messages": messages, **self.extra_body}
@@ -145,7 +177,9 @@ class OpenAIChatModel(ChatModel):
         import httpx
 
         try:
-            r = await self._http().post("/chat/completions", json=self._body(messages, tools))
+            r = await self._http().post(
+                "/chat/completions", json=self._body(messages, tools), headers=_trace_headers()
+            )
         except httpx.HTTPError as exc:
             raise ModelError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
         if r.status_code >= 400:
@@ -182,7 +216,9 @@ class OpenAIChatModel(ChatModel):
         usage: dict[str, int] = {}
         finish = None
         try:
-            async with self._http().stream("POST", "/chat/completions", json=body) as r:
+            async with self._http().stream(
+                "POST", "/chat/completions", json=body, headers=_trace_headers()
+            ) as r:
                 if r.status_code >= 400:
                     raise ModelError(
                         f"{self.base_url} answered {r.status_code}: {(await r.aread())[:500]!r}"
@@ -235,34 +271,70 @@ class ModelConfig(BaseModel):
     function: str | None = Field(default=None, description="'module:attr' for provider=function")
     replies: list[Any] | None = Field(default=None, description="For provider=scripted.")
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(default=120.0, gt=0, le=3600)
+
+
+def _trace_headers() -> dict[str, str]:
+    """W3C trace context of the current span, so the server continues the trace."""
+    from lumos_ray import tracing
+
+    return {k: v for k, v in tracing.inject().items() if k in ("traceparent", "tracestate")}
+
+
+_PROVIDERS_GROUP = "lumos_ray.chat_models"
+
+
+def _provider(name: str) -> Any:
+    """A chat-model class registered under ``name`` in the ``lumos_ray.chat_models``
+    entry-point group (the shipped test models are registered there like any plugin,
+    so production code does not import them)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=_PROVIDERS_GROUP):
+        if ep.name == name:
+            return ep.load()
+    raise ConfigError(
+        f"Unknown model provider {name!r}.",
+        fix=f"Use provider openai, or install the package that registers {name!r} in the "
+        f"{_PROVIDERS_GROUP!r} entry-point group (`pip install -e .` registers the test ones).",
+    )
+
+
+def model_to_config(ref: ChatModel | ModelConfig | str, *, agent: str = "") -> dict[str, Any]:
+    """A model reference as stored data (see ``ChatModel.to_config``)."""
+    if isinstance(ref, str):
+        return ModelConfig(provider="test").model_dump(mode="json", exclude_defaults=True) | (
+            {} if ref == "test" else {"provider": "openai", "name": ref.removeprefix("openai:")}
+        )
+    cfg = ref if isinstance(ref, ModelConfig) else ref.to_config()
+    if not isinstance(cfg, ModelConfig):
+        raise ConfigError(f"model of agent {agent!r}: to_config() must return a ModelConfig")
+    return {"provider": cfg.provider, **cfg.model_dump(mode="json", exclude_defaults=True)}
 
 
 def build_model(ref: ChatModel | ModelConfig | dict[str, Any] | str) -> ChatModel:
     """Turn a model reference from a spec into a ChatModel.
 
     Strings: ``"test"`` (the shipped TestModel), ``"openai:NAME"`` or plain ``"NAME"``
-    (an OpenAI-compatible server at LUMOS_OPENAI_BASE_URL).
+    (an OpenAI-compatible server at LUMOS_OPENAI_BASE_URL). Configs with another
+    provider than ``openai`` are built by the class registered for that provider.
     """
-    from lumos_ray import testing
-
     if isinstance(ref, ChatModel):
         return ref
     if isinstance(ref, str):
         if ref == "test":
-            return testing.TestModel()
+            return _provider("test").from_config(ModelConfig(provider="test"))
         return OpenAIChatModel(ref.removeprefix("openai:"))
     cfg = ref if isinstance(ref, ModelConfig) else ModelConfig.model_validate(ref)
-    if cfg.provider == "test":
-        return testing.TestModel()
-    if cfg.provider == "scripted":
-        return testing.ScriptedModel(cfg.replies or [])
-    if cfg.provider == "function":
-        if not cfg.function:
-            raise ConfigError("model.provider=function needs model.function='module:attr'")
-        from lumos_ray._imports import import_object
-
-        return testing.FunctionModel(import_object(cfg.function))
+    if cfg.provider != "openai":
+        model: ChatModel = _provider(cfg.provider).from_config(cfg)
+        return model
     if not cfg.name:
         raise ConfigError("model.name is required for provider=openai")
-    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    return OpenAIChatModel(cfg.name, cfg.base_url, key, extra_body=cfg.extra_body)
+    return OpenAIChatModel(
+        cfg.name,
+        cfg.base_url,
+        api_key_env=cfg.api_key_env,
+        extra_body=cfg.extra_body,
+        timeout_s=cfg.timeout_s,
+    )

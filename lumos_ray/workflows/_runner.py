@@ -13,14 +13,14 @@ import time
 import uuid
 from typing import Any
 
-import cloudpickle
 from sqlalchemy.exc import IntegrityError
 
 from lumos_ray import tracing
-from lumos_ray.errors import RunStateError
+from lumos_ray.errors import RunStateError, WorkflowDefinitionError
 from lumos_ray.store._sql import TERMINAL_STATES, open_store
 from lumos_ray.workflows._definition import Workflow
 from lumos_ray.workflows._engine import Engine, Suspend, validate_json
+from lumos_ray.workflows._serialize import definition_version, workflow_from_data
 
 __all__ = ["RUNNER_NAME", "Runner"]
 
@@ -71,6 +71,7 @@ class Runner:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._keeper: asyncio.Task[None] | None = None
+        self._definitions: dict[tuple[str, str], Workflow] = {}
 
     # -- lifecycle ----------------------------------------------------------------
     async def _recover(self) -> None:
@@ -117,9 +118,20 @@ class Runner:
         await asyncio.to_thread(self.store.set_status, run_id, status, **fields)
         self._notify(run_id)
 
+    async def _definition(self, name: str, version: str | None) -> tuple[Workflow, str]:
+        """The registered workflow (parsed once per version: versions never change)."""
+        if version is not None and (name, version) in self._definitions:
+            return self._definitions[(name, version)], version
+        row = await asyncio.to_thread(self.store.get_definition, "workflow", name, version)
+        version = row["version"]
+        wf = self._definitions.get((name, version))
+        if wf is None:
+            wf = self._definitions[(name, version)] = workflow_from_data(row["body"])
+        return wf, version
+
     async def _execute(self, run_id: str) -> None:
-        row = await asyncio.to_thread(self.store.get_run, run_id, with_definition=True)
-        wf: Workflow = cloudpickle.loads(row["definition"])
+        row = await asyncio.to_thread(self.store.get_run, run_id)
+        wf, _ = await self._definition(row["workflow"], row["version"])
         done = await asyncio.to_thread(self.store.load_checkpoints, run_id)
         events = _RunEvents(self, run_id)
 
@@ -165,14 +177,32 @@ class Runner:
 
     # -- API (called by clients) -------------------------------------------------
     async def start(
-        self, definition: bytes, input: Any, run_id: str | None = None, carrier: Any = None
+        self,
+        name: str,
+        version: str | None,
+        body: dict[str, Any] | None,
+        input: Any,
+        run_id: str | None = None,
+        carrier: Any = None,
     ) -> str:
+        """Start a run of workflow ``name`` at ``version`` (the newest registered one
+        when None). A ``body`` registers that version first (idempotent)."""
         await self._recover()
-        wf: Workflow = cloudpickle.loads(definition)
+        if body is not None:
+            if definition_version(body) != version or body.get("name") != name:
+                raise WorkflowDefinitionError(
+                    f"the definition sent for {name!r} does not hash to version {version!r}",
+                    fix="Start runs through lumos_ray.start_run, which computes the version.",
+                )
+            if (name, version) not in self._definitions:
+                wf = workflow_from_data(body)  # validate (and import refs) before storing
+                await asyncio.to_thread(self.store.put_definition, "workflow", name, version, body)
+                self._definitions[(name, version)] = wf
+        wf, version = await self._definition(name, version)
         validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
         run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
         try:
-            await asyncio.to_thread(self.store.create_run, run_id, wf.name, definition, input)
+            await asyncio.to_thread(self.store.create_run, run_id, wf.name, version, input)
         except IntegrityError:
             # Same id again (a client retrying its start): the first start wins.
             existing = await asyncio.to_thread(self.store.get_run, run_id)

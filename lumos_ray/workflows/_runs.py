@@ -10,11 +10,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import cloudpickle
 from pydantic import BaseModel
 
 from lumos_ray import tracing
-from lumos_ray.errors import LumosError
+from lumos_ray.errors import LumosError, NotFoundError
 from lumos_ray.workflows._definition import Workflow, get_workflow
 
 __all__ = [
@@ -35,6 +34,7 @@ __all__ = [
 class RunInfo(BaseModel):
     id: str
     workflow: str
+    version: str | None = None  # the registered definition the run executes
     status: str
     input: Any = None
     output: Any = None
@@ -140,13 +140,50 @@ async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+# (name, version) pairs this process already registered with the runner: later starts
+# send only the reference, not the body.
+_registered: set[tuple[str, str]] = set()
+
+
+def _as_data(wf: Workflow) -> tuple[dict[str, Any], str]:
+    from lumos_ray.workflows._serialize import definition_version, workflow_to_data
+
+    body = workflow_to_data(wf)
+    return body, definition_version(body)
+
+
 async def start_run(
-    workflow: Workflow | str, input: Any = None, *, run_id: str | None = None
+    workflow: Workflow | str,
+    input: Any = None,
+    *,
+    run_id: str | None = None,
+    version: str | None = None,
 ) -> str:
-    """Start a run on the cluster; returns its id immediately."""
-    wf = workflow if isinstance(workflow, Workflow) else get_workflow(workflow)
-    definition = cloudpickle.dumps(wf)
-    return await _call("start", definition, input, run_id, tracing.inject())
+    """Start a run on the cluster; returns its id immediately.
+
+    ``workflow`` is a Workflow, a YAML path, or a name: a workflow registered in this
+    process or found in the workflow dirs, else one registered in the store (its
+    newest version, or ``version``). The run records the workflow's name and version
+    (a content hash of its definition as data); the definition is registered in the
+    store on first use. Runs never store code: see ``workflows/_serialize.py``.
+    """
+    wf: Workflow | None = workflow if isinstance(workflow, Workflow) else None
+    name = workflow.name if isinstance(workflow, Workflow) else workflow
+    if wf is None and version is None:
+        try:
+            wf = get_workflow(name)
+        except NotFoundError:
+            wf = None  # maybe registered in the store by another client
+    body: dict[str, Any] | None = None
+    if wf is not None:
+        body, version = _as_data(wf)
+        name = wf.name
+        if version is not None and (name, version) in _registered:
+            body = None
+    run = await _call("start", name, version, body, input, run_id, tracing.inject())
+    if version is not None:
+        _registered.add((name, version))
+    return str(run)
 
 
 async def get_run(run_id: str) -> RunInfo:

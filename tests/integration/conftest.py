@@ -26,6 +26,9 @@ def ray_cluster(request: pytest.FixtureRequest, lumos_home: str) -> Iterator[run
     address = request.config.getoption("--ray-address")
     os.environ["LUMOS_HOME"] = lumos_home
     os.environ.setdefault("LUMOS_TRACE_EXPORTER", f"jsonl:{lumos_home}/spans")
+    # A secret the cluster's processes read from their environment at execution time
+    # (tests check it never reaches the store). With --ray-address, export it there.
+    os.environ.setdefault("LUMOS_TEST_MODEL_KEY", f"sk-lumos-test-{os.urandom(8).hex()}")
     settings = LumosSettings.from_env(address=address, num_cpus=None if address else 8)
     info = runtime.connect(settings=settings)
     yield info

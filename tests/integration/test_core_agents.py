@@ -84,24 +84,25 @@ async def test_one_actor_serves_many_threads_with_persistent_memory():
     assert (await h.actor("th3").info.remote())["pid"] != pid
 
 
-def _slow_model_factory(marker: str):
-    def model(messages, tools):
-        # First call on this process: note the pid and block long enough to be killed.
-        path = Path(marker)
-        with path.open("a") as f:
-            f.write(f"{os.getpid()}\n")
-        if len(path.read_text().split()) == 1:
-            time.sleep(30)
-        return reply("done")
-
-    return model
+def slow_first_model(messages, tools):
+    """The user message names a marker file. First call in a process: note the pid
+    and block long enough to be killed. Module-level: durable runs store it by
+    import path."""
+    path = Path(messages[-1]["content"])
+    with path.open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    if len(path.read_text().split()) == 1:
+        time.sleep(30)
+    return reply("done")
 
 
 async def test_killed_agent_actor_mid_run_is_restarted_and_run_succeeds(tmp_path):
     marker = tmp_path / "calls"
-    spec = Agent(name="victim", model=FunctionModel(_slow_model_factory(str(marker))))
+    spec = Agent(name="victim", model=FunctionModel(slow_first_model))
     wf = Workflow(
-        name="survive", agents=[spec], steps=[AgentStep(id="answer", agent="victim", input="go")]
+        name="survive",
+        agents=[spec],
+        steps=[AgentStep(id="answer", agent="victim", input=str(marker))],
     )
     run_id = await start_run(wf, {})
     deadline = time.time() + 60
