@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests._postgres import make_store, postgres_server, store_url
+
+# PostgreSQL server and store fixtures (tests/_postgres.py), one server per session.
+__all__ = ["make_store", "postgres_server", "store_url"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -25,6 +25,10 @@ def lumos_home() -> Iterator[str]:
 def ray_cluster(request: pytest.FixtureRequest, lumos_home: str) -> Iterator[runtime.RuntimeInfo]:
     address = request.config.getoption("--ray-address")
     os.environ["LUMOS_HOME"] = lumos_home
+    if request.config.getoption("--store-backend") == "postgresql":
+        # The whole tier on a real PostgreSQL store (tests/_postgres.py).
+        server = request.getfixturevalue("postgres_server")
+        os.environ["LUMOS_STORE_URL"] = server.create_database("lumos_integration")
     os.environ.setdefault("LUMOS_TRACE_EXPORTER", f"jsonl:{lumos_home}/spans")
     # A secret the cluster's processes read from their environment at execution time
     # (tests check it never reaches the store). With --ray-address, export it there.

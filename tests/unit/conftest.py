@@ -4,9 +4,7 @@ import sys
 
 import pytest
 
-from tests._postgres import make_store, postgres_server, store_backends, store_url
-
-__all__ = ["make_store", "postgres_server", "store_url"]  # fixtures for the store suite
+from tests._postgres import store_backends
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
