@@ -11,10 +11,23 @@ TORCH_SRC := $(if $(WHEELS),--find-links $(WHEELS),--extra-index-url https://dow
 # uv itself is pinned by the lock (flwr depends on it), so one version is installed.
 UV_VERSION := $(shell sed -n "s/^uv==//p" requirements.lock)
 PYTEST_ARGS ?=
+# PostgreSQL server binaries for the store suite (tests/_postgres.py starts a throwaway
+# server): found on PATH or in Debian's /usr/lib/postgresql/N/bin, else installed.
+PG_FOUND = $(or $(and $(shell command -v initdb),$(shell command -v pg_ctl)),$(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
 
-.PHONY: install demo test test-unit test-integration lint bench clean
+.PHONY: install postgres demo test test-unit test-integration lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) postgres
+
+# Debian's `postgresql` package (as root, or with sudo). The store tests fail, saying to
+# run `make install`, when the binaries are missing; LUMOS_TEST_NO_POSTGRES=1 skips them.
+postgres:
+	@if [ -z "$(PG_FOUND)" ]; then \
+	  echo "PostgreSQL binaries not found: installing Debian's postgresql for the store tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; \
+	fi
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,11 +40,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/lumos demo
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(BIN)/ruff check lumos_ray tests benchmarks
 	$(BIN)/python -m pytest -q -ra tests/unit tests/integration $(PYTEST_ARGS)
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) postgres
 	$(BIN)/python -m pytest -q -ra tests/unit $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
