@@ -382,63 +382,29 @@ def simulate_cmd(
 
 
 def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> dict:
-    """Run the simulation as a Ray job (driver on the cluster), following its log."""
-    import shlex
-
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    from lumos_ray.errors import ConnectionFailedError
-    from lumos_ray.runtime import jobs_auth_headers
+    """Run the simulation as a Ray job (driver on the cluster) through the one job
+    launcher, streaming its ``[lumos federate]`` progress lines; the summary is the
+    result the job wrote."""
+    from lumos_ray.runtime import JobLauncher
 
     name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        client = JobSubmissionClient(address, headers=jobs_auth_headers())
-    except Exception as exc:
-        raise ConnectionFailedError(
-            f"Could not reach the Ray Jobs API at {address!r}: {type(exc).__name__}: {exc}"
-        ) from None
-    local = any(h in address for h in ("127.0.0.1", "localhost"))
-    python = os.environ.get("LUMOS_JOB_PYTHON") or (sys.executable if local else "python")
-    entry = " ".join(
-        [
-            python,
-            "-m",
-            "lumos_ray.federated._job",
-            "--config-json",
-            shlex.quote(cfg.model_dump_json()),
-            "--address",
-            "auto",
-            "--run-name",
-            shlex.quote(name),
-        ]
+    launcher = JobLauncher(address)
+    job_id = launcher.submit(
+        "lumos_ray.federated._simulate:job_main",
+        {"config": cfg.model_dump(mode="json"), "run_name": name},
+        kind="federated",
+        name=name,
+        metadata={"run": name},
     )
-    job_id = client.submit_job(entrypoint=entry, metadata={"lumos": "federated", "run": name})
     if not as_json:
         click.echo(f"submitted Ray job {job_id}", err=True)
-    seen = 0
-    while True:
-        logs = client.get_job_logs(job_id)
-        for line in logs[seen:].splitlines():
-            if line.startswith("[lumos federate]") and not as_json:
-                click.echo(line)
-        seen = len(logs)
-        st = client.get_job_status(job_id)
-        if st in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            break
-        time.sleep(2)
-    logs = client.get_job_logs(job_id)
-    result: dict[str, Any] = {
-        "run": name,
-        "job_id": job_id,
-        "rounds_done": None,
-        "state": "succeeded" if st == JobStatus.SUCCEEDED else "failed",
-    }
-    for line in logs.splitlines():
-        if line.startswith("[lumos federate] RESULT "):
-            result.update(json.loads(line[len("[lumos federate] RESULT ") :]))
-    if st != JobStatus.SUCCEEDED:
-        raise FederationError(f"Ray job {job_id} {st}: {logs.strip()[-800:]}", job_id=job_id)
-    return result
+
+    def show(line: str) -> None:
+        if line.startswith("[lumos federate]") and not as_json:
+            click.echo(line)
+
+    info = launcher.follow(job_id, on_line=show, poll_s=2.0)
+    return {"job_id": job_id, **(info.result or {"run": name, "state": "succeeded"})}
 
 
 @federate.command("status")

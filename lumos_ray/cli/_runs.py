@@ -1,4 +1,4 @@
-"""`lumos run`, `lumos runs ...`, `lumos submit`, `lumos jobs ...`."""
+"""`lumos run`, `lumos runs ...`, `lumos submit` (`lumos jobs ...` is in ``_jobs``)."""
 
 from __future__ import annotations
 
@@ -252,7 +252,8 @@ def register(cli: click.Group) -> None:
     def submit(
         workflow_file: str, input_json: str | None, address: str, wait: bool, as_json: bool
     ) -> None:
-        """Run a workflow on a remote Ray cluster as a Ray job."""
+        """Run a workflow on a remote Ray cluster as a Ray job (`lumos jobs` follows,
+        shows and stops it). With --wait, the run the job returned is printed."""
         from lumos_ray.cli._jobs import submit_workflow_job, wait_job
         from lumos_ray.workflows._definition import load_workflow
 
@@ -266,39 +267,19 @@ def register(cli: click.Group) -> None:
         if wait and result.get("status") != "SUCCEEDED":
             raise SystemExit(1)
 
-    @cli.group("jobs")
-    def jobs() -> None:
-        """Ray jobs submitted by lumos (workflows, fine-tuning, federations)."""
-
-    @jobs.command("status")
-    @click.argument("job_id")
-    @click.option("--address", required=True, envvar="LUMOS_JOBS_ADDRESS")
-    @json_option
-    def jobs_status(job_id: str, address: str, as_json: bool) -> None:
-        """Show a job's status."""
-        from lumos_ray.cli._jobs import job_client
-
-        info = job_client(address).get_job_info(job_id)
-        data = {"job_id": job_id, "status": str(info.status), "message": info.message}
-        emit(data, as_json, f"{job_id}: {info.status} {info.message or ''}".rstrip())
-
-    @jobs.command("logs")
-    @click.argument("job_id")
-    @click.option("--address", required=True, envvar="LUMOS_JOBS_ADDRESS")
-    @json_option
-    def jobs_logs(job_id: str, address: str, as_json: bool) -> None:
-        """Print a job's logs."""
-        from lumos_ray.cli._jobs import job_client
-
-        logs = job_client(address).get_job_logs(job_id)
-        emit({"job_id": job_id, "logs": logs}, as_json, logs)
-
 
 def _job_text(r: dict[str, Any]) -> str:
     lines = [f"job {r['job_id']} submitted to {r['address']}"]
     if "status" in r:
         lines.append(f"status: {r['status']}")
-        lines.append(r.get("logs", ""))
+        run = (r.get("result") or {}).get("run") if isinstance(r.get("result"), dict) else None
+        if run:
+            lines.append(f"run {run.get('id')}: {run.get('status')}")
+            lines.append(json.dumps(run.get("output"), indent=2, default=str))
+        elif r.get("error"):
+            lines.append(f"error: {r['error'].get('message')}")
+        else:
+            lines.append(r.get("logs", ""))
     else:
         lines.append(f"follow it with: lumos jobs status {r['job_id']} --address {r['address']}")
     return "\n".join(lines)

@@ -4,8 +4,9 @@
 :mod:`lumos_ray.runtime`). Flower's RayBackend reuses an initialized Ray and builds its
 ClientApp actor pool there, but it calls ``ray.shutdown()`` when the simulation ends,
 so the driver should be a process of its own: a Ray job (``lumos federate simulate
---address``), the CLI's process (embedded cluster), or a subprocess attached to a
-running cluster by address (``python -m lumos_ray.federated._job``).
+--address http://HEAD:8265``, through the one job launcher of ``lumos_ray.runtime``,
+which runs :func:`job_main`), the CLI's process (embedded cluster), or a subprocess
+attached to a running cluster by address (``python -m lumos_ray.federated._job``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from typing import Any
 from lumos_ray.errors import ConfigError, FederationError
 from lumos_ray.federated._config import FederationConfig, load_federation_config
 
-__all__ = ["client_resources", "main", "pool_size", "simulate"]
+__all__ = ["client_resources", "job_main", "main", "pool_size", "simulate"]
+
+#: What a simulation returns (and a Ray job writes as its result).
+SUMMARY_KEYS = ("run", "state", "rounds_done", "final", "result", "initial")
 
 
 def client_resources(cfg: FederationConfig) -> dict[str, float]:
     """CPUs per ClientApp actor: 1, or a fair share of what is free right now."""
-    import ray
+    from lumos_ray import runtime
 
-    avail = float(ray.available_resources().get("CPU", 0.0))
+    avail = float(runtime.available_resources().get("CPU", 0.0))
     parallel = pool_size(cfg)
     per = min(1.0, avail / parallel) if avail > 0 else 0.01
     return {"num_cpus": max(0.01, round(per, 2)), "num_gpus": 0.0}
@@ -69,7 +73,7 @@ def simulate(
     """Run ``cfg`` as a simulation on the Ray cluster; returns the run summary."""
     from flwr.simulation import run_simulation
 
-    from lumos_ray import runtime
+    from lumos_ray import runtime, tracing
     from lumos_ray.federated._client import build_client_app
     from lumos_ray.federated._metrics import read_run
     from lumos_ray.federated._server import build_server_app
@@ -86,18 +90,23 @@ def simulate(
         "init_args": {"logging_level": "ERROR", "log_to_driver": False},
     }
     error: BaseException | None = None
-    try:
-        with _pool_of(pool_size(cfg)):
-            run_simulation(
-                server_app=build_server_app(cfg, name, mode="simulation"),
-                client_app=build_client_app(),
-                num_supernodes=cfg.simulation.num_sites,
-                backend_name="ray",
-                backend_config=backend_config,  # type: ignore[arg-type]
-            )
-    except BaseException as exc:  # flwr wraps ServerApp errors; the status file has ours
-        error = exc
-    status = read_run(name)
+    span_attrs = {"run": name, "app": cfg.app, "rounds": cfg.rounds}
+    with tracing.span("federated.simulate", sites=cfg.simulation.num_sites, **span_attrs) as span:
+        try:
+            with _pool_of(pool_size(cfg)):
+                run_simulation(
+                    server_app=build_server_app(cfg, name, mode="simulation"),
+                    client_app=build_client_app(),
+                    num_supernodes=cfg.simulation.num_sites,
+                    backend_name="ray",
+                    backend_config=backend_config,  # type: ignore[arg-type]
+                )
+        except BaseException as exc:  # flwr wraps ServerApp errors; the status file has ours
+            error = exc
+        status = read_run(name)
+        if status is not None:
+            span.set_attribute("federated.state", str(status.get("state")))
+            span.set_attribute("federated.rounds_done", int(status.get("rounds_done") or 0))
     if status is None:
         raise FederationError(f"simulation {name} failed before its first round: {error}")
     if status.get("state") != "succeeded":
@@ -127,18 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     except FederationError as exc:
         print(f"[lumos federate] FAILED: {exc}", file=sys.stderr, flush=True)
         return 2
-    print(
-        "[lumos federate] RESULT "
-        + json.dumps(
-            {
-                k: status.get(k)
-                for k in ("run", "state", "rounds_done", "final", "result", "initial")
-            },
-            default=str,
-        ),
-        flush=True,
-    )
+    # For people reading the log; programs get the summary as the job's result.
+    summary = {k: status.get(k) for k in SUMMARY_KEYS}
+    print("[lumos federate] done " + json.dumps(summary, default=str), flush=True)
     return 0
+
+
+def job_main(config: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """A simulation as a Ray job (run by the job launcher's entrypoint, which writes
+    the returned summary as the job's result and continues the submitter's trace)."""
+    cfg = FederationConfig.model_validate(config)
+    status = simulate(cfg, address=os.environ.get("RAY_ADDRESS") or "auto", run_name=run_name)
+    return {k: status.get(k) for k in SUMMARY_KEYS}
 
 
 def apply_overrides(cfg: FederationConfig, sets: list[str]) -> FederationConfig:

@@ -67,9 +67,9 @@ def preflight(spec: FinetuneJobSpec) -> None:
 
 
 def _check_cluster_resources(spec: FinetuneJobSpec) -> None:
-    import ray
+    from lumos_ray import runtime
 
-    res = ray.cluster_resources()
+    res = runtime.cluster_resources()
     if spec.scaling.use_gpu and res.get("GPU", 0) < spec.scaling.num_workers * (
         spec.scaling.gpus_per_worker or 1
     ):
@@ -180,60 +180,48 @@ def run_finetune(
 ) -> FinetuneResult:
     """Train (resuming from this job's last checkpoint if there is one), then save the
     adapter, register it and optionally merge it. Needs a Ray connection."""
-    import ray
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from lumos_ray import runtime, tracing
+    from lumos_ray.finetune._trainer import fit
 
-    from lumos_ray import runtime
-
-    if not ray.is_initialized():
-        runtime.connect()
+    runtime.ensure_connected()
     spec = spec.resolve_paths()
     preflight(spec)
     _check_cluster_resources(spec)
     sink = log or (lambda line: print(line, flush=True))
     run_dir = spec.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    s = spec.scaling
-    resources = {"CPU": s.cpus_per_worker, **s.resources_per_worker}
-    if s.use_gpu:
-        resources["GPU"] = s.gpus_per_worker or 1
-    trainer = TorchTrainer(
-        _loop_fn(),
-        train_loop_config={"spec": spec.model_dump(mode="json")},
-        scaling_config=ScalingConfig(
-            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources
-        ),
-        run_config=RunConfig(
-            name=spec.name,
-            storage_path=str(Path(spec.output.storage_dir or run_dir.parent)),
-            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-        ),
-        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
-    )
-    with _ProgressTail(run_dir / "progress.jsonl", sink):
+    adapter_out = run_dir / "output" / "adapter"
+    with (
+        tracing.span(
+            "finetune.train",
+            job=spec.name,
+            base_model=spec.base_model,
+            workers=spec.scaling.num_workers,
+            max_steps=spec.training.max_steps,
+        ) as span,
+        _ProgressTail(run_dir / "progress.jsonl", sink),
+    ):
         try:
-            result = trainer.fit()
+            outcome = fit(spec, _loop_fn(), adapter_out)
         except Exception as exc:
             cause = _unwrap_lumos(exc)
             if cause is not None:
                 raise cause from None
             raise JobError(f"training job {spec.name!r} failed: {exc}") from None
-    if result.checkpoint is None:
+        for key in ("step", "eval_loss", "base_eval_loss", "resumed_from_step"):
+            value = outcome.metrics.get(key)
+            if isinstance(value, int | float):
+                span.set_attribute(f"finetune.{key}", value)
+    if outcome.checkpoint_path is None or outcome.adapter_dir is None:
         raise JobError(f"training job {spec.name!r} finished without a checkpoint")
-    metrics = dict(result.metrics or {})
+    metrics = outcome.metrics
     out_dir = run_dir / "output"
-    adapter_out = out_dir / "adapter"
-    with result.checkpoint.as_directory() as cdir:
-        if adapter_out.exists():
-            shutil.rmtree(adapter_out)
-        shutil.copytree(Path(cdir) / "adapter", adapter_out)
     metadata = _metadata(spec, metrics)
     (adapter_out / "lumos_metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
     res = FinetuneResult(
         name=spec.name,
         adapter_dir=str(adapter_out),
-        checkpoint_dir=str(result.checkpoint.path),
+        checkpoint_dir=outcome.checkpoint_path,
         metrics=metrics,
         metadata=metadata,
     )
@@ -244,7 +232,6 @@ def run_finetune(
     if spec.output.merge:
         res.merged_dir = str(_merge(spec, adapter_out, out_dir / "merged"))
     (run_dir / "result.json").write_text(res.model_dump_json(indent=2))
-    sink("LUMOS_RESULT " + res.model_dump_json())
     return res
 
 

@@ -1,26 +1,67 @@
-"""The one seam to Ray core: connect/start a cluster, actors by name, settings.
+"""The one seam to Ray core: connect/start a cluster, actors by name, remote tasks,
+cancel/kill, and Ray Jobs (submit, follow, stop, structured results).
 
 Everything else in lumos_ray reaches Ray through this package (see
 ``tests/unit/test_layout.py`` for the short allowlist of modules that may import
-``ray`` themselves, each with its reason).
+``ray`` themselves, each with its reason). No private Ray module is used here.
 """
 
 from __future__ import annotations
 
-from lumos_ray.runtime._cluster import (
+from lumos_ray.runtime._loopback import LOOPBACK_ENV, request_loopback_mode
+
+# Before anything imports ray: Ray reads its loopback switch once, at import.
+request_loopback_mode()
+
+from lumos_ray.runtime._actors import (  # noqa: E402
+    get_actor,
+    get_or_create_actor,
+    kill_actor,
+    remote_class,
+)
+from lumos_ray.runtime._cluster import (  # noqa: E402
     RuntimeInfo,
+    available_resources,
+    cluster_resources,
     connect,
     current_settings,
-    get_or_create_actor,
+    ensure_connected,
+    is_connected,
     jobs_auth_headers,
     shutdown,
 )
+from lumos_ray.runtime._jobs import (  # noqa: E402
+    FileResultStore,
+    JobInfo,
+    JobLauncher,
+    ResultStore,
+    error_from_dict,
+    jobs_address,
+)
+from lumos_ray.runtime._tasks import TaskHandle, TaskOptions, submit_task  # noqa: E402
 
 __all__ = [
+    "LOOPBACK_ENV",
+    "FileResultStore",
+    "JobInfo",
+    "JobLauncher",
+    "ResultStore",
     "RuntimeInfo",
+    "TaskHandle",
+    "TaskOptions",
+    "available_resources",
+    "cluster_resources",
     "connect",
     "current_settings",
+    "ensure_connected",
+    "error_from_dict",
+    "get_actor",
     "get_or_create_actor",
+    "is_connected",
+    "jobs_address",
     "jobs_auth_headers",
+    "kill_actor",
+    "remote_class",
     "shutdown",
+    "submit_task",
 ]

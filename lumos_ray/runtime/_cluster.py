@@ -22,12 +22,25 @@ from typing import Any
 
 from lumos_ray.config import LumosSettings
 from lumos_ray.errors import ConnectionFailedError
+from lumos_ray.runtime._loopback import (
+    LOOPBACK_ENV,
+    host_of,
+    is_loopback_host,
+    loopback_mode,
+    resolve_auto_address,
+    route_ip,
+    spawned_with_loopback_env,
+    warn_not_loopback,
+)
 
 __all__ = [
     "RuntimeInfo",
+    "available_resources",
+    "cluster_resources",
     "connect",
     "current_settings",
-    "get_or_create_actor",
+    "ensure_connected",
+    "is_connected",
     "jobs_auth_headers",
     "shutdown",
 ]
@@ -109,14 +122,9 @@ def connect(
                     kwargs["runtime_env"] = {
                         "env_vars": {k: v for k, v in env.items() if k != "PYTHONPATH"}
                     }
-                loopback = _loopback_only() if _is_loopback(settings.address) else None
-                with loopback or contextlib.nullcontext():
-                    ctx = ray.init(
-                        address=settings.address,
-                        namespace=settings.namespace,
-                        log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
-                        **kwargs,
-                    )
+                ctx = _init_by_address(ray, settings, kwargs)
+        except ConnectionFailedError:
+            raise
         except ConnectionError as exc:
             raise ConnectionFailedError(
                 f"Could not connect to Ray at {settings.address!r}: {exc}"
@@ -137,6 +145,42 @@ def connect(
         return _info
 
 
+def _init_by_address(ray: Any, settings: LumosSettings, kwargs: dict[str, Any]) -> Any:
+    """``ray.init`` to an existing cluster. ``auto`` is resolved here (as Ray documents
+    it) so the host is known: a cluster on 127.0.0.1 needs this process in Ray's
+    loopback mode (see ``_loopback``); any other address, in that mode, needs this
+    node's real IP passed explicitly."""
+    address = settings.address or "auto"
+    if address.startswith("ray://"):
+        return ray.init(
+            address=address,
+            namespace=settings.namespace,
+            log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
+            **kwargs,
+        )
+    if address == "auto":
+        address = resolve_auto_address() or "auto"
+    loopback = loopback_mode()
+    if address != "auto" and not is_loopback_host(address) and loopback:
+        kwargs = {**kwargs, "_node_ip_address": route_ip(host_of(address))}
+    try:
+        return ray.init(
+            address=address,
+            namespace=settings.namespace,
+            log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
+            **kwargs,
+        )
+    except Exception as exc:
+        if address != "auto" and is_loopback_host(address) and not loopback:
+            raise ConnectionFailedError(
+                f"Could not connect to Ray at {address!r}: {exc}",
+                fix=f"A loopback-only cluster (such as lumos's embedded one) needs Ray's "
+                f"loopback mode in this process: import lumos_ray.runtime before ray, or set "
+                f"{LOOPBACK_ENV}=0 in the environment.",
+            ) from None
+        raise
+
+
 def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, Any]:
     """Start the in-process cluster; on a loaded machine the raylet can miss Ray's
     30 s registration window, so a timed-out start is retried from scratch."""
@@ -147,17 +191,21 @@ def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, 
         temp_dir = tempfile.mkdtemp(prefix="lumos-ray-")
         atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)
         try:
-            with _loopback_only(), _quiet_token_notice():
+            loopback = loopback_mode()
+            if not loopback:
+                warn_not_loopback()
+            node_ip: dict[str, Any] = {"_node_ip_address": "127.0.0.1"} if loopback else {}
+            with spawned_with_loopback_env(loopback), _quiet_token_notice():
                 ctx = ray.init(
                     address="local",
                     namespace=settings.namespace,
                     num_cpus=settings.num_cpus,
                     include_dashboard=False,
                     _temp_dir=temp_dir,
-                    _node_ip_address="127.0.0.1",
                     runtime_env={"env_vars": env},
                     log_to_driver=bool(os.environ.get("LUMOS_DEBUG")),
                     configure_logging=False,
+                    **node_ip,
                 )
             return temp_dir, ctx
         except Exception as exc:
@@ -172,58 +220,6 @@ def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, 
                     "with --address.",
                 ) from None
     raise AssertionError("unreachable")
-
-
-#: Ray's switch for single-node, loopback-only clusters (its macOS/Windows default).
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-@contextlib.contextmanager
-def _loopback_only() -> Iterator[None]:
-    """Make the embedded cluster listen on 127.0.0.1 only.
-
-    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray turns a loopback
-    node address into the machine's external IP, and its GCS, raylet and workers then
-    listen on every interface. Ray keeps a node on loopback only when clusters are
-    disabled (its macOS/Windows mode), read from ``LOOPBACK_ENV`` at import time. So
-    for the start only, the flag is set in the environment (inherited by the GCS,
-    raylet, agents and through them every worker) and in the already-imported
-    constant, then both are restored, so a later ``--address`` connection in this
-    process still resolves the real node IP.
-    """
-    from ray._private import ray_constants
-
-    old_env = os.environ.get(LOOPBACK_ENV)
-    old_flag = ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[LOOPBACK_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
-        if old_env is None:
-            os.environ.pop(LOOPBACK_ENV, None)
-        else:
-            os.environ[LOOPBACK_ENV] = old_env
-
-
-def _is_loopback(address: str | None) -> bool:
-    """Whether ``address`` (``auto`` included) names a cluster on 127.0.0.1, such as an
-    embedded one: connecting to it needs the same loopback mode, or Ray rewrites the
-    address to the machine's external IP, where nothing listens."""
-    if not address or address.startswith("ray://"):
-        return False
-    if address == "auto":
-        from ray._private.services import get_ray_address_from_environment
-
-        try:
-            address = get_ray_address_from_environment("auto", None)
-        except Exception:  # no cluster found: ray.init reports it properly
-            return False
-        if not address:
-            return False
-    host = address.rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
 
 
 class _DropTokenNotice(logging.Filter):
@@ -245,27 +241,6 @@ def _quiet_token_notice() -> Iterator[None]:
         log.removeFilter(notice)
 
 
-def get_or_create_actor(
-    name: str, actor_cls: Any, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
-) -> Any:
-    """A named actor of the current namespace, created (detached) if absent.
-
-    ``get_if_exists`` makes concurrent creators race-free.
-    """
-    import ray
-
-    if not ray.is_initialized():
-        connect()
-    opts = {
-        "lifetime": "detached",
-        "get_if_exists": True,
-        # Explicit: a caller inside a Serve replica or a job lives in another namespace.
-        "namespace": current_settings().namespace,
-        **(options or {}),
-    }
-    return actor_cls.options(name=name, **opts).remote(*args, **kwargs)
-
-
 def jobs_auth_headers() -> dict[str, str]:
     """Headers for the Ray Jobs API. Ray 2.60 clusters use token auth by default; when
     the user has not configured Ray's own client auth (RAY_AUTH_MODE), send the local
@@ -282,6 +257,35 @@ def jobs_auth_headers() -> dict[str, str]:
         except OSError:
             return {}
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def is_connected() -> bool:
+    """Whether this process holds a Ray connection (without starting one)."""
+    import ray
+
+    return bool(ray.is_initialized())
+
+
+def ensure_connected() -> None:
+    """Connect with the current settings unless already connected (cheap when so)."""
+    if not is_connected():
+        connect()
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the cluster (``{"CPU": 8.0, "GPU": 0.0, ...}``)."""
+    import ray
+
+    ensure_connected()
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def available_resources() -> dict[str, float]:
+    """Resources free right now (a snapshot: it changes as tasks start and end)."""
+    import ray
+
+    ensure_connected()
+    return {k: float(v) for k, v in ray.available_resources().items()}
 
 
 def shutdown() -> None:

@@ -11,13 +11,25 @@ from __future__ import annotations
 import difflib
 import threading
 import warnings
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from lumos_ray.errors import NotFoundError
-from lumos_ray.tools._api import Tool
+from lumos_ray.errors import ConfigError, NotFoundError
+from lumos_ray.tools._tool import Tool
 
-__all__ = ["ENTRY_POINT_GROUP", "all_tools", "builtins", "get", "plugins", "register"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "all_tools",
+    "builtins",
+    "get",
+    "get_tool",
+    "list_tools",
+    "plugins",
+    "register",
+    "register_tool",
+    "resolve_tools",
+]
 
 ENTRY_POINT_GROUP = "lumos_ray.tools"
 
@@ -113,3 +125,45 @@ def all_tools() -> list[Tool]:
     with _lock:
         merged.update(_registered)
     return [merged[k] for k in sorted(merged)]
+
+
+def register_tool(t: Tool | Callable[..., Any]) -> Tool:
+    """Register a tool in this process (it then shadows a built-in or plugin of that name)."""
+    if not isinstance(t, Tool):
+        t = Tool(t)
+    return register(t)
+
+
+def get_tool(name: str) -> Tool:
+    """The tool called ``name``: registered, then built-in, then plugin.
+
+    Unknown names raise NotFoundError listing the closest known names.
+    """
+    return get(name)
+
+
+def list_tools() -> list[Tool]:
+    """Every tool known here: built-ins, registered tools and plugins (sorted by name)."""
+    return all_tools()
+
+
+def resolve_tools(items: list[str | Tool | Callable[..., Any]] | None) -> list[Tool]:
+    """Turn names, Tools and plain functions into Tools (names must be unique)."""
+    out: list[Tool] = []
+    seen: set[str] = set()
+    for item in items or []:
+        if isinstance(item, Tool):
+            t = item
+        elif isinstance(item, str):
+            t = get_tool(item)
+        elif callable(item):
+            t = Tool(item)
+        else:
+            raise ConfigError(
+                f"Cannot use {item!r} as a tool: give a tool name, a Tool or a function."
+            )
+        if t.name in seen:
+            raise ConfigError(f"Tool {t.name!r} is listed twice; tool names must be unique.")
+        seen.add(t.name)
+        out.append(t)
+    return out

@@ -133,7 +133,7 @@ def _parse_numpy_params(block: list[str]) -> dict[str, str]:
 
 def find_context_param(fn: Callable[..., Any], hints: dict[str, Any]) -> str | None:
     """Name of the parameter that receives the ToolContext (injected, not in the schema)."""
-    from lumos_ray.tools._api import ToolContext
+    from lumos_ray.tools._context import ToolContext
 
     for name, param in inspect.signature(fn).parameters.items():
         ann = hints.get(name, param.annotation)

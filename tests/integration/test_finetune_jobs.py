@@ -287,9 +287,12 @@ output: {{storage_dir: runs, registry_dir: registry, adapter_name: resumed}}
     rec = AdapterRegistry(tmp_path / "registry").get("resumed")
     assert rec.metadata["metrics"]["resumed_from_step"] == m["resumed_from_step"]
 
-    # 4. list / logs see both jobs; logs carry the progress lines.
+    # 4. list / logs see both jobs; logs carry the progress lines (for people); the
+    # result came through the launcher's result channel, not from the log.
     jobs = _lumos("finetune", "list", "--address", head_address, home=home)
     ids = {j["job_id"]: j["status"] for j in jobs}
     assert ids[job1] == "STOPPED" and ids[res["job_id"]] == "SUCCEEDED"
     logs = _lumos("finetune", "logs", res["job_id"], "--address", head_address, home=home)
-    assert "LUMOS_PROGRESS" in logs["logs"] and "LUMOS_RESULT" in logs["logs"]
+    assert "LUMOS_PROGRESS" in logs["logs"] and "LUMOS_RESULT" not in logs["logs"]
+    shown = _lumos("finetune", "status", res["job_id"], "--address", head_address, home=home)
+    assert shown["result"]["metrics"]["step"] == total, shown

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from lumos_ray.tools._api import Tool
+from lumos_ray.tools._tool import Tool
 
 __all__ = ["CATEGORY_MODULES", "builtin_tools"]
 

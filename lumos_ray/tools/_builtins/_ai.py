@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from lumos_ray.errors import ToolError
-from lumos_ray.tools._api import tool
+from lumos_ray.tools._tool import tool
 
 __all__ = ["TOOLS", "chunk_text", "text_similarity"]
 

@@ -18,13 +18,14 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from lumos_ray.errors import ToolError
-from lumos_ray.tools._api import ToolContext, tool
 from lumos_ray.tools._builtins._safety import (
     ctx_or_default,
     resolve_in_workspace,
     workspace_relative,
 )
 from lumos_ray.tools._builtins._web import send_request
+from lumos_ray.tools._context import ToolContext
+from lumos_ray.tools._tool import tool
 
 __all__ = ["TOOLS", "send_email", "webhook_post"]
 

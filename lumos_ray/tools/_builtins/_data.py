@@ -12,9 +12,10 @@ from collections import Counter
 from typing import Any, Literal
 
 from lumos_ray.errors import ToolError, ToolNotAllowedError
-from lumos_ray.tools._api import ToolContext, tool
 from lumos_ray.tools._builtins import _jsonpath
 from lumos_ray.tools._builtins._safety import resolve_in_workspace
+from lumos_ray.tools._context import ToolContext
+from lumos_ray.tools._tool import tool
 
 __all__ = [
     "TOOLS",

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from lumos_ray.errors import ToolError, ToolNotAllowedError
-from lumos_ray.tools._api import ToolContext, tool
 from lumos_ray.tools._builtins._safety import ctx_or_default, resolve_in_workspace
+from lumos_ray.tools._context import ToolContext
+from lumos_ray.tools._tool import tool
 
 __all__ = ["TOOLS", "sql_query", "sql_schema"]
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lumos_ray.errors import ToolError, ToolNotAllowedError
-from lumos_ray.tools._api import ToolContext, tool
 from lumos_ray.tools._builtins._safety import (
     ctx_or_default,
     resolve_in_workspace,
     workspace_relative,
 )
+from lumos_ray.tools._context import ToolContext
+from lumos_ray.tools._tool import tool
 
 __all__ = ["TOOLS", "list_dir", "read_file", "search_files", "write_file"]
 

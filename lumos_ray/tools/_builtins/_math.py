@@ -9,7 +9,7 @@ import statistics as _stats
 from typing import Any
 
 from lumos_ray.errors import ToolError, ToolNotAllowedError
-from lumos_ray.tools._api import tool
+from lumos_ray.tools._tool import tool
 
 __all__ = ["TOOLS", "calculator", "describe_numbers", "unit_convert"]
 

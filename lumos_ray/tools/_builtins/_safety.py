@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lumos_ray.errors import ToolError, ToolNotAllowedError
-from lumos_ray.tools._api import ToolContext
+from lumos_ray.tools._context import ToolContext
 
 __all__ = [
     "GuardedNetworkBackend",

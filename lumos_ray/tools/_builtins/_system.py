@@ -20,8 +20,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from lumos_ray.errors import ToolError, ToolNotAllowedError
-from lumos_ray.tools._api import ToolContext, tool
 from lumos_ray.tools._builtins._safety import ctx_or_default
+from lumos_ray.tools._context import ToolContext
+from lumos_ray.tools._tool import tool
 
 __all__ = [
     "TOOLS",

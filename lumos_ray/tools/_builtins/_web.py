@@ -12,8 +12,9 @@ from html.parser import HTMLParser
 from typing import Any, Literal
 
 from lumos_ray.errors import ToolError
-from lumos_ray.tools._api import ToolContext, tool
 from lumos_ray.tools._builtins._safety import check_url, ctx_or_default, guarded_client
+from lumos_ray.tools._context import ToolContext
+from lumos_ray.tools._tool import tool
 
 __all__ = [
     "TOOLS",
