@@ -225,8 +225,8 @@ class RunStore:
                 col.in_(part),
                 *(table.c[k] == v for k, v in where.items()),
             )
-            for key, seq in c.execute(q.group_by(col)):
-                last[key] = seq or 0
+            for key, seq in c.execute(q.group_by(col)).tuples():
+                last[str(key)] = int(seq or 0)
         return last
 
     def _insert_events(self, c: Connection, by_run: dict[str, list[Event]], now: float) -> None:
@@ -493,12 +493,12 @@ class RunStore:
                 return []
             existing: set[tuple[str, str]] = set()
             for part in _chunks(sorted({r for r, _ in cps})):
-                rows = c.execute(
+                found = c.execute(
                     select(checkpoints.c.run_id, checkpoints.c.path).where(
                         checkpoints.c.tenant_id == self.tenant_id, checkpoints.c.run_id.in_(part)
                     )
-                )
-                existing.update((r, p) for r, p in rows if (r, p) in cps)
+                ).tuples()
+                existing.update((str(r), str(p)) for r, p in found if (r, p) in cps)
             rows = [
                 {
                     "tenant_id": self.tenant_id,
@@ -596,9 +596,9 @@ class RunStore:
                         messages.c.thread_id.in_(part),
                     )
                     .order_by(messages.c.thread_id, messages.c.seq)
-                )
+                ).tuples()
                 for t, m in rows:
-                    out[t].append(m)
+                    out[str(t)].append(m)
         return out
 
     def load_working_memory(self, agent: str, thread_id: str) -> dict[str, Any]:

@@ -152,7 +152,7 @@ def _write_old_store(url: str) -> None:
     try:
         with engine.begin() as c:
             _OLD.create_all(c)
-            base = {c.name: None for c in t["runs"].columns}
+            base: dict[str, object] = {col.name: None for col in t["runs"].columns}
             base.update(workflow="wf", definition=blob, created_at=1.0, updated_at=2.0)
             c.execute(
                 sa.insert(t["runs"]),
@@ -232,9 +232,9 @@ def test_a_pre_migration_store_is_converted(
             names = set(sa.inspect(c).get_table_names())
             assert not {n for n in names if n.startswith("legacy_")}
             for t in TABLES:
-                for row in c.execute(sa.text(f"SELECT * FROM {t.name}")):
-                    for v in row:
-                        assert not isinstance(v, bytes | memoryview), (t.name, row)
+                for raw in c.execute(sa.text(f"SELECT * FROM {t.name}")):
+                    for v in raw:
+                        assert not isinstance(v, bytes | memoryview), (t.name, raw)
                         assert b"_NotLoaded" not in str(v).encode()
     finally:
         engine.dispose()
