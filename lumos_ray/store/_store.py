@@ -15,6 +15,7 @@ pickled and nothing here ever stores a secret.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, select, text, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lumos_ray.errors import InputValidationError, NotFoundError
@@ -133,6 +134,22 @@ def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
         yield ids[i : i + _IN_CHUNK]
 
 
+@functools.cache
+def _max_seq_stmt(table: Table, key_col: str, where: tuple[str, ...]) -> Any:
+    """``SELECT key, max(seq) ... GROUP BY key``, built once per shape: building
+    statements per call cost more than the SQLite round trips of a write."""
+    col = table.c[key_col]
+    return (
+        select(col, func.max(table.c.seq))
+        .where(
+            table.c.tenant_id == bindparam("tenant"),
+            col.in_(bindparam("keys", expanding=True)),
+            *(table.c[k] == bindparam(k) for k in where),
+        )
+        .group_by(col)
+    )
+
+
 class RunStore:
     """Thread-safe access to one database for one tenant; cheap to share per process.
 
@@ -216,16 +233,11 @@ class RunStore:
         self, c: Connection, table: Table, key_col: str, keys: set[str], **where: str
     ) -> dict[str, int]:
         """The last sequence number in use per key (0 when none), inside the write."""
-        col = table.c[key_col]
+        stmt = _max_seq_stmt(table, key_col, tuple(sorted(where)))
         last = dict.fromkeys(keys, 0)
-        ordered = sorted(keys)
-        for part in _chunks(ordered):
-            q = select(col, func.max(table.c.seq)).where(
-                table.c.tenant_id == self.tenant_id,
-                col.in_(part),
-                *(table.c[k] == v for k, v in where.items()),
-            )
-            for key, seq in c.execute(q.group_by(col)).tuples():
+        for part in _chunks(sorted(keys)):
+            params = {"tenant": self.tenant_id, "keys": list(part), **where}
+            for key, seq in c.execute(stmt, params).tuples():
                 last[str(key)] = int(seq or 0)
         return last
 
