@@ -125,8 +125,7 @@ def _start_serve(cfg: ServeConfig, attempts: int = 3) -> None:
         except Exception as exc:
             if i == attempts - 1:
                 raise ServeError(
-                    f"Could not start Ray Serve on {cfg.gateway.host}:{cfg.gateway.port}: "
-                    f"{exc}"
+                    f"Could not start Ray Serve on {cfg.gateway.host}:{cfg.gateway.port}: {exc}"
                 ) from None
             time.sleep(2.0 * (i + 1))
 

@@ -72,8 +72,9 @@ class LoraSettings(BaseModel):
     max_lora_rank: int = Field(default=16, ge=1)
     object_store_path: str | None = Field(
         default=None,
-        description="s3:// gs:// abfss:// azure:// prefix; adapters not in the local "
-        "registry are then fetched from here by ray.serve.llm's own loader.",
+        description="An object-store prefix (s3://, gs://, file://: any URI pyarrow's "
+        "filesystems read); adapters not in the local registry are fetched from "
+        "<prefix>/<name>/ on first use.",
     )
 
 
@@ -91,14 +92,15 @@ class ModelConfig(BaseModel):
     accelerator: Literal["cpu", "gpu"] = "cpu"
     engine_kwargs: dict[str, Any] = Field(
         default_factory=lambda: dict(TINY_ENGINE_KWARGS),
-        description="Passed to vLLM's engine (AsyncEngineArgs).",
+        description="`vllm serve` arguments, with underscores (max_model_len, ...); "
+        "unknown names fail at start.",
     )
     num_replicas: int = Field(default=1, ge=1)
     autoscaling: AutoscalingConfig | None = None
     max_ongoing_requests: int = Field(default=64, ge=1)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     num_cpus: float = Field(
-        default=0, ge=0, description="Replica CPUs on top of the engine's own bundle."
+        default=0, ge=0, description="Replica CPUs on top of the 1 CPU the engine reserves."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra replica env vars.")
 
@@ -125,9 +127,7 @@ class QuotaConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: int | None = Field(
-        default=None, ge=1, description="None = unlimited."
-    )
+    requests_per_minute: int | None = Field(default=None, ge=1, description="None = unlimited.")
     hook: str | None = Field(
         default=None,
         description="'module:attr' of a custom quota hook (a class taking the "

@@ -39,8 +39,10 @@ class Embedder:
     def embed(self, texts: list[str]) -> dict[str, Any]:
         """Normalized vectors (cosine = dot product) and the prompt token count."""
         vecs = self._model.encode(
-            texts, batch_size=min(len(texts), self._max_batch) or 1,
-            normalize_embeddings=True, convert_to_numpy=True,
+            texts,
+            batch_size=min(len(texts), self._max_batch) or 1,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
         )
         tokens = sum(len(ids) for ids in self._tokenizer(texts)["input_ids"])
         return {"data": vecs.tolist(), "prompt_tokens": int(tokens)}

@@ -20,22 +20,9 @@ from lumos_ray.errors import (
     RunStateError,
     ServeError,
 )
+from lumos_ray.serve._wire import error_body
 
 __all__ = ["error_response", "lumos_error_response", "status_for"]
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "request_too_large",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "internal_error",
-    503: "service_unavailable",
-    504: "timeout_error",
-}
 
 
 def error_response(
@@ -48,15 +35,8 @@ def error_response(
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "message": message,
-        "type": err_type or _TYPES.get(status, "error"),
-        "param": param,
-        "code": code or _TYPES.get(status, "error"),
-    }
-    if extra:
-        body.update(extra)
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    body = error_body(status, message, code=code, param=param, err_type=err_type, extra=extra)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def status_for(err: LumosError) -> int:

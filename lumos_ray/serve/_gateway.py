@@ -1,10 +1,14 @@
 """The gateway: our FastAPI ingress deployment in front of every model.
 
-It owns what ``ray.serve.llm``'s own ingress does not: API-key auth, the quota hook,
-model routing to LoRA adapters of the local registry, body limits, OpenAI-shaped
-errors with the right status codes, ``/metrics``, health/readiness, embeddings, and
-the runs API (``lumos_ray.serve._runs_api``, when present). Model work is delegated
-through deployment handles to ``LumosLLMServer`` (vLLM) and ``Embedder`` replicas.
+It owns everything decided before model work: API-key auth, the quota hook, typed
+and bounded request schemas (``_schemas``, documented in ``/openapi.json``), model
+routing to LoRA adapters of the local registry, body limits, OpenAI-shaped errors with
+the right status codes, ``/metrics``, health/readiness, trace context from the HTTP
+``traceparent``, embeddings, and the runs API (``lumos_ray.serve._runs_api``, when
+present). Model work goes through one deployment-handle call per request to
+``LumosLLMServer`` (vLLM) or ``Embedder`` replicas: the validated body travels as the
+client's own JSON bytes, the answer comes back encoded (``_wire``), so nothing is
+parsed or serialised twice on the way.
 
 The app is built on the replica (``serve.ingress(build_app)``) so optional routers
 are imported where they run; routes reach the replica's :class:`Gateway` through a
@@ -16,28 +20,37 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
-import json
+import logging
 import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from opentelemetry import trace as trace_api
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from lumos_ray.adapters import AdapterRegistry
 from lumos_ray.errors import AdapterError, LumosError, NotFoundError, ServeError
+from lumos_ray.serve import _trace
 from lumos_ray.serve._config import ServeConfig
 from lumos_ray.serve._errors import error_response, lumos_error_response
 from lumos_ray.serve._hooks import ApiKeyAuth, NoQuota, RateLimitQuota
 from lumos_ray.serve._metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from lumos_ray.serve._schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
+from lumos_ray.serve._wire import JsonReply
+from lumos_ray.tracing import inject
 
 __all__ = ["Gateway", "build_app"]
+
+log = logging.getLogger(__name__)
 
 _GATEWAY: dict[str, Gateway] = {}
 
 # Routes that never need a key: probes and scraping.
 _OPEN_PATHS = ("/health", "/ready", "/metrics", "/docs", "/openapi.json", "/redoc")
+# Probes and scraping make no spans: they would bury the traces people look for.
+_UNTRACED = frozenset({"/health", "/ready", "/metrics"})
 
 
 def _gw() -> Gateway:
@@ -83,6 +96,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.registry = AdapterRegistry(self.config.resolved_adapters_dir())
         self._stream_handles: dict[str, Any] = {}
+        _trace.setup()
         _GATEWAY["gw"] = self
 
     def check_health(self) -> None:
@@ -93,11 +107,13 @@ class Gateway:
         return [m.name for m in self.config.models]
 
     def _base_for_adapter(self, name: str) -> str | None:
-        """The base model an adapter runs on, if it is registered and LoRA is on."""
-        if not self.registry.exists(name):
-            return None
-        record = self.registry.get(name)
+        """The base model an adapter runs on: registered adapters by their record;
+        other names go to the first LoRA model with an object store to fetch from."""
         lora_models = [m for m in self.config.models if m.lora.enabled]
+        if not self.registry.exists(name):
+            remote = [m for m in lora_models if m.lora.object_store_path]
+            return remote[0].name if remote else None
+        record = self.registry.get(name)
         for m in lora_models:
             if record.base_model in (m.name, m.source):
                 return m.name
@@ -126,6 +142,8 @@ class Gateway:
             # Multiplexed routing: Serve sends an adapter's requests to replicas that
             # already loaded it; LumosLLMServer loads it from the registry otherwise.
             handle = self.llm_handles[base].options(stream=True, multiplexed_model_id=model)
+            if not self.registry.exists(model):
+                return handle, model  # an object-store name: not cached (unbounded set)
         self._stream_handles[model] = handle
         return handle, model
 
@@ -137,7 +155,8 @@ class Gateway:
         return ids
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused (413) as soon as it exceeds ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _BodyTooLarge()
@@ -148,80 +167,77 @@ async def _read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise _BodyTooLarge()
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _BadRequest(400, f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise _BadRequest(400, "The request body must be a JSON object.")
-    return data
+    return b"".join(chunks)
 
 
-def _validate(model_cls: Any, data: dict[str, Any]) -> Any:
+def _parse(model_cls: Any, raw: bytes) -> Any:
+    """Validate JSON bytes against a request schema (pydantic's Rust JSON parser).
+
+    Not JSON or not an object -> 400; a schema violation -> 422 naming the fields.
+    Messages never echo the input (it may be large or secret)."""
     from pydantic import ValidationError
 
     try:
-        return model_cls.model_validate(data)
+        return model_cls.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        errors = exc.errors(include_input=False, include_url=False)
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            detail = (first.get("ctx") or {}).get("error", "")
+            raise _BadRequest(400, f"The request body is not valid JSON: {detail}") from None
+        if first.get("type") == "model_type" and not first.get("loc"):
+            raise _BadRequest(400, "The request body must be a JSON object.") from None
+        loc = ".".join(str(p) for p in first.get("loc", ()))
         msg = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
-            for e in exc.errors()[:5]
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors[:5]
         )
         raise _BadRequest(422, f"Invalid request: {msg}", param=loc or None) from None
-    except (ValueError, TypeError) as exc:  # vLLM validators raise plain errors
-        raise _BadRequest(400, f"Invalid request: {exc}") from None
 
 
 async def _llm_call(request: Request, kind: str) -> Response:
-    from ray.llm._internal.serve.core.configs.openai_api_models import (
-        ChatCompletionRequest,
-        CompletionRequest,
-        ErrorResponse,
-    )
-    from ray.llm._internal.serve.core.ingress.utils import (
-        NON_STREAMING_RESPONSE_TYPES,
-        _openai_json_wrapper,
-        _peek_at_generator,
-        _sanitize_chat_completion_request,
-    )
-
     gw = _gw()
-    data = await _read_json(request, gw.config.gateway.max_body_bytes)
-    model_name = data.get("model")
-    if model_name is not None and not isinstance(model_name, str):
-        raise _BadRequest(422, "`model` must be a string.", param="model")
+    raw = await _read_body(request, gw.config.gateway.max_body_bytes)
+    body = _parse(ChatCompletionBody if kind == "chat" else CompletionBody, raw)
+    model_name = body.model
     if model_name == gw.config.embeddings.name and gw.config.embeddings.enabled:
         raise _BadRequest(400, f"{model_name!r} is an embedding model; use /v1/embeddings.")
-    handle, model_name = gw.handle_for(model_name)
-    data["model"] = model_name
-    if kind == "chat":
-        body = _sanitize_chat_completion_request(_validate(ChatCompletionRequest, data))
-    else:
-        body = _validate(CompletionRequest, data)
+    handle, resolved = gw.handle_for(model_name)
+    if model_name != resolved:  # defaulted: the engine must see the model's name
+        body.model = resolved
+        raw = body.model_dump_json(exclude_unset=True).encode()
+    carrier = None
+    if _trace.tracing_on():
+        trace_api.get_current_span().set_attribute("lumos.model", resolved)
+        carrier = inject()
 
+    gen = handle.generate.remote(kind, raw, carrier)
     try:
         async with asyncio.timeout(gw.config.gateway.request_timeout_s):
-            gen = getattr(handle, kind).remote(body, None)
-            first, gen = await _peek_at_generator(gen)
+            first = await gen.__anext__()
     except TimeoutError:
+        gen.cancel()
         return error_response(504, "The model did not answer in time.")
-    head = first[0] if isinstance(first, list) and first else first
-    if isinstance(head, ErrorResponse):
-        status = int(head.error.code or 500)
-        return error_response(status, head.error.message, err_type=head.error.type)
-    if isinstance(head, NON_STREAMING_RESPONSE_TYPES):
-        content = head.model_dump()
-        usage = content.get("usage") or {}
-        if usage:
-            gw.metrics.tokens.labels(model_name, "prompt").inc(usage.get("prompt_tokens") or 0)
-            gw.metrics.tokens.labels(model_name, "completion").inc(
-                usage.get("completion_tokens") or 0
-            )
-        return JSONResponse(content)
-    return StreamingResponse(_openai_json_wrapper(gen), media_type="text/event-stream")
+    except StopAsyncIteration:
+        return error_response(500, "The model deployment sent no answer; retry.")
+    if isinstance(first, JsonReply):
+        if first.status == 200 and (first.prompt_tokens or first.completion_tokens):
+            gw.metrics.tokens.labels(resolved, "prompt").inc(first.prompt_tokens)
+            gw.metrics.tokens.labels(resolved, "completion").inc(first.completion_tokens)
+        return Response(first.body, status_code=first.status, media_type="application/json")
+    return StreamingResponse(_relay(first, gen), media_type="text/event-stream")
+
+
+async def _relay(first: str, gen: Any) -> Any:
+    """The SSE text as it comes; a client that leaves cancels the model's request."""
+    finished = False
+    try:
+        yield first
+        async for chunk in gen:
+            yield chunk
+        finished = True
+    finally:
+        if not finished:
+            gen.cancel()
 
 
 class _FrontMiddleware:
@@ -256,20 +272,50 @@ class _FrontMiddleware:
             await send(message)
 
         gw.metrics.inflight.inc()
+        span = None
+        if _trace.tracing_on() and path not in _UNTRACED:
+            span = _trace.server_span(
+                "gateway.request",
+                _trace_headers(scope),
+                {"http.request.method": scope["method"], "http.route": route},
+            )
         try:
-            if not path.startswith(_OPEN_PATHS):
-                try:
-                    key = gw.auth.authenticate(_header(scope, b"authorization"))
-                    gw.quota.check(key, route)
-                except LumosError as err:
-                    await lumos_error_response(err)(scope, receive, send_status)
-                    return
-            await self.app(scope, receive, send_status)
+            if span is None:
+                await self._handle(gw, path, route, scope, receive, send_status)
+            else:
+                with trace_api.use_span(span, end_on_exit=False):
+                    await self._handle(gw, path, route, scope, receive, send_status)
         finally:
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(trace_api.StatusCode.ERROR)
+                span.end()
             gw.metrics.inflight.dec()
             if path != "/metrics":
                 gw.metrics.requests.labels(route, scope["method"], str(status)).inc()
                 gw.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+    async def _handle(
+        self, gw: Gateway, path: str, route: str, scope: dict[str, Any], receive: Any, send: Any
+    ) -> None:
+        if not path.startswith(_OPEN_PATHS):
+            try:
+                key = gw.auth.authenticate(_header(scope, b"authorization"))
+                gw.quota.check(key, route)
+            except LumosError as err:
+                await lumos_error_response(err)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _trace_headers(scope: dict[str, Any]) -> dict[str, str] | None:
+    """The W3C trace context headers of the request, if it has them."""
+    carrier = {}
+    for key, value in scope["headers"]:
+        if key in (b"traceparent", b"tracestate"):
+            carrier[key.decode()] = value.decode("latin-1")
+    return carrier or None
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -322,10 +368,17 @@ def build_app() -> FastAPI:
         if isinstance(cause, LumosError):
             return lumos_error_response(cause)
         name = type(exc).__name__
-        if name in {"BackPressureError", "RayActorError", "ActorDiedError",
-                    "ActorUnavailableError", "DeploymentUnavailableError"}:
+        if name in {
+            "BackPressureError",
+            "RayActorError",
+            "ActorDiedError",
+            "ActorUnavailableError",
+            "DeploymentUnavailableError",
+        }:
             return error_response(503, f"The model deployment is unavailable ({name}); retry.")
-        return error_response(500, f"{name}: {exc}")
+        # The exception text may carry a remote traceback: it goes to the log only.
+        log.exception("Unexpected error in the gateway", exc_info=exc)
+        return error_response(500, "Internal error in the gateway; see the gateway's log.")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -346,7 +399,8 @@ def build_app() -> FastAPI:
                     await h.check_health.remote()
                 results[name] = "ok"
             except Exception as exc:
-                results[name] = f"{type(exc).__name__}: {exc}"[:300]
+                # The type only: the text of a Ray error carries a remote traceback.
+                results[name] = f"unavailable ({type(exc).__name__})"
         ok = all(v == "ok" for v in results.values())
         return JSONResponse(
             {"status": "ready" if ok else "unavailable", "models": results},
@@ -380,35 +434,22 @@ def build_app() -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         gw = _gw()
-        data = await _read_json(request, gw.config.gateway.max_body_bytes)
-        model = data.get("model") or gw.config.embeddings.name
+        raw = await _read_body(request, gw.config.gateway.max_body_bytes)
+        body: EmbeddingBody = _parse(EmbeddingBody, raw)
+        model = body.model or gw.config.embeddings.name
         if not gw.config.embeddings.enabled or gw.embed_handle is None:
             raise ServeError("No embedding model is configured.")
         if model != gw.config.embeddings.name:
             raise NotFoundError(f"The embedding model {model!r} does not exist.")
-        texts = data.get("input")
-        if isinstance(texts, str):
-            texts = [texts]
-        if (
-            not isinstance(texts, list)
-            or not texts
-            or not all(isinstance(t, str) for t in texts)
-        ):
-            raise _BadRequest(
-                422, "`input` must be a non-empty string or list of strings.", param="input"
-            )
-        fmt = data.get("encoding_format") or "float"
-        if fmt not in ("float", "base64"):
-            raise _BadRequest(422, "`encoding_format` must be 'float' or 'base64'.")
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        fmt = body.encoding_format
         out = await gw.embed_handle.embed.remote(texts)
         vectors: list[Any] = out["data"]
         if fmt == "base64":
             import base64
             import struct
 
-            vectors = [
-                base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors
-            ]
+            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
         gw.metrics.tokens.labels(model, "prompt").inc(out["prompt_tokens"])
         return JSONResponse(
             {
@@ -438,7 +479,46 @@ def build_app() -> FastAPI:
 
         app.include_router(router)
 
+    _document_bodies(app)
     return app
+
+
+#: Model routes read their bodies themselves (streamed against the size limit, parsed
+#: once by pydantic's JSON parser); these schemas describe them in /openapi.json.
+_BODIES: dict[str, Any] = {
+    "/v1/chat/completions": ChatCompletionBody,
+    "/v1/completions": CompletionBody,
+    "/v1/embeddings": EmbeddingBody,
+}
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Generate /openapi.json with the model routes' request schemas in it."""
+    from fastapi.openapi.utils import get_openapi
+    from pydantic.json_schema import models_json_schema
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        refs, defs = models_json_schema(
+            [(m, "validation") for m in _BODIES.values()],
+            ref_template="#/components/schemas/{model}",
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        for path, model in _BODIES.items():
+            op = schema["paths"].get(path, {}).get("post")
+            if op is not None:
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": refs[(model, "validation")]}},
+                }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _model_card(gw: Gateway, model_id: str) -> dict[str, Any]:

