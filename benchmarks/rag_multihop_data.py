@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,13 +91,9 @@ def build_world(seed: int) -> tuple[dict[str, list[Ent]], World]:
     cities = [Ent("city", w.word(2)) for _ in range(24)]
     unis = [Ent("university", f"University of {w.word(2)}") for _ in range(14)]
     people = [Ent("person", f"{w.word(2)} {w.word(2)}") for _ in range(90)]
-    companies = [
-        Ent("company", f"{w.word(2)} {rng.choice(_COMPANY_SUFFIX)}") for _ in range(45)
-    ]
+    companies = [Ent("company", f"{w.word(2)} {rng.choice(_COMPANY_SUFFIX)}") for _ in range(45)]
     structs = [Ent("structure", f"{w.word(3)} {rng.choice(_STRUCT_KINDS)}") for _ in range(70)]
-    books = [
-        Ent("book", f"The {rng.choice(_BOOK_NOUNS)} of {w.word(2)}") for _ in range(50)
-    ]
+    books = [Ent("book", f"The {rng.choice(_BOOK_NOUNS)} of {w.word(2)}") for _ in range(50)]
     for u in unis:
         u.facts["located_in"] = rng.choice(cities).name
         u.facts["founded_by"] = rng.choice(people).name
@@ -274,41 +269,39 @@ def write_docs(world: dict[str, list[Ent]], rng: random.Random) -> dict[str, str
 
 
 # -- question chains --------------------------------------------------------------
-# Each step is (relation, phrase used in the question); a chain starts at an entity of
-# the given kind and follows relations; the last relation's value is the answer.
-Chain = tuple[str, list[str], Callable[[list[str]], str]]
+# (start kind, relations followed, question template): a chain starts at an entity of
+# the given kind and follows the relations; the last relation's value is the answer.
+Chain = tuple[str, list[str], str]
 
 _CHAINS: list[Chain] = [
     # 2 hops
-    ("structure", ["built_by", "founded_by"], lambda n: f"Who founded the company that built the {n[0]}?"),
-    ("book", ["written_by", "born_in"], lambda n: f"In which village was the author of {n[0]} born?"),
-    ("company", ["founded_by", "born_in"], lambda n: f"Where was the founder of {n[0]} born?"),
-    ("book", ["written_by", "studied_at"], lambda n: f"Which university did the author of {n[0]} attend?"),
+    ("structure", ["built_by", "founded_by"], "Who founded the company that built the {}?"),
+    ("book", ["written_by", "born_in"], "In which village was the author of {} born?"),
+    ("company", ["founded_by", "born_in"], "Where was the founder of {} born?"),
+    ("book", ["written_by", "studied_at"], "Which university did the author of {} attend?"),
     ("structure", ["built_by", "workshop"],
-     lambda n: f"On which street was the first workshop of the company that built the {n[0]}?"),
+     "On which street was the first workshop of the company that built the {}?"),
     # 3 hops
     ("book", ["written_by", "founded", "workshop"],
-     lambda n: f"On which street did the company founded by the author of {n[0]} have its first workshop?"),
+     "On which street did the company founded by the author of {} have its first workshop?"),
     ("structure", ["built_by", "founded_by", "born_in"],
-     lambda n: f"In which village was the founder of the company that built the {n[0]} born?"),
-    ("book", ["written_by", "mentor", "born_in"],
-     lambda n: f"Where was the mentor of the author of {n[0]} born?"),
+     "In which village was the founder of the company that built the {} born?"),
+    ("book", ["written_by", "mentor", "born_in"], "Where was the mentor of the author of {} born?"),
     ("company", ["founded_by", "mentor", "studied_at"],
-     lambda n: f"At which university did the mentor of the founder of {n[0]} study?"),
+     "At which university did the mentor of the founder of {} study?"),
     ("book", ["published_by", "founded_by", "born_in"],
-     lambda n: f"Where was the founder of the publisher of {n[0]} born?"),
+     "Where was the founder of the publisher of {} born?"),
     # 4 hops
     ("book", ["written_by", "mentor", "founded", "workshop"],
-     lambda n: f"On which street did the company founded by the mentor of the author of {n[0]} have its first workshop?"),
+     "On which street did the company founded by the mentor of the author of {} have its "
+     "first workshop?"),
     ("structure", ["built_by", "founded_by", "mentor", "born_in"],
-     lambda n: f"Where was the mentor of the founder of the company that built the {n[0]} born?"),
+     "Where was the mentor of the founder of the company that built the {} born?"),
     ("book", ["written_by", "mentor", "mentor", "born_in"],
-     lambda n: f"In which village was the mentor of the mentor of the author of {n[0]} born?"),
+     "In which village was the mentor of the mentor of the author of {} born?"),
     ("book", ["published_by", "founded_by", "mentor", "studied_at"],
-     lambda n: f"Which university did the mentor of the founder of the publisher of {n[0]} attend?"),
+     "Which university did the mentor of the founder of the publisher of {} attend?"),
 ]  # fmt: skip
-
-_ENTITY_VALUED = {"built_by", "founded_by", "written_by", "mentor", "published_by"}
 
 
 def make_questions(
@@ -338,7 +331,7 @@ def make_questions(
                 support = [by_name[n].doc_id for n in names[:-1]]
                 cands.append(
                     {
-                        "question": phrase(names),
+                        "question": phrase.format(names[0]),
                         "answer": answer,
                         "hops": hops,
                         "supporting_docs": support,

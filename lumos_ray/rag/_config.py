@@ -11,10 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "SEARCH_MODES",
     "ChunkingConfig",
+    "Citation",
+    "CitationLink",
     "CollectionConfig",
     "Document",
     "EmbeddingConfig",
@@ -26,7 +29,9 @@ __all__ = [
     "SearchMode",
 ]
 
-SearchMode = Literal["naive", "local", "global", "hybrid"]
+SearchMode = Literal["naive", "local", "global", "hybrid", "multihop", "mix"]
+#: Every query mode, in the order the docs list them.
+SEARCH_MODES: tuple[str, ...] = ("naive", "local", "global", "hybrid", "multihop", "mix")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -129,6 +134,60 @@ class QueryConfig(BaseModel):
     max_subgraph: int = Field(default=2000, ge=10, description="Nodes PPR may touch.")
     hub_degree: int = Field(default=200, ge=2, description="Entities in more chunks are hubs.")
     communities_top: int = Field(default=3, ge=1, description="global: communities searched.")
+    # -- multihop / mix (beam search over entity links; see _multihop.py) ----------
+    max_hops: int = Field(
+        default=3,
+        ge=0,
+        le=6,
+        description="multihop: links followed at most (3 = 4-document chains).",
+    )
+    beam_width: int = Field(default=8, ge=1, le=64, description="multihop: paths kept per hop.")
+    link_fanout: int = Field(
+        default=4, ge=1, le=32, description="multihop: entities followed from each path end."
+    )
+    chunks_per_entity: int = Field(
+        default=3, ge=1, le=32, description="multihop: chunks fetched per followed entity."
+    )
+    node_budget: int = Field(
+        default=256, ge=8, le=20_000, description="multihop: chunks examined per query, at most."
+    )
+    hop_vector_weight: float = Field(
+        default=0.5, ge=0, le=5, description="multihop: weight of a path's mean cosine."
+    )
+    hop_link_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=5,
+        description="multihop: weight of the question words in the sentences that link a path "
+        "('built by X' for 'the company that built').",
+    )
+    hop_penalty: float = Field(
+        default=0.02, ge=0, le=1, description="multihop: score a hop must earn to be worth taking."
+    )
+    blind_hop_penalty: float = Field(
+        default=0.1,
+        ge=0,
+        le=5,
+        description="multihop: extra cost of a hop whose linking sentence has no new "
+        "question word (a guess, not a followed relation).",
+    )
+    mention_hop_penalty: float = Field(
+        default=0.3,
+        ge=0,
+        le=5,
+        description="multihop: cost of following an entity with no page of its own to "
+        "another chunk that names it (mostly generic names in real text).",
+    )
+    anchor_weight: float = Field(
+        default=0.3,
+        ge=0,
+        le=5,
+        description="multihop: bonus of a path that starts at the page of an entity the "
+        "question names (where the question says the chain begins).",
+    )
+    mix_rrf_k: int = Field(
+        default=10, ge=1, le=1000, description="mix: reciprocal-rank-fusion constant."
+    )
 
 
 class CollectionConfig(BaseModel):
@@ -170,6 +229,44 @@ class Document(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class CitationLink(BaseModel):
+    """One hop of a multi-hop citation: the sentence in ``from_chunk`` that names
+    ``entity``, which the search followed to the next chunk."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_chunk: str
+    entity: str
+    to_chunk: str
+    sentence: str = ""
+
+
+class Citation(BaseModel):
+    """Where a hit comes from: the document, the chunk, and how retrieval got there.
+
+    ``path`` is the hit's graph path (empty for a plain vector hit); ``links`` (multihop
+    and mix) give, for every hop, the sentence that made the search follow it, so an
+    answer built from the hit can quote its whole chain of evidence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    doc_id: str
+    chunk_id: str
+    title: str = ""
+    source: str = ""
+    path: list[str] = Field(default_factory=list)
+    links: list[CitationLink] = Field(default_factory=list)
+
+    def render(self) -> str:
+        """One line: ``[doc#chunk] <- entity <- [doc#chunk] ...`` (start of the chain last)."""
+        if not self.links:
+            return f"[{self.chunk_id}]" + (" via " + " > ".join(self.path) if self.path else "")
+        parts = [f"[{self.links[0].from_chunk}]"]
+        for link in self.links:
+            parts += [link.entity, f"[{link.to_chunk}]"]
+        return " > ".join(parts)
+
+
 class SearchHit(BaseModel):
     """One result with its provenance: document, chunk and path through the graph."""
 
@@ -192,6 +289,21 @@ class SearchHit(BaseModel):
         "'chunk:B#0']; empty for a plain vector hit.",
     )
     community: int | None = None
+    citation: Citation | None = Field(
+        default=None, description="Document, chunk and graph path (filled in for every hit)."
+    )
+
+    @model_validator(mode="after")
+    def _fill_citation(self) -> SearchHit:
+        if self.citation is None:
+            self.citation = Citation(
+                doc_id=self.doc_id,
+                chunk_id=self.chunk_id,
+                title=self.title,
+                source=self.source,
+                path=list(self.path),
+            )
+        return self
 
 
 class IngestReport(BaseModel):

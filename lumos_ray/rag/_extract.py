@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from lumos_ray.actors.models import ChatModel, OpenAIChatModel
 from lumos_ray.errors import LumosError, RagError
 from lumos_ray.rag._config import ExtractorConfig
+from lumos_ray.rag._entities import _PAREN, coreference, entity_key
 
 __all__ = [
     "Extraction",
@@ -51,18 +52,6 @@ class Extraction:
 
 class Extractor(Protocol):
     def extract(self, texts: list[str], titles: list[str]) -> list[Extraction]: ...
-
-
-_PAREN = re.compile(r"\s*\([^)]*\)")
-_NONWORD = re.compile(r"[^\w]+")
-
-
-def entity_key(name: str) -> str:
-    """Normalized entity id: 'The Dandy Warhols (band)' → 'dandy warhols'."""
-    k = _NONWORD.sub(" ", _PAREN.sub("", name).lower()).strip()
-    if k.startswith("the "):
-        k = k[4:]
-    return k
 
 
 _STOP = frozenset(
@@ -139,10 +128,30 @@ class OfflineExtractor:
                     k = entity_key(name)
                     if k != title_key:
                         out.relations.append((title_key, "mentions", k))
-        return out
+        return _resolve(out, title_key)
 
     def extract(self, texts: list[str], titles: list[str]) -> list[Extraction]:
         return [self.extract_one(t, ti) for t, ti in zip(texts, titles, strict=True)]
+
+
+def _resolve(ex: Extraction, title_key: str) -> Extraction:
+    """Fold coreferent short names ("Pell" after "Osric Pell") into the full entity."""
+    alias = coreference(list(ex.entities), title_key)
+    if not alias:
+        return ex
+    out = Extraction()
+    for key, name in ex.entities.items():
+        if key not in alias:
+            out.entities.setdefault(key, name)
+    for key in alias.values():  # the full name may be only the title
+        out.entities.setdefault(key, ex.entities.get(key, key))
+    seen: set[tuple[str, str, str]] = set()
+    for h, rel, t in ex.relations:
+        h, t = alias.get(h, h), alias.get(t, t)
+        if h != t and (h, rel, t) not in seen:
+            seen.add((h, rel, t))
+            out.relations.append((h, rel, t))
+    return out
 
 
 _PROMPT = (

@@ -16,7 +16,7 @@ from typing import Any
 
 from lumos_ray.rag._config import QueryConfig
 
-__all__ = ["fuse", "merge_topk", "seeds_from_probes"]
+__all__ = ["fuse", "merge_topk", "mix_rrf", "seeds_from_probes"]
 
 
 def seeds_from_probes(
@@ -71,3 +71,20 @@ def merge_topk(results: list[list[dict[str, Any]]], k: int) -> list[dict[str, An
     """naive/global: shards' scores are already comparable (cosine); keep the best k."""
     flat = [h for r in results for h in r]
     return sorted(flat, key=lambda h: h["score"], reverse=True)[:k]
+
+
+def mix_rrf(rankings: list[list[dict[str, Any]]], k: int, rrf_k: int) -> list[dict[str, Any]]:
+    """mix: reciprocal-rank fusion, score = Σ 1/(rrf_k + rank) over the rankings.
+
+    Ranks, not raw scores, because the rankings' scores are on different scales (path
+    coverage vs cosine+PageRank). A chunk keeps the first ranking's record (its
+    citation path), so list the ranking whose provenance should win first."""
+    fused: dict[str, float] = {}
+    first: dict[str, dict[str, Any]] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking):
+            cid = hit["chunk_id"]
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank + 1)
+            first.setdefault(cid, hit)
+    order = sorted(fused, key=lambda c: -fused[c])[:k]
+    return [{**first[c], "score": fused[c], "mode": "mix"} for c in order]

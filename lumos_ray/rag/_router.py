@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from lumos_ray.rag._config import CollectionConfig, Document
-from lumos_ray.rag._fusion import fuse, merge_topk, seeds_from_probes
+from lumos_ray.rag._fusion import fuse, merge_topk, mix_rrf, seeds_from_probes
+from lumos_ray.rag._multihop import run_sharded
 from lumos_ray.rag._names import shard_actor_name, shard_dir
 from lumos_ray.rag._pipeline import prepare_documents, query_entities, shard_of, split_by_shard
 from lumos_ray.rag._state import PreparedChunks
+from lumos_ray.rag._validate import check_query
 
 __all__ = ["SHARD_OPTIONS", "RagRouter"]
 
@@ -165,6 +167,7 @@ class RagRouter:
         return vec
 
     async def search(self, query: str, mode: str = "hybrid", k: int = 5) -> list[dict[str, Any]]:
+        check_query(query, mode, k)
         qvec = await self.embed_query(query)
         return await self.search_vector(qvec, query, mode, k)
 
@@ -172,20 +175,38 @@ class RagRouter:
         self, qvec: np.ndarray, query: str, mode: str = "hybrid", k: int = 5
     ) -> list[dict[str, Any]]:
         """Search with a precomputed query vector (the text still names entities)."""
-        from lumos_ray.errors import RagError
-
-        if mode not in ("naive", "local", "global", "hybrid"):
-            raise RagError(
-                f"Unknown query mode {mode!r}.", fix="Use one of: naive, local, global, hybrid."
-            )
+        check_query(query, mode, k)
         qvec = np.asarray(qvec, dtype=np.float32).reshape(-1)
-        ents = query_entities(query) if mode in ("local", "hybrid") else []
+        if qvec.shape != (self.cfg.embedding.dim,):
+            from lumos_ray.errors import RagError
+
+            raise RagError(
+                f"The query vector has {qvec.size} values; the collection's embeddings "
+                f"have {self.cfg.embedding.dim}.",
+                fix="Embed the query with the collection's embedding model.",
+            )
+        ents = query_entities(query) if mode not in ("naive", "global") else []
         if len(self.shards) == 1:
-            return await self._call(0, "search", qvec, ents, mode, k)
+            return await self._call(0, "search", qvec, ents, mode, k, query)
         if mode == "naive":
             return merge_topk(await self._all("vector_search", qvec, k), k)
         if mode == "global":
             return merge_topk(await self._all("global_search", qvec, k), k)
+        q = self.cfg.query
+        if mode == "multihop":
+            return await run_sharded(self._all, qvec, query, ents, q, k)
+        if mode == "mix":
+            hops, graph = await asyncio.gather(
+                run_sharded(self._all, qvec, query, ents, q, 2 * k),
+                self._graph_search(qvec, ents, "hybrid", 2 * k),
+            )
+            return mix_rrf([hops, graph], k, q.mix_rrf_k)
+        return await self._graph_search(qvec, ents, mode, k)
+
+    async def _graph_search(
+        self, qvec: np.ndarray, ents: list[str], mode: str, k: int
+    ) -> list[dict[str, Any]]:
+        """local/hybrid across shards: probe, global seeds, expand, fuse."""
         probes = await self._all("probe", qvec, ents, self.cfg.query.seed_hits)
         seed_ents, seed_chunks = seeds_from_probes(probes, mode, self.cfg.query)
         cands = await self._all("expand", qvec, mode, seed_ents, seed_chunks, k)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from lumos_ray.rag._config import CollectionConfig
-from lumos_ray.rag._fusion import fuse, seeds_from_probes
+from lumos_ray.rag._fusion import fuse, mix_rrf, seeds_from_probes
+from lumos_ray.rag._multihop import run_local
 from lumos_ray.rag._snapshot_store import open_store
 from lumos_ray.rag._state import PreparedChunks, ShardState
 
@@ -78,19 +79,57 @@ class RagShard:
     async def global_search(self, qvec: np.ndarray, k: int) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.state.global_search, qvec, k)
 
+    async def mh_seed(self, qvec: np.ndarray, query_entities: list[str], m: int) -> dict[str, Any]:
+        return await asyncio.to_thread(self.state.mh_seed, qvec, query_entities, m)
+
+    async def mh_link(
+        self, qvec: np.ndarray, entities: dict[str, int], known: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        return await asyncio.to_thread(self.state.mh_link, qvec, entities, known)
+
     async def search(
-        self, qvec: np.ndarray, query_entities: list[str], mode: str, k: int
+        self,
+        qvec: np.ndarray,
+        query_entities: list[str],
+        mode: str,
+        k: int,
+        query_text: str = "",
     ) -> list[dict[str, Any]]:
         """All phases in one call: what the router uses when there is a single shard."""
-        return await asyncio.to_thread(self._search_sync, qvec, query_entities, mode, k)
+        return await asyncio.to_thread(self._search_sync, qvec, query_entities, mode, k, query_text)
 
     def _search_sync(
-        self, qvec: np.ndarray, query_entities: list[str], mode: str, k: int
+        self,
+        qvec: np.ndarray,
+        query_entities: list[str],
+        mode: str,
+        k: int,
+        query_text: str = "",
+    ) -> list[dict[str, Any]]:
+        # One query sees one version of the shard: writes wait for the lock (the
+        # multi-hop mode reads the shard several times).
+        with self.state.lock:
+            return self._search_locked(qvec, query_entities, mode, k, query_text)
+
+    def _search_locked(
+        self, qvec: np.ndarray, query_entities: list[str], mode: str, k: int, query_text: str
     ) -> list[dict[str, Any]]:
         if mode == "naive":
             return self.state.vector_search(qvec, k)
         if mode == "global":
             return self.state.global_search(qvec, k)
+        q = self.cfg.query
+        if mode == "multihop":
+            return run_local([self.state], qvec, query_text, query_entities, q, k)
+        if mode == "mix":
+            hops = run_local([self.state], qvec, query_text, query_entities, q, 2 * k)
+            graph = self._graph_search(qvec, query_entities, "hybrid", 2 * k)
+            return mix_rrf([hops, graph], k, q.mix_rrf_k)
+        return self._graph_search(qvec, query_entities, mode, k)
+
+    def _graph_search(
+        self, qvec: np.ndarray, query_entities: list[str], mode: str, k: int
+    ) -> list[dict[str, Any]]:
         q = self.cfg.query
         probe = self.state.probe(qvec, query_entities, q.seed_hits)
         ents, chunks = seeds_from_probes([probe], mode, q)

@@ -22,6 +22,7 @@ import numpy as np
 
 from lumos_ray.errors import RagError
 from lumos_ray.rag._config import IndexConfig, QueryConfig
+from lumos_ray.rag._entities import title_keys
 from lumos_ray.rag._graph import KnowledgeGraph, enode
 from lumos_ray.rag._snapshot_store import SNAPSHOT_FILE, SnapshotStore, open_store
 
@@ -145,6 +146,9 @@ class ShardState:
         self._index = _VectorIndex(dim, index)
         self._centroids: tuple[int, np.ndarray, list[list[str]], list[list[str]]] | None = None
         self._community_of: dict[str, int] = {}
+        # entity key -> chunks *about* it (their document's title is that entity): the
+        # page a multi-hop link leads to. Derived from the chunks, rebuilt on load.
+        self.about: dict[str, list[str]] = {}
 
     # -- mutation -----------------------------------------------------------------
     def upsert(self, batch: PreparedChunks) -> dict[str, int]:
@@ -163,6 +167,7 @@ class ShardState:
                     self.chunks[rec.chunk_id] = rec
                     self.docs.setdefault(rec.doc_id, []).append(rec.chunk_id)
                     self.graph.add_chunk(rec.chunk_id, rec.entities, rec.relations)
+                    self._index_about(rec)
                 self._index.add(vecs, rows)
             self._maybe_compact()
             self.version += 1
@@ -187,11 +192,33 @@ class ShardState:
             existed += 1
             for cid in cids:
                 rec = self.chunks.pop(cid)
+                self._unindex_about(rec)
                 rows.append(rec.row)
                 self.row_chunk[rec.row] = None
                 self.graph.remove_chunk(cid, rec.relations)
         self._index.remove(rows)
         return existed
+
+    @staticmethod
+    def _about_keys(rec: ChunkRecord) -> list[str]:
+        """Entity keys this chunk is the page of: its title's keys (``title_keys``),
+        when the title is one of the chunk's entities."""
+        if not rec.title or not rec.entities:
+            return []
+        keys = title_keys(rec.title)
+        return keys if keys[0] in rec.entities else []
+
+    def _index_about(self, rec: ChunkRecord) -> None:
+        for key in self._about_keys(rec):
+            self.about.setdefault(key, []).append(rec.chunk_id)
+
+    def _unindex_about(self, rec: ChunkRecord) -> None:
+        for key in self._about_keys(rec):
+            lst = self.about.get(key)
+            if lst and rec.chunk_id in lst:
+                lst.remove(rec.chunk_id)
+                if not lst:
+                    del self.about[key]
 
     def _maybe_compact(self) -> None:
         """Reclaim deleted rows / switch flat↔HNSW when the size crosses the threshold."""
@@ -376,6 +403,82 @@ class ShardState:
                             best = (w, cand)
         return best[1] if best else []
 
+    # -- multihop: the shard side of _multihop.plan --------------------------------
+    def _view(self, cid: str, sim: float) -> dict[str, Any]:
+        rec = self.chunks[cid]
+        return {
+            "chunk_id": cid,
+            "doc_id": rec.doc_id,
+            "title": rec.title,
+            "text": rec.text,
+            "source": rec.source,
+            "shard": self.shard,
+            # Rounded: the same chunk scores the same whether faiss or numpy computed
+            # it, so ties break the same way on any number of shards.
+            "sim": round(float(sim), 6),
+            "entities": dict(rec.entities),
+            "degree": {k: self.graph.chunk_degree(k) for k in rec.entities},
+            "about": self._about_keys(rec),
+        }
+
+    def _sims(self, cids: list[str], qvec: np.ndarray) -> np.ndarray:
+        rows = np.array([self.chunks[c].row for c in cids], dtype=np.int64)
+        return self.vectors[rows] @ qvec.reshape(-1)
+
+    def mh_seed(self, qvec: np.ndarray, query_entities: list[str], m: int) -> dict[str, Any]:
+        """Top-m vector hits and the chunks about the query's entities, as views."""
+        with self.lock:
+            scores, rows = self._index.search(qvec.reshape(1, -1), m)
+            hits = [
+                self._view(self.row_chunk[r], s)
+                for s, r in zip(scores[0], rows[0], strict=True)
+                if r >= 0 and self.row_chunk[r] is not None
+            ]
+            about_ids = list(
+                dict.fromkeys(c for e in query_entities for c in self.about.get(e, [])[:3])
+            )
+            sims = self._sims(about_ids, qvec) if about_ids else []
+            about = [self._view(c, s) for c, s in zip(about_ids, sims, strict=True)]
+            return {"hits": hits, "about": about}
+
+    def mh_link(
+        self, qvec: np.ndarray, entities: dict[str, int], known: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """For each entity, up to its cap of chunks: the ones about it, then the ones
+        mentioning it, most similar to the query first. Chunks in ``known`` (the caller
+        has their text already) come back as stubs: id, cosine and about-key only."""
+        with self.lock:
+            seen = set(known)
+            out: dict[str, list[dict[str, Any]]] = {}
+            for key, cap in entities.items():
+                about = [c for c in self.about.get(key, []) if c in self.chunks]
+                in_about = set(about)
+                mention = [
+                    c
+                    for c in self.graph.entity_chunks(key)
+                    if c in self.chunks and c not in in_about
+                ]
+                picked: list[tuple[str, float]] = []
+                if about:
+                    sims = self._sims(about, qvec)
+                    order = np.argsort(-sims)[:cap]
+                    picked += [(about[i], float(sims[i])) for i in order]
+                # A link leads to the entity's own page when it has one; other chunks
+                # that merely mention it are followed only for entities without one.
+                if mention and not about:
+                    if len(mention) > 4096:  # a hub: score a bounded sample
+                        mention = mention[:4096]
+                    sims = self._sims(mention, qvec)
+                    order = np.argsort(-sims)[: cap - len(picked)]
+                    picked += [(mention[i], float(sims[i])) for i in order]
+                out[key] = [
+                    {"chunk_id": c, "sim": round(s, 6), "about": self._about_keys(self.chunks[c])}
+                    if c in seen
+                    else self._view(c, s)
+                    for c, s in picked
+                ]
+            return out
+
     def global_search(self, qvec: np.ndarray, k: int) -> list[dict[str, Any]]:
         """global mode: rank the graph's communities by their centroid, then chunks
         inside the best communities; score = mean of community and chunk cosine."""
@@ -522,6 +625,9 @@ class ShardState:
             if node.startswith("e:") and "n" not in data:  # snapshots from before counts
                 data["n"] = sum(1 for m in state.graph.g.neighbors(node) if m.startswith("c:"))
         state.graph.version = payload["graph_version"]
+        state.about = {}
+        for rec in state.chunks.values():
+            state._index_about(rec)
         base = faiss.deserialize_index(payload["index"])
         state._index.index = base
         state._index.kind = payload["index_kind"]
