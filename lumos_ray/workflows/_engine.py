@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -128,6 +129,7 @@ _LEAVES = (AgentStep, ToolStep, FunctionStep, HumanStep)
 # CPU each, Ray's task default, would serialise a fan-out on a laptop and can starve
 # behind a served model's reservation. A step that computes sets resources.num_cpus.
 DEFAULT_STEP_CPUS = 0.1
+_MAX_AGENT_HANDLES = 1000  # distinct agent specs whose handles a runner keeps
 
 
 class Engine:
@@ -141,13 +143,34 @@ class Engine:
         checkpoints: dict[str, Any],
         record: Callable[[str, Any], Any],
         emit: Callable[[str, dict[str, Any]], None],
+        agents: OrderedDict[int, tuple[Any, Any]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.wf = workflow
         self.done = checkpoints
         self.record = record
         self.emit = emit
-        self._agents: dict[str, Any] = {}
+        # Agent handles by spec identity, shared across runs by the runner: finding an
+        # agent's actors and checking its spec cost a round trip each, once per spec
+        # instead of once per run. The spec is kept with its handle (an id is unique
+        # only while its object lives).
+        self._agents: OrderedDict[int, tuple[Any, Any]] = (
+            agents if agents is not None else OrderedDict()
+        )
+
+    async def _handle(self, spec: Any) -> Any:
+        from lumos_ray.actors.agent import AgentHandle
+
+        hit = self._agents.get(id(spec))
+        if hit is not None and hit[0] is spec:
+            self._agents.move_to_end(id(spec))
+            return hit[1]
+        # Finding (or creating) named actors is a blocking Ray call: not on the loop.
+        handle = await asyncio.to_thread(AgentHandle, spec)
+        self._agents[id(spec)] = (spec, handle)
+        while len(self._agents) > _MAX_AGENT_HANDLES:
+            self._agents.popitem(last=False)
+        return handle
 
     async def run(self, input: Any) -> Any:
         return await self._run_workflow(self.wf, input, prefix="")
@@ -325,12 +348,8 @@ class Engine:
     async def _agent(
         self, wf: Workflow, step: AgentStep, scope: dict[str, Any], path: str, carrier: dict
     ) -> Any:
-        from lumos_ray.actors.agent import AgentHandle
-
         spec = wf.agent(step.agent) if isinstance(step.agent, str) else step.agent
-        handle = self._agents.get(spec.name)
-        if handle is None:
-            handle = self._agents[spec.name] = AgentHandle(spec)
+        handle = await self._handle(spec)
         await handle.ensure_current()
         thread = render(step.thread, scope) if step.thread else f"{self.run_id}/{path}"
         message = render(step.input, scope)

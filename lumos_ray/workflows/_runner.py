@@ -4,20 +4,30 @@ Clients only submit and follow; the work lives here, so a client can die and the
 goes on. On (re)start the runner reads the store and carries on with every run left
 ``running`` or ``pending`` (Ray restarts it after a crash; with an embedded cluster
 ``lumos runs resume`` starts a new one): both are the same code path.
+
+The hot path is short: many runs execute concurrently on one event loop; their store
+writes (run creation, step checkpoints with the events before them, status changes)
+go through one :class:`~lumos_ray.store._batch.GroupCommitter`, so a commit carries
+every write that arrived while the previous one ran, and each run awaits only its own
+write's durability (a finished step is durable before the next step depends on it).
+Followers of a run executing here get its committed events and final row from memory
+(a long poll wakes on the commit); the store is read only for history and for runs
+this runner does not execute.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
-
-from sqlalchemy.exc import IntegrityError
 
 from lumos_ray import tracing
 from lumos_ray.errors import RunStateError, WorkflowDefinitionError
-from lumos_ray.store._sql import TERMINAL_STATES, open_store
+from lumos_ray.store import TERMINAL_STATES, CheckpointWrite, open_store
+from lumos_ray.store._batch import Committed, GroupCommitter, RunCreate, RunUpdate, Write
 from lumos_ray.workflows._definition import Workflow
 from lumos_ray.workflows._engine import Engine, Suspend, validate_json
 from lumos_ray.workflows._serialize import definition_version, workflow_from_data
@@ -25,17 +35,58 @@ from lumos_ray.workflows._serialize import definition_version, workflow_from_dat
 __all__ = ["RUNNER_NAME", "Runner"]
 
 RUNNER_NAME = "lumos-runner"
-_FLUSH_S = 0.02
+_FLUSH_S = 0.02  # events alone wait this long for company (a checkpoint, more events)
 HEARTBEAT_S = 2.0  # lease renewal period
 STALE_S = 10.0  # a lease not renewed for this long belongs to a dead runner
+_KEEP_EVENTS = 1000  # newest committed events per run kept in memory for followers
+_KEEP_ENDED = 2000  # ended runs whose row and events stay in memory (newest first)
+_ENDED = TERMINAL_STATES | {"suspended"}
+
+Event = tuple[str, dict[str, Any]]
+
+
+class _Live:
+    """A run this runner executes (or just ended): its row as last committed and its
+    newest committed events, so followers and waiters need no store read.
+
+    ``base``: events with ``seq <= base`` are only in the store (None until the
+    first commit of a resumed run tells where the store's numbering stands)."""
+
+    __slots__ = ("base", "changed", "ended", "events", "row")
+
+    def __init__(self, row: dict[str, Any], base: int | None) -> None:
+        self.row = row
+        self.base = base
+        self.events: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    def publish(self, events: tuple[dict[str, Any], ...], fields: dict[str, Any]) -> None:
+        if events:
+            if self.base is None:
+                self.base = events[0]["seq"] - 1
+            self.events.extend(events)
+            if len(self.events) > _KEEP_EVENTS:
+                drop = len(self.events) - _KEEP_EVENTS
+                self.base = self.events[drop - 1]["seq"]
+                del self.events[:drop]
+        if fields:
+            self.row.update(fields)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def after(self, seq: int) -> list[dict[str, Any]]:
+        i = bisect.bisect_right([e["seq"] for e in self.events], seq)
+        return self.events[i:]
 
 
 class _RunEvents:
-    """Buffers a run's events and flushes them in small batches (or with a checkpoint)."""
+    """Buffers a run's events: they go with its next checkpoint or status change, or
+    on their own after ``_FLUSH_S``."""
 
     def __init__(self, runner: Runner, run_id: str) -> None:
         self.runner, self.run_id = runner, run_id
-        self.buf: list[tuple[str, dict[str, Any]]] = []
+        self.buf: list[Event] = []
         self._scheduled = False
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
@@ -46,7 +97,7 @@ class _RunEvents:
                 _FLUSH_S, lambda: asyncio.ensure_future(self.flush())
             )
 
-    def take(self) -> list[tuple[str, dict[str, Any]]]:
+    def take(self) -> list[Event]:
         items, self.buf = self.buf, []
         self._scheduled = False
         return items
@@ -54,8 +105,7 @@ class _RunEvents:
     async def flush(self) -> None:
         items = self.take()
         if items:
-            await asyncio.to_thread(self.runner.store.append_events, self.run_id, items)
-            self.runner._notify(self.run_id)
+            await self.runner._commit(CheckpointWrite(self.run_id, None, None, items))
 
 
 class Runner:
@@ -68,10 +118,16 @@ class Runner:
         self.id = f"runner-{uuid.uuid4().hex[:12]}"
         self.auto_recover = auto_recover
         self.store = open_store()
+        self.committer = GroupCommitter(self.store)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._definitions: dict[tuple[str, str], Workflow] = {}
+        self._live: dict[str, _Live] = {}
+        self._ended: OrderedDict[str, _Live] = OrderedDict()
+        # Agent handles shared by all runs (keyed by spec identity: cached definitions
+        # hand every run the same spec objects), so a turn costs no actor lookup.
+        self._agents: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
 
     # -- lifecycle ----------------------------------------------------------------
     async def _recover(self) -> None:
@@ -99,24 +155,59 @@ class Runner:
     async def _claim(self, run_id: str) -> bool:
         return await asyncio.to_thread(self.store.claim, run_id, self.id, STALE_S)
 
-    def _launch(self, run_id: str) -> None:
-        """Execute a run whose lease we hold."""
+    def _launch(self, run_id: str, row: dict[str, Any] | None = None) -> None:
+        """Execute a run whose lease we hold (``row``: a run just created here)."""
         if run_id in self.tasks:
             return
-        task = asyncio.get_running_loop().create_task(self._execute(run_id))
+        self._ended.pop(run_id, None)
+        if row is not None:
+            self._live[run_id] = _Live(row, base=0)
+        task = asyncio.get_running_loop().create_task(self._execute(run_id, row))
         self.tasks[run_id] = task
-        task.add_done_callback(lambda _t: self.tasks.pop(run_id, None))
+        task.add_done_callback(lambda _t: self._finished(run_id))
+
+    def _finished(self, run_id: str) -> None:
+        self.tasks.pop(run_id, None)
+        live = self._live.pop(run_id, None)
+        if live is not None:
+            live.ended.set()
+            live.changed.set()
+            self._ended[run_id] = live
+            while len(self._ended) > _KEEP_ENDED:
+                self._ended.popitem(last=False)
 
     def _notify(self, run_id: str) -> None:
         ev = self._changed.pop(run_id, None)
         if ev is not None:
             ev.set()
 
-    async def _set(self, run_id: str, status: str, **fields: Any) -> None:
-        if status in TERMINAL_STATES or status == "suspended":
+    async def _commit(self, w: Write) -> Committed:
+        """Group-commit ``w``; once durable, hand its events (and a status change) to
+        the run's followers in memory."""
+        fut = self.committer.submit(w)
+        # A done-callback, not code after the await: callbacks run in commit order, so
+        # followers see a run's events in order however the writers get scheduled; and
+        # shielded, so a run cancelled mid-write still publishes what was written.
+        fut.add_done_callback(lambda f: self._committed(w, f))
+        return await asyncio.shield(fut)
+
+    def _committed(self, w: Write, fut: asyncio.Future[Committed]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        live = self._live.get(w.run_id)
+        if live is not None:
+            fields: dict[str, Any] = {}
+            if isinstance(w, RunUpdate):
+                fields = {"status": w.status, "updated_at": time.time(), **w.fields}
+            live.publish(fut.result().events, fields)
+        self._notify(w.run_id)
+
+    async def _set(
+        self, run_id: str, status: str, events: list[Event] | None = None, **fields: Any
+    ) -> None:
+        if status in _ENDED:
             fields["owner"] = None  # release the lease
-        await asyncio.to_thread(self.store.set_status, run_id, status, **fields)
-        self._notify(run_id)
+        await self._commit(RunUpdate(run_id, status, fields, tuple(events or ())))
 
     async def _definition(self, name: str, version: str | None) -> tuple[Workflow, str]:
         """The registered workflow (parsed once per version: versions never change)."""
@@ -129,38 +220,48 @@ class Runner:
             wf = self._definitions[(name, version)] = workflow_from_data(row["body"])
         return wf, version
 
-    async def _execute(self, run_id: str) -> None:
-        row = await asyncio.to_thread(self.store.get_run, run_id)
+    async def _execute(self, run_id: str, row: dict[str, Any] | None) -> None:
+        """Run (or resume) a run. ``row`` given: created just now by :meth:`start`, so
+        it has no checkpoints and its row is known; otherwise both come from the store."""
+        if row is None:
+            row = await asyncio.to_thread(self.store.get_run, run_id)
+            done = await asyncio.to_thread(self.store.load_checkpoints, run_id)
+            self._live[run_id] = _Live(row, base=None)
+        else:
+            done = {}
         wf, _ = await self._definition(row["workflow"], row["version"])
-        done = await asyncio.to_thread(self.store.load_checkpoints, run_id)
         events = _RunEvents(self, run_id)
 
         async def record(path: str, value: Any) -> None:
-            await asyncio.to_thread(self.store.save_checkpoint, run_id, path, value, events.take())
-            self._notify(run_id)
+            await self._commit(CheckpointWrite(run_id, path, value, events.take()))
 
         parent = row.get("trace") or None
         with tracing.span("workflow.run", parent, run_id=run_id, workflow=wf.name) as sp:
+            end: dict[str, Any] = {}
             if not parent:
-                await self._set(run_id, "running", trace=tracing.inject())
-            else:
-                await self._set(run_id, "running")
+                carrier = tracing.inject()
+                if carrier:  # goes with the run's next status change
+                    end["trace"] = carrier
+            if row["status"] != "running":
+                await self._set(run_id, "running", **end)
+                end = {}
             events.emit("run_resumed" if done else "run_started", {"workflow": wf.name})
+            engine = Engine(run_id, wf, done, record, events.emit, agents=self._agents)
             try:
-                output = await Engine(run_id, wf, done, record, events.emit).run(row["input"])
+                output = await engine.run(row["input"])
             except Suspend as s:
                 events.emit("run_suspended", {"step": s.path, "prompt": s.prompt})
-                await events.flush()
                 await self._set(
                     run_id,
                     "suspended",
+                    events.take(),
                     suspended={"step": s.path, "prompt": s.prompt, "schema": s.schema},
+                    **end,
                 )
                 return
             except asyncio.CancelledError:
                 events.emit("run_cancelled", {})
-                await events.flush()
-                await self._set(run_id, "cancelled")
+                await self._set(run_id, "cancelled", events.take(), **end)
                 return
             except Exception as exc:
                 from lumos_ray.workflows._engine import _error_dict
@@ -168,12 +269,10 @@ class Runner:
                 err = _error_dict(exc, "")
                 sp.set_attribute("error", err["message"][:500])
                 events.emit("run_failed", {"error": err})
-                await events.flush()
-                await self._set(run_id, "failed", error=err)
+                await self._set(run_id, "failed", events.take(), error=err, **end)
                 return
             events.emit("run_finished", {})
-            await events.flush()
-            await self._set(run_id, "succeeded", output=output, error=None)
+            await self._set(run_id, "succeeded", events.take(), output=output, error=None, **end)
 
     # -- API (called by clients) -------------------------------------------------
     async def start(
@@ -186,7 +285,11 @@ class Runner:
         carrier: Any = None,
     ) -> str:
         """Start a run of workflow ``name`` at ``version`` (the newest registered one
-        when None). A ``body`` registers that version first (idempotent)."""
+        when None). A ``body`` registers that version first (idempotent).
+
+        One write: the run row, created ``running`` with our lease and the caller's
+        trace (the run span becomes a child of the client's), group-committed with
+        other runs' writes; the run id is returned once it is durable."""
         await self._recover()
         if body is not None:
             if definition_version(body) != version or body.get("name") != name:
@@ -201,27 +304,34 @@ class Runner:
         wf, version = await self._definition(name, version)
         validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
         run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
-        try:
-            await asyncio.to_thread(self.store.create_run, run_id, wf.name, version, input)
-        except IntegrityError:
+        now = time.time()
+        fields = {"trace": carrier or None, "owner": self.id, "heartbeat": now}
+        created = await self.committer.write(
+            RunCreate(run_id, wf.name, version, input, "running", fields)
+        )
+        if not created.created:
             # Same id again (a client retrying its start): the first start wins.
             existing = await asyncio.to_thread(self.store.get_run, run_id)
             if existing["workflow"] != wf.name:
                 raise RunStateError(
                     f"run id {run_id!r} is already used by a run of {existing['workflow']!r}"
-                ) from None
+                )
             return run_id
-        # Join the caller's trace (the run span becomes a child of the client's) and
-        # take the lease in the same write.
-        await asyncio.to_thread(
-            self.store.set_status,
-            run_id,
-            "pending",
-            trace=carrier or None,
-            owner=self.id,
-            heartbeat=time.time(),
-        )
-        self._launch(run_id)
+        row = {
+            "tenant_id": self.store.tenant_id,
+            "id": run_id,
+            "workflow": wf.name,
+            "version": version,
+            "input": input,
+            "status": "running",
+            "output": None,
+            "error": None,
+            "suspended": None,
+            "created_at": now,
+            "updated_at": now,
+            **fields,
+        }
+        self._launch(run_id, row)
         return run_id
 
     async def get(self, run_id: str) -> dict[str, Any]:
@@ -232,31 +342,68 @@ class Runner:
         await self._recover()
         return await asyncio.to_thread(self.store.list_runs, status, limit)
 
+    def _known(self, run_id: str) -> _Live | None:
+        return self._live.get(run_id) or self._ended.get(run_id)
+
     async def events(
         self, run_id: str, after: int = 0, wait_s: float = 0.0
     ) -> tuple[list[dict[str, Any]], str]:
-        """Events after ``after``; waits up to ``wait_s`` for new ones (long poll)."""
+        """Events after ``after``; waits up to ``wait_s`` for new ones (long poll).
+
+        A run executing here (or just ended) is served from memory once ``after``
+        reaches what memory holds; older history and other runs come from the store."""
         await self._recover()
         deadline = time.monotonic() + wait_s
         while True:
-            ev = self._changed.setdefault(run_id, asyncio.Event())
-            items = await asyncio.to_thread(self.store.read_events, run_id, after)
+            left = deadline - time.monotonic()
+            live = self._known(run_id)
+            if live is not None and live.base is not None and after >= live.base:
+                items = live.after(after)
+                status = live.row["status"]
+                if items or live.ended.is_set() or left <= 0:
+                    return items, status
+                waiter = live.changed
+            else:
+                waiter = self._changed.setdefault(run_id, asyncio.Event())
+                items = await asyncio.to_thread(self.store.read_events, run_id, after)
+                run = await asyncio.to_thread(self.store.get_run, run_id)
+                left = deadline - time.monotonic()
+                if items or run["status"] in _ENDED or left <= 0:
+                    return items, run["status"]
+            try:
+                await asyncio.wait_for(waiter.wait(), left)
+            except TimeoutError:
+                pass
+
+    async def wait(self, run_id: str, wait_s: float = 0.0) -> dict[str, Any]:
+        """The run's row once it ends or suspends, or after ``wait_s`` (long poll).
+
+        A run executing here answers from memory when it ends (its final write is
+        durable by then); other runs are read from the store."""
+        await self._recover()
+        live = self._known(run_id)
+        if live is not None:
+            if not live.ended.is_set():
+                try:
+                    await asyncio.wait_for(asyncio.shield(live.ended.wait()), wait_s)
+                except TimeoutError:
+                    pass
+            return dict(live.row)
+        deadline = time.monotonic() + wait_s
+        while True:
+            waiter = self._changed.setdefault(run_id, asyncio.Event())
             run = await asyncio.to_thread(self.store.get_run, run_id)
             left = deadline - time.monotonic()
-            if (
-                items
-                or run["status"] in TERMINAL_STATES
-                or run["status"] == "suspended"
-                or left <= 0
-            ):
-                return items, run["status"]
+            if run["status"] in _ENDED or left <= 0 or self._known(run_id) is not None:
+                return run
             try:
-                await asyncio.wait_for(ev.wait(), left)
+                await asyncio.wait_for(waiter.wait(), left)
             except TimeoutError:
                 pass
 
     async def resume(self, run_id: str, input: Any = None) -> dict[str, Any]:
         await self._recover()
+        self._ended.pop(run_id, None)  # its remembered row is about to change
         run = await asyncio.to_thread(self.store.get_run, run_id)
         status = run["status"]
         if status == "suspended":
@@ -306,10 +453,10 @@ class Runner:
             task.cancel()
             await asyncio.wait([task], timeout=30)
         else:
-            await asyncio.to_thread(
-                self.store.append_events, run_id, [("run_cancelled", {"t": time.time()})]
+            self._ended.pop(run_id, None)
+            await self._set(
+                run_id, "cancelled", [("run_cancelled", {"t": time.time()})], suspended=None
             )
-            await self._set(run_id, "cancelled", suspended=None)
         return await asyncio.to_thread(self.store.get_run, run_id)
 
     async def ping(self) -> int:

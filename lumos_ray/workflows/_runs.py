@@ -7,6 +7,7 @@ store, so the same calls work against an embedded cluster or a remote one.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -80,7 +81,9 @@ def get_runner() -> Any:
 
 
 _runner: Any = None
-_READS = {"get", "list", "events"}
+_READS = {"get", "list", "events", "wait"}
+_ENDED = frozenset({"succeeded", "failed", "cancelled", "suspended"})
+_WAIT_S = 5.0  # one long poll; wait_run repeats it
 
 
 async def _read_store(method: str, *args: Any) -> Any:
@@ -95,6 +98,13 @@ async def _read_store(method: str, *args: Any) -> Any:
         return await asyncio.to_thread(store.get_run, args[0])
     if method == "list":
         return await asyncio.to_thread(store.list_runs, *args)
+    if method == "wait":
+        deadline = asyncio.get_running_loop().time() + args[1]
+        while True:
+            row = await asyncio.to_thread(store.get_run, args[0])
+            if row["status"] in _ENDED or asyncio.get_running_loop().time() >= deadline:
+                return row
+            await asyncio.sleep(0.2)
     run_id, after, wait_s = (*args, 0.0)[:3]
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
@@ -145,11 +155,29 @@ async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
 _registered: set[tuple[str, str]] = set()
 
 
+# Workflow object -> (the object, its pydantic dump, data form, version). Building the
+# data form looks every tool up (a plugin scan of the installed packages: milliseconds
+# per tool), so a start of an unchanged Workflow reuses it; "unchanged" = the same
+# object with an equal dump (tens of microseconds), so editing a workflow between
+# starts still registers the new version.
+_data_cache: OrderedDict[int, tuple[Workflow, dict[str, Any], dict[str, Any], str]] = OrderedDict()
+_DATA_CACHE_SIZE = 256
+
+
 def _as_data(wf: Workflow) -> tuple[dict[str, Any], str]:
     from lumos_ray.workflows._serialize import definition_version, workflow_to_data
 
+    dump = wf.model_dump()
+    hit = _data_cache.get(id(wf))
+    if hit is not None and hit[0] is wf and hit[1] == dump:
+        _data_cache.move_to_end(id(wf))
+        return hit[2], hit[3]
     body = workflow_to_data(wf)
-    return body, definition_version(body)
+    version = definition_version(body)
+    _data_cache[id(wf)] = (wf, dump, body, version)
+    while len(_data_cache) > _DATA_CACHE_SIZE:
+        _data_cache.popitem(last=False)
+    return body, version
 
 
 async def start_run(
@@ -211,12 +239,16 @@ async def follow_run(
 
 
 async def wait_run(run_id: str, timeout: float | None = None) -> RunInfo:
-    """Wait until the run ends or suspends."""
+    """Wait until the run ends or suspends.
+
+    One long-poll call to the runner, answered when the run ends (from memory for a
+    run it executes; its final write is durable by then), not a read per event."""
 
     async def go() -> RunInfo:
-        async for _ in follow_run(run_id):
-            pass
-        return await get_run(run_id)
+        while True:
+            row = await _call("wait", run_id, _WAIT_S)
+            if row["status"] in _ENDED:
+                return RunInfo.from_row(row)
 
     return await asyncio.wait_for(go(), timeout)
 
