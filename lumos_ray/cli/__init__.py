@@ -19,6 +19,7 @@ __all__ = ["cli", "main"]
 _COMMAND_MODULES = (
     "_project",
     "_runs",
+    "_workflows",
     "_jobs",
     "_tools",
     "_models",
