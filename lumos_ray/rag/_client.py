@@ -196,6 +196,22 @@ class RagCollection:
 
         return ray.get(self.router.delete_documents.remote(list(doc_ids)))
 
+    def delete_entity(self, name: str) -> dict[str, Any]:
+        """Remove every chunk that mentions the entity (its vectors, the relation
+        evidence they gave, the entity itself); other chunks of those documents stay.
+        Returns ``{"entity": key, "chunks": n, "documents": [doc ids touched]}``."""
+        import ray
+
+        return ray.get(self.router.delete_entity.remote(name))
+
+    def merge_entities(self, names: Iterable[str], into: str) -> dict[str, Any]:
+        """Make the entities ``names`` one with ``into`` (aliases the rules missed, e.g.
+        "IBM" and "International Business Machines"); later ingestion follows it.
+        Returns ``{"into": key, "merged": [keys], "chunks": n}``."""
+        import ray
+
+        return ray.get(self.router.merge_entities.remote(list(names), into))
+
     # -- reads --------------------------------------------------------------------
     def query(self, text: str, mode: str = "hybrid", k: int = 5) -> list[SearchHit]:
         import ray

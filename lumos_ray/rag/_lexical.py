@@ -18,7 +18,15 @@ import functools
 import re
 from collections.abc import Iterable
 
-__all__ = ["content_terms", "link_terms", "sentence_terms", "sentences", "stem", "terms_of"]
+__all__ = [
+    "ChunkTerms",
+    "content_terms",
+    "link_terms",
+    "sentence_terms",
+    "sentences",
+    "stem",
+    "terms_of",
+]
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
@@ -96,3 +104,33 @@ def link_terms(text: str, name: str, all_names: Iterable[str]) -> set[str]:
         if key and key in sl:
             out |= terms_of(s) - set().union(*(terms_of(n) for n in names if n in sl))
     return out
+
+
+@functools.lru_cache(maxsize=16384)
+def _name_terms(name_lower: str) -> frozenset[str]:
+    return frozenset(terms_of(name_lower))
+
+
+class ChunkTerms:
+    """A chunk's sentences, tokenized once, for the many coverage and link look-ups one
+    multi-hop query makes on it (same results as :func:`terms_of` /
+    :func:`link_terms`)."""
+
+    __slots__ = ("all", "names", "sentences")
+
+    def __init__(self, title: str, text: str, names: Iterable[str]) -> None:
+        self.sentences = [(s.lower(), terms_of(s)) for s in sentences(text)]
+        self.all: set[str] = terms_of(title).union(*(t for _, t in self.sentences))
+        self.names = [n.lower() for n in names if n]
+
+    def link(self, name: str) -> set[str]:
+        """:func:`link_terms` of this chunk for ``name``."""
+        key = name.lower()
+        out: set[str] = set()
+        if not key:
+            return out
+        for low, terms in self.sentences:
+            if key in low:
+                drop = set().union(*(_name_terms(n) for n in self.names if n in low))
+                out |= terms - drop
+        return out

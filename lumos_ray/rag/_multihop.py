@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from lumos_ray.rag._config import QueryConfig
-from lumos_ray.rag._lexical import content_terms, link_terms, sentences, terms_of
+from lumos_ray.rag._lexical import ChunkTerms, content_terms, sentences
 
 __all__ = ["merge_link_results", "merge_seed_results", "plan", "run_local", "run_sharded"]
 
@@ -69,11 +69,11 @@ def _rank_key(p: _Path) -> tuple[float, list[str]]:
     return (-p.score, p.chunks)
 
 
-def _weights(q_terms: list[str], views: Sequence[View], cache: dict[str, set[str]]) -> dict:
+def _weights(q_terms: list[str], views: Sequence[View], cache: dict[str, ChunkTerms]) -> dict:
     """Question-term weights: rarer among the candidates = heavier (see _lexical)."""
     df = dict.fromkeys(q_terms, 0)
     for v in views:
-        for t in cache[v["chunk_id"]] & df.keys():
+        for t in cache[v["chunk_id"]].all & df.keys():
             df[t] += 1
     return {t: 1.0 / (1.0 + np.log1p(df[t])) for t in q_terms}
 
@@ -85,19 +85,19 @@ def plan(
     q_terms = content_terms(query)
     seed = yield ("seed", list(query_entities), cfg.seed_hits)
     views: dict[str, View] = {}
-    terms: dict[str, set[str]] = {}
+    texts: dict[str, ChunkTerms] = {}
 
     def absorb(vs: list[View]) -> None:
         for v in vs:
             if v["chunk_id"] not in views:
                 views[v["chunk_id"]] = v
-                terms[v["chunk_id"]] = terms_of(v["title"] + " " + v["text"])
+                texts[v["chunk_id"]] = ChunkTerms(v["title"], v["text"], v["entities"].values())
 
     absorb(seed["hits"])
     absorb(seed["about"])
     if not views:
         return []
-    w = _weights(q_terms, list(views.values()), terms)
+    w = _weights(q_terms, list(views.values()), texts)
     total_w = sum(w.values()) or 1.0
     about_q = {v["chunk_id"] for v in seed["about"]}
 
@@ -115,7 +115,7 @@ def plan(
     q_set = frozenset(q_terms)
     paths: list[_Path] = []
     for cid, v in views.items():
-        covered = frozenset(terms[cid] & q_set)
+        covered = frozenset(texts[cid].all & q_set)
         p = _Path([cid], [], covered, [v["sim"]])
         p.anchored = cid in about_q
         p.score = score(p)
@@ -127,12 +127,11 @@ def plan(
         if fetched >= cfg.node_budget:
             break
         # Which entities to follow from each path end, by the new terms their sentence
-        # covers (ties: rarer entity first).
+        # covers (ties: in key order, the same on any number of shards).
         wanted: dict[str, int] = {}
         plans: list[tuple[_Path, str, frozenset[str]]] = []
         for p in beam:
             end = views[p.chunks[-1]]
-            names = list(end["entities"].values())
             cands = []
             for key, name in end["entities"].items():
                 if key in end["about"]:
@@ -141,7 +140,7 @@ def plan(
                     continue  # already on the path
                 if end["degree"].get(key, 1) > cfg.hub_degree:
                     continue  # (the degree is the chunk's own shard's: a hub anywhere)
-                rel = frozenset(link_terms(end["text"], name, names) & q_set)
+                rel = frozenset(texts[p.chunks[-1]].link(name) & q_set)
                 gain = sum(w[t] for t in rel - p.linked) + 0.25 * sum(w[t] for t in rel)
                 cands.append((-gain, key, rel))
             cands.sort(key=lambda c: (c[0], c[1]))
@@ -165,7 +164,7 @@ def plan(
                 np_ = _Path(
                     [*p.chunks, cid],
                     [*p.via, name],
-                    p.covered | (terms[cid] & q_set),
+                    p.covered | (texts[cid].all & q_set),
                     [*p.sims, views[cid]["sim"]],
                     p.linked | rel,
                     p.blind + (not (rel - p.linked)),

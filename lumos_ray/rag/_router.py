@@ -23,7 +23,7 @@ from lumos_ray.rag._multihop import run_sharded
 from lumos_ray.rag._names import shard_actor_name, shard_dir
 from lumos_ray.rag._pipeline import prepare_documents, query_entities, shard_of, split_by_shard
 from lumos_ray.rag._state import PreparedChunks
-from lumos_ray.rag._validate import check_query
+from lumos_ray.rag._validate import check_query, entity_keys
 
 __all__ = ["SHARD_OPTIONS", "RagRouter"]
 
@@ -152,6 +152,23 @@ class RagRouter:
             *(self._call(s, "delete", ids) for s, ids in by_shard.items())
         )
         return int(sum(counts))
+
+    async def delete_entity(self, name: str) -> dict[str, Any]:
+        """Remove every chunk (on every shard) that mentions the entity ``name``."""
+        (key,) = entity_keys([name])
+        parts = await self._all("delete_entity", key)
+        return {
+            "entity": key,
+            "chunks": sum(p["chunks"] for p in parts),
+            "documents": sorted({d for p in parts for d in p["documents"]}),
+        }
+
+    async def merge_entities(self, names: list[str], into: str) -> dict[str, Any]:
+        """Make the entities ``names`` one entity with ``into`` on every shard."""
+        sources = entity_keys(names)
+        (target,) = entity_keys([into], "target entity name")
+        counts = await self._all("merge_entities", sources, target, into.strip())
+        return {"into": target, "merged": sorted(set(sources) - {target}), "chunks": sum(counts)}
 
     # -- reads --------------------------------------------------------------------
     async def embed_query(self, text: str) -> np.ndarray:

@@ -59,6 +59,16 @@ class RagShard:
         await self._persist()
         return out
 
+    async def delete_entity(self, key: str) -> dict[str, Any]:
+        out = await asyncio.to_thread(self.state.delete_entity, key)
+        await self._persist()
+        return out
+
+    async def merge_entities(self, sources: list[str], target: str, name: str = "") -> int:
+        out = await asyncio.to_thread(self.state.merge_entities, sources, target, name)
+        await self._persist()
+        return out
+
     # -- reads --------------------------------------------------------------------
     async def vector_search(self, qvec: np.ndarray, k: int) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.state.vector_search, qvec, k)

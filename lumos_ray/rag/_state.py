@@ -149,6 +149,27 @@ class ShardState:
         # entity key -> chunks *about* it (their document's title is that entity): the
         # page a multi-hop link leads to. Derived from the chunks, rebuilt on load.
         self.about: dict[str, list[str]] = {}
+        # Merged entity keys: alias -> the key it was merged into (merge_entities). Kept
+        # in the snapshot; applied to every chunk ingested later and to query entities.
+        self.aliases: dict[str, str] = {}
+
+    def canon(self, key: str) -> str:
+        """The key an entity is stored under (itself unless it was merged away)."""
+        return self.aliases.get(key, key)
+
+    def _apply_aliases(self, rec: ChunkRecord) -> None:
+        if not self.aliases or not (self.aliases.keys() & rec.entities.keys()):
+            return
+        ents: dict[str, str] = {}
+        for key, name in rec.entities.items():
+            ents.setdefault(self.canon(key), name)
+        rec.entities = ents
+        rels = []
+        for h, rel, t in rec.relations:
+            h, t = self.canon(h), self.canon(t)
+            if h != t and (h, rel, t) not in rels:
+                rels.append((h, rel, t))
+        rec.relations = rels
 
     # -- mutation -----------------------------------------------------------------
     def upsert(self, batch: PreparedChunks) -> dict[str, int]:
@@ -162,6 +183,7 @@ class ShardState:
                 rows = np.arange(start, start + n, dtype=np.int64)
                 self.vectors = np.concatenate([self.vectors, vecs]) if start else vecs.copy()
                 for rec, row in zip(batch.chunks, rows, strict=True):
+                    self._apply_aliases(rec)
                     rec.row = int(row)
                     self.row_chunk.append(rec.chunk_id)
                     self.chunks[rec.chunk_id] = rec
@@ -199,13 +221,12 @@ class ShardState:
         self._index.remove(rows)
         return existed
 
-    @staticmethod
-    def _about_keys(rec: ChunkRecord) -> list[str]:
+    def _about_keys(self, rec: ChunkRecord) -> list[str]:
         """Entity keys this chunk is the page of: its title's keys (``title_keys``),
         when the title is one of the chunk's entities."""
         if not rec.title or not rec.entities:
             return []
-        keys = title_keys(rec.title)
+        keys = list(dict.fromkeys(self.canon(k) for k in title_keys(rec.title)))
         return keys if keys[0] in rec.entities else []
 
     def _index_about(self, rec: ChunkRecord) -> None:
@@ -219,6 +240,67 @@ class ShardState:
                 lst.remove(rec.chunk_id)
                 if not lst:
                     del self.about[key]
+
+    def delete_entity(self, key: str) -> dict[str, Any]:
+        """Remove every chunk that mentions the entity: its vectors, the relation
+        evidence those chunks gave, and so the entity itself. Other chunks of the same
+        documents stay (re-ingesting a document brings all of it back)."""
+        with self.lock:
+            key = self.canon(key)
+            cids = sorted(self.graph.entity_chunks(key))
+            docs: dict[str, int] = {}
+            rows: list[int] = []
+            for cid in cids:
+                rec = self.chunks.pop(cid)
+                self._unindex_about(rec)
+                rows.append(rec.row)
+                self.row_chunk[rec.row] = None
+                self.graph.remove_chunk(cid, rec.relations)
+                left = self.docs[rec.doc_id]
+                left.remove(cid)
+                if not left:
+                    del self.docs[rec.doc_id]
+                docs[rec.doc_id] = docs.get(rec.doc_id, 0) + 1
+            self._index.remove(rows)
+            self._maybe_compact()
+            self.version += 1
+            return {"chunks": len(cids), "documents": sorted(docs)}
+
+    def merge_entities(self, sources: list[str], target: str, name: str = "") -> int:
+        """Make ``sources`` one entity with ``target``: their mentions and relation
+        evidence move to it (provenance stays exact, so deleting a document still
+        removes just its part), later ingestion maps the source names to it, and a
+        document titled with a source name becomes the target's page. Returns how many
+        chunks changed."""
+        with self.lock:
+            target = self.canon(target)
+            srcs = [self.canon(k) for k in dict.fromkeys(sources)]
+            srcs = [k for k in srcs if k != target]
+            display = name or (
+                self.graph.entity_name(target) if self.graph.has_entity(target) else ""
+            )
+            changed = sorted({c for k in srcs for c in self.graph.entity_chunks(k)})
+            # Take the chunks out under the old keys, then re-add them under the new.
+            for cid in changed:
+                rec = self.chunks[cid]
+                self._unindex_about(rec)
+                self.graph.remove_chunk(cid, rec.relations)
+            for k in srcs:
+                self.aliases[k] = target
+            for alias, into in list(self.aliases.items()):  # keep chains one step long
+                if into in self.aliases:
+                    self.aliases[alias] = self.aliases[into]
+            for cid in changed:
+                rec = self.chunks[cid]
+                self._apply_aliases(rec)
+                if display:
+                    rec.entities[target] = display
+                self.graph.add_chunk(cid, rec.entities, rec.relations)
+                self._index_about(rec)
+            if display and self.graph.has_entity(target):
+                self.graph.g.nodes["e:" + target]["name"] = display
+            self.version += 1
+            return len(changed)
 
     def _maybe_compact(self) -> None:
         """Reclaim deleted rows / switch flat↔HNSW when the size crosses the threshold."""
@@ -274,7 +356,7 @@ class ShardState:
 
     def entity_chunks(self, key: str) -> list[str]:
         with self.lock:
-            return sorted(self.graph.entity_chunks(key))
+            return sorted(self.graph.entity_chunks(self.canon(key)))
 
     # -- search: building blocks shared with the router ---------------------------
     def _hit(self, cid: str, score: float, mode: str, **extra: Any) -> dict[str, Any]:
@@ -315,9 +397,8 @@ class ShardState:
                     continue
                 ents = {k: self.graph.chunk_degree(k) for k in self.graph.chunk_entities(cid)}
                 hits.append({"chunk_id": cid, "score": float(s), "entities": ents})
-            known = {
-                k: self.graph.chunk_degree(k) for k in query_entities if self.graph.has_entity(k)
-            }
+            canon = [self.canon(k) for k in query_entities]
+            known = {k: self.graph.chunk_degree(k) for k in canon if self.graph.has_entity(k)}
             return {"hits": hits, "query_entities": known}
 
     def expand(
@@ -435,7 +516,9 @@ class ShardState:
                 if r >= 0 and self.row_chunk[r] is not None
             ]
             about_ids = list(
-                dict.fromkeys(c for e in query_entities for c in self.about.get(e, [])[:3])
+                dict.fromkeys(
+                    c for e in query_entities for c in self.about.get(self.canon(e), [])[:3]
+                )
             )
             sims = self._sims(about_ids, qvec) if about_ids else []
             about = [self._view(c, s) for c, s in zip(about_ids, sims, strict=True)]
@@ -569,6 +652,7 @@ class ShardState:
                 "graph_version": self.graph.version,
                 "index_kind": self._index.kind,
                 "tombstones": self._index.tombstones,
+                "aliases": self.aliases,
                 "index": faiss.serialize_index(self._index.index),
             }
             return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
@@ -625,6 +709,7 @@ class ShardState:
             if node.startswith("e:") and "n" not in data:  # snapshots from before counts
                 data["n"] = sum(1 for m in state.graph.g.neighbors(node) if m.startswith("c:"))
         state.graph.version = payload["graph_version"]
+        state.aliases = dict(payload.get("aliases", {}))  # absent before entity merges
         state.about = {}
         for rec in state.chunks.values():
             state._index_about(rec)

@@ -10,12 +10,15 @@ from __future__ import annotations
 from lumos_ray.errors import RagError
 from lumos_ray.rag._config import SEARCH_MODES
 
-__all__ = ["MAX_K", "MAX_QUERY_CHARS", "check_query"]
+__all__ = ["MAX_ENTITY_NAMES", "MAX_K", "MAX_QUERY_CHARS", "check_query", "entity_keys"]
 
 #: Longest query text accepted (the embedder truncates at 256 word pieces anyway).
 MAX_QUERY_CHARS = 4096
 #: Most hits one query may ask for.
 MAX_K = 200
+#: Most entity names one merge may name, and the longest name.
+MAX_ENTITY_NAMES = 100
+_MAX_NAME_CHARS = 300
 
 
 def check_query(text: object, mode: object, k: object) -> None:
@@ -36,3 +39,32 @@ def check_query(text: object, mode: object, k: object) -> None:
             f"k must be an integer from 1 to {MAX_K}, got {k!r}.",
             fix=f"Ask for between 1 and {MAX_K} hits.",
         )
+
+
+def entity_keys(names: object, what: str = "entity name") -> list[str]:
+    """Graph keys of entity names (``entity_key``), or a RagError naming the bad one."""
+    from lumos_ray.rag._entities import entity_key
+
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        names = [names]
+    if not 1 <= len(names) <= MAX_ENTITY_NAMES:
+        raise RagError(
+            f"Give from 1 to {MAX_ENTITY_NAMES} {what}s, got {len(names)}.",
+            fix="Split the request.",
+        )
+    keys = []
+    for name in names:
+        if not isinstance(name, str) or len(name) > _MAX_NAME_CHARS:
+            raise RagError(
+                f"Bad {what} {str(name)[:80]!r}: expected a string of at most "
+                f"{_MAX_NAME_CHARS} characters.",
+                fix="Pass the entity's name as it appears in the text, e.g. 'Osric Pell'.",
+            )
+        key = entity_key(name)
+        if not key:
+            raise RagError(
+                f"The {what} {name!r} has no letters or digits, so it names no entity.",
+                fix="Pass the entity's name as it appears in the text, e.g. 'Osric Pell'.",
+            )
+        keys.append(key)
+    return keys
