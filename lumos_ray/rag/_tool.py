@@ -43,7 +43,7 @@ def _router(collection: str) -> Any:
 async def rag_search(
     query: str,
     collection: str,
-    mode: Literal["naive", "local", "global", "hybrid"] = "hybrid",
+    mode: Literal["naive", "local", "global", "hybrid", "multihop", "mix"] = "hybrid",
     k: int = 5,
 ) -> list[dict[str, Any]]:
     """Search a knowledge collection (vector index + knowledge graph) and return the
@@ -53,8 +53,10 @@ async def rag_search(
         query: What to look for, in natural language.
         collection: Name of the RAG collection (see `lumos rag stats`).
         mode: naive = vector only; local = entity neighbourhoods; global = graph
-            communities; hybrid = vector hits expanded through the graph (best for
-            questions that need facts from several documents).
+            communities; hybrid = vector hits expanded through the graph (facts from
+            two documents); multihop = follows a chain of documents linked by entities
+            (a question whose answer is 3-4 documents away); mix = multihop and
+            hybrid fused.
         k: How many passages to return (1-50).
     """
     from lumos_ray.errors import RagError
@@ -76,6 +78,11 @@ async def rag_search(
             "score": round(h["score"], 4),
             "path": h.get("path", []),
             "source": h.get("source", ""),
+            # The sentence behind each hop (multihop/mix): what to quote as evidence.
+            "links": [
+                {"entity": link["entity"], "sentence": link["sentence"]}
+                for link in (h.get("citation") or {}).get("links", [])
+            ],
         }
         for h in hits
     ]

@@ -88,14 +88,75 @@ def test_rag_hybrid_recall_beats_naive_on_multihop_corpus(rag_pool):
 def test_rag_every_mode_returns_results_with_provenance(rag_pool):
     coll, _ = rag_pool
     q = QUESTIONS[2][0]
-    for mode in ("naive", "local", "global", "hybrid"):
+    for mode in ("naive", "local", "global", "hybrid", "multihop", "mix"):
         hits = coll.query(q, mode, 4)
         assert 1 <= len(hits) <= 4, mode
         assert all(h.doc_id in DOCS and h.chunk_id.startswith(h.doc_id + "#") for h in hits)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert all(h.mode == mode for h in hits)
+        assert all(
+            (h.citation.doc_id, h.citation.chunk_id, h.citation.path)
+            == (h.doc_id, h.chunk_id, h.path)
+            for h in hits
+        )
     glob = coll.query(q, "global", 3)
     assert all(h.community is not None and h.path[0].startswith("community:") for h in glob)
+
+
+@pytest.mark.slow
+def test_rag_multihop_across_two_shards_follows_the_bridge_and_cites_the_sentence(rag_pool):
+    coll, _ = rag_pool
+    naive = _recall(coll, "naive", 3)
+    assert _recall(coll, "multihop", 3) > naive
+    assert _recall(coll, "mix", 3) > naive
+    hits = coll.query(QUESTIONS[0][0], "multihop", 3)
+    bridge = next(h for h in hits if h.doc_id == "ilse_marquand.txt")
+    assert "Kestrel Falls" in bridge.text
+    (link,) = bridge.citation.links
+    assert link.from_chunk.startswith("harbor_bridge.md#") and link.entity == "Ilse Marquand"
+    assert "designed by Ilse Marquand" in link.sentence
+    assert bridge.path == [
+        f"chunk:{link.from_chunk}",
+        "entity:Ilse Marquand",
+        f"chunk:{bridge.chunk_id}",
+    ]
+
+
+@pytest.mark.slow
+def test_rag_merge_and_delete_entity_through_the_pool(rag_pool):
+    import ray
+
+    from lumos_ray.errors import RagError
+    from lumos_ray.rag import Document
+
+    coll, _ = rag_pool
+    docs = [
+        Document(doc_id="ent-quorra.txt", title="Quorra Vantis",
+                 text="Quorra Vantis founded Brindle Works in Hollowmere."),
+        Document(doc_id="ent-brindle.txt", title="Brindle Works",
+                 text="Brindle Works makes tower clocks for Hollowmere."),
+        Document(doc_id="ent-clocks.txt", title="Clock history",
+                 text="Vantis Clockmakers supplied the clock of the Hollowmere guildhall."),
+    ]  # fmt: skip
+    coll.upsert(docs)
+    router = coll.router
+    out = coll.merge_entities(["Vantis Clockmakers"], into="Brindle Works")
+    assert out == {"into": "brindle works", "merged": ["vantis clockmakers"], "chunks": 1}
+    merged = ray.get(router.entity_chunks.remote("brindle works"))
+    assert merged == ["ent-brindle.txt#0", "ent-clocks.txt#0", "ent-quorra.txt#0"]
+    assert ray.get(router.entity_chunks.remote("vantis clockmakers")) == merged
+
+    out = coll.delete_entity("Brindle Works")
+    assert out["entity"] == "brindle works" and out["chunks"] == 3
+    assert out["documents"] == ["ent-brindle.txt", "ent-clocks.txt", "ent-quorra.txt"]
+    assert ray.get(router.entity_chunks.remote("brindle works")) == []
+    assert ray.get(router.entity_chunks.remote("quorra vantis")) == []  # gone with its chunks
+    assert all(coll.doc_chunks(d.doc_id) == [] for d in docs)
+    for mode in ("naive", "hybrid", "multihop"):
+        hits = coll.query("Who founded Brindle Works in Hollowmere?", mode, 5)
+        assert all(not h.doc_id.startswith("ent-") for h in hits), mode
+    with pytest.raises(RagError, match="no letters or digits"):
+        coll.delete_entity("!!!")
 
 
 @pytest.mark.slow
