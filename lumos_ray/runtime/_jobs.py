@@ -19,9 +19,10 @@ parsed out of log lines; logs are for people.
   be a location both sides see (a shared filesystem path, given by
   ``LUMOS_JOB_RESULTS_DIR``). Where there is none, :class:`ResultStore` is the seam: a
   store-backed implementation (the control-plane store, PostgreSQL for clusters)
-  replaces :class:`FileResultStore`, keyed by the same job id; the job side writes
-  through the same interface (``LUMOS_JOB_RESULT_STORE`` names it). Until then a
-  submitter that cannot see the file gets ``result=None`` and a note saying why.
+  replaces :class:`FileResultStore` on the submitter side, keyed by the same job id;
+  the job side (``_job_entry``, which today only writes a file) then needs the
+  matching writer. Until then a submitter that cannot see the file gets
+  ``result=None`` and a note saying why.
 """
 
 from __future__ import annotations
