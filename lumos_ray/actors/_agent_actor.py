@@ -190,11 +190,13 @@ class AgentActor:
             self._store = open_store()
         return self._store
 
-    async def _history(self, thread_id: str) -> list[dict[str, Any]]:
+    async def _history(self, thread_id: str, fresh: bool = False) -> list[dict[str, Any]]:
+        """The thread's messages (loaded from the store on first use, unless the caller
+        knows the thread is new: see ``run``)."""
         hist = self._threads.get(thread_id)
         if hist is None:
             hist = []
-            if self.spec.memory.history and self.spec.memory.persist:
+            if self.spec.memory.history and self.spec.memory.persist and not fresh:
                 hist = await self._load(thread_id)
             self._threads[thread_id] = hist
             while len(self._threads) > _CACHE_THREADS:
@@ -211,13 +213,14 @@ class AgentActor:
         run_id: str | None,
         carrier: dict[str, str] | None,
         emit: Any,
+        fresh: bool = False,
     ) -> AgentResult:
         lock = self._locks.setdefault(thread_id, asyncio.Lock())
         async with lock:
             with tracing.span(
                 "agent.turn", carrier, agent=self.spec.name, thread_id=thread_id, run_id=run_id
             ):
-                hist = await self._history(thread_id)
+                hist = await self._history(thread_id, fresh)
                 window = hist[-self.spec.memory.max_messages :] if hist else hist
                 # Never start the window on a tool result: it needs its assistant call.
                 while window and window[0].get("role") == "tool":
@@ -260,8 +263,11 @@ class AgentActor:
         thread_id: str,
         run_id: str | None = None,
         carrier: dict[str, str] | None = None,
+        fresh: bool = False,
     ) -> AgentResult:
-        return await self._turn(input, thread_id, run_id, carrier, None)
+        """One turn. ``fresh``: the caller knows ``thread_id`` has never been used (the
+        runner's per-step thread of a run's first attempt), so no history is read."""
+        return await self._turn(input, thread_id, run_id, carrier, None, fresh)
 
     async def run_stream(
         self,
@@ -269,6 +275,7 @@ class AgentActor:
         thread_id: str,
         run_id: str | None = None,
         carrier: dict[str, str] | None = None,
+        fresh: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -277,7 +284,7 @@ class AgentActor:
 
         async def work() -> AgentResult:
             try:
-                return await self._turn(input, thread_id, run_id, carrier, emit)
+                return await self._turn(input, thread_id, run_id, carrier, emit, fresh)
             finally:
                 queue.put_nowait(None)
 

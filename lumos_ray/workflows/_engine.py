@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
@@ -144,8 +144,16 @@ class Engine:
         record: Callable[[str, Any], Any],
         emit: Callable[[str, dict[str, Any]], None],
         agents: OrderedDict[int, tuple[Any, Any]] | None = None,
+        fresh: bool = False,
+        durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.run_id = run_id
+        # Awaited before a step starts: the checkpoints recorded so far are durable
+        # (the runner queues them for a group commit instead of waiting in `record`).
+        self.durable = durable
+        # A run that never executed before: its steps' default agent threads are new,
+        # so a first attempt's turn needs no history read.
+        self.fresh = fresh
         self.wf = workflow
         self.done = checkpoints
         self.record = record
@@ -286,6 +294,8 @@ class Engine:
         return step.loop.max_iterations
 
     async def _leaf(self, wf: Workflow, step: Any, scope: dict[str, Any], path: str) -> Any:
+        if self.durable is not None:
+            await self.durable()  # what this step may depend on is stored
         attempts = step.retries + 1
         for attempt in range(1, attempts + 1):
             self.emit("step_started", {"step": path, "kind": step.kind, "attempt": attempt})
@@ -318,7 +328,7 @@ class Engine:
         carrier = tracing.inject()
         key = f"{self.run_id}:{path}:{attempt}"
         if isinstance(step, AgentStep):
-            return await self._agent(wf, step, scope, path, carrier)
+            return await self._agent(wf, step, scope, path, carrier, attempt)
         opts = {"num_cpus": DEFAULT_STEP_CPUS, **step.resources.ray_options()}
         if isinstance(step, FunctionStep):
             fn = step.function
@@ -346,18 +356,27 @@ class Engine:
         return await _await_ref(ref, step.timeout_s, path)
 
     async def _agent(
-        self, wf: Workflow, step: AgentStep, scope: dict[str, Any], path: str, carrier: dict
+        self,
+        wf: Workflow,
+        step: AgentStep,
+        scope: dict[str, Any],
+        path: str,
+        carrier: dict,
+        attempt: int = 1,
     ) -> Any:
         spec = wf.agent(step.agent) if isinstance(step.agent, str) else step.agent
         handle = await self._handle(spec)
         await handle.ensure_current()
         thread = render(step.thread, scope) if step.thread else f"{self.run_id}/{path}"
+        fresh = self.fresh and not step.thread and attempt == 1
         message = render(step.input, scope)
         actor = handle.actor(thread)
         if spec.stream:
 
             async def consume() -> Any:
-                gen = actor.run_stream.remote(message, thread, run_id=self.run_id, carrier=carrier)
+                gen = actor.run_stream.remote(
+                    message, thread, run_id=self.run_id, carrier=carrier, fresh=fresh
+                )
                 async for ref in gen:
                     ev = await ref
                     if ev["type"] == "result":
@@ -369,7 +388,9 @@ class Engine:
 
             result = await _with_timeout(consume(), step.timeout_s, path)
         else:
-            ref = actor.run.remote(message, thread, run_id=self.run_id, carrier=carrier)
+            ref = actor.run.remote(
+                message, thread, run_id=self.run_id, carrier=carrier, fresh=fresh
+            )
             result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:
                 self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})

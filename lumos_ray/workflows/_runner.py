@@ -108,6 +108,14 @@ class _RunEvents:
             await self.runner._commit(CheckpointWrite(self.run_id, None, None, items))
 
 
+def _update(
+    run_id: str, status: str, events: list[Event] | None, fields: dict[str, Any]
+) -> RunUpdate:
+    if status in _ENDED:
+        fields = {**fields, "owner": None}  # release the lease
+    return RunUpdate(run_id, status, fields, tuple(events or ()))
+
+
 class Runner:
     """``auto_recover``: adopt runs whose owner died (a cluster's runner). An embedded
     cluster's runner adopts only what it is asked to resume, so two local processes
@@ -181,15 +189,18 @@ class Runner:
         if ev is not None:
             ev.set()
 
-    async def _commit(self, w: Write) -> Committed:
-        """Group-commit ``w``; once durable, hand its events (and a status change) to
-        the run's followers in memory."""
+    def _submit(self, w: Write) -> asyncio.Future[Committed]:
+        """Queue ``w`` for the next group commit; once durable, its events (and a
+        status change) go to the run's followers in memory."""
         fut = self.committer.submit(w)
-        # A done-callback, not code after the await: callbacks run in commit order, so
-        # followers see a run's events in order however the writers get scheduled; and
-        # shielded, so a run cancelled mid-write still publishes what was written.
+        # A done-callback, not code after an await: callbacks run in commit order, so
+        # followers see a run's events in order however the writers get scheduled.
         fut.add_done_callback(lambda f: self._committed(w, f))
-        return await asyncio.shield(fut)
+        return fut
+
+    async def _commit(self, w: Write) -> Committed:
+        # Shielded: a run cancelled mid-write still publishes what was written.
+        return await asyncio.shield(self._submit(w))
 
     def _committed(self, w: Write, fut: asyncio.Future[Committed]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -205,9 +216,7 @@ class Runner:
     async def _set(
         self, run_id: str, status: str, events: list[Event] | None = None, **fields: Any
     ) -> None:
-        if status in _ENDED:
-            fields["owner"] = None  # release the lease
-        await self._commit(RunUpdate(run_id, status, fields, tuple(events or ())))
+        await self._commit(_update(run_id, status, events, fields))
 
     async def _definition(self, name: str, version: str | None) -> tuple[Workflow, str]:
         """The registered workflow (parsed once per version: versions never change)."""
@@ -223,6 +232,7 @@ class Runner:
     async def _execute(self, run_id: str, row: dict[str, Any] | None) -> None:
         """Run (or resume) a run. ``row`` given: created just now by :meth:`start`, so
         it has no checkpoints and its row is known; otherwise both come from the store."""
+        fresh = row is not None
         if row is None:
             row = await asyncio.to_thread(self.store.get_run, run_id)
             done = await asyncio.to_thread(self.store.load_checkpoints, run_id)
@@ -232,8 +242,38 @@ class Runner:
         wf, _ = await self._definition(row["workflow"], row["version"])
         events = _RunEvents(self, run_id)
 
+        # Checkpoints are queued, not awaited, when a step finishes: the engine awaits
+        # `durable` before the next step starts, and the run's final write commits in
+        # the same transaction as the last checkpoint or after it (the committer keeps
+        # order), so a one-step run costs one commit less and nothing starts on top
+        # of a step that is not durable yet.
+        pending: list[asyncio.Future[Committed]] = []
+
         async def record(path: str, value: Any) -> None:
-            await self._commit(CheckpointWrite(run_id, path, value, events.take()))
+            pending.append(self._submit(CheckpointWrite(run_id, path, value, events.take())))
+
+        async def durable() -> None:
+            while pending:
+                futs = pending[:]
+                pending.clear()
+                await asyncio.gather(*(asyncio.shield(f) for f in futs))
+
+        async def finish(status: str, **fields: Any) -> None:
+            """The run's last write, with every checkpoint queued before it."""
+            last = self._submit(_update(run_id, status, events.take(), fields))
+            try:
+                await durable()
+            except Exception as exc:
+                await asyncio.gather(asyncio.shield(last), return_exceptions=True)
+                if status not in ("succeeded", "suspended"):
+                    return  # it failed or was cancelled anyway
+                # A finished step could not be stored: the run did not succeed.
+                from lumos_ray.workflows._engine import _error_dict
+
+                err = _error_dict(exc, "")
+                await self._set(run_id, "failed", [("run_failed", {"error": err})], error=err)
+                return
+            await asyncio.shield(last)
 
         parent = row.get("trace") or None
         with tracing.span("workflow.run", parent, run_id=run_id, workflow=wf.name) as sp:
@@ -246,22 +286,29 @@ class Runner:
                 await self._set(run_id, "running", **end)
                 end = {}
             events.emit("run_resumed" if done else "run_started", {"workflow": wf.name})
-            engine = Engine(run_id, wf, done, record, events.emit, agents=self._agents)
+            engine = Engine(
+                run_id,
+                wf,
+                done,
+                record,
+                events.emit,
+                agents=self._agents,
+                fresh=fresh,
+                durable=durable,
+            )
             try:
                 output = await engine.run(row["input"])
             except Suspend as s:
                 events.emit("run_suspended", {"step": s.path, "prompt": s.prompt})
-                await self._set(
-                    run_id,
+                await finish(
                     "suspended",
-                    events.take(),
                     suspended={"step": s.path, "prompt": s.prompt, "schema": s.schema},
                     **end,
                 )
                 return
             except asyncio.CancelledError:
                 events.emit("run_cancelled", {})
-                await self._set(run_id, "cancelled", events.take(), **end)
+                await finish("cancelled", **end)
                 return
             except Exception as exc:
                 from lumos_ray.workflows._engine import _error_dict
@@ -269,10 +316,10 @@ class Runner:
                 err = _error_dict(exc, "")
                 sp.set_attribute("error", err["message"][:500])
                 events.emit("run_failed", {"error": err})
-                await self._set(run_id, "failed", events.take(), error=err, **end)
+                await finish("failed", error=err, **end)
                 return
             events.emit("run_finished", {})
-            await self._set(run_id, "succeeded", events.take(), output=output, error=None, **end)
+            await finish("succeeded", output=output, error=None, **end)
 
     # -- API (called by clients) -------------------------------------------------
     async def start(
