@@ -54,6 +54,11 @@ def main() -> None:
     ap.add_argument("--in-process", action="store_true", help="no Ray: in-process shards")
     ap.add_argument("--cache", help="--in-process: pickle of the embedded chunks (reused)")
     ap.add_argument("--k", default="3,5,10")
+    ap.add_argument(
+        "--query-config",
+        default="{}",
+        help="QueryConfig fields as JSON, e.g. '{\"max_hops\": 2}' (a new collection only)",
+    )
     ap.add_argument("--limit", type=int, default=0, help="first N questions only")
     ap.add_argument("--keep", action="store_true", help="keep (and reuse) the collection")
     ap.add_argument("--out", help="write the full result as JSON here")
@@ -71,7 +76,11 @@ def main() -> None:
         runtime.connect()
         coll = RagCollection.open(
             args.collection,
-            config=CollectionConfig(name=args.collection, num_shards=args.shards),
+            config=CollectionConfig(
+                name=args.collection,
+                num_shards=args.shards,
+                query=json.loads(args.query_config),
+            ),
             num_shards=args.shards,
         )
         ingest = {}
@@ -181,7 +190,11 @@ def _local_collection(args: argparse.Namespace):
     from lumos_ray.rag import CollectionConfig, Document
     from lumos_ray.rag._local import LocalCollection
 
-    coll = LocalCollection(CollectionConfig(name=args.collection, num_shards=args.shards))
+    coll = LocalCollection(
+        CollectionConfig(
+            name=args.collection, num_shards=args.shards, query=json.loads(args.query_config)
+        )
+    )
     cache = Path(args.cache) if args.cache else None
     if cache is not None and cache.exists():
         # The cache holds the embeddings; entities are extracted again with the current

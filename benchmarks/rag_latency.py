@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DIM = 384
-MODES = ("naive", "local", "global", "hybrid")
+MODES = ["naive", "local", "global", "hybrid", "multihop", "mix"]
 
 
 def synthetic(n: int, seed: int = 0, start: int = 0):
@@ -135,7 +135,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--batch", type=int, default=25_000)
     ap.add_argument("--out")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated query modes")
     args = ap.parse_args()
+    MODES[:] = args.modes.split(",")
     from lumos_ray import runtime
 
     runtime.connect()

@@ -185,6 +185,9 @@ class QueryConfig(BaseModel):
         description="multihop: bonus of a path that starts at the page of an entity the "
         "question names (where the question says the chain begins).",
     )
+    mix_hybrid_weight: float = Field(
+        default=0.5, ge=0, le=10, description="mix: weight of hybrid's ranks (multihop's is 1)."
+    )
     mix_rrf_k: int = Field(
         default=10, ge=1, le=1000, description="mix: reciprocal-rank-fusion constant."
     )

@@ -73,18 +73,24 @@ def merge_topk(results: list[list[dict[str, Any]]], k: int) -> list[dict[str, An
     return sorted(flat, key=lambda h: h["score"], reverse=True)[:k]
 
 
-def mix_rrf(rankings: list[list[dict[str, Any]]], k: int, rrf_k: int) -> list[dict[str, Any]]:
-    """mix: reciprocal-rank fusion, score = Σ 1/(rrf_k + rank) over the rankings.
+def mix_rrf(
+    rankings: list[list[dict[str, Any]]],
+    k: int,
+    rrf_k: int,
+    weights: list[float] | None = None,
+) -> list[dict[str, Any]]:
+    """mix: weighted reciprocal-rank fusion, score = Σ w_i/(rrf_k + rank_i).
 
     Ranks, not raw scores, because the rankings' scores are on different scales (path
     coverage vs cosine+PageRank). A chunk keeps the first ranking's record (its
     citation path), so list the ranking whose provenance should win first."""
+    weights = weights or [1.0] * len(rankings)
     fused: dict[str, float] = {}
     first: dict[str, dict[str, Any]] = {}
-    for ranking in rankings:
+    for ranking, w in zip(rankings, weights, strict=True):
         for rank, hit in enumerate(ranking):
             cid = hit["chunk_id"]
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank + 1)
+            fused[cid] = fused.get(cid, 0.0) + w / (rrf_k + rank + 1)
             first.setdefault(cid, hit)
-    order = sorted(fused, key=lambda c: -fused[c])[:k]
+    order = sorted(fused, key=lambda c: (-fused[c], c))[:k]
     return [{**first[c], "score": fused[c], "mode": "mix"} for c in order]

@@ -87,7 +87,7 @@ class LocalCollection:
         if mode == "mix":
             graph = self.query_vector(qvec, text, "hybrid", 2 * k)
             hops = run_local(self.shards, qvec, text, ents, q, 2 * k)
-            return mix_rrf([hops, graph], k, q.mix_rrf_k)
+            return mix_rrf([hops, graph], k, q.mix_rrf_k, [1.0, q.mix_hybrid_weight])
         probes = [s.probe(qvec, ents, q.seed_hits) for s in self.shards]
         seed_ents, seed_chunks = seeds_from_probes(probes, mode, q)
         cands = [s.expand(qvec, mode, seed_ents, seed_chunks, k) for s in self.shards]

@@ -217,7 +217,7 @@ class RagRouter:
                 run_sharded(self._all, qvec, query, ents, q, 2 * k),
                 self._graph_search(qvec, ents, "hybrid", 2 * k),
             )
-            return mix_rrf([hops, graph], k, q.mix_rrf_k)
+            return mix_rrf([hops, graph], k, q.mix_rrf_k, [1.0, q.mix_hybrid_weight])
         return await self._graph_search(qvec, ents, mode, k)
 
     async def _graph_search(

@@ -134,7 +134,7 @@ class RagShard:
         if mode == "mix":
             hops = run_local([self.state], qvec, query_text, query_entities, q, 2 * k)
             graph = self._graph_search(qvec, query_entities, "hybrid", 2 * k)
-            return mix_rrf([hops, graph], k, q.mix_rrf_k)
+            return mix_rrf([hops, graph], k, q.mix_rrf_k, [1.0, q.mix_hybrid_weight])
         return self._graph_search(qvec, query_entities, mode, k)
 
     def _graph_search(
