@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lumos_ray.errors import NotFoundError, RagError
 from lumos_ray.rag._config import CollectionConfig, Document, IngestReport, SearchHit
 from lumos_ray.rag._names import collection_dir, router_actor_name, shard_actor_name
 from lumos_ray.rag._snapshot_store import SnapshotStore, bounded, is_uri, join, open_store
+
+if TYPE_CHECKING:
+    from lumos_ray.rag._watch import FolderWatcher
 
 __all__ = ["RagCollection", "list_collections"]
 
@@ -211,6 +214,13 @@ class RagCollection:
         import ray
 
         return ray.get(self.router.merge_entities.remote(list(names), into))
+
+    def watch(self, folder: str | Path, **options: Any) -> FolderWatcher:
+        """A :class:`~lumos_ray.rag.FolderWatcher` that keeps this collection in step
+        with ``folder`` (call ``.sync_once()`` or ``.start()``); options as its own."""
+        from lumos_ray.rag._watch import FolderWatcher
+
+        return FolderWatcher(self, folder, **options)
 
     # -- reads --------------------------------------------------------------------
     def query(self, text: str, mode: str = "hybrid", k: int = 5) -> list[SearchHit]:
