@@ -114,26 +114,28 @@ class LoraApp(AppSpec):
         return model, tok
 
     def local_train(self, cfg, arrays, site, *, epochs, proximal_mu, seed):
+        # proximal_mu (FedProx) is not applied to adapters: the fine-tuning step has no
+        # proximal term, and the server-side strategy still runs as configured.
         from lumos_ray.federated import _lora
 
         model, tok = self._ready(cfg, arrays)
-        texts = _lora.site_texts(cfg, int(site["partition-id"]))
-        metrics = _lora.lora_train_local(model, tok, texts, cfg, epochs=epochs, seed=seed)
+        examples = _lora.site_examples(cfg, site)
+        metrics = _lora.lora_train_local(model, tok, examples, cfg, epochs=epochs, seed=seed)
         return _to_record(_lora.adapter_arrays(model)), metrics
 
     def local_evaluate(self, cfg, arrays, site):
         from lumos_ray.federated import _lora
 
         model, tok = self._ready(cfg, arrays)
-        texts = _lora.site_texts(cfg, int(site["partition-id"]))[: max(1, cfg.batch_size)]
-        m = _lora.lora_evaluate(model, tok, texts, cfg.lora.max_length)
-        return {"eval_loss": m["loss"], "num-examples": len(texts)}
+        examples = _lora.site_examples(cfg, site)[: max(1, cfg.batch_size)]
+        m = _lora.lora_evaluate(model, tok, examples, cfg)
+        return {"eval_loss": m["loss"], "num-examples": len(examples)}
 
     def central_evaluate(self, cfg, arrays):
         from lumos_ray.federated import _lora
 
         model, tok = self._ready(cfg, arrays)
-        return _lora.lora_evaluate(model, tok, _lora.heldout_texts(cfg), cfg.lora.max_length)
+        return _lora.lora_evaluate(model, tok, _lora.heldout_examples(cfg), cfg)
 
     def finalize(self, cfg, arrays, run_name):
         from lumos_ray.federated import _lora
@@ -143,22 +145,24 @@ class LoraApp(AppSpec):
             adir = os.path.join(tmp, "adapter")
             _lora.save_adapter(cfg, _from_record(arrays), adir)
             out["adapter_bytes"] = int(arrays.count_bytes())
-            if cfg.lora.register_adapter:
+            if cfg.lm.register_adapter:
                 from lumos_ray.adapters import AdapterRegistry
 
                 rec = AdapterRegistry().register(
-                    cfg.lora.adapter_name,
+                    cfg.lm.adapter_name,
                     adir,
-                    base_model=_lora.base_model_dir(cfg.lora),
+                    base_model=_lora.base_model_dir(cfg.lm),
                     metadata={
                         "source": "federated",
                         "run": run_name,
                         "rounds": cfg.rounds,
                         "strategy": cfg.strategy.name,
+                        # Same shape as a fine-tuning job's metadata: one LoraSpec.
+                        "hyperparameters": {"lora": cfg.lora.model_dump()},
                     },
                     overwrite=True,
                 )
-                out["adapter"] = cfg.lora.adapter_name
+                out["adapter"] = cfg.lm.adapter_name
                 out["adapter_path"] = str(getattr(rec, "path", "") or "")
         return out
 

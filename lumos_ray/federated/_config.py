@@ -9,18 +9,19 @@ every site inside each round's ConfigRecord, so sites never need a copy of the f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lumos_ray.config import load_yaml_model
+from lumos_ray.finetune import LoraSpec
 
 __all__ = [
     "AttackConfig",
     "DataConfig",
     "DeploymentConfig",
     "FederationConfig",
-    "LoraConfig",
+    "LanguageModelConfig",
     "PrivacyConfig",
     "RobustConfig",
     "SimulationConfig",
@@ -90,20 +91,31 @@ class DataConfig(BaseModel):
     seed: int = 0
 
 
-class LoraConfig(BaseModel):
-    """Federated LoRA of a causal LM: only adapter weights travel."""
+class LanguageModelConfig(BaseModel):
+    """The LoRA app's causal LM, its text, and where the final adapter goes.
+
+    The adapter itself is ``lora:`` (:class:`~lumos_ray.finetune.LoraSpec`, the same
+    spec as a fine-tuning job's); this section is what federation adds around it."""
 
     model_config = _FORBID
     base_model: str | None = Field(None, description="Local HF model dir; None = lumos-tiny.")
-    rank: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
-    max_length: int = Field(48, ge=8)
-    samples_per_site: int = Field(24, ge=1)
-    heldout_samples: int = Field(24, ge=1)
+    seq_len: int = Field(48, ge=8, description="Tokens per example (fine-tuning's seq_len).")
+    samples_per_site: int = Field(24, ge=1, description="Synthetic sentences per site.")
+    heldout_samples: int = Field(24, ge=1, description="Server-side held-out sentences.")
     adapter_name: str = Field("federated-lora", min_length=1)
     register_adapter: bool = Field(True, description="Register the final adapter in the registry.")
+
+
+# Keys the federated `lora:` section held before it became the shared LoraSpec, and
+# where each one lives now.
+_MOVED_FROM_LORA = {
+    "base_model": "lm.base_model",
+    "max_length": "lm.seq_len",
+    "samples_per_site": "lm.samples_per_site",
+    "heldout_samples": "lm.heldout_samples",
+    "adapter_name": "lm.adapter_name",
+    "register_adapter": "lm.register_adapter",
+}
 
 
 class AttackConfig(BaseModel):
@@ -168,10 +180,29 @@ class FederationConfig(BaseModel):
     robust: RobustConfig = Field(default_factory=RobustConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraSpec = Field(
+        default_factory=LoraSpec, description="The adapter (app: lora), as in fine-tuning."
+    )
+    lm: LanguageModelConfig = Field(default_factory=LanguageModelConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _moved_out_of_lora(cls, v: Any) -> Any:
+        """Settings that are not about the adapter left ``lora:``; name where they went,
+        rather than failing with a bare "extra field" error."""
+        if isinstance(v, dict):
+            moved = [k for k in v if k in _MOVED_FROM_LORA]
+            if moved:
+                where = ", ".join(f"lora.{k} -> {_MOVED_FROM_LORA[k]}" for k in moved)
+                raise ValueError(
+                    f"moved out of lora: {where}. lora: now holds only the adapter "
+                    "(r, alpha, dropout, target_modules, bias, quantization), the same "
+                    "spec as a fine-tuning job's lora:"
+                )
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> FederationConfig:

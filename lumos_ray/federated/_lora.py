@@ -1,12 +1,16 @@
 """Federated LoRA of a causal LM: sites train adapters, only adapter weights travel.
 
-The local step is a minimal peft LoRA loop written here because the fine-tuning
-subsystem's training step (lumos_ray/finetune) was not committed when this landed; it
-uses the same libraries (transformers + peft) and the same lumos-tiny model.
+Built on the fine-tuning package, not beside it: the adapter is the fine-tuning
+:class:`~lumos_ray.finetune.LoraSpec` (QLoRA included), the model is loaded and
+wrapped by the same functions a Ray Train worker uses, text is tokenized with the
+same loss masking, and a site's local round is :func:`~lumos_ray.finetune.train_epochs`,
+which runs the fine-tuning job's own optimizer step. What federation adds is only
+where the text comes from and that the adapter is averaged between rounds.
 
 Text data: each site gets its own deterministic slice of templated sentences (a
-distribution the random-init base model has never seen), and the server holds a
-disjoint held-out slice, so "held-out loss went down" means the adapter learned.
+distribution the random-init base model has never seen), or its own JSONL file in any
+fine-tuning format (``join --data-file``); the server holds a disjoint held-out slice,
+so "held-out loss went down" means the adapter learned.
 """
 
 from __future__ import annotations
@@ -18,78 +22,94 @@ from typing import Any
 import numpy as np
 import torch
 
-from lumos_ray.federated._config import FederationConfig, LoraConfig
+from lumos_ray.federated._config import FederationConfig, LanguageModelConfig
+from lumos_ray.finetune import (
+    Example,
+    LoraSpec,
+    OptimizerSpec,
+    TokenizedExample,
+    attach_lora,
+    evaluate_loss,
+    load_base,
+    load_examples,
+    load_tokenizer,
+    tokenize_examples,
+    train_epochs,
+)
 
 __all__ = [
     "adapter_arrays",
-    "heldout_texts",
+    "base_model_dir",
+    "heldout_examples",
     "load_lora_model",
     "lora_evaluate",
     "lora_train_local",
     "save_adapter",
     "set_adapter_arrays",
-    "site_texts",
+    "site_examples",
 ]
 
 _SUBJECTS = ["the site", "a hospital", "the bank", "a school", "the lab", "a farm"]
 _VERBS = ["trains", "shares", "keeps", "sends", "checks", "averages"]
 _OBJECTS = ["its model", "the update", "local data", "the weights", "an adapter"]
 _ENDS = ["every round.", "with the server.", "at night.", "without moving data."]
+_EVAL_BATCH = 16
 
 
-def _sentences(seed: int, n: int) -> list[str]:
+def _sentences(seed: int, n: int, source: str) -> list[Example]:
     rng = random.Random(seed)
     return [
-        f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_ENDS)}"
-        for _ in range(n)
+        Example(
+            prompt="",
+            response=f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} "
+            f"{rng.choice(_OBJECTS)} {rng.choice(_ENDS)}",
+            source=f"{source}:{i + 1}",
+        )
+        for i in range(n)
     ]
 
 
-def site_texts(cfg: FederationConfig, partition_id: int) -> list[str]:
-    return _sentences(cfg.seed * 1000 + partition_id + 1, cfg.lora.samples_per_site)
+def site_examples(cfg: FederationConfig, site: dict[str, Any]) -> list[Example]:
+    """A site's own text: its JSONL file (``data-file``, any fine-tuning format) when it
+    has one, else its synthetic partition."""
+    if site.get("data-file"):
+        examples, _ = load_examples(str(site["data-file"]))
+        return examples
+    pid = int(site["partition-id"])
+    return _sentences(cfg.seed * 1000 + pid + 1, cfg.lm.samples_per_site, f"site-{pid}")
 
 
-def heldout_texts(cfg: FederationConfig) -> list[str]:
-    return _sentences(cfg.seed * 1000 + 999_983, cfg.lora.heldout_samples)
+def heldout_examples(cfg: FederationConfig) -> list[Example]:
+    return _sentences(cfg.seed * 1000 + 999_983, cfg.lm.heldout_samples, "heldout")
 
 
-def base_model_dir(lcfg: LoraConfig) -> str:
-    if lcfg.base_model:
-        return lcfg.base_model
+def base_model_dir(lm: LanguageModelConfig) -> str:
+    if lm.base_model:
+        return lm.base_model
     from lumos_ray.models import tiny_model_path
 
     return str(tiny_model_path())
 
 
 @lru_cache(maxsize=2)
-def _load(base_dir: str, rank: int, alpha: int, dropout: float, targets: tuple[str, ...]):
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _load(base_dir: str, lora_json: str) -> tuple[Any, Any]:
+    lora = LoraSpec.model_validate_json(lora_json)
+    tok = load_tokenizer(base_dir)
+    base = load_base(base_dir, lora, "cpu")
     torch.manual_seed(0)  # identical LoRA init on server and every site
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    peft_cfg = PeftLoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=list(targets),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(base, peft_cfg), tok
+    return attach_lora(base, lora, base_dir), tok
 
 
 def load_lora_model(cfg: FederationConfig) -> tuple[Any, Any]:
-    """(peft model, tokenizer), cached per process (a Ray actor keeps it across rounds)."""
-    lc = cfg.lora
-    return _load(base_model_dir(lc), lc.rank, lc.alpha, lc.dropout, tuple(lc.target_modules))
+    """(peft model, tokenizer), cached per process (a Ray actor keeps it across rounds).
+
+    The cache key is the spec as JSON: two federations with different adapters in one
+    process must not share a model."""
+    return _load(base_model_dir(cfg.lm), cfg.lora.model_dump_json())
 
 
 def adapter_arrays(model: Any) -> dict[str, np.ndarray]:
-    """Only the LoRA tensors: this is all that crosses the network."""
+    """Only the adapter tensors: this is all that crosses the network."""
     from peft import get_peft_model_state_dict
 
     return {k: v.detach().cpu().numpy().copy() for k, v in get_peft_model_state_dict(model).items()}
@@ -102,49 +122,43 @@ def set_adapter_arrays(model: Any, arrays: dict[str, np.ndarray]) -> None:
     set_peft_model_state_dict(model, state)
 
 
-def _batches(tok: Any, texts: list[str], max_length: int, batch_size: int):
-    for i in range(0, len(texts), batch_size):
-        enc = tok(
-            texts[i : i + batch_size],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-        )
-        labels = enc["input_ids"].clone()
-        labels[enc["attention_mask"] == 0] = -100
-        yield enc, labels
+def tokenize(tok: Any, examples: list[Example], cfg: FederationConfig) -> list[TokenizedExample]:
+    return tokenize_examples(examples, tok, cfg.lm.seq_len)
 
 
 def lora_train_local(
-    model: Any, tok: Any, texts: list[str], cfg: FederationConfig, *, epochs: int, seed: int
+    model: Any,
+    tok: Any,
+    examples: list[Example],
+    cfg: FederationConfig,
+    *,
+    epochs: int,
+    seed: int,
 ) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    random.Random(seed).shuffle(texts)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
-    model.train()
-    total, steps = 0.0, 0
-    for _ in range(epochs):
-        for enc, labels in _batches(tok, texts, cfg.lora.max_length, cfg.batch_size):
-            opt.zero_grad()
-            out = model(**enc, labels=labels)
-            out.loss.backward()
-            opt.step()
-            total += out.loss.item()
-            steps += 1
-    return {"train_loss": total / max(steps, 1), "num-examples": len(texts)}
+    """One site's round: the fine-tuning step over the site's text for ``epochs``.
+
+    AdamW at ``learning_rate`` with a constant schedule, and the fine-tuning default
+    gradient clipping: a round is a short, fresh run from the server's aggregate."""
+    torch.set_num_threads(1)  # sites share the machine's cores with each other
+    toks = tokenize(tok, examples, cfg)
+    out = train_epochs(
+        model,
+        toks,
+        optimizer=OptimizerSpec(name="adamw", lr=cfg.learning_rate, schedule="constant"),
+        batch_size=cfg.batch_size,
+        epochs=epochs,
+        seed=seed,
+        pad_id=tok.pad_token_id,
+    )
+    return {"train_loss": out["train_loss"], "num-examples": len(toks)}
 
 
-@torch.no_grad()
-def lora_evaluate(model: Any, tok: Any, texts: list[str], max_length: int) -> dict[str, float]:
-    model.eval()
-    total, n = 0.0, 0
-    for enc, labels in _batches(tok, texts, max_length, 16):
-        out = model(**enc, labels=labels)
-        total += float(out.loss) * len(labels)
-        n += len(labels)
-    return {"loss": total / max(n, 1)}
+def lora_evaluate(model: Any, tok: Any, examples: list[Example], cfg: FederationConfig) -> dict:
+    """Mean next-token loss over the examples' response tokens (fine-tuning's metric)."""
+    total, count = evaluate_loss(
+        model, tokenize(tok, examples, cfg), tok.pad_token_id, _EVAL_BATCH, "cpu"
+    )
+    return {"loss": total / max(count, 1)}
 
 
 def save_adapter(cfg: FederationConfig, arrays: dict[str, np.ndarray], out_dir: str) -> str:

@@ -4,9 +4,19 @@ A :class:`FinetuneJobSpec` (YAML in ``configs/finetune/``) becomes a Ray job who
 entrypoint (``python -m lumos_ray.finetune._job_main``) runs a ``TorchTrainer``; the
 adapter it produces lands in the adapter registry (:mod:`lumos_ray.adapters`), where
 the serving gateway picks it up without a restart.
+
+:class:`LoraSpec` is the one LoRA/QLoRA adapter spec of the project, and
+:func:`train_epochs` runs the job's training step in one process: federated LoRA
+(:mod:`lumos_ray.federated`) builds on both, never the reverse.
 """
 
-from lumos_ray.finetune._data import Example, load_examples, load_splits, tokenize_examples
+from lumos_ray.finetune._data import (
+    Example,
+    TokenizedExample,
+    load_examples,
+    load_splits,
+    tokenize_examples,
+)
 from lumos_ray.finetune._jobs import (
     FinetuneJobInfo,
     cancel_job,
@@ -17,7 +27,13 @@ from lumos_ray.finetune._jobs import (
     make_client_or_none,
     submit_job,
 )
-from lumos_ray.finetune._model import available_target_modules, check_qlora_supported
+from lumos_ray.finetune._model import (
+    attach_lora,
+    available_target_modules,
+    check_qlora_supported,
+    load_base,
+    load_tokenizer,
+)
 from lumos_ray.finetune._runner import FinetuneResult, preflight, run_finetune
 from lumos_ray.finetune._spec import (
     CheckpointSpec,
@@ -26,12 +42,13 @@ from lumos_ray.finetune._spec import (
     LoraSpec,
     OptimizerSpec,
     OutputSpec,
-    QLoraSpec,
+    QuantizationSpec,
     ScalingSpec,
     TrainingSpec,
     load_job_spec,
 )
 from lumos_ray.finetune._telemetry import parse_progress_line
+from lumos_ray.finetune._train import evaluate_loss, train_epochs
 
 __all__ = [
     "CheckpointSpec",
@@ -43,23 +60,29 @@ __all__ = [
     "LoraSpec",
     "OptimizerSpec",
     "OutputSpec",
-    "QLoraSpec",
+    "QuantizationSpec",
     "ScalingSpec",
+    "TokenizedExample",
     "TrainingSpec",
+    "attach_lora",
     "available_target_modules",
     "cancel_job",
     "check_qlora_supported",
+    "evaluate_loss",
     "follow_job",
     "get_job",
     "job_logs",
     "list_jobs",
+    "load_base",
     "load_examples",
     "load_job_spec",
     "load_splits",
+    "load_tokenizer",
     "make_client_or_none",
     "parse_progress_line",
     "preflight",
     "run_finetune",
     "submit_job",
     "tokenize_examples",
+    "train_epochs",
 ]

@@ -1,4 +1,4 @@
-"""Load a local base model with a LoRA adapter (optionally over 4-bit QLoRA weights).
+"""Load a local base model with a LoRA adapter (optionally over 4/8-bit QLoRA weights).
 
 Kept free of Ray so the same code serves the Ray Train workers, the plain baseline
 in the benchmark, and federated LoRA clients.
@@ -13,14 +13,18 @@ from typing import TYPE_CHECKING, Any
 from lumos_ray.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
-    from lumos_ray.finetune._spec import FinetuneJobSpec
+    from lumos_ray.finetune._spec import FinetuneJobSpec, LoraSpec
 
 __all__ = [
+    "attach_lora",
     "available_target_modules",
+    "check_lora_targets",
     "check_qlora_supported",
+    "load_base",
     "load_base_model",
     "load_tokenizer",
     "model_dir_sha256",
+    "peft_config",
     "wrap_with_lora",
 ]
 
@@ -35,7 +39,7 @@ def model_dir_sha256(path: str | Path) -> str:
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(str(f.relative_to(root)).encode())
         with open(f, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            while chunk := fh.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
 
@@ -59,54 +63,71 @@ def load_tokenizer(path: str) -> Any:
     return tok
 
 
-def check_qlora_supported(device: str, quant_type: str = "nf4") -> None:
+def check_qlora_supported(device: str, quant_type: str = "nf4", bits: int = 4) -> None:
     """Quantize a small tensor with bitsandbytes on ``device``; raise a clear error if
-    that cannot run here (bitsandbytes missing, no backend for the device, no GPU)."""
+    that cannot run here (bitsandbytes missing, no backend for the device, no GPU).
+
+    Seconds here instead of an opaque kernel error from inside a training worker."""
+    what = f"4-bit {quant_type}" if bits == 4 else "8-bit"
     try:
         import bitsandbytes.functional as bnbf
         import torch
     except Exception as exc:  # ImportError, or a broken native library
         raise ConfigError(
             f"QLoRA needs bitsandbytes, which cannot be imported here: {exc}",
-            fix="Install the finetune extra (`pip install lumos-ray[finetune]`) or set "
-            "qlora.enabled: false to train plain LoRA.",
+            fix="Install the finetune extra (`pip install lumos-ray[finetune]`) or remove "
+            "lora.quantization to train plain LoRA.",
         ) from None
     try:
         x = torch.randn(64, 64, dtype=torch.float32, device=device)
-        q, state = bnbf.quantize_4bit(x, quant_type=quant_type)
-        bnbf.dequantize_4bit(q, state, quant_type=quant_type)
+        if bits == 4:
+            q, state = bnbf.quantize_4bit(x, quant_type=quant_type)
+            bnbf.dequantize_4bit(q, state, quant_type=quant_type)
+        else:
+            bnbf.int8_vectorwise_quant(x.half())
     except Exception as exc:
         raise ConfigError(
-            f"QLoRA (4-bit {quant_type}) cannot run on device {device!r} with bitsandbytes: "
+            f"QLoRA ({what}) cannot run on device {device!r} with bitsandbytes: "
             f"{type(exc).__name__}: {exc}",
             fix="Run on a device bitsandbytes supports (CPU, or a CUDA GPU with "
-            "scaling.use_gpu: true on a node that has one), or set qlora.enabled: false.",
+            "scaling.use_gpu: true on a node that has one), or remove lora.quantization.",
         ) from None
 
 
-def load_base_model(spec: FinetuneJobSpec, device: str = "cpu") -> Any:
-    """The frozen base model; 4-bit quantized when ``spec.qlora.enabled``."""
+def load_base(base_model: str, lora: LoraSpec, device: str = "cpu") -> Any:
+    """The frozen base model, quantized when ``lora.quantization`` is set (QLoRA).
+
+    Takes the model directory and the LoRA spec rather than a whole job, so federated
+    sites load their model exactly as a fine-tuning worker does."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    _check_model_dir(spec.base_model)
-    if spec.qlora.enabled:
-        from transformers import BitsAndBytesConfig
+    _check_model_dir(base_model)
+    q = lora.quantization
+    if q is None:
+        # Any: transformers types `.to` through a decorator mypy cannot see through.
+        model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        return model.to(device)
+    from transformers import BitsAndBytesConfig
 
-        check_qlora_supported(device, spec.qlora.quant_type)
+    check_qlora_supported(device, q.quant_type, q.bits)
+    if q.bits == 4:
         qcfg = BitsAndBytesConfig(
             load_in_4bit=True,
-            bnb_4bit_quant_type=spec.qlora.quant_type,
-            bnb_4bit_use_double_quant=spec.qlora.double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, _DTYPES[spec.qlora.compute_dtype]),
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            spec.base_model, quantization_config=qcfg, device_map={"": device}
+            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, _DTYPES[q.compute_dtype]),
         )
     else:
-        model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.float32)
-        model.to(device)
-    return model
+        qcfg = BitsAndBytesConfig(load_in_8bit=True)
+    return AutoModelForCausalLM.from_pretrained(
+        base_model, quantization_config=qcfg, device_map={"": device}
+    )
+
+
+def load_base_model(spec: FinetuneJobSpec, device: str = "cpu") -> Any:
+    """A job's frozen base model (see :func:`load_base`)."""
+    return load_base(spec.base_model, spec.lora, device)
 
 
 def available_target_modules(model: Any) -> list[str]:
@@ -122,13 +143,13 @@ def available_target_modules(model: Any) -> list[str]:
     return sorted(names)
 
 
-def check_target_modules(model: Any, spec: FinetuneJobSpec) -> None:
+def check_lora_targets(model: Any, lora: LoraSpec, base_model: str) -> None:
     """Unknown LoRA target modules are an error that lists the ones the model has."""
     available = available_target_modules(model)
-    missing = [t for t in spec.lora.target_modules if t not in available]
+    missing = [t for t in lora.target_modules if t not in available]
     if missing:
         raise ConfigError(
-            f"lora.target_modules {missing} not found in {spec.base_model}; "
+            f"lora.target_modules {missing} not found in {base_model}; "
             f"available modules: {available}",
             fix=f"Pick target modules from: {', '.join(available)}.",
             available=available,
@@ -136,19 +157,36 @@ def check_target_modules(model: Any, spec: FinetuneJobSpec) -> None:
         )
 
 
-def wrap_with_lora(model: Any, spec: FinetuneJobSpec) -> Any:
-    """A peft model with only the adapter trainable; unknown target modules are an error
-    that lists the ones the model has."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def check_target_modules(model: Any, spec: FinetuneJobSpec) -> None:
+    """A job's target modules against its model (see :func:`check_lora_targets`)."""
+    check_lora_targets(model, spec.lora, spec.base_model)
 
-    check_target_modules(model, spec)
-    if spec.qlora.enabled:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    cfg = LoraConfig(
-        r=spec.lora.r,
-        lora_alpha=spec.lora.alpha,
-        lora_dropout=spec.lora.dropout,
-        target_modules=list(spec.lora.target_modules),
+
+def peft_config(lora: LoraSpec) -> Any:
+    """The one place a :class:`LoraSpec` becomes peft's ``LoraConfig``."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias=lora.bias,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, cfg)
+
+
+def attach_lora(model: Any, lora: LoraSpec, base_model: str) -> Any:
+    """A peft model with only the adapter (and ``lora.bias``) trainable; unknown target
+    modules are an error that lists the ones the model has."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    check_lora_targets(model, lora, base_model)
+    if lora.quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, peft_config(lora))
+
+
+def wrap_with_lora(model: Any, spec: FinetuneJobSpec) -> Any:
+    """A job's base model with its adapter attached (see :func:`attach_lora`)."""
+    return attach_lora(model, spec.lora, spec.base_model)

@@ -134,9 +134,7 @@ def _metadata(spec: FinetuneJobSpec, metrics: dict[str, Any]) -> dict[str, Any]:
         "dataset_path": d.path,
         "dataset_sha256": file_sha256(d.path),
         "validation_sha256": file_sha256(d.validation_path) if d.validation_path else None,
-        "hyperparameters": spec.model_dump(
-            include={"lora", "qlora", "optimizer", "training", "scaling"}
-        ),
+        "hyperparameters": spec.model_dump(include={"lora", "optimizer", "training", "scaling"}),
         "metrics": {k: v for k, v in metrics.items() if k != "replica_fingerprints"},
         "created_at": time.time(),
     }

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lumos_ray.config import load_yaml_model
 
@@ -23,7 +23,7 @@ __all__ = [
     "LoraSpec",
     "OptimizerSpec",
     "OutputSpec",
-    "QLoraSpec",
+    "QuantizationSpec",
     "ScalingSpec",
     "TrainingSpec",
     "load_job_spec",
@@ -52,20 +52,76 @@ class DatasetSpec(_Strict):
     max_examples: int | None = Field(default=None, ge=1)
 
 
+class QuantizationSpec(_Strict):
+    """QLoRA: the frozen base weights load quantized (bitsandbytes); the adapter trains
+    in full precision on top. Quantizing only the frozen part is what makes QLoRA cheap:
+    memory drops about 4x (4-bit) or 2x (8-bit) while gradients flow through fp32 LoRA."""
+
+    bits: Literal[4, 8] = Field(default=4, description="4 (nf4/fp4) or 8 (LLM.int8).")
+    quant_type: Literal["nf4", "fp4"] = Field(default="nf4", description="4-bit only.")
+    double_quant: bool = Field(default=True, description="4-bit only: quantize the scales too.")
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32", description="4-bit only: dtype of the de-quantized matmuls."
+    )
+
+    @model_validator(mode="after")
+    def _four_bit_only(self) -> QuantizationSpec:
+        if self.bits == 8:
+            # bitsandbytes ignores these at 8 bits; a silent no-op would mislead. Only
+            # values other than the defaults count, so a dumped spec loads back.
+            fields = type(self).model_fields
+            given = [
+                k
+                for k in ("quant_type", "double_quant", "compute_dtype")
+                if getattr(self, k) != fields[k].default
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: only for 4-bit quantization; remove them or set bits: 4"
+                )
+        return self
+
+
 class LoraSpec(_Strict):
-    r: int = Field(default=8, ge=1)
-    alpha: int = Field(default=16, ge=1)
+    """The one LoRA adapter spec: what a fine-tuning job's ``lora:``, a federation's
+    ``lora:`` and the adapter metadata in the registry all mean by "the adapter".
+
+    One type so that an adapter trained by a job and one trained by a federation are
+    configured, validated, and recorded the same way. Old spellings still load:
+    ``rank`` is ``r``; a job's top-level ``qlora:`` section is ``lora.quantization``.
+    """
+
+    r: int = Field(default=8, ge=1, description="Rank of the update matrices (alias: rank).")
+    alpha: int = Field(default=16, ge=1, description="Scaling: the update is alpha / r * BA.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        min_length=1,
+        description="Short names of the Linear layers that get an adapter.",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field(
+        default="none",
+        description="Which biases train with the adapter (and travel with it): none, all, "
+        "or only those of the adapted layers.",
+    )
+    quantization: QuantizationSpec | None = Field(
+        default=None, description="QLoRA: quantized base weights. None = plain LoRA."
+    )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _rank_alias(cls, data: Any) -> Any:
+        # `rank` was federated LoRA's spelling of `r`; peft and fine-tuning say `r`.
+        if isinstance(data, dict) and "rank" in data:
+            data = dict(data)
+            if "r" in data:
+                raise ValueError("both r and rank are set; rank is an old name for r: keep r")
+            data["r"] = data.pop("rank")
+        return data
 
-class QLoraSpec(_Strict):
-    """4-bit base weights (bitsandbytes); the LoRA adapter itself stays in full precision."""
-
-    enabled: bool = False
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    @property
+    def quantized(self) -> bool:
+        return self.quantization is not None
 
 
 class OptimizerSpec(_Strict):
@@ -130,12 +186,41 @@ class FinetuneJobSpec(_Strict):
     )
     dataset: DatasetSpec
     lora: LoraSpec = Field(default_factory=LoraSpec)
-    qlora: QLoraSpec = Field(default_factory=QLoraSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qlora_alias(cls, data: Any) -> Any:
+        """The old top-level ``qlora:`` section loads as ``lora.quantization`` (4-bit):
+        job specs written before the LoRA spec was unified keep working."""
+        if not isinstance(data, dict) or "qlora" not in data:
+            return data
+        data = dict(data)
+        old = data.pop("qlora")
+        if old is None:
+            return data
+        if not isinstance(old, dict):
+            raise ValueError("qlora must be a mapping; it is the old spelling of lora.quantization")
+        old = dict(old)
+        enabled = old.pop("enabled", False)
+        lora = data.get("lora") or {}
+        if not isinstance(lora, dict):
+            return data  # the field's own validation reports the bad lora value
+        if enabled is not True and enabled is not False:
+            raise ValueError("qlora.enabled must be true or false (better: use lora.quantization)")
+        if not enabled:
+            return data
+        if lora.get("quantization") is not None:
+            raise ValueError(
+                "both qlora and lora.quantization are set; qlora is the old spelling: "
+                "keep lora.quantization only"
+            )
+        data["lora"] = {**lora, "quantization": {"bits": 4, **old}}
+        return data
 
     @field_validator("name")
     @classmethod

@@ -33,10 +33,18 @@ from lumos_ray.finetune._checkpoints import (
 )
 from lumos_ray.finetune._data import TokenizedExample, load_splits, tokenize_examples
 from lumos_ray.finetune._model import load_base_model, load_tokenizer, wrap_with_lora
-from lumos_ray.finetune._spec import FinetuneJobSpec
+from lumos_ray.finetune._spec import FinetuneJobSpec, OptimizerSpec
 from lumos_ray.finetune._telemetry import ProgressWriter, metrics_provider
 
-__all__ = ["collate", "evaluate_loss", "make_optimizer", "train_loop_per_worker"]
+__all__ = [
+    "MicroBatches",
+    "collate",
+    "evaluate_loss",
+    "make_optimizer",
+    "optimizer_step",
+    "train_epochs",
+    "train_loop_per_worker",
+]
 
 STATE_FILE = "train_state.json"
 ADAPTER_DIR = "adapter"
@@ -96,10 +104,10 @@ def evaluate_loss(
     return total, count
 
 
-def make_optimizer(params: list[Any], spec: FinetuneJobSpec, total_steps: int) -> tuple[Any, Any]:
+def make_optimizer(params: list[Any], o: OptimizerSpec, total_steps: int) -> tuple[Any, Any]:
+    """The optimizer and its learning-rate schedule (warmup, then constant/linear/cosine)."""
     import torch
 
-    o = spec.optimizer
     if o.name == "adamw":
         opt: Any = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
     else:
@@ -126,6 +134,146 @@ def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[i
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     per_worker = n // world
     return order[rank * per_worker : (rank + 1) * per_worker]
+
+
+class MicroBatches:
+    """Micro-batch ``m`` of one worker's shard, as tensors on ``device``.
+
+    Micro-batch m is position ``m % per_epoch`` of epoch ``m // per_epoch``, whose
+    order is a pure function of (seed, epoch): a resumed job and a federated site's
+    next round both see exactly the batches a straight run would have seen."""
+
+    def __init__(
+        self,
+        examples: list[TokenizedExample],
+        *,
+        batch_size: int,
+        seed: int,
+        pad_id: int,
+        device: Any,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.examples = examples
+        self.batch_size = batch_size
+        self.seed, self.rank, self.world = seed, rank, world
+        self.pad_id, self.device = pad_id, device
+        self.per_epoch = math.ceil((len(examples) // world) / batch_size)
+        self._orders: dict[int, list[int]] = {}
+
+    def __call__(self, m: int) -> dict[str, Any]:
+        epoch, pos = divmod(m, self.per_epoch)
+        if epoch not in self._orders:
+            self._orders.clear()
+            self._orders[epoch] = _epoch_order(
+                len(self.examples), self.seed, epoch, self.rank, self.world
+            )
+        order = self._orders[epoch]
+        bs = self.batch_size
+        batch_ex = [self.examples[i] for i in order[pos * bs : (pos + 1) * bs]]
+        return {k: v.to(self.device) for k, v in collate(batch_ex, self.pad_id).items()}
+
+
+def optimizer_step(
+    model: Any,
+    params: list[Any],
+    batches: list[dict[str, Any]],
+    opt: Any,
+    sched: Any,
+    *,
+    max_grad_norm: float | None,
+    world: int = 1,
+) -> tuple[float, float, float]:
+    """THE fine-tuning step: accumulate the micro-batches' gradients, average them over
+    the replicas, clip, step. Returns (summed loss, target tokens, input tokens) over
+    all replicas.
+
+    Every path that trains an adapter (a Ray Train worker, a federated site) runs this
+    function, so "what one step does" has one definition. With ``world > 1`` the
+    adapter gradients and the step's counters go through ONE flattened all-reduce."""
+    import torch
+
+    accum = len(batches)
+    loss_sum, n_tok, n_in = 0.0, 0, 0
+    for batch in batches:
+        s, n = _token_loss(model, batch)
+        # Normalise by this micro-batch's tokens; the all-reduce averages replicas.
+        (s / max(n, 1) / accum).backward()
+        loss_sum += float(s.detach())
+        n_tok += n
+        n_in += int(batch["attention_mask"].sum())
+    if world > 1:
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat(
+            [g.reshape(-1).float() for g in grads]
+            + [
+                torch.tensor(
+                    [loss_sum, float(n_tok), float(n_in)],
+                    dtype=torch.float32,
+                    device=grads[0].device,
+                )
+            ]
+        )
+        dist.all_reduce(flat)
+        flat /= world
+        off = 0
+        for p, g in zip(params, grads, strict=True):
+            k = g.numel()
+            p.grad = flat[off : off + k].view_as(p).to(p.dtype)
+            off += k
+        loss_all, tok_all, in_all = (flat[off:] * world).tolist()
+    else:
+        loss_all, tok_all, in_all = loss_sum, float(n_tok), float(n_in)
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_all, tok_all, in_all
+
+
+def train_epochs(
+    model: Any,
+    examples: list[TokenizedExample],
+    *,
+    optimizer: OptimizerSpec,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    pad_id: int,
+    device: Any = "cpu",
+    grad_accum_steps: int = 1,
+) -> dict[str, float]:
+    """Train ``model``'s trainable parameters for whole epochs over ``examples`` in this
+    process, with the fine-tuning job's own batching and step (no Ray, no checkpoints).
+
+    This is what a federated LoRA site runs each round: the same data order, loss
+    masking, accumulation, clipping and schedule as a fine-tuning job, on one replica.
+    A fresh optimizer per call, because a round starts from the server's aggregate."""
+    if not examples:
+        from lumos_ray.errors import DatasetError
+
+        raise DatasetError("no training examples (all were empty or longer than seq_len)")
+    batches = MicroBatches(examples, batch_size=batch_size, seed=seed, pad_id=pad_id, device=device)
+    steps_per_epoch = max(1, batches.per_epoch // grad_accum_steps)
+    total = epochs * steps_per_epoch
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt, sched = make_optimizer(params, optimizer, total)
+    model.train()
+    loss_sum = tok_sum = in_sum = 0.0
+    for step in range(total):
+        micro = [batches(step * grad_accum_steps + j) for j in range(grad_accum_steps)]
+        s, n, n_in = optimizer_step(
+            model, params, micro, opt, sched, max_grad_norm=optimizer.max_grad_norm
+        )
+        loss_sum, tok_sum, in_sum = loss_sum + s, tok_sum + n, in_sum + n_in
+    return {
+        "train_loss": loss_sum / max(tok_sum, 1.0),
+        "steps": float(total),
+        "tokens": in_sum,
+    }
 
 
 def plan_steps(n_train: int, spec: FinetuneJobSpec, world: int) -> tuple[int, int]:
@@ -218,7 +366,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             dist.broadcast(p.data, src=0)
 
     micro_per_epoch, total_steps = plan_steps(len(train_tok), spec, world)
-    opt, sched = make_optimizer(params, spec, total_steps)
+    opt, sched = make_optimizer(params, spec.optimizer, total_steps)
     accum = spec.training.grad_accum_steps
     bs = spec.training.batch_size
 
@@ -329,54 +477,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     t_start = time.perf_counter()
     tokens_this_run = 0
     tokens_since_log = 0
-    orders: dict[int, list[int]] = {}
+    batches = MicroBatches(
+        train_tok,
+        batch_size=bs,
+        seed=spec.training.seed,
+        pad_id=pad_id,
+        device=device,
+        rank=rank,
+        world=world,
+    )
     ckpt_every = spec.checkpoint.every_steps
     eval_every = spec.training.eval_every_steps
     while step < total_steps:
-        loss_sum, n_tok, n_in = 0.0, 0, 0
-        for j in range(accum):
-            m = step * accum + j
-            epoch, pos = divmod(m, micro_per_epoch)
-            if epoch not in orders:
-                orders.clear()
-                orders[epoch] = _epoch_order(len(train_tok), spec.training.seed, epoch, rank, world)
-            order = orders[epoch]
-            batch_ex = [train_tok[i] for i in order[pos * bs : (pos + 1) * bs]]
-            batch = {k: v.to(device) for k, v in collate(batch_ex, pad_id).items()}
-            s, n = _token_loss(model, batch)
-            # Normalise by this micro-batch's tokens; the all-reduce averages replicas.
-            (s / max(n, 1) / accum).backward()
-            loss_sum += float(s)
-            n_tok += n
-            n_in += int(batch["attention_mask"].sum())
-        if distributed:
-            # One all-reduce per step: every adapter gradient plus the step's counters.
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            flat = torch.cat(
-                [g.reshape(-1).float() for g in grads]
-                + [
-                    torch.tensor(
-                        [loss_sum, float(n_tok), float(n_in)],
-                        dtype=torch.float32,
-                        device=grads[0].device,
-                    )
-                ]
-            )
-            dist.all_reduce(flat)
-            flat /= world
-            off = 0
-            for p, g in zip(params, grads, strict=True):
-                k = g.numel()
-                p.grad = flat[off : off + k].view_as(p).to(p.dtype)
-                off += k
-            loss_sum_all, n_tok_all, n_in_all = (flat[off:] * world).tolist()
-        else:
-            loss_sum_all, n_tok_all, n_in_all = loss_sum, float(n_tok), float(n_in)
-        if spec.optimizer.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, spec.optimizer.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        micro = [batches(step * accum + j) for j in range(accum)]
+        loss_sum_all, n_tok_all, n_in_all = optimizer_step(
+            model,
+            params,
+            micro,
+            opt,
+            sched,
+            max_grad_norm=spec.optimizer.max_grad_norm,
+            world=world if distributed else 1,
+        )
         step += 1
         last_loss = loss_sum_all / max(n_tok_all, 1.0)
         tokens_this_run += int(n_in_all)

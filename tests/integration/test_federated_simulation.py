@@ -142,13 +142,8 @@ def test_federated_lora_on_lumos_tiny_lowers_heldout_loss_and_registers_adapter(
         "min_available_sites": 2,
         "min_train_sites": 2,
         "fraction_evaluate": 0.0,
-        "lora": {
-            "rank": 4,
-            "alpha": 8,
-            "samples_per_site": 16,
-            "heldout_samples": 16,
-            "adapter_name": "fed-lora-test",
-        },
+        "lora": {"r": 4, "alpha": 8},
+        "lm": {"samples_per_site": 16, "heldout_samples": 16, "adapter_name": "fed-lora-test"},
         "simulation": {"num_sites": 2, "max_parallel_sites": 1},
     }
     proc, status, rounds = _simulate(ray_cluster, tmp_path, cfg, "sim-lora", timeout=600)
@@ -161,6 +156,7 @@ def test_federated_lora_on_lumos_tiny_lowers_heldout_loss_and_registers_adapter(
 
     rec = AdapterRegistry().get("fed-lora-test")
     assert rec.metadata["source"] == "federated" and rec.metadata["run"] == "sim-lora"
+    assert rec.metadata["hyperparameters"]["lora"]["r"] == 4  # the one LoraSpec, as jobs
     assert Path(rec.base_model) == tiny_model_path()
     assert (Path(rec.path) / "adapter_config.json").is_file()
     # Only adapter tensors travelled: per site, one payload down and one up.

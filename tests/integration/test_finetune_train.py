@@ -117,12 +117,12 @@ def test_qlora_4bit_on_cpu_lowers_heldout_loss(
         tiny,
         colors,
         "qlora1",
-        qlora={"enabled": True, "quant_type": "nf4", "double_quant": True},
+        lora={"quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True}},
     )
     res = run_finetune(spec)
     m = res.metrics
     assert m["step"] == 30
     assert m["eval_loss"] < m["base_eval_loss"] * 0.9, m
-    assert res.metadata["hyperparameters"]["qlora"]["enabled"] is True
+    assert res.metadata["hyperparameters"]["lora"]["quantization"]["bits"] == 4
     cfg = (Path(res.adapter_dir) / "adapter_config.json").read_text()
     assert "q_proj" in cfg

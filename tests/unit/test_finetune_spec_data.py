@@ -146,7 +146,7 @@ def test_qlora_where_bitsandbytes_cannot_run_is_a_clear_error() -> None:
     with pytest.raises(ConfigError) as ei:
         check_qlora_supported("cuda", "nf4")
     assert "QLoRA" in ei.value.message and "'cuda'" in ei.value.message
-    assert "qlora.enabled: false" in ei.value.fix
+    assert "remove lora.quantization" in ei.value.fix
 
 
 def test_progress_writer_file_and_otel_metrics(tmp_path: Path) -> None:
