@@ -38,8 +38,9 @@ RUNNER_NAME = "lumos-runner"
 _FLUSH_S = 0.02  # events alone wait this long for company (a checkpoint, more events)
 HEARTBEAT_S = 2.0  # lease renewal period
 STALE_S = 10.0  # a lease not renewed for this long belongs to a dead runner
-_KEEP_EVENTS = 1000  # newest committed events per run kept in memory for followers
-_KEEP_ENDED = 2000  # ended runs whose row and events stay in memory (newest first)
+_KEEP_EVENTS = 1000  # newest committed events per live run kept in memory for followers
+_KEEP_ENDED = 1000  # ended runs whose row and newest events stay in memory
+_KEEP_ENDED_EVENTS = 100  # events kept per ended run (older ones: from the store)
 _ENDED = TERMINAL_STATES | {"suspended"}
 
 Event = tuple[str, dict[str, Any]]
@@ -66,14 +67,18 @@ class _Live:
             if self.base is None:
                 self.base = events[0]["seq"] - 1
             self.events.extend(events)
-            if len(self.events) > _KEEP_EVENTS:
-                drop = len(self.events) - _KEEP_EVENTS
-                self.base = self.events[drop - 1]["seq"]
-                del self.events[:drop]
+            self.trim(_KEEP_EVENTS)
         if fields:
             self.row.update(fields)
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def trim(self, keep: int) -> None:
+        """Keep the newest ``keep`` events; older ones are read from the store."""
+        if len(self.events) > keep:
+            drop = len(self.events) - keep
+            self.base = self.events[drop - 1]["seq"]
+            del self.events[:drop]
 
     def after(self, seq: int) -> list[dict[str, Any]]:
         i = bisect.bisect_right([e["seq"] for e in self.events], seq)
@@ -180,6 +185,7 @@ class Runner:
         if live is not None:
             live.ended.set()
             live.changed.set()
+            live.trim(_KEEP_ENDED_EVENTS)
             self._ended[run_id] = live
             while len(self._ended) > _KEEP_ENDED:
                 self._ended.popitem(last=False)

@@ -38,5 +38,7 @@ def test_resumed_run_learns_its_base_and_memory_is_bounded(monkeypatch) -> None:
         assert live.base == 7  # seq <= 7: history, read from the store
         live.publish((_ev(10), _ev(11)), {})
         assert live.base == 8 and [e["seq"] for e in live.events] == [9, 10, 11]
+        live.trim(1)  # what an ended run keeps
+        assert live.base == 10 and live.after(0) == [_ev(11)]
 
     asyncio.run(go())
