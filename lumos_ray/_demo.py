@@ -19,7 +19,7 @@ from lumos_ray import (
     ToolStep,
     Workflow,
 )
-from lumos_ray.actors.models import ChatModel, OpenAIChatModel
+from lumos_ray.actors.models import ChatModel, ModelConfig, OpenAIChatModel
 
 __all__ = ["build_demo_workflow", "run_demo"]
 
@@ -39,7 +39,7 @@ def summarise(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_demo_workflow(model: ChatModel) -> Workflow:
+def build_demo_workflow(model: ChatModel | ModelConfig) -> Workflow:
     writer = Agent(
         name="demo-writer",
         instructions="You write one short paragraph about the topic and angle you are given.",
@@ -90,10 +90,10 @@ def run_demo(*, use_test_model: bool = False, topic: str = "Ray actors") -> dict
     from lumos_ray.workflows._runs import follow_run, get_run, start_run
 
     runtime.connect()
+    model: ChatModel | ModelConfig
     if use_test_model:
-        from lumos_ray.testing import TestModel
-
-        model: ChatModel = TestModel()
+        # The shipped test model, by config (found through its entry point).
+        model = ModelConfig(provider="test")
         base_url = None
     else:
         from lumos_ray import serve

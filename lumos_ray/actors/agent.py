@@ -136,10 +136,10 @@ class AgentHandle:
             self._current = True
 
     def _ensure_current_sync(self) -> None:
-        import ray
+        from lumos_ray.runtime import get_refs
 
         if not self._current:
-            ray.get(self._reconfigure_refs(ray.get(self._fingerprint_refs())))
+            get_refs(self._reconfigure_refs(get_refs(self._fingerprint_refs())))
             self._current = True
 
     def _fingerprint_refs(self) -> list[Any]:
@@ -170,13 +170,14 @@ class AgentHandle:
         )
 
     def run_sync(self, input: str | dict[str, Any], *, thread_id: str | None = None) -> AgentResult:
-        import ray
+        from lumos_ray import tracing
+        from lumos_ray.runtime import get_refs
 
         thread_id = thread_id or uuid.uuid4().hex
-        from lumos_ray import tracing
-
         self._ensure_current_sync()
-        return ray.get(self.actor(thread_id).run.remote(input, thread_id, carrier=tracing.inject()))
+        ref = self.actor(thread_id).run.remote(input, thread_id, carrier=tracing.inject())
+        result: AgentResult = get_refs(ref)
+        return result
 
     async def stream(
         self, input: str | dict[str, Any], *, thread_id: str | None = None

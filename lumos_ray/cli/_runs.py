@@ -156,14 +156,14 @@ def register(cli: click.Group) -> None:
     @json_option
     def runs_show(run_id: str, events: bool, address: str | None, as_json: bool) -> None:
         """Show a run's state, output and events."""
-        from lumos_ray.workflows._runs import _call, get_run
+        from lumos_ray.workflows._runs import get_run, runner_client
 
         _connect_for_reads(address)
 
         async def go() -> dict[str, Any]:
             info = (await get_run(run_id)).model_dump()
             if events:
-                items, _ = await _call("events", run_id, 0, 0.0)
+                items, _ = await runner_client().events(run_id, 0, 0.0)
                 info["events"] = items
             return info
 
@@ -222,7 +222,7 @@ def register(cli: click.Group) -> None:
         run_id: str, after: int, follow: bool, address: str | None, as_json: bool
     ) -> None:
         """Print a run's events (JSON lines with --json)."""
-        from lumos_ray.workflows._runs import _call, follow_run
+        from lumos_ray.workflows._runs import follow_run, runner_client
 
         _connect_for_reads(address)
 
@@ -231,7 +231,7 @@ def register(cli: click.Group) -> None:
                 async for ev in follow_run(run_id, after):
                     click.echo(ev.model_dump_json() if as_json else _event_line(ev))
             else:
-                items, _ = await _call("events", run_id, after, 0.0)
+                items, _ = await runner_client().events(run_id, after, 0.0)
                 for it in items:
                     click.echo(json.dumps(it, default=str))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,6 +27,7 @@ __all__ = [
     "list_runs",
     "resume_run",
     "run_workflow",
+    "runner_client",
     "start_run",
     "wait_run",
 ]
@@ -62,14 +63,12 @@ class RunEvent(BaseModel):
 
 def get_runner() -> Any:
     """The runner actor, created on first use (detached, restarted by Ray on failure)."""
-    import ray
-
-    from lumos_ray.runtime import current_settings, get_or_create_actor
+    from lumos_ray.runtime import current_settings, get_or_create_actor, remote_class
     from lumos_ray.workflows._runner import RUNNER_NAME, Runner
 
     return get_or_create_actor(
         RUNNER_NAME,
-        ray.remote(Runner),
+        remote_class(Runner),
         not current_settings().embedded,
         options={
             "num_cpus": 0,
@@ -80,8 +79,6 @@ def get_runner() -> Any:
     )
 
 
-_runner: Any = None
-_READS = {"get", "list", "events", "wait"}
 _ENDED = frozenset({"succeeded", "failed", "cancelled", "suspended"})
 _WAIT_S = 5.0  # one long poll; wait_run repeats it
 
@@ -117,37 +114,90 @@ async def _read_store(method: str, *args: Any) -> Any:
 
 
 def _reads_locally() -> bool:
-    import ray
+    from lumos_ray.runtime import current_settings, is_connected
 
-    from lumos_ray.runtime import current_settings
-
-    return not ray.is_initialized() and current_settings().embedded
+    return not is_connected() and current_settings().embedded
 
 
-async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
-    """Call the runner; the handle is cached, and re-fetched once if the actor died
-    for good (e.g. killed without restart), which recreates it."""
-    global _runner
-    import ray
+class _RunnerClient:
+    """Typed calls to the runner actor. The actor handle is cached and re-fetched once
+    if the actor died for good (e.g. killed without restart), which recreates it.
+    Reads on the embedded default go straight to the local store (no cluster needed)."""
 
-    if method in _READS and _reads_locally():
-        return await _read_store(method, *args)
+    def __init__(self) -> None:
+        self._runner: Any = None
 
-    for attempt in (1, 2):
-        if _runner is None:
-            _runner = get_runner()
-        try:
-            return await getattr(_runner, method).remote(*args, **kwargs)
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, LumosError):
-                raise cause from None
-            raise
-        except ray.exceptions.RayActorError:
-            _runner = None
-            if attempt == 2:
+    async def _invoke(self, call: Callable[[Any], Any]) -> Any:
+        from lumos_ray.runtime import is_actor_died, is_remote_task_error, unwrap_error
+
+        for attempt in (1, 2):
+            if self._runner is None:
+                self._runner = get_runner()
+            try:
+                return await call(self._runner)
+            except Exception as exc:
+                if is_remote_task_error(exc) and isinstance(unwrap_error(exc), LumosError):
+                    raise unwrap_error(exc) from None
+                if is_actor_died(exc):
+                    self._runner = None
+                    if attempt == 1:
+                        continue
                 raise
-    raise AssertionError("unreachable")
+        raise AssertionError("unreachable")
+
+    async def start(
+        self,
+        name: str,
+        version: str | None,
+        body: dict[str, Any] | None,
+        input: Any,
+        run_id: str | None,
+        carrier: dict[str, str],
+    ) -> str:
+        return str(
+            await self._invoke(
+                lambda r: r.start.remote(name, version, body, input, run_id, carrier)
+            )
+        )
+
+    async def get(self, run_id: str) -> dict[str, Any]:
+        if _reads_locally():
+            return dict(await _read_store("get", run_id))
+        return dict(await self._invoke(lambda r: r.get.remote(run_id)))
+
+    async def list(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        if _reads_locally():
+            return list(await _read_store("list", status, limit))
+        return list(await self._invoke(lambda r: r.list.remote(status, limit)))
+
+    async def events(
+        self, run_id: str, after: int = 0, wait_s: float = 0.0
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Events after ``after``; waits up to ``wait_s`` for new ones (long poll)."""
+        if _reads_locally():
+            items, status = await _read_store("events", run_id, after, wait_s)
+        else:
+            items, status = await self._invoke(lambda r: r.events.remote(run_id, after, wait_s))
+        return list(items), str(status)
+
+    async def wait(self, run_id: str, wait_s: float) -> dict[str, Any]:
+        if _reads_locally():
+            return dict(await _read_store("wait", run_id, wait_s))
+        return dict(await self._invoke(lambda r: r.wait.remote(run_id, wait_s)))
+
+    async def resume(self, run_id: str, input: Any) -> dict[str, Any]:
+        return dict(await self._invoke(lambda r: r.resume.remote(run_id, input)))
+
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        return dict(await self._invoke(lambda r: r.cancel.remote(run_id)))
+
+
+_client = _RunnerClient()
+
+
+def runner_client() -> _RunnerClient:
+    """The process's typed client of the runner actor."""
+    return _client
 
 
 # (name, version) pairs this process already registered with the runner: later starts
@@ -208,18 +258,18 @@ async def start_run(
         name = wf.name
         if version is not None and (name, version) in _registered:
             body = None
-    run = await _call("start", name, version, body, input, run_id, tracing.inject())
+    run = await _client.start(name, version, body, input, run_id, tracing.inject())
     if version is not None:
         _registered.add((name, version))
     return str(run)
 
 
 async def get_run(run_id: str) -> RunInfo:
-    return RunInfo.from_row(await _call("get", run_id))
+    return RunInfo.from_row(await _client.get(run_id))
 
 
 async def list_runs(status: str | None = None, limit: int = 50) -> list[RunInfo]:
-    return [RunInfo.from_row(r) for r in await _call("list", status, limit)]
+    return [RunInfo.from_row(r) for r in await _client.list(status, limit)]
 
 
 async def follow_run(
@@ -227,7 +277,7 @@ async def follow_run(
 ) -> AsyncIterator[RunEvent]:
     """Every event of the run from ``after`` on (replays history), live until it ends."""
     while True:
-        items, status = await _call("events", run_id, after, 5.0)
+        items, status = await _client.events(run_id, after, 5.0)
         for it in items:
             after = it["seq"]
             yield RunEvent.model_validate(it)
@@ -246,7 +296,7 @@ async def wait_run(run_id: str, timeout: float | None = None) -> RunInfo:
 
     async def go() -> RunInfo:
         while True:
-            row = await _call("wait", run_id, _WAIT_S)
+            row = await _client.wait(run_id, _WAIT_S)
             if row["status"] in _ENDED:
                 return RunInfo.from_row(row)
 
@@ -255,11 +305,11 @@ async def wait_run(run_id: str, timeout: float | None = None) -> RunInfo:
 
 async def resume_run(run_id: str, input: Any = None) -> RunInfo:
     """Continue a suspended run with ``input``, or an interrupted/failed one."""
-    return RunInfo.from_row(await _call("resume", run_id, input))
+    return RunInfo.from_row(await _client.resume(run_id, input))
 
 
 async def cancel_run(run_id: str) -> RunInfo:
-    return RunInfo.from_row(await _call("cancel", run_id))
+    return RunInfo.from_row(await _client.cancel(run_id))
 
 
 def run_workflow(

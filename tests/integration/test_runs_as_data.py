@@ -3,6 +3,7 @@ raw store rows free of pickles and secrets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -61,6 +62,22 @@ async def test_a_suspended_run_resumes_on_the_version_it_started_with() -> None:
     # By name alone: the newest registered version.
     run3 = await start_run("versioned", {})
     assert (await wait_run(run3, timeout=120)).version == info2.version
+
+    # `lumos workflows list/show` read the registered definitions back, as data.
+    from click.testing import CliRunner
+
+    from lumos_ray.cli import _load_commands, cli
+
+    _load_commands()
+    invoke = CliRunner().invoke  # the CLI runs its own event loop: call it from a thread
+    listed = await asyncio.to_thread(invoke, cli, ["workflows", "list", "versioned", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert {info1.version, info2.version} <= {r["version"] for r in json.loads(listed.output)}
+    shown = await asyncio.to_thread(
+        invoke, cli, ["workflows", "show", "versioned", "--version", str(info1.version), "--json"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["body"]["steps"][2]["args"] == {"x": 1}
 
 
 async def test_an_unregistered_workflow_or_version_is_a_clear_error() -> None:
@@ -146,9 +163,7 @@ async def test_store_rows_hold_no_pickles_and_no_keys(chat_server: str) -> None:
 
 
 async def test_a_step_whose_code_is_gone_fails_naming_its_import_path() -> None:
-    wf = Workflow(
-        name="gone", steps=[FunctionStep(id="f", function=f"{H}:removed_in_an_upgrade")]
-    )
+    wf = Workflow(name="gone", steps=[FunctionStep(id="f", function=f"{H}:removed_in_an_upgrade")])
     info = await wait_run(await start_run(wf, {}), timeout=120)
     assert info.status == "failed"
     assert f"{H}" in info.error["message"] and "removed_in_an_upgrade" in info.error["message"]

@@ -51,22 +51,12 @@ RAY_IMPORT_ALLOWLIST: dict[str, str] = {
 #: with public APIs and empties this list; no other file may ever be added.
 PRIVATE_RAY_IMPORT_TODO: frozenset[str] = frozenset()
 
-#: Import cycles that exist today and are being removed by the lead engineer (the
-#: actors/ split): exactly these strongly connected components are tolerated. Any
-#: other cycle, or one of these growing to include another module, fails.
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        frozenset({"lumos_ray.actors.agent", "lumos_ray.actors._agent_actor"}),
-        frozenset({"lumos_ray.actors.models", "lumos_ray.testing"}),
-    }
-)
+#: Import cycles tolerated: none. Any cycle fails, with its path.
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 #: Production modules that still import lumos_ray.testing, each with its reason.
-TESTING_IMPORT_EXCEPTIONS: dict[str, str] = {
-    # `lumos demo --test-model` runs offline on the shipped scripted model.
-    # TODO(layout): give the demo its own offline model outside lumos_ray.testing.
-    "lumos_ray._demo": "lumos demo --test-model uses the scripted TestModel",
-}
+#: None: the test models are found through the ``lumos_ray.chat_models`` entry points.
+TESTING_IMPORT_EXCEPTIONS: dict[str, str] = {}
 
 #: Layering (ARCHITECTURE.md): importer prefix -> module prefixes it must never import.
 _ABOVE_STORE_AND_RUNTIME = (
