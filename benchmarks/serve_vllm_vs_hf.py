@@ -60,7 +60,10 @@ class HFGenerate:
         ids = self.tok(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
             out = self.model.generate(
-                ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                ids,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
                 pad_token_id=self.tok.pad_token_id,
             )
         new = out[0, ids.shape[1] :]
@@ -93,7 +96,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--per-client", type=int, default=2)
     ap.add_argument(
-        "--llm-env", action="append", default=[], metavar="KEY=VALUE",
+        "--llm-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="extra env var for the LLM replica (tuning experiments; repeatable)",
     )
     args = ap.parse_args()
@@ -104,25 +110,34 @@ def main() -> None:
     from lumos_ray import runtime
     from lumos_ray import serve as lserve
     from lumos_ray.models import tiny_model_path
-    from lumos_ray.serve import EmbeddingConfig, GatewayConfig, ServeConfig
+    from lumos_ray.serve import GatewayConfig, ServeConfig, ServedEmbeddingConfig
 
     runtime.connect(num_cpus=4)
     port = _free_port()
-    cfg = ServeConfig(gateway=GatewayConfig(port=port), embeddings=EmbeddingConfig(enabled=False))
+    cfg = ServeConfig(
+        gateway=GatewayConfig(port=port), embeddings=ServedEmbeddingConfig(enabled=False)
+    )
     if args.llm_env:
         extra = dict(kv.split("=", 1) for kv in args.llm_env)
         cfg.models[0].env = {**cfg.models[0].env, **extra}
     base_url = lserve.start(cfg)
     hf_app = serve.deployment(
-        HFGenerate, name="lumos-serve-bench-hf", max_ongoing_requests=256,
+        HFGenerate,
+        name="lumos-serve-bench-hf",
+        max_ongoing_requests=256,
         ray_actor_options={"num_cpus": 0.1},
     ).bind(str(tiny_model_path()))
     serve.run(hf_app, name="lumos-serve-bench-hf", route_prefix="/hf")
     n = args.max_tokens
 
     def vllm_body(p: str) -> dict[str, Any]:
-        return {"model": "lumos-tiny", "prompt": p, "max_tokens": n, "temperature": 0,
-                "ignore_eos": True}
+        return {
+            "model": "lumos-tiny",
+            "prompt": p,
+            "max_tokens": n,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
 
     def hf_body(p: str) -> dict[str, Any]:
         return {"prompt": p, "max_tokens": n}
@@ -133,10 +148,10 @@ def main() -> None:
         asyncio.run(_run(base_url + "/completions", 1, 1, vllm_body))
         asyncio.run(_run(f"http://127.0.0.1:{port}/hf", 1, 1, hf_body))
         for level in [int(x) for x in args.levels.split(",")]:
-            vt, vs = asyncio.run(_run(base_url + "/completions", level, args.per_client,
-                                      vllm_body))
-            ht, hs = asyncio.run(_run(f"http://127.0.0.1:{port}/hf", level, args.per_client,
-                                      hf_body))
+            vt, vs = asyncio.run(_run(base_url + "/completions", level, args.per_client, vllm_body))
+            ht, hs = asyncio.run(
+                _run(f"http://127.0.0.1:{port}/hf", level, args.per_client, hf_body)
+            )
             row = {
                 "concurrency": level,
                 "vllm_tok_s": round(vt / vs, 1),

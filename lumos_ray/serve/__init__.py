@@ -12,23 +12,23 @@ package is cheap.
 from lumos_ray.serve._app import build_application, start, status, stop
 from lumos_ray.serve._config import (
     AutoscalingConfig,
-    EmbeddingConfig,
     GatewayConfig,
     LoraSettings,
-    ModelConfig,
     QuotaConfig,
     ServeConfig,
+    ServedEmbeddingConfig,
+    ServedModelConfig,
     load_serve_config,
 )
 
 __all__ = [
     "AutoscalingConfig",
-    "EmbeddingConfig",
     "GatewayConfig",
     "LoraSettings",
-    "ModelConfig",
     "QuotaConfig",
     "ServeConfig",
+    "ServedEmbeddingConfig",
+    "ServedModelConfig",
     "build_application",
     "load_serve_config",
     "start",

@@ -19,12 +19,12 @@ from lumos_ray.config import load_yaml_model
 __all__ = [
     "TINY_ENGINE_KWARGS",
     "AutoscalingConfig",
-    "EmbeddingConfig",
     "GatewayConfig",
     "LoraSettings",
-    "ModelConfig",
     "QuotaConfig",
     "ServeConfig",
+    "ServedEmbeddingConfig",
+    "ServedModelConfig",
     "load_serve_config",
 ]
 
@@ -78,7 +78,7 @@ class LoraSettings(BaseModel):
     )
 
 
-class ModelConfig(BaseModel):
+class ServedModelConfig(BaseModel):
     """One LLM deployment (a vLLM engine per replica)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -105,7 +105,7 @@ class ModelConfig(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Extra replica env vars.")
 
 
-class EmbeddingConfig(BaseModel):
+class ServedEmbeddingConfig(BaseModel):
     """The embedding deployment (sentence-transformers, all-MiniLM-L6-v2 by default)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -163,8 +163,10 @@ class ServeConfig(BaseModel):
 
     app_name: str = Field(default=APP_NAME, pattern=r"^lumos-serve[A-Za-z0-9_\-]*$")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
-    models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
-    embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    models: list[ServedModelConfig] = Field(
+        default_factory=lambda: [ServedModelConfig()], min_length=1
+    )
+    embeddings: ServedEmbeddingConfig = Field(default_factory=ServedEmbeddingConfig)
     adapters_dir: str | None = Field(
         default=None, description="Adapter registry; default $LUMOS_HOME/adapters."
     )

@@ -2,7 +2,7 @@
 
 Each replica owns one vLLM engine built like ``vllm serve`` builds it (``_vllm``), and
 loads LoRA adapters from the local adapter registry on first use (``_llm_server``).
-This module only turns a :class:`ModelConfig` into Serve options and is cheap to
+This module only turns a :class:`ServedModelConfig` into Serve options and is cheap to
 import: neither vLLM nor the server class is imported until a deployment is built.
 """
 
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lumos_ray.serve._config import ModelConfig, ServeConfig
+from lumos_ray.serve._config import ServeConfig, ServedModelConfig
 
 __all__ = ["llm_deployment", "llm_deployment_name", "llm_deployment_options"]
 
@@ -30,17 +30,17 @@ def _vllm_env(home: str) -> dict[str, str]:
     }
 
 
-def llm_deployment_name(model: ModelConfig) -> str:
+def llm_deployment_name(model: ServedModelConfig) -> str:
     return f"lumos-serve-llm-{model.name}"
 
 
-def _engine_gpus(model: ModelConfig) -> int:
+def _engine_gpus(model: ServedModelConfig) -> int:
     kw = model.engine_kwargs
     return int(kw.get("tensor_parallel_size", 1)) * int(kw.get("pipeline_parallel_size", 1))
 
 
 def llm_deployment_options(
-    model: ModelConfig, home: str, job_env: dict[str, str]
+    model: ServedModelConfig, home: str, job_env: dict[str, str]
 ) -> dict[str, Any]:
     """Serve options: replicas/autoscaling, back-pressure, resources, environment.
 
@@ -70,7 +70,7 @@ def llm_deployment_options(
     return opts
 
 
-def llm_deployment(model: ModelConfig, cfg: ServeConfig, job_env: dict[str, str]) -> Any:
+def llm_deployment(model: ServedModelConfig, cfg: ServeConfig, job_env: dict[str, str]) -> Any:
     """A bound ``LumosLLMServer`` deployment (an Application node) for one model."""
     from ray import serve
 

@@ -31,7 +31,7 @@ from ray import serve
 from lumos_ray.adapters import AdapterRegistry
 from lumos_ray.errors import AdapterError, LumosError
 from lumos_ray.serve import _trace
-from lumos_ray.serve._config import ModelConfig
+from lumos_ray.serve._config import ServedModelConfig
 from lumos_ray.serve._wire import JsonReply, error_body
 
 __all__ = ["LumosLLMServer", "fetch_object_store_adapter"]
@@ -104,7 +104,7 @@ class LumosLLMServer:
         from lumos_ray.serve._vllm import VLLMHost, resolve_model_source, vllm_engine_kwargs
 
         _trace.setup()
-        self._model = ModelConfig.model_validate_json(model_json)
+        self._model = ServedModelConfig.model_validate_json(model_json)
         self._registry = AdapterRegistry(adapter_root)
         self._cache = Path(home) / "adapter-cache" / self._model.name
         self._host = VLLMHost(

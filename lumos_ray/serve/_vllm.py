@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lumos_ray.errors import AdapterError, ConfigError
-from lumos_ray.serve._config import ModelConfig
+from lumos_ray.serve._config import ServedModelConfig
 from lumos_ray.serve._wire import JsonReply, error_body
 
 __all__ = ["VLLMHost", "engine_args_namespace", "resolve_model_source", "vllm_engine_kwargs"]
@@ -43,7 +43,7 @@ def resolve_model_source(source: str) -> str:
     return str(p.resolve()) if p.exists() else source
 
 
-def vllm_engine_kwargs(model: ModelConfig) -> dict[str, Any]:
+def vllm_engine_kwargs(model: ServedModelConfig) -> dict[str, Any]:
     """The model's engine arguments plus what its LoRA settings imply."""
     kwargs = dict(model.engine_kwargs)
     if model.lora.enabled:

@@ -47,14 +47,14 @@ def test_trained_adapter_is_served_without_restart_and_changes_output(
 ) -> None:
     from lumos_ray import serve as lserve
     from lumos_ray.models import tiny_model_path
-    from lumos_ray.serve import EmbeddingConfig, GatewayConfig, ServeConfig
+    from lumos_ray.serve import GatewayConfig, ServeConfig, ServedEmbeddingConfig
 
     registry = tmp_path / "adapters"
     registry.mkdir()
     cfg = ServeConfig(
         app_name=APP,
         gateway=GatewayConfig(port=_free_port()),
-        embeddings=EmbeddingConfig(enabled=False),
+        embeddings=ServedEmbeddingConfig(enabled=False),
         adapters_dir=str(registry),
     )
     url = lserve.start(cfg, timeout_s=900)

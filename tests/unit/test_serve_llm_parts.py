@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lumos_ray.errors import AdapterError
-from lumos_ray.serve import AutoscalingConfig, ModelConfig
+from lumos_ray.serve import AutoscalingConfig, ServedModelConfig
 from lumos_ray.serve._llm import llm_deployment_options
 from lumos_ray.serve._llm_server import _coalesce, fetch_object_store_adapter
 
@@ -87,7 +87,7 @@ def test_object_store_adapter_fetch(tmp_path: Path) -> None:
 
 
 def test_deployment_options_reserve_the_engine_and_carry_the_job_env() -> None:
-    model = ModelConfig(num_cpus=0.5, env={"X": "1"})
+    model = ServedModelConfig(num_cpus=0.5, env={"X": "1"})
     opts = llm_deployment_options(model, "/h", {"LUMOS_TRACE_EXPORTER": "jsonl:/t", "X": "0"})
     assert opts["name"] == "lumos-serve-llm-lumos-tiny"
     assert opts["num_replicas"] == 1 and "autoscaling_config" not in opts
@@ -96,7 +96,7 @@ def test_deployment_options_reserve_the_engine_and_carry_the_job_env() -> None:
     env = actor["runtime_env"]["env_vars"]
     assert env["LUMOS_TRACE_EXPORTER"] == "jsonl:/t" and env["X"] == "1"
     assert env["HF_HUB_OFFLINE"] == "1"
-    gpu = ModelConfig(
+    gpu = ServedModelConfig(
         accelerator="gpu",
         engine_kwargs={"tensor_parallel_size": 2},
         autoscaling=AutoscalingConfig(max_replicas=3),
