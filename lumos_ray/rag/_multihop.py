@@ -59,6 +59,7 @@ class _Path:
     sims: list[float]
     linked: frozenset[str] = frozenset()  # question terms among the links' relation words
     blind: int = 0  # hops whose link sentence matched no new question term
+    mentions: int = 0  # hops to a chunk that only names a page-less entity
     anchored: bool = False  # starts at the page of an entity the question names
     score: float = 0.0
 
@@ -109,6 +110,7 @@ def plan(
             + cfg.hop_vector_weight * float(np.mean(p.sims))
             - cfg.hop_penalty * (len(p.chunks) - 1)
             - cfg.blind_hop_penalty * p.blind
+            - cfg.mention_hop_penalty * p.mentions
             + (cfg.anchor_weight if p.anchored else 0.0)
         )
 
@@ -168,13 +170,12 @@ def plan(
                     [*p.sims, views[cid]["sim"]],
                     p.linked | rel,
                     p.blind + (not (rel - p.linked)),
+                    # A chunk that merely names the entity (it has no page): in real
+                    # text mostly a generic name ("American", "Europe").
+                    p.mentions + (key not in views[cid]["about"]),
                     p.anchored,
                 )
                 np_.score = score(np_)
-                if key not in views[cid]["about"]:
-                    # Another chunk that merely names the entity (it has no page): in
-                    # real text mostly a generic name ("American", "Europe").
-                    np_.score -= cfg.mention_hop_penalty
                 grown.append(np_)
         if not grown:
             break
