@@ -113,7 +113,9 @@ class ExtractorConfig(BaseModel):
 
 
 class QueryConfig(BaseModel):
-    """Knobs of the graph-aware modes (defaults tuned on the HotpotQA sample)."""
+    """Knobs of the graph-aware modes. local/hybrid defaults were tuned on the HotpotQA
+    sample; multihop/mix ones on the synthetic multi-hop set and checked on HotpotQA
+    (benchmarks/RESULTS.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
