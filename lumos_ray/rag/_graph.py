@@ -13,7 +13,7 @@ subgraph around the seeds so latency does not grow with the collection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +131,13 @@ class KnowledgeGraph:
         if e not in self.g:
             return []
         return [n[2:] for n in self.g.neighbors(e) if n.startswith("c:")]
+
+    def entity_chunks_iter(self, key: str) -> Iterator[str]:
+        """Chunks mentioning the entity, lazily (a caller can stop early on a hub)."""
+        e = enode(key)
+        if e not in self.g:
+            return iter(())
+        return (n[2:] for n in self.g.neighbors(e) if n.startswith("c:"))
 
     def related_entities(self, key: str) -> list[str]:
         e = enode(key)

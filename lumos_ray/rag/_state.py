@@ -12,6 +12,7 @@ worker threads (keeping its event loop free) while writes and reads interleave.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import threading
 from dataclasses import dataclass, field
@@ -535,25 +536,22 @@ class ShardState:
             out: dict[str, list[dict[str, Any]]] = {}
             for key, cap in entities.items():
                 about = [c for c in self.about.get(key, []) if c in self.chunks]
-                in_about = set(about)
-                mention = [
-                    c
-                    for c in self.graph.entity_chunks(key)
-                    if c in self.chunks and c not in in_about
-                ]
                 picked: list[tuple[str, float]] = []
                 if about:
                     sims = self._sims(about, qvec)
                     order = np.argsort(-sims)[:cap]
                     picked += [(about[i], float(sims[i])) for i in order]
-                # A link leads to the entity's own page when it has one; other chunks
-                # that merely mention it are followed only for entities without one.
-                if mention and not about:
-                    if len(mention) > 4096:  # a hub: score a bounded sample
-                        mention = mention[:4096]
-                    sims = self._sims(mention, qvec)
-                    order = np.argsort(-sims)[: cap - len(picked)]
-                    picked += [(mention[i], float(sims[i])) for i in order]
+                else:
+                    # A link leads to the entity's own page when it has one; the chunks
+                    # that merely mention it are followed only for entities without one
+                    # (at most 4096 of them scored: the planner skips hubs, but a hub
+                    # on this shard may not be one on the shard that asked).
+                    mention = list(itertools.islice(self.graph.entity_chunks_iter(key), 4096))
+                    mention = [c for c in mention if c in self.chunks]
+                    if mention:
+                        sims = self._sims(mention, qvec)
+                        order = np.argsort(-sims)[:cap]
+                        picked += [(mention[i], float(sims[i])) for i in order]
                 out[key] = [
                     {"chunk_id": c, "sim": round(s, 6), "about": self._about_keys(self.chunks[c])}
                     if c in seen
