@@ -82,6 +82,7 @@ def function_ref(fn: Callable[..., Any], what: str) -> str:
             "run: runs store import paths, never code.",
             fix=fix,
         )
+    found: Any
     if module == "__main__":
         found = sys.modules["__main__"]
         for part in qualname.split("."):

@@ -57,16 +57,16 @@ def _to_response(r: Any, turn: int, model: str) -> ModelResponse:
         if "tool" in r:
             calls.insert(0, (r["tool"], r.get("args", {})))
         r = _Reply(text=r.get("text"), calls=calls)
-    calls = [
+    tool_calls = [
         ToolCall(f"call_{turn}_{i}", name, args if isinstance(args, str) else json.dumps(args))
         for i, (name, args) in enumerate(r.calls)
     ]
     content = r.text
     return ModelResponse(
         content=content,
-        tool_calls=calls,
+        tool_calls=tool_calls,
         usage={"prompt_tokens": 0, "completion_tokens": len((content or "").split())},
-        finish_reason="tool_calls" if calls else "stop",
+        finish_reason="tool_calls" if tool_calls else "stop",
         model=model,
     )
 
@@ -160,7 +160,7 @@ def _example(schema: dict[str, Any]) -> Any:
         return schema["enum"][0]
     if "anyOf" in schema:
         return _example(schema["anyOf"][0])
-    t = schema.get("type")
+    t: Any = schema.get("type")
     if t == "object" or "properties" in schema:
         req = schema.get("required", list(schema.get("properties", {})))
         return {k: _example(v) for k, v in schema.get("properties", {}).items() if k in req}

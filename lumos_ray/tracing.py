@@ -63,6 +63,8 @@ class JsonlSpanExporter(SpanExporter):
         lines = []
         for s in spans:
             ctx = s.get_span_context()
+            if ctx is None:  # an SDK span always has one; nothing to identify it by otherwise
+                continue
             lines.append(
                 json.dumps(
                     {

@@ -53,7 +53,7 @@ CHAT_TEMPLATE = (
     "{% if messages[0].role == 'system' %}{{ text(messages[0].content) }}\n\n{% endif %}"
     "You may call functions. Available tools:\n<tools>\n"
     "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
-    "</tools>\nReturn a call as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>"
+    '</tools>\nReturn a call as <tool_call>{"name": ..., "arguments": ...}</tool_call>'
     "<|im_end|>\n"
     "{% elif messages[0].role == 'system' %}"
     "<|im_start|>system\n{{ text(messages[0].content) }}<|im_end|>\n"
@@ -67,7 +67,7 @@ CHAT_TEMPLATE = (
     "<|im_start|>assistant\n{{ text(message.content) }}"
     "{% for tc in message.tool_calls %}"
     "{% set f = tc.function if tc.function is defined else tc %}"
-    "<tool_call>{\"name\": \"{{ f.name }}\", \"arguments\": "
+    '<tool_call>{"name": "{{ f.name }}", "arguments": '
     "{% if f.arguments is string %}{{ f.arguments }}{% else %}{{ f.arguments | tojson }}"
     "{% endif %}}</tool_call>"
     "{% endfor %}<|im_end|>\n"
@@ -138,7 +138,7 @@ def build_tiny_model(out_dir: str | Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        rope_theta=10000.0,
+        rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
     )
     config.dtype = torch.float32
     threads = torch.get_num_threads()
@@ -146,7 +146,9 @@ def build_tiny_model(out_dir: str | Path) -> Path:
     try:
         torch.set_num_threads(1)
         torch.manual_seed(_SEED)
-        model = LlamaForCausalLM(config).to(torch.float32)
+        # transformers wraps PreTrainedModel.to with functools.wraps(Module.to), which
+        # mypy reads as the unbound method (first argument: the model).
+        model = LlamaForCausalLM(config).to(torch.float32)  # type: ignore[arg-type]
         model.eval()
         model.generation_config = GenerationConfig(
             bos_token_id=tokenizer.bos_token_id,

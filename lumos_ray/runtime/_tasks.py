@@ -91,7 +91,7 @@ class TaskHandle(Generic[T]):
 
     async def _await(self) -> T:
         try:
-            return await self.ref  # type: ignore[no-any-return]
+            return await self.ref
         except asyncio.CancelledError:
             # The caller gave up (a step timeout): stop the task instead of leaking it.
             self.cancel_then_kill(self.cancel_grace_s)
@@ -101,7 +101,7 @@ class TaskHandle(Generic[T]):
         """Block for the result (``GetTimeoutError`` after ``timeout_s``)."""
         import ray
 
-        return ray.get(self.ref, timeout=timeout_s)  # type: ignore[no-any-return]
+        return ray.get(self.ref, timeout=timeout_s)
 
     def done(self) -> bool:
         import ray

@@ -143,21 +143,21 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
         taken = _existing_runs(store, c, [w.run_id for w in creates])
         new_ids: set[str] = set()
         create_rows = []
-        for w in creates:
-            if w.run_id in taken or w.run_id in new_ids:
+        for rc in creates:
+            if rc.run_id in taken or rc.run_id in new_ids:
                 continue
-            new_ids.add(w.run_id)
+            new_ids.add(rc.run_id)
             create_rows.append(
                 {
                     "tenant_id": tenant,
-                    "id": w.run_id,
-                    "workflow": w.workflow,
-                    "version": w.version,
-                    "input": w.input,
-                    "status": w.status,
+                    "id": rc.run_id,
+                    "workflow": rc.workflow,
+                    "version": rc.version,
+                    "input": rc.input,
+                    "status": rc.status,
                     "created_at": now,
                     "updated_at": now,
-                    **{k: w.fields.get(k) for k in _CREATE_FIELDS},
+                    **{k: rc.fields.get(k) for k in _CREATE_FIELDS},
                 }
             )
         if create_rows:
@@ -175,18 +175,18 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
         have = _existing_checkpoints(store, c, {w.run_id for w in cps})
         stored: set[int] = set()
         cp_rows = []
-        for w in cps:
-            key = (w.run_id, w.path)
+        for cp in cps:
+            key = (cp.run_id, cp.path)
             if key in have:
                 continue
-            have.add(key)  # type: ignore[arg-type]
-            stored.add(id(w))
+            have.add(key)
+            stored.add(id(cp))
             cp_rows.append(
                 {
                     "tenant_id": tenant,
-                    "run_id": w.run_id,
-                    "path": w.path,
-                    "output": w.output,
+                    "run_id": cp.run_id,
+                    "path": cp.path,
+                    "output": cp.output,
                     "created_at": now,
                 }
             )
@@ -198,9 +198,9 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
         ups = [w for w in writes if isinstance(w, RunUpdate)]
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         ordered = len({w.run_id for w in ups}) < len(ups)
-        for w in ups:
-            values = {"status": w.status, "updated_at": now, **w.fields}
-            params = {"_run_id": w.run_id, **values}
+        for up in ups:
+            values = {"status": up.status, "updated_at": now, **up.fields}
+            params = {"_run_id": up.run_id, **values}
             if ordered:
                 c.execute(_update_stmt(tenant, tuple(values)), [params])
             else:

@@ -202,7 +202,7 @@ def build_args_model(
         desc = param_docs.get(pname)
         fields[pname] = (ann, Field(default, description=desc) if desc else Field(default))
     model_name = "".join(p.capitalize() for p in re.split(r"[\W_]+", name) if p) + "Args"
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         model_name or "ToolArgs",
         __config__=ConfigDict(
             extra="forbid", arbitrary_types_allowed=True, protected_namespaces=()

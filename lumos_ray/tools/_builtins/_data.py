@@ -184,7 +184,7 @@ def regex_extract(
 
         timeout: dict[str, Any] = {"timeout": 2.0}
     except ImportError:  # pragma: no cover - regex ships with the default install
-        rx_mod = re  # type: ignore[assignment]
+        rx_mod = re
         timeout = {}
     fl = 0
     for f in flags or []:

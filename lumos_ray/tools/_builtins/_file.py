@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,7 +92,7 @@ def write_file(
     return {"path": workspace_relative(ctx, p), "bytes_written": len(data), "mode": mode}
 
 
-def _walk(root: Path, ws: Path, recursive: bool):  # type: ignore[no-untyped-def]
+def _walk(root: Path, ws: Path, recursive: bool) -> Iterator[tuple[Path, bool]]:
     """Yield (path, is_dir) under root; never follows or yields escaping symlinks."""
     if not recursive:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -104,7 +105,7 @@ def _walk(root: Path, ws: Path, recursive: bool):  # type: ignore[no-untyped-def
             yield from _checked(Path(dirpath) / name, ws)
 
 
-def _checked(p: Path, ws: Path):  # type: ignore[no-untyped-def]
+def _checked(p: Path, ws: Path) -> Iterator[tuple[Path, bool]]:
     try:
         real = p.resolve()
     except (OSError, RuntimeError):
