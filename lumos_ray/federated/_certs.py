@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CertPaths", "generate_certs", "supernode_key_paths"]
 
@@ -88,7 +89,7 @@ def generate_certs(
         .sign(ca_key, hashes.SHA256())
     )
 
-    def key_pem(k) -> bytes:  # type: ignore[no-untyped-def]
+    def key_pem(k: Any) -> bytes:
         return k.private_bytes(
             pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
         )

@@ -12,7 +12,16 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import LocalDpMod
 
@@ -40,6 +49,15 @@ def _site(context: Context) -> dict[str, Any]:
     nc.setdefault("partition-id", 0)
     nc.setdefault("num-partitions", 1)
     return nc
+
+
+def _number(conf: ConfigRecord, key: str, default: float) -> float:
+    """A numeric entry of the server's round config (a ConfigRecord value may be any
+    record type; anything but a number here is a server bug, said plainly)."""
+    v = conf.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"round config {key!r} must be a number, got {type(v).__name__}")
+    return float(v)
 
 
 def _poison(cfg: FederationConfig, rec: ArrayRecord) -> ArrayRecord:
@@ -72,15 +90,15 @@ def build_client_app() -> ClientApp:
             return secagg_train(msg, site)
         cfg = _cfg(msg)
         spec = get_app_spec(cfg.app)
-        conf = msg.content["config"]
-        arrays = msg.content["arrays"]
-        rnd = int(conf.get("server-round", 0))
+        conf = msg.content.config_records["config"]
+        arrays = msg.content.array_records["arrays"]
+        rnd = int(_number(conf, "server-round", 0))
         new_arrays, metrics = spec.local_train(
             cfg,
             arrays,
             site,
-            epochs=int(conf.get("local-epochs", cfg.local_epochs)),
-            proximal_mu=float(conf.get("proximal-mu", 0.0)),
+            epochs=int(_number(conf, "local-epochs", cfg.local_epochs)),
+            proximal_mu=_number(conf, "proximal-mu", 0.0),
             seed=cfg.seed * 10007 + rnd * 101 + int(site["partition-id"]),
         )
         if int(site["partition-id"]) in cfg.attack.sites:
@@ -92,7 +110,7 @@ def build_client_app() -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         cfg = _cfg(msg)
         spec = get_app_spec(cfg.app)
-        metrics = spec.local_evaluate(cfg, msg.content["arrays"], _site(context))
+        metrics = spec.local_evaluate(cfg, msg.content.array_records["arrays"], _site(context))
         return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app

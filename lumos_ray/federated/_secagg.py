@@ -54,8 +54,8 @@ def run_secagg(
     }
     payload = int(initial_arrays.count_bytes())
 
-    class _CountingFedAvg(LegacyFedAvg):  # type: ignore[misc]
-        def aggregate_fit(self, server_round, results, failures):  # type: ignore[no-untyped-def]
+    class _CountingFedAvg(LegacyFedAvg):
+        def aggregate_fit(self, server_round, results, failures):
             state["results"], state["failures"] = len(results), len(failures)
             return super().aggregate_fit(server_round, results, failures)
 

@@ -57,11 +57,15 @@ def _pool_of(size: int) -> Iterator[None]:
     from flwr.simulation.ray_transport import ray_actor
 
     original = ray_actor.pool_size_from_resources
-    ray_actor.pool_size_from_resources = lambda _resources: size  # type: ignore[assignment]
+
+    def fixed(client_resources: dict[str, int | float]) -> int:
+        return size
+
+    ray_actor.pool_size_from_resources = fixed
     try:
         yield
     finally:
-        ray_actor.pool_size_from_resources = original  # type: ignore[assignment]
+        ray_actor.pool_size_from_resources = original
 
 
 def simulate(
@@ -90,7 +94,7 @@ def simulate(
         "init_args": {"logging_level": "ERROR", "log_to_driver": False},
     }
     error: BaseException | None = None
-    span_attrs = {"run": name, "app": cfg.app, "rounds": cfg.rounds}
+    span_attrs: dict[str, Any] = {"run": name, "app": cfg.app, "rounds": cfg.rounds}
     with tracing.span("federated.simulate", sites=cfg.simulation.num_sites, **span_attrs) as span:
         try:
             with _pool_of(pool_size(cfg)):

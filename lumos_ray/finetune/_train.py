@@ -378,9 +378,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return t.tolist()
 
     def held_out_loss() -> float:
-        s, n = evaluate_loss(model, val_shard, pad_id, bs, device)
-        s, n = reduce([s, float(n)])
-        return s / max(n, 1.0)
+        total, count = evaluate_loss(model, val_shard, pad_id, bs, device)
+        total_all, count_all = reduce([total, float(count)])
+        return total_all / max(count_all, 1.0)
 
     # Ray's experiment directory, exactly as Ray spells it: it only accepts a reported
     # checkpoint that lies under this path.
