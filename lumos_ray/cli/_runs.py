@@ -117,7 +117,13 @@ def register(cli: click.Group) -> None:
         _connect(address)
 
         async def begin() -> tuple[str, str]:
-            run_id = await start_run(wf, data)
+            from lumos_ray import tracing
+
+            # The run joins this span's trace: one trace from the command down to the
+            # agents, the gateway and the model replicas.
+            with tracing.span("lumos.run", workflow=wf.name) as sp:
+                run_id = await start_run(wf, data)
+                sp.set_attribute("run_id", run_id)
             return run_id, f"run {run_id} started ({wf.name})"
 
         _drive(begin, as_json)

@@ -159,23 +159,50 @@ def assert_run_reaches_vllm(run_id: str) -> list[dict]:
     return spans
 
 
-async def test_one_trace_from_a_workflow_run_through_the_gateway_to_vllm(served: Any) -> None:
-    """A durable run with one agent step whose model is the served lumos-tiny."""
-    from lumos_ray import Agent, AgentStep, OpenAIChatModel, Workflow, start_run, wait_run
+def test_one_trace_from_lumos_run_through_the_gateway_to_vllm(
+    served: Any, ray_cluster: Any, tmp_path: Any
+) -> None:
+    """`lumos run` (its own process, attached to the cluster) starts a durable run with
+    one agent step whose model is the served lumos-tiny: one trace from the command's
+    span through the runner, the agent actor, the gateway and the vLLM replica."""
+    import subprocess
+    import sys
 
-    model = OpenAIChatModel(
-        "lumos-tiny",
-        base_url=served[0],
-        api_key_env=KEY_ENV,
-        extra_body={"max_tokens": 4, "temperature": 0, "ignore_eos": True},
+    import yaml
+
+    wf = {
+        "name": "traced-http",
+        "agents": [
+            {
+                "name": "traced-served",
+                "instructions": "Be brief.",
+                "max_steps": 1,
+                "model": {
+                    "provider": "openai",
+                    "name": "lumos-tiny",
+                    "base_url": served[0],
+                    "api_key_env": KEY_ENV,
+                    "extra_body": {"max_tokens": 4, "temperature": 0, "ignore_eos": True},
+                },
+            }
+        ],
+        "steps": [{"id": "ask", "agent": "traced-served", "input": "Say hi."}],
+    }
+    path = tmp_path / "traced.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    cmd = [sys.executable, "-m", "lumos_ray", "run", str(path), "--json"]
+    out = subprocess.run(
+        [*cmd, "--address", ray_cluster.address],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    agent = Agent(name="traced-served", instructions="Be brief.", model=model, max_steps=1)
-    wf = Workflow(
-        name="traced-http",
-        agents=[agent],
-        steps=[AgentStep(id="ask", agent="traced-served", input="Say hi.")],
-    )
-    run_id = await start_run(wf)
-    info = await wait_run(run_id, timeout=300)
-    assert info.status == "succeeded", info.error
-    assert_run_reaches_vllm(run_id)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    run = json.loads(out.stdout)["run"]
+    assert run["status"] == "succeeded", run["error"]
+    spans = assert_run_reaches_vllm(run["id"])
+    (root,) = [s for s in spans if s["name"] == "workflow.run"]
+    cli_span = [s for s in read_jsonl_spans(span_dir()) if s["span_id"] == root["parent_id"]]
+    assert cli_span and cli_span[0]["name"] == "lumos.run"
+    assert cli_span[0]["trace_id"] == root["trace_id"] and cli_span[0]["parent_id"] is None
