@@ -106,14 +106,23 @@ class LoraApp(AppSpec):
         arrays = {k: (np.zeros_like(v) if "lora_B" in k else v) for k, v in arrays.items()}
         return _to_record(arrays)
 
-    def _ready(self, cfg, arrays: ArrayRecord):
+    def _ready(self, cfg: FederationConfig, arrays: ArrayRecord) -> tuple[Any, Any]:
         from lumos_ray.federated import _lora
 
         model, tok = _lora.load_lora_model(cfg)
         _lora.set_adapter_arrays(model, _from_record(arrays))
         return model, tok
 
-    def local_train(self, cfg, arrays, site, *, epochs, proximal_mu, seed):
+    def local_train(
+        self,
+        cfg: FederationConfig,
+        arrays: ArrayRecord,
+        site: dict[str, Any],
+        *,
+        epochs: int,
+        proximal_mu: float,
+        seed: int,
+    ) -> tuple[ArrayRecord, dict[str, Any]]:
         # proximal_mu (FedProx) is not applied to adapters: the fine-tuning step has no
         # proximal term, and the server-side strategy still runs as configured.
         from lumos_ray.federated import _lora
@@ -123,7 +132,9 @@ class LoraApp(AppSpec):
         metrics = _lora.lora_train_local(model, tok, examples, cfg, epochs=epochs, seed=seed)
         return _to_record(_lora.adapter_arrays(model)), metrics
 
-    def local_evaluate(self, cfg, arrays, site):
+    def local_evaluate(
+        self, cfg: FederationConfig, arrays: ArrayRecord, site: dict[str, Any]
+    ) -> dict[str, Any]:
         from lumos_ray.federated import _lora
 
         model, tok = self._ready(cfg, arrays)
@@ -131,13 +142,13 @@ class LoraApp(AppSpec):
         m = _lora.lora_evaluate(model, tok, examples, cfg)
         return {"eval_loss": m["loss"], "num-examples": len(examples)}
 
-    def central_evaluate(self, cfg, arrays):
+    def central_evaluate(self, cfg: FederationConfig, arrays: ArrayRecord) -> dict[str, float]:
         from lumos_ray.federated import _lora
 
         model, tok = self._ready(cfg, arrays)
         return _lora.lora_evaluate(model, tok, _lora.heldout_examples(cfg), cfg)
 
-    def finalize(self, cfg, arrays, run_name):
+    def finalize(self, cfg: FederationConfig, arrays: ArrayRecord, run_name: str) -> dict:
         from lumos_ray.federated import _lora
 
         out: dict[str, Any] = {}

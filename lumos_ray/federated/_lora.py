@@ -153,7 +153,9 @@ def lora_train_local(
     return {"train_loss": out["train_loss"], "num-examples": len(toks)}
 
 
-def lora_evaluate(model: Any, tok: Any, examples: list[Example], cfg: FederationConfig) -> dict:
+def lora_evaluate(
+    model: Any, tok: Any, examples: list[Example], cfg: FederationConfig
+) -> dict[str, float]:
     """Mean next-token loss over the examples' response tokens (fine-tuning's metric)."""
     total, count = evaluate_loss(
         model, tokenize(tok, examples, cfg), tok.pad_token_id, _EVAL_BATCH, "cpu"
