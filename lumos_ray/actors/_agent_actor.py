@@ -15,8 +15,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import ray
-
 from lumos_ray import tracing
 from lumos_ray.actors._agent_loop import AgentResult, run_turn
 from lumos_ray.actors.models import build_model
@@ -30,8 +28,10 @@ __all__ = ["AgentActor", "actor_for", "actor_name", "spec_fingerprint"]
 _CACHE_THREADS = int(os.environ.get("LUMOS_AGENT_CACHE_THREADS", "100000"))
 
 
-def actor_name(agent_name: str, replica: int) -> str:
-    return f"lumos-agent-{agent_name}-{replica}"
+def actor_name(agent_name: str, replica: int, tenant: str) -> str:
+    """Agent actors are named per tenant: two tenants' agents of the same name are
+    different actors with different stores."""
+    return f"lumos-agent-{agent_name}-{replica}@{tenant}"
 
 
 def spec_fingerprint(spec: Agent) -> str:
@@ -48,9 +48,12 @@ def spec_fingerprint(spec: Agent) -> str:
 
 
 class AgentActor:
-    def __init__(self, spec: Agent, replica: int = 0, fingerprint: str = "") -> None:
+    def __init__(
+        self, spec: Agent, replica: int = 0, fingerprint: str = "", tenant: str | None = None
+    ) -> None:
         tracing.setup_tracing()
         self.replica = replica
+        self.tenant = tenant
         self._notes: dict[str, dict[str, Any]] = {}
         self._apply(spec, fingerprint)
         self._threads: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
@@ -165,12 +168,12 @@ class AgentActor:
     async def _load_notes(self, thread_id: str) -> dict[str, Any]:
         notes = self._notes.get(thread_id)
         if notes is None:
-            notes = {}
+            loaded: dict[str, Any] = {}
             if self.spec.memory.persist:
-                notes = await asyncio.to_thread(
+                loaded = await asyncio.to_thread(
                     self._get_store().load_working_memory, self.spec.name, thread_id
                 )
-            self._notes[thread_id] = notes
+            self._notes[thread_id] = notes = loaded
         return notes
 
     async def _save_notes(self, thread_id: str, notes: dict[str, Any]) -> None:
@@ -187,7 +190,7 @@ class AgentActor:
         if self._store is None:
             from lumos_ray.store._sql import open_store
 
-            self._store = open_store()
+            self._store = open_store(tenant_id=self.tenant)
         return self._store
 
     async def _history(self, thread_id: str, fresh: bool = False) -> list[dict[str, Any]]:
@@ -221,7 +224,8 @@ class AgentActor:
                 "agent.turn", carrier, agent=self.spec.name, thread_id=thread_id, run_id=run_id
             ):
                 hist = await self._history(thread_id, fresh)
-                window = hist[-self.spec.memory.max_messages :] if hist else hist
+                limit = self.spec.memory.max_messages
+                window = hist[-limit:] if hist and limit is not None else hist
                 # Never start the window on a tool result: it needs its assistant call.
                 while window and window[0].get("role") == "tool":
                     window = window[1:]
@@ -300,9 +304,10 @@ class AgentActor:
         return {"pid": os.getpid(), "threads_cached": len(self._threads), "replica": self.replica}
 
 
-def actor_for(spec: Agent, replica: int = 0, fingerprint: str = "") -> Any:
-    """The named actor of replica ``replica`` of ``spec``, created on first use."""
-    from lumos_ray.runtime import get_or_create_actor
+def actor_for(spec: Agent, replica: int, fingerprint: str, tenant: str) -> Any:
+    """The named actor of replica ``replica`` of ``spec`` for ``tenant``, created on
+    first use."""
+    from lumos_ray.runtime import get_or_create_actor, remote_class
 
     opts: dict[str, Any] = {
         "max_restarts": spec.restart.max_restarts,
@@ -310,7 +315,12 @@ def actor_for(spec: Agent, replica: int = 0, fingerprint: str = "") -> Any:
         "max_concurrency": 10_000,
         **spec.resources.ray_options(),
     }
-    cls = ray.remote(AgentActor)
     return get_or_create_actor(
-        actor_name(spec.name, replica), cls, spec, replica, fingerprint, options=opts
+        actor_name(spec.name, replica, tenant),
+        remote_class(AgentActor),
+        spec,
+        replica,
+        fingerprint,
+        tenant,
+        options=opts,
     )

@@ -114,12 +114,16 @@ class Agent(BaseModel):
 class AgentHandle:
     """Routes turns to the agent's actor replicas (thread id -> replica)."""
 
-    def __init__(self, spec: Agent) -> None:
+    def __init__(self, spec: Agent, *, tenant: str | None = None) -> None:
         from lumos_ray.actors._agent_actor import actor_for, spec_fingerprint
+        from lumos_ray.runtime import current_settings
 
         self.spec = spec
+        self.tenant = tenant or current_settings().tenant_id
         self.fingerprint = spec_fingerprint(spec)
-        self._actors = [actor_for(spec, i, self.fingerprint) for i in range(spec.replicas)]
+        self._actors = [
+            actor_for(spec, i, self.fingerprint, self.tenant) for i in range(spec.replicas)
+        ]
         self._current = False
 
     def actor(self, thread_id: str) -> Any:

@@ -17,14 +17,19 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import ray
-
 from lumos_ray import tracing
 from lumos_ray.errors import (
     InputValidationError,
     LumosError,
     StepTimeoutError,
     WorkflowDefinitionError,
+)
+from lumos_ray.runtime import (
+    await_ref,
+    cancel_ref,
+    is_remote_task_error,
+    remote_function,
+    unwrap_error,
 )
 from lumos_ray.workflows._definition import (
     AgentStep,
@@ -90,13 +95,8 @@ def _storable(value: Any, path: str) -> Any:
     return value
 
 
-def _unwrap_ray_error(exc: BaseException) -> BaseException:
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
-
-
 def _error_dict(exc: BaseException, path: str) -> dict[str, Any]:
-    exc = _unwrap_ray_error(exc)
+    exc = unwrap_error(exc)
     if isinstance(exc, LumosError):
         return {**exc.to_dict(), "step": path}
     return {"type": type(exc).__name__, "message": str(exc), "step": path}
@@ -104,8 +104,10 @@ def _error_dict(exc: BaseException, path: str) -> dict[str, Any]:
 
 # Ray tasks for leaf steps. Defined once: a remote function is registered (pickled,
 # exported) on first use per process, not per call.
-@ray.remote
-def _call_function(fn: Callable[..., Any], args: dict[str, Any] | None, state: Any, carrier):  # type: ignore[no-untyped-def]
+@remote_function
+def _call_function(
+    fn: Callable[..., Any], args: dict[str, Any] | None, state: Any, carrier: Any
+) -> Any:
     with tracing.span("step.function", carrier, function=getattr(fn, "__name__", str(fn))):
         out = fn(**args) if args is not None else fn(state)
         if inspect.isawaitable(out):
@@ -117,8 +119,8 @@ async def _await(aw: Any) -> Any:
     return await aw
 
 
-@ray.remote
-def _call_tool(tool: Any, args: dict[str, Any], ctx: Any, carrier):  # type: ignore[no-untyped-def]
+@remote_function
+def _call_tool(tool: Any, args: dict[str, Any], ctx: Any, carrier: Any) -> Any:
     with tracing.span("step.tool", carrier, tool=tool.name):
         return asyncio.run(tool.acall(args, ctx))
 
@@ -146,8 +148,10 @@ class Engine:
         agents: OrderedDict[int, tuple[Any, Any]] | None = None,
         fresh: bool = False,
         durable: Callable[[], Awaitable[None]] | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.run_id = run_id
+        self.tenant = tenant
         # Awaited before a step starts: the checkpoints recorded so far are durable
         # (the runner queues them for a group commit instead of waiting in `record`).
         self.durable = durable
@@ -174,7 +178,7 @@ class Engine:
             self._agents.move_to_end(id(spec))
             return hit[1]
         # Finding (or creating) named actors is a blocking Ray call: not on the loop.
-        handle = await asyncio.to_thread(AgentHandle, spec)
+        handle = await asyncio.to_thread(AgentHandle, spec, tenant=self.tenant)
         self._agents[id(spec)] = (spec, handle)
         while len(self._agents) > _MAX_AGENT_HANDLES:
             self._agents.popitem(last=False)
@@ -407,25 +411,17 @@ async def _with_timeout(aw: Any, timeout: float | None, path: str) -> Any:
 async def _await_ref(ref: Any, timeout: float | None, path: str) -> Any:
     """Await a Ray ref; on timeout or cancellation, cancel the remote work too."""
     try:
-        return await asyncio.wait_for(_as_future(ref), timeout)
+        return await asyncio.wait_for(await_ref(ref), timeout)
     except TimeoutError:
-        ray.cancel(ref, force=_is_task(ref))
+        cancel_ref(ref)  # tasks: their worker is killed; actor calls: interrupted
         raise StepTimeoutError(f"step {path} timed out after {timeout} s") from None
     except asyncio.CancelledError:
-        ray.cancel(ref, force=_is_task(ref))
+        cancel_ref(ref)
         raise
-    except ray.exceptions.RayTaskError as exc:
-        cause = _unwrap_ray_error(exc)
-        raise cause from None
-
-
-def _as_future(ref: Any) -> Any:
-    return asyncio.wrap_future(ref.future())
-
-
-def _is_task(ref: Any) -> bool:
-    # force-kill only applies to normal tasks; actor calls are cancelled cooperatively.
-    return ref.task_id().actor_id().is_nil()
+    except Exception as exc:
+        if is_remote_task_error(exc):
+            raise unwrap_error(exc) from None
+        raise
 
 
 async def _gather(coros: list[Any]) -> list[Any]:

@@ -32,9 +32,16 @@ from lumos_ray.workflows._definition import Workflow
 from lumos_ray.workflows._engine import Engine, Suspend, validate_json
 from lumos_ray.workflows._serialize import definition_version, workflow_from_data
 
-__all__ = ["RUNNER_NAME", "Runner"]
+__all__ = ["RUNNER_NAME", "Runner", "runner_name"]
 
-RUNNER_NAME = "lumos-runner"
+RUNNER_NAME = "lumos-runner"  # one runner per tenant: runner_name(tenant)
+
+
+def runner_name(tenant: str) -> str:
+    """The runner actor of ``tenant``: it reads and writes only that tenant's runs."""
+    return f"{RUNNER_NAME}@{tenant}"
+
+
 _FLUSH_S = 0.02  # events alone wait this long for company (a checkpoint, more events)
 HEARTBEAT_S = 2.0  # lease renewal period
 STALE_S = 10.0  # a lease not renewed for this long belongs to a dead runner
@@ -126,11 +133,11 @@ class Runner:
     cluster's runner adopts only what it is asked to resume, so two local processes
     sharing a store never take each other's live runs."""
 
-    def __init__(self, auto_recover: bool = True) -> None:
+    def __init__(self, auto_recover: bool = True, tenant: str | None = None) -> None:
         tracing.setup_tracing()
         self.id = f"runner-{uuid.uuid4().hex[:12]}"
         self.auto_recover = auto_recover
-        self.store = open_store()
+        self.store = open_store(tenant_id=tenant)
         self.committer = GroupCommitter(self.store)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
@@ -301,6 +308,7 @@ class Runner:
                 agents=self._agents,
                 fresh=fresh,
                 durable=durable,
+                tenant=self.store.tenant_id,
             )
             try:
                 output = await engine.run(row["input"])
@@ -391,7 +399,7 @@ class Runner:
         await self._recover()
         return await asyncio.to_thread(self.store.get_run, run_id)
 
-    async def list(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         await self._recover()
         return await asyncio.to_thread(self.store.list_runs, status, limit)
 

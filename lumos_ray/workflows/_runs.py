@@ -64,12 +64,14 @@ class RunEvent(BaseModel):
 def get_runner() -> Any:
     """The runner actor, created on first use (detached, restarted by Ray on failure)."""
     from lumos_ray.runtime import current_settings, get_or_create_actor, remote_class
-    from lumos_ray.workflows._runner import RUNNER_NAME, Runner
+    from lumos_ray.workflows._runner import Runner, runner_name
 
+    settings = current_settings()
     return get_or_create_actor(
-        RUNNER_NAME,
+        runner_name(settings.tenant_id),
         remote_class(Runner),
-        not current_settings().embedded,
+        not settings.embedded,
+        settings.tenant_id,
         options={
             "num_cpus": 0,
             "max_restarts": -1,
@@ -165,10 +167,10 @@ class _RunnerClient:
             return dict(await _read_store("get", run_id))
         return dict(await self._invoke(lambda r: r.get.remote(run_id)))
 
-    async def list(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+    async def list_runs(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         if _reads_locally():
             return list(await _read_store("list", status, limit))
-        return list(await self._invoke(lambda r: r.list.remote(status, limit)))
+        return list(await self._invoke(lambda r: r.list_runs.remote(status, limit)))
 
     async def events(
         self, run_id: str, after: int = 0, wait_s: float = 0.0
@@ -269,7 +271,7 @@ async def get_run(run_id: str) -> RunInfo:
 
 
 async def list_runs(status: str | None = None, limit: int = 50) -> list[RunInfo]:
-    return [RunInfo.from_row(r) for r in await _client.list(status, limit)]
+    return [RunInfo.from_row(r) for r in await _client.list_runs(status, limit)]
 
 
 async def follow_run(

@@ -109,7 +109,7 @@ async def test_killed_agent_actor_mid_run_is_restarted_and_run_succeeds(tmp_path
     while not marker.exists() and time.time() < deadline:
         await asyncio.sleep(0.2)
     assert marker.exists(), "agent never started its turn"
-    ray.kill(ray.get_actor("lumos-agent-victim-0"), no_restart=False)
+    ray.kill(ray.get_actor("lumos-agent-victim-0@default"), no_restart=False)
     info = await wait_run(run_id, timeout=120)
     assert info.status == "succeeded", info.error
     assert info.output["answer"] == "done"
