@@ -135,7 +135,7 @@ def lora_bytes(sites: int) -> dict[str, float]:
     adapter = int(get_app_spec("lora").initial_arrays(cfg).count_bytes())
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir(cfg.lora))
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir(cfg.lm))
     full = sum(p.numel() * p.element_size() for p in model.parameters())
     per_round = lambda payload: 2 * sites * payload  # noqa: E731  (down + up, each site)
     return {

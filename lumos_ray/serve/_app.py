@@ -41,7 +41,8 @@ def build_application(config: ServeConfig) -> Any:
     embed = None
     if config.embeddings.enabled:
         embed_env = {**job_env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        embed = serve.deployment(
+        # serve.deployment(cls, **opts) returns a Deployment; its stub types the decorator form.
+        embed = serve.deployment(  # type: ignore[attr-defined]
             Embedder,
             name=EMBED_DEPLOYMENT,
             num_replicas=config.embeddings.num_replicas,
@@ -59,7 +60,7 @@ def build_application(config: ServeConfig) -> Any:
         ray_actor_options={"num_cpus": config.gateway.num_cpus},
         max_ongoing_requests=1000,
     )
-    return gateway.bind(config.model_dump_json(), llms, embed)
+    return gateway.bind(config.model_dump_json(), llms, embed)  # type: ignore[attr-defined]
 
 
 def _state_file() -> Path:

@@ -181,7 +181,7 @@ def _parse(model_cls: Any, raw: bytes) -> Any:
         return model_cls.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
-        first = errors[0] if errors else {}
+        first: dict[str, Any] = dict(errors[0]) if errors else {}
         if first.get("type") == "json_invalid":
             detail = (first.get("ctx") or {}).get("error", "")
             raise _BadRequest(400, f"The request body is not valid JSON: {detail}") from None
@@ -360,7 +360,8 @@ def build_app() -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -79,6 +79,7 @@ def llm_deployment(model: ServedModelConfig, cfg: ServeConfig, job_env: dict[str
 
     home = str(Path(current_settings().home).expanduser().resolve())
     opts = llm_deployment_options(model, home, job_env)
-    return serve.deployment(LumosLLMServer, **opts).bind(
+    # serve.deployment(cls, **opts) returns a Deployment; its stub types the decorator form.
+    return serve.deployment(LumosLLMServer, **opts).bind(  # type: ignore[attr-defined]
         model.model_dump_json(), cfg.resolved_adapters_dir(), home
     )

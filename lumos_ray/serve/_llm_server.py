@@ -87,7 +87,7 @@ class _Adapter:
         name, loop = self.name, self._loop
 
         def start() -> None:
-            task = loop.create_task(unload(name))  # type: ignore[arg-type]
+            task: asyncio.Task[Any] = loop.create_task(unload(name))  # type: ignore[arg-type]
             _PENDING.add(task)
             task.add_done_callback(_PENDING.discard)
 
@@ -100,7 +100,8 @@ class _Adapter:
 class LumosLLMServer:
     """One vLLM engine; OpenAI chat/completions in, JSON or SSE text out."""
 
-    async def __init__(self, model_json: str, adapter_root: str, home: str) -> None:
+    # Serve allows an async constructor (the engine starts inside it); mypy does not.
+    async def __init__(self, model_json: str, adapter_root: str, home: str) -> None:  # type: ignore[misc]
         from lumos_ray.serve._vllm import VLLMHost, resolve_model_source, vllm_engine_kwargs
 
         _trace.setup()

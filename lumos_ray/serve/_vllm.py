@@ -163,17 +163,16 @@ class VLLMHost:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.exceptions import VLLMClientError
 
+        Request: Any
         if kind == "chat":
-            from vllm.entrypoints.openai.chat_completion.protocol import (
-                ChatCompletionRequest as Request,
-            )
+            from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
+            Request = ChatCompletionRequest
             serving, create = self._chat, "create_chat_completion"
         else:
-            from vllm.entrypoints.openai.completion.protocol import (
-                CompletionRequest as Request,
-            )
+            from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
+            Request = CompletionRequest
             serving, create = self._completion, "create_completion"
         if serving is None:
             return _error(400, f"The model {self.served_name!r} does not serve /{kind}.")
