@@ -1,8 +1,8 @@
 """`lumos jobs ...` and the Ray-job side of `lumos submit`, on the one job launcher
 (``lumos_ray.runtime.JobLauncher``) that fine-tuning and federated simulation use too.
 
-``run_workflow_job`` is what a submitted workflow job runs on the cluster (the
-launcher's entrypoint imports it by path; no module imports the CLI).
+A submitted workflow job runs ``lumos_ray.workflows._submitted.run_workflow_job`` on
+the cluster (the launcher's entrypoint imports it by path).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import click
 
 from lumos_ray.cli._common import emit, json_option
 
-__all__ = ["register", "run_workflow_job", "submit_workflow_job", "wait_job"]
+__all__ = ["register", "submit_workflow_job", "wait_job"]
 
 KIND = "workflow"
 
@@ -37,7 +37,7 @@ def submit_workflow_job(address: str, workflow_file: str, input_json: str | None
 
     path = Path(workflow_file).resolve()
     return JobLauncher(address).submit(
-        "lumos_ray.cli._jobs:run_workflow_job",
+        "lumos_ray.workflows._submitted:run_workflow_job",
         {"workflow": path.name, "input_json": input_json},
         kind=KIND,
         name=path.name,
@@ -61,26 +61,6 @@ def wait_job(address: str, job_id: str, timeout_s: float = 3600) -> dict[str, An
         out["result_note"] = info.result_note
     out["logs"] = launcher.logs(job_id)
     return out
-
-
-def run_workflow_job(workflow: str, input_json: str | None = None) -> dict[str, Any]:
-    """Cluster side of `lumos submit`: run the workflow to its end or suspension."""
-    from lumos_ray import runtime
-    from lumos_ray.errors import JobError
-    from lumos_ray.workflows import run_workflow
-    from lumos_ray.workflows._definition import get_workflow
-
-    runtime.connect(address=os.environ.get("RAY_ADDRESS") or "auto")
-    data = json.loads(input_json) if input_json is not None else None
-    info = run_workflow(get_workflow(workflow), data).model_dump(mode="json")
-    print(json.dumps({"run": info}, default=str), flush=True)  # for people reading the log
-    if info.get("status") in ("failed", "cancelled"):
-        err = info.get("error") or {}
-        raise JobError(
-            f"run {info.get('id')} {info.get('status')}: {err.get('message', '')}".strip(),
-            run_id=info.get("id"),
-        )
-    return {"run": info}
 
 
 def _info_text(d: dict[str, Any]) -> str:
