@@ -326,7 +326,7 @@ def run(
     as_json: bool,
 ) -> None:
     """Start a federated run on a SuperLink through Flower's own `flwr run`."""
-    from lumos_ray.federated import federated_home, read_run
+    from lumos_ray.federated import federated_home, read_federated_run
     from lumos_ray.federated.deploy import flwr_run_command, run_flwr, write_app_dir
 
     cfg = _load(config)
@@ -335,7 +335,7 @@ def run(
     app_dir = write_app_dir(cfg, name, federated_home() / "_apps" / name)
     echo = None if as_json else (lambda line: click.echo(line))
     res = run_flwr(flwr_run_command(app_dir), home, timeout=timeout, stream_to=echo)
-    status = read_run(name)  # present when the SuperLink shares this LUMOS_HOME
+    status = read_federated_run(name)  # present when the SuperLink shares this LUMOS_HOME
     failed = res.returncode != 0 or (status is not None and status.get("state") != "succeeded")
     if failed:
         reason = (status or {}).get("error") or res.stdout.strip()[-800:]
@@ -413,10 +413,10 @@ def _submit_job(cfg: Any, address: str, run_name: str | None, as_json: bool) -> 
 def status(run_name: str | None, as_json: bool) -> None:
     """List federated runs, or show one run's per-round metrics."""
     from lumos_ray.errors import NotFoundError
-    from lumos_ray.federated import list_runs, read_run
+    from lumos_ray.federated import list_federated_runs, read_federated_run
 
     if run_name is None:
-        runs = list_runs()
+        runs = list_federated_runs()
         procs = []
         for f in sorted(_state_dir().glob("*.json")):
             info = json.loads(f.read_text())
@@ -439,7 +439,7 @@ def status(run_name: str | None, as_json: bool) -> None:
             ),
         )
         return
-    st = read_run(run_name)
+    st = read_federated_run(run_name)
     if st is None:
         raise NotFoundError(f"no federated run {run_name!r}")
     emit(

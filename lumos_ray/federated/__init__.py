@@ -19,7 +19,7 @@ from lumos_ray.federated._config import (
     StrategyConfig,
     load_federation_config,
 )
-from lumos_ray.federated._metrics import federated_home, list_runs, read_run
+from lumos_ray.federated._metrics import federated_home, list_federated_runs, read_federated_run
 from lumos_ray.federated._server import build_server_app, run_federation
 from lumos_ray.federated._simulate import apply_overrides, simulate
 from lumos_ray.federated._strategy import UpdateGuard, build_strategy
@@ -40,9 +40,9 @@ __all__ = [
     "build_server_app",
     "build_strategy",
     "federated_home",
-    "list_runs",
+    "list_federated_runs",
     "load_federation_config",
-    "read_run",
+    "read_federated_run",
     "run_federation",
     "simulate",
 ]

@@ -24,8 +24,8 @@ __all__ = [
     "RoundRecord",
     "RunRecorder",
     "federated_home",
-    "list_runs",
-    "read_run",
+    "list_federated_runs",
+    "read_federated_run",
 ]
 
 
@@ -170,7 +170,7 @@ class _Instruments:
             self.accuracy.record(acc, attrs)
 
 
-def read_run(run_name: str) -> dict[str, Any] | None:
+def read_federated_run(run_name: str) -> dict[str, Any] | None:
     d = federated_home() / run_name
     if not (d / "status.json").is_file():
         return None
@@ -184,7 +184,7 @@ def read_run(run_name: str) -> dict[str, Any] | None:
     return status
 
 
-def list_runs() -> list[dict[str, Any]]:
+def list_federated_runs() -> list[dict[str, Any]]:
     home = federated_home()
     if not home.is_dir():
         return []

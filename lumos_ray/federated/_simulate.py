@@ -79,7 +79,7 @@ def simulate(
 
     from lumos_ray import runtime, tracing
     from lumos_ray.federated._client import build_client_app
-    from lumos_ray.federated._metrics import read_run
+    from lumos_ray.federated._metrics import read_federated_run
     from lumos_ray.federated._server import build_server_app
 
     if cfg.simulation.num_sites < cfg.min_available_sites:
@@ -107,7 +107,7 @@ def simulate(
                 )
         except BaseException as exc:  # flwr wraps ServerApp errors; the status file has ours
             error = exc
-        status = read_run(name)
+        status = read_federated_run(name)
         if status is not None:
             span.set_attribute("federated.state", str(status.get("state")))
             span.set_attribute("federated.rounds_done", int(status.get("rounds_done") or 0))

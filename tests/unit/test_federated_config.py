@@ -233,7 +233,7 @@ def test_privacy_report_and_round_progress_line():
 def test_recorder_writes_files_and_run_store_events(tmp_path, monkeypatch):
     monkeypatch.setenv("LUMOS_HOME", str(tmp_path))
     monkeypatch.setenv("LUMOS_STORE_URL", f"sqlite:///{tmp_path}/runs.db")
-    from lumos_ray.federated import read_run
+    from lumos_ray.federated import read_federated_run
     from lumos_ray.federated._metrics import RoundRecord, RunRecorder
     from lumos_ray.store._sql import RunStore
 
@@ -253,7 +253,7 @@ def test_recorder_writes_files_and_run_store_events(tmp_path, monkeypatch):
         )
     )
     rec.finish("succeeded", final={"loss": 1.0})
-    st = read_run("unit-run")
+    st = read_federated_run("unit-run")
     assert st["state"] == "succeeded" and st["rounds"][0]["global_loss"] == 1.0
     events = RunStore(f"sqlite:///{tmp_path}/runs.db").read_events("federated:unit-run")
     assert [e["type"] for e in events] == [
