@@ -336,3 +336,22 @@ def test_layering() -> None:
                         if t == b or t.startswith(f"{b}."):
                             problems.append(f"{src} -> {t}: {importer} must not import {b}")
     assert not problems, "Layering violations (see ARCHITECTURE.md):\n" + "\n".join(problems)
+
+
+def test_no_two_public_names_mean_different_things() -> None:
+    """A name exported by two packages is the same object (a re-export), never two
+    different things (once: two ModelConfig, two EmbeddingConfig, two list_runs)."""
+    import importlib
+
+    packages = ["actors", "tools", "workflows", "store", "runtime"]
+    packages += ["serve", "finetune", "federated", "rag"]
+    owners: dict[str, dict[int, str]] = {}
+    for pkg in packages:
+        module = importlib.import_module(f"lumos_ray.{pkg}")
+        for name in module.__all__:
+            owners.setdefault(name, {})[id(getattr(module, name))] = pkg
+    top = importlib.import_module("lumos_ray")
+    for name in top.__all__:
+        owners.setdefault(name, {})[id(getattr(top, name))] = "lumos_ray"
+    clashes = {n: sorted(o.values()) for n, o in owners.items() if len(o) > 1}
+    assert not clashes, f"one public name, different objects: {clashes}"
