@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # The type check in `make test` and `make lint`: mypy over lumos_ray, configured by
 # [tool.mypy] in pyproject.toml. Off until the last packages are clean; to turn it on,
 # replace the line below with `TYPECHECK ?= $(BIN)/mypy` (or run `make test TYPECHECK=$(BIN)/mypy`).
-TYPECHECK ?= @echo "type check off (TYPECHECK=$(BIN)/mypy runs it)"
+TYPECHECK ?= $(BIN)/mypy
 # PostgreSQL server binaries for the store suite (tests/_postgres.py starts a throwaway
 # server): found on PATH or in Debian's /usr/lib/postgresql/N/bin, else installed.
 PG_FOUND = $(or $(and $(shell command -v initdb),$(shell command -v pg_ctl)),$(wildcard /usr/lib/postgresql/*/bin/pg_ctl))

@@ -176,7 +176,8 @@ class KnowledgeGraph:
         index = {n: i for i, n in enumerate(names)}
         deg = np.fromiter((g.degree(n) for n in names), dtype=np.float64, count=len(names))
         is_chunk = np.fromiter((n.startswith("c:") for n in names), dtype=bool, count=len(names))
-        src, dst = [], []
+        src: list[int] = []
+        dst: list[int] = []
         for a, b in g.edges():
             ia, ib = index[a], index[b]
             src += (ia, ib)

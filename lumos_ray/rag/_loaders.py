@@ -60,8 +60,9 @@ def _html(raw: str) -> tuple[str, str]:
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    if not title and soup.find("h1"):
-        title = soup.find("h1").get_text(" ", strip=True)
+    h1 = soup.find("h1")
+    if not title and h1 is not None:
+        title = h1.get_text(" ", strip=True)
     body = soup.body or soup
     text = body.get_text("\n", strip=True)
     return text, title
@@ -74,7 +75,7 @@ def _pdf(path: Path) -> tuple[str, str]:
     try:
         reader = PdfReader(str(path), strict=False)
         pages = [page.extract_text() or "" for page in reader.pages]
-        meta_title = (reader.metadata or {}).get("/Title") if reader.metadata else None
+        meta_title = reader.metadata.get("/Title") if reader.metadata else None
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise _Skip(f"corrupt or unreadable PDF: {exc}") from None
     except Exception as exc:  # pypdf raises many internal types on broken files

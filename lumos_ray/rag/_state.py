@@ -521,7 +521,7 @@ class ShardState:
                     c for e in query_entities for c in self.about.get(self.canon(e), [])[:3]
                 )
             )
-            sims = self._sims(about_ids, qvec) if about_ids else []
+            sims: Any = self._sims(about_ids, qvec) if about_ids else []
             about = [self._view(c, s) for c, s in zip(about_ids, sims, strict=True)]
             return {"hits": hits, "about": about}
 
