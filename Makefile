@@ -12,8 +12,7 @@ TORCH_SRC := $(if $(WHEELS),--find-links $(WHEELS),--extra-index-url https://dow
 UV_VERSION := $(shell sed -n "s/^uv==//p" requirements.lock)
 PYTEST_ARGS ?=
 # The type check in `make test` and `make lint`: mypy over lumos_ray, configured by
-# [tool.mypy] in pyproject.toml. Off until the last packages are clean; to turn it on,
-# replace the line below with `TYPECHECK ?= $(BIN)/mypy` (or run `make test TYPECHECK=$(BIN)/mypy`).
+# [tool.mypy] in pyproject.toml; it must stay clean.
 TYPECHECK ?= $(BIN)/mypy
 # PostgreSQL server binaries for the store suite (tests/_postgres.py starts a throwaway
 # server): found on PATH or in Debian's /usr/lib/postgresql/N/bin, else installed.
