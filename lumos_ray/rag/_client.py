@@ -112,8 +112,7 @@ class RagCollection:
                 stored = CollectionConfig.model_validate_json(raw)
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 raise RagError(
-                    f"{cfg_uri} is not a valid collection config: "
-                    f"{str(exc).splitlines()[0]}",
+                    f"{cfg_uri} is not a valid collection config: {str(exc).splitlines()[0]}",
                     fix="Restore it from a backup, or delete the collection "
                     "(`lumos rag delete`) and ingest it again.",
                 ) from None
@@ -226,10 +225,18 @@ class RagCollection:
     def query(self, text: str, mode: str = "hybrid", k: int = 5) -> list[SearchHit]:
         import ray
 
-        return [SearchHit(**h) for h in ray.get(self.router.search.remote(text, mode, k))]
+        from lumos_ray import tracing
+
+        with tracing.span("rag.query", collection=self.name, mode=mode, k=k):
+            ref = self.router.search.remote(text, mode, k, carrier=tracing.inject())
+            return [SearchHit(**h) for h in ray.get(ref)]
 
     async def aquery(self, text: str, mode: str = "hybrid", k: int = 5) -> list[SearchHit]:
-        return [SearchHit(**h) for h in await self.router.search.remote(text, mode, k)]
+        from lumos_ray import tracing
+
+        with tracing.span("rag.query", collection=self.name, mode=mode, k=k):
+            ref = self.router.search.remote(text, mode, k, carrier=tracing.inject())
+            return [SearchHit(**h) for h in await ref]
 
     def stats(self) -> dict[str, Any]:
         import ray

@@ -183,10 +183,22 @@ class RagRouter:
             self._qcache.popitem(last=False)
         return vec
 
-    async def search(self, query: str, mode: str = "hybrid", k: int = 5) -> list[dict[str, Any]]:
+    async def search(
+        self,
+        query: str,
+        mode: str = "hybrid",
+        k: int = 5,
+        carrier: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """``carrier``: the caller's trace context, continued by a ``rag.search`` span."""
+        from lumos_ray import tracing
+
         check_query(query, mode, k)
-        qvec = await self.embed_query(query)
-        return await self.search_vector(qvec, query, mode, k)
+        with tracing.span("rag.search", carrier, collection=self.cfg.name, mode=mode, k=k) as sp:
+            qvec = await self.embed_query(query)
+            hits = await self.search_vector(qvec, query, mode, k)
+            sp.set_attribute("hits", len(hits))
+            return hits
 
     async def search_vector(
         self, qvec: np.ndarray, query: str, mode: str = "hybrid", k: int = 5

@@ -65,7 +65,9 @@ async def rag_search(
         raise RagError(f"k must be between 1 and 50, got {k}")
     router = _router(collection)
     try:
-        hits = await router.search.remote(query, mode, k)
+        from lumos_ray import tracing
+
+        hits = await router.search.remote(query, mode, k, carrier=tracing.inject())
     except Exception:
         _handles.clear()  # a stale handle (router re-created) is looked up again next time
         raise

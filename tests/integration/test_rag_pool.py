@@ -101,6 +101,34 @@ def test_rag_every_mode_returns_results_with_provenance(rag_pool):
         )
     glob = coll.query(q, "global", 3)
     assert all(h.community is not None and h.path[0].startswith("community:") for h in glob)
+    _assert_query_traced(coll.name)
+
+
+def _assert_query_traced(collection: str) -> None:
+    """A query is one trace: the client's rag.query span and, as its child in the
+    router actor, rag.search (with the configured JSONL exporter)."""
+    import os
+    import time
+
+    from lumos_ray.tracing import read_jsonl_spans
+
+    spans_dir = os.environ["LUMOS_TRACE_EXPORTER"].removeprefix("jsonl:")
+    deadline = time.monotonic() + 30
+    while True:
+        spans = read_jsonl_spans(spans_dir)
+        queries = {
+            s["span_id"]: s
+            for s in spans
+            if s["name"] == "rag.query" and s["attributes"].get("collection") == collection
+        }
+        searches = [s for s in spans if s["name"] == "rag.search" and s["parent_id"] in queries]
+        if searches or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert queries and searches, "rag.query -> rag.search spans were not exported"
+    s = searches[0]
+    assert s["trace_id"] == queries[s["parent_id"]]["trace_id"]
+    assert s["pid"] != queries[s["parent_id"]]["pid"]  # the router actor's process
 
 
 @pytest.mark.slow
