@@ -7,10 +7,11 @@ from typing import Any
 import click
 
 from lumos_ray.cli._common import address_option, emit, json_option
+from lumos_ray.rag._config import SEARCH_MODES
 
 __all__ = ["register"]
 
-_MODES = click.Choice(["naive", "local", "global", "hybrid"])
+_MODES = click.Choice(list(SEARCH_MODES))
 
 
 def _connect(address: str | None) -> None:
