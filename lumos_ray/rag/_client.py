@@ -89,8 +89,6 @@ class RagCollection:
         An existing collection keeps the config it was created with; asking for another
         shard count is an error (re-sharding is a re-ingest).
         """
-        import ray
-
         from lumos_ray import runtime
         from lumos_ray.rag._router import RagRouter
 
@@ -132,11 +130,11 @@ class RagCollection:
             cfg = base
             data = cfg.model_dump_json(indent=2).encode()
             _store_io(root, lambda: store.write(CONFIG_FILE, data), f"Writing {cfg_uri}")
-        if not ray.is_initialized():
+        if not runtime.is_connected():
             runtime.connect()
         router = runtime.get_or_create_actor(
             router_actor_name(cfg.name, cfg.tenant),
-            ray.remote(RagRouter),
+            runtime.remote_class(RagRouter),
             cfg.model_dump(),
             root,
             options=ROUTER_OPTIONS,
@@ -165,7 +163,7 @@ class RagCollection:
         self, docs: Iterable[Document | dict[str, Any]], batch_docs: int = 32
     ) -> IngestReport:
         """Add documents; one whose doc_id exists replaces the old version."""
-        import ray
+        from lumos_ray.runtime import get_refs
 
         report = IngestReport(collection=self.name)
         batch: list[dict[str, Any]] = []
@@ -181,10 +179,10 @@ class RagCollection:
             if len(batch) >= batch_docs:
                 flush()
                 if len(pending) >= 2:  # keep the router busy, memory bounded
-                    self._absorb(report, ray.get(pending.pop(0)))
+                    self._absorb(report, get_refs(pending.pop(0)))
         flush()
         for ref in pending:
-            self._absorb(report, ray.get(ref))
+            self._absorb(report, get_refs(ref))
         return report
 
     @staticmethod
@@ -194,25 +192,25 @@ class RagCollection:
         report.replaced += res["replaced"]
 
     def delete(self, doc_ids: Iterable[str]) -> int:
-        import ray
+        from lumos_ray.runtime import get_refs
 
-        return ray.get(self.router.delete_documents.remote(list(doc_ids)))
+        return get_refs(self.router.delete_documents.remote(list(doc_ids)))
 
     def delete_entity(self, name: str) -> dict[str, Any]:
         """Remove every chunk that mentions the entity (its vectors, the relation
         evidence they gave, the entity itself); other chunks of those documents stay.
         Returns ``{"entity": key, "chunks": n, "documents": [doc ids touched]}``."""
-        import ray
+        from lumos_ray.runtime import get_refs
 
-        return ray.get(self.router.delete_entity.remote(name))
+        return get_refs(self.router.delete_entity.remote(name))
 
     def merge_entities(self, names: Iterable[str], into: str) -> dict[str, Any]:
         """Make the entities ``names`` one with ``into`` (aliases the rules missed, e.g.
         "IBM" and "International Business Machines"); later ingestion follows it.
         Returns ``{"into": key, "merged": [keys], "chunks": n}``."""
-        import ray
+        from lumos_ray.runtime import get_refs
 
-        return ray.get(self.router.merge_entities.remote(list(names), into))
+        return get_refs(self.router.merge_entities.remote(list(names), into))
 
     def watch(self, folder: str | Path, **options: Any) -> FolderWatcher:
         """A :class:`~lumos_ray.rag.FolderWatcher` that keeps this collection in step
@@ -223,13 +221,12 @@ class RagCollection:
 
     # -- reads --------------------------------------------------------------------
     def query(self, text: str, mode: str = "hybrid", k: int = 5) -> list[SearchHit]:
-        import ray
-
         from lumos_ray import tracing
+        from lumos_ray.runtime import get_refs
 
         with tracing.span("rag.query", collection=self.name, mode=mode, k=k):
             ref = self.router.search.remote(text, mode, k, carrier=tracing.inject())
-            return [SearchHit(**h) for h in ray.get(ref)]
+            return [SearchHit(**h) for h in get_refs(ref)]
 
     async def aquery(self, text: str, mode: str = "hybrid", k: int = 5) -> list[SearchHit]:
         from lumos_ray import tracing
@@ -239,35 +236,39 @@ class RagCollection:
             return [SearchHit(**h) for h in await ref]
 
     def stats(self) -> dict[str, Any]:
-        import ray
+        from lumos_ray.runtime import get_refs
 
-        return ray.get(self.router.stats.remote())
+        return get_refs(self.router.stats.remote())
 
     def doc_chunks(self, doc_id: str) -> list[dict[str, Any]]:
-        import ray
+        from lumos_ray.runtime import get_refs
 
-        return ray.get(self.router.doc_chunks.remote(doc_id))
+        return get_refs(self.router.doc_chunks.remote(doc_id))
 
     def shard_handle(self, shard: int) -> Any:
-        import ray
+        from lumos_ray.runtime import get_actor
 
-        return ray.get_actor(shard_actor_name(self.name, self.config.tenant, shard))
+        name = shard_actor_name(self.name, self.config.tenant, shard)
+        handle = get_actor(name)
+        if handle is None:
+            raise RagError(
+                f"shard {shard} of collection {self.name!r} is not running ({name}).",
+                fix="Query the collection: its router restarts missing shards from snapshots.",
+            )
+        return handle
 
     def warm(self) -> None:
-        import ray
+        from lumos_ray.runtime import get_refs
 
-        ray.get(self.router.warm.remote())
+        get_refs(self.router.warm.remote())
 
     def drop(self) -> None:
         """Kill the collection's actors and delete its snapshots and config."""
-        import ray
+        from lumos_ray.runtime import kill_actor
 
         for name in [router_actor_name(self.name, self.config.tenant)] + [
             shard_actor_name(self.name, self.config.tenant, i)
             for i in range(self.config.num_shards)
         ]:
-            try:
-                ray.kill(ray.get_actor(name), no_restart=True)
-            except ValueError:
-                pass
+            kill_actor(name)  # False (nothing to do) when it is not running
         open_store(self.root).remove()

@@ -48,11 +48,10 @@ class RagRouter:
 
     # -- shards -------------------------------------------------------------------
     def _shard_handle(self, i: int) -> Any:
-        import ray
-
         from lumos_ray.rag._shard import RagShard
+        from lumos_ray.runtime import remote_class
 
-        remote = ray.remote(RagShard)
+        remote = remote_class(RagShard)
         return remote.options(
             name=shard_actor_name(self.cfg.name, self.cfg.tenant, i),
             lifetime="detached",
@@ -62,12 +61,14 @@ class RagRouter:
 
     async def _call(self, i: int, method: str, *args: Any) -> Any:
         """Call shard ``i``; if it died for good, re-create it from its snapshot once."""
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+        from lumos_ray.runtime import is_actor_died
 
         for attempt in range(3):
             try:
                 return await getattr(self.shards[i], method).remote(*args)
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            except Exception as exc:
+                if not is_actor_died(exc):  # died, unavailable, or failed to start
+                    raise
                 if attempt == 2:
                     if getattr(exc, "actor_init_failed", False):
                         raise self._start_failure(i, exc) from None

@@ -18,21 +18,18 @@ _handles: dict[str, Any] = {}
 
 
 def _router(collection: str) -> Any:
-    import ray
-
     from lumos_ray import runtime
     from lumos_ray.rag._client import RagCollection
     from lumos_ray.rag._names import router_actor_name
 
-    if not ray.is_initialized():
+    if not runtime.is_connected():
         runtime.connect()
     tenant = runtime.current_settings().tenant_id
     name = router_actor_name(collection, tenant)
     handle = _handles.get(name)
     if handle is None:
-        try:
-            handle = ray.get_actor(name)
-        except ValueError:
+        handle = runtime.get_actor(name)
+        if handle is None:
             # Not running (e.g. a fresh cluster): start it from its snapshots on disk.
             handle = RagCollection.open(collection, tenant=tenant, create=False).router
         _handles[name] = handle

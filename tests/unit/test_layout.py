@@ -26,7 +26,6 @@ from pathlib import Path
 PKG_ROOT = Path(__file__).resolve().parents[2] / "lumos_ray"
 PKG = "lumos_ray"
 
-_SEAM_TODO = "TODO(seam): being moved onto lumos_ray.runtime"
 
 #: Modules (a file, or a folder ending in "/") that may import ``ray`` themselves.
 #: Everything else goes through ``lumos_ray.runtime``.
@@ -42,7 +41,6 @@ RAY_IMPORT_ALLOWLIST: dict[str, str] = {
     "lumos_ray/finetune/_train.py": "Ray Train loop (ray.train.report / get_context)",
     "lumos_ray/finetune/_trainer.py": "Ray Train driver (TorchTrainer, ScalingConfig)",
     # Modules other engineers are converting right now; remove each entry when done.
-    "lumos_ray/rag/": _SEAM_TODO,
 }
 
 #: Files that still import private Ray modules. The serve engineer is replacing them
