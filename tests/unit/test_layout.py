@@ -40,11 +40,9 @@ RAY_IMPORT_ALLOWLIST: dict[str, str] = {
     # Ray Train: the per-worker training loop and the TorchTrainer that runs it.
     "lumos_ray/finetune/_train.py": "Ray Train loop (ray.train.report / get_context)",
     "lumos_ray/finetune/_trainer.py": "Ray Train driver (TorchTrainer, ScalingConfig)",
-    # Modules other engineers are converting right now; remove each entry when done.
 }
 
-#: Files that still import private Ray modules. The serve engineer is replacing them
-#: with public APIs and empties this list; no other file may ever be added.
+#: Files allowed to import private Ray modules: none, ever.
 PRIVATE_RAY_IMPORT_TODO: frozenset[str] = frozenset()
 
 #: Import cycles tolerated: none. Any cycle fails, with its path.
