@@ -102,12 +102,14 @@ def setup_tracing(exporter: str | None = None, *, service: str = "lumos_ray") ->
 
     Idempotent per process; OpenTelemetry allows one global provider, so a second,
     different exporter in the same process is an error rather than silently ignored.
+    Tracing that was off (no provider installed) may still be turned on later, e.g.
+    once a process has read its configuration.
     """
     global _configured_for, _memory
     spec = exporter if exporter is not None else os.environ.get("LUMOS_TRACE_EXPORTER", "")
     spec = spec.strip()
     with _lock:
-        if _configured_for is not None:
+        if _configured_for is not None and not (spec and _configured_for in ("", "none")):
             if spec and spec != _configured_for:
                 raise ConfigError(
                     f"Tracing is already configured with {_configured_for!r} in this process; "

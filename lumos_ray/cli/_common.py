@@ -13,7 +13,16 @@ import click
 
 from lumos_ray.errors import LumosError
 
-__all__ = ["address_option", "cli", "emit", "fail", "json_option", "run_cli"]
+__all__ = ["address_option", "cli", "echo_json", "emit", "fail", "json_option", "run_cli"]
+
+# With --json, stdout carries only the JSON: anything else that writes to sys.stdout
+# (Ray's raylet warnings, a library's print) is sent to stderr while the command runs.
+_json_out: Any = None
+
+
+def echo_json(text: str) -> None:
+    """Write machine-readable output to the real stdout."""
+    click.echo(text, file=_json_out or sys.stdout)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +48,7 @@ def address_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def emit(data: Any, as_json: bool, human: Callable[[Any], str] | str | None = None) -> None:
     """Print `data` as JSON, or as the human rendering."""
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        echo_json(json.dumps(data, indent=2, default=str))
     elif callable(human):
         click.echo(human(data))
     elif human is not None:
@@ -50,7 +59,7 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], str] | str | None = No
 
 def fail(err: LumosError, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"error": err.to_dict()}, indent=2, default=str))
+        echo_json(json.dumps({"error": err.to_dict()}, indent=2, default=str))
     else:
         click.secho(f"Error {err.code}: {err.message}", fg="red", err=True)
         click.echo(f"  How to fix: {err.fix}", err=True)
@@ -59,7 +68,18 @@ def fail(err: LumosError, as_json: bool) -> None:
 
 def run_cli(argv: list[str] | None = None) -> None:
     """Run the root group; LumosErrors become a message and a fix, never a traceback."""
+    global _json_out
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    if as_json:
+        _json_out, sys.stdout = sys.stdout, sys.stderr
+    try:
+        _run(argv, as_json)
+    finally:
+        if _json_out is not None:
+            sys.stdout, _json_out = _json_out, None
+
+
+def _run(argv: list[str] | None, as_json: bool) -> None:
     try:
         cli.main(args=argv, prog_name="lumos", standalone_mode=False)
     except click.exceptions.Exit as exc:

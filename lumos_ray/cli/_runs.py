@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from lumos_ray.cli._common import address_option, emit, json_option
+from lumos_ray.cli._common import address_option, echo_json, emit, json_option
 from lumos_ray.errors import InputValidationError
 
 __all__ = ["register"]
@@ -235,11 +235,14 @@ def register(cli: click.Group) -> None:
         async def go() -> None:
             if follow:
                 async for ev in follow_run(run_id, after):
-                    click.echo(ev.model_dump_json() if as_json else _event_line(ev))
+                    if as_json:
+                        echo_json(ev.model_dump_json())
+                    else:
+                        click.echo(_event_line(ev))
             else:
                 items, _ = await runner_client().events(run_id, after, 0.0)
                 for it in items:
-                    click.echo(json.dumps(it, default=str))
+                    echo_json(json.dumps(it, default=str))
 
         asyncio.run(go())
 

