@@ -133,28 +133,43 @@ def workflow_to_data(wf: Workflow) -> dict[str, Any]:
     return body
 
 
-def _revive(node: Any) -> Any:
-    """Turn stored references back into objects where the definition types need them
-    (tool import paths); everything else validates from plain data."""
-    if isinstance(node, list):
-        return [_revive(x) for x in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _revive(v) for k, v in node.items()}
-    if "instructions" in node or ("model" in node and "tools" in node):  # an agent
-        out["tools"] = [_tool_from_data(t) for t in node.get("tools", [])]
+def _agent_from_data(agent: dict[str, Any]) -> dict[str, Any]:
+    return {**agent, "tools": [_tool_from_data(t) for t in agent.get("tools", [])]}
+
+
+def _revive_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A stored workflow body with its tool references turned back into objects."""
+    return {
+        **body,
+        "agents": [_agent_from_data(a) for a in body.get("agents", [])],
+        "steps": [_revive_step(s) for s in body.get("steps", [])],
+    }
+
+
+def _revive_step(step: Any) -> Any:
+    """Walk a stored step by its structure (the mirror of ``_step_to_data``): only an
+    inline agent's tools and nested steps are revived; arguments and inputs stay data."""
+    if not isinstance(step, dict):
+        return step
+    out = dict(step)
+    if isinstance(step.get("agent"), dict):
+        out["agent"] = _agent_from_data(step["agent"])
+    if isinstance(step.get("workflow"), dict):
+        out["workflow"] = _revive_body(step["workflow"])
+    for key in ("steps", "parallel", "then", "else"):
+        if isinstance(step.get(key), list):
+            out[key] = [_revive_step(s) for s in step[key]]
+    if isinstance(step.get("map"), dict):
+        out["map"] = {**step["map"], "step": _revive_step(step["map"].get("step"))}
+    if isinstance(step.get("loop"), dict):
+        loop = step["loop"]
+        out["loop"] = {**loop, "steps": [_revive_step(s) for s in loop.get("steps", [])]}
     return out
 
 
 def workflow_from_data(body: dict[str, Any]) -> Workflow:
     """A ``Workflow`` from a stored body (imports the functions it references)."""
-    data = dict(body)
-    data["agents"] = [
-        {**a, "tools": [_tool_from_data(t) for t in a.get("tools", [])]}
-        for a in body.get("agents", [])
-    ]
-    data["steps"] = _revive(body.get("steps", []))
-    return Workflow.model_validate(data)
+    return Workflow.model_validate(_revive_body(body))
 
 
 def definition_version(body: dict[str, Any]) -> str:

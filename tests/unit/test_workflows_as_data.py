@@ -88,3 +88,21 @@ def test_function_models_are_stored_by_import_path() -> None:
         "provider": "function",
         "function": "tests.unit._wf_refs:decide",
     }
+
+
+def test_step_arguments_that_look_like_an_agent_stay_data() -> None:
+    """Only an inline agent's tools are imported back: a function step whose arguments
+    happen to have `instructions`/`model`/`tools` keys keeps them as plain data."""
+    args = {"instructions": "x", "model": "m", "tools": "pkg.mod:attr"}
+    wf = Workflow(
+        name="w",
+        agents=[Agent(name="a", tools=[_wf_refs.shout])],
+        steps=[
+            FunctionStep(id="f", function="tests.unit._wf_refs:double", args=args),
+            AgentStep(id="inline", agent=Agent(name="b", tools=[_wf_refs.shout])),
+        ],
+    )
+    back = workflow_from_data(json.loads(json.dumps(workflow_to_data(wf))))
+    assert back.steps[0].args == args
+    assert back.steps[1].agent.tools[0] is _wf_refs.shout
+    assert back.agents[0].tools[0] is _wf_refs.shout
