@@ -18,6 +18,7 @@ from lumos_ray.config import load_yaml_model
 
 __all__ = [
     "TINY_ENGINE_KWARGS",
+    "ApiKeySpec",
     "AutoscalingConfig",
     "GatewayConfig",
     "LoraSettings",
@@ -123,16 +124,47 @@ class ServedEmbeddingConfig(BaseModel):
 
 
 class QuotaConfig(BaseModel):
-    """Per-API-key request rate limit (the quota hook's built-in policy)."""
+    """Request rate limits per API key and per tenant (the quota hook's built-in
+    policy), counted cluster-wide: every gateway replica draws from the same buckets."""
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: int | None = Field(default=None, ge=1, description="None = unlimited.")
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Per API key; None = unlimited."
+    )
+    tenant_requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Per tenant (all its keys together); None = unlimited."
+    )
     hook: str | None = Field(
         default=None,
         description="'module:attr' of a custom quota hook (a class taking the "
         "QuotaConfig, with check(api_key, route)); replaces the built-in rate limit.",
     )
+
+
+_KEY_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
+
+
+class ApiKeySpec(BaseModel):
+    """A static gateway key scoped to one tenant with one role.
+
+    Give ``key`` (plaintext; resolved to its SHA-256 in the driver, the gateway
+    replicas only ever see the hash) or ``sha256`` (the hex digest, so the plaintext
+    never sits in a file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | None = Field(default=None, min_length=8, description="Plaintext key.")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    tenant: str = Field(default="default", pattern=_KEY_ID)
+    role: Literal["admin", "developer", "viewer"] = "developer"
+    key_id: str | None = Field(default=None, pattern=_KEY_ID, description="Name in logs.")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKeySpec:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of `key` or `sha256`")
+        return self
 
 
 class GatewayConfig(BaseModel):
@@ -142,18 +174,56 @@ class GatewayConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    api_keys: list[str] = Field(
-        default_factory=list, description="Accepted bearer keys; empty = auth off."
+    api_keys: list[str | ApiKeySpec] = Field(
+        default_factory=list,
+        description="Accepted bearer keys; empty (and no platform) = auth off. A plain "
+        "string is an admin key of the default tenant; an object scopes a key to a "
+        "tenant and a role.",
     )
     api_keys_env: str | None = Field(
         default="LUMOS_API_KEYS",
         description="Env var with comma-separated extra keys (keeps secrets out of YAML).",
     )
-    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    max_body_bytes: int = Field(
+        default=2_000_000, ge=1024, description="Every route's body limit (413 above)."
+    )
+    max_fanout: int = Field(
+        default=256,
+        ge=1,
+        description="Most sequences one request may start (n x prompts, n x best_of); 422 above.",
+    )
     request_timeout_s: float = Field(default=300, gt=0)
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=0.1, ge=0)
+    platform: bool = Field(
+        default=False,
+        description="Authenticate with the platform's tenants and hashed keys "
+        "(lumos_ray.platform, in the control-plane store): roles, plan quotas, usage, "
+        "audit. Static api_keys are then ignored.",
+    )
+    platform_store_url: str | None = Field(
+        default=None, description="The platform's store; default LUMOS_STORE_URL / the local one."
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Allow binding a non-loopback host with auth off (refused otherwise).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Accepted Host header names (no port); empty = any. Others get 400.",
+    )
+    tls_certfile: str | None = Field(default=None, description="PEM certificate: serve HTTPS.")
+    tls_keyfile: str | None = Field(default=None, description="PEM private key of tls_certfile.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewayConfig:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("give both tls_certfile and tls_keyfile, or neither")
+        return self
+
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
 
 class ServeConfig(BaseModel):
@@ -182,7 +252,8 @@ class ServeConfig(BaseModel):
 
     def base_url(self) -> str:
         host = self.gateway.host if self.gateway.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.gateway.port}/v1"
+        scheme = "https" if self.gateway.tls_certfile else "http"
+        return f"{scheme}://{host}:{self.gateway.port}/v1"
 
     def resolved_adapters_dir(self) -> str:
         from lumos_ray.adapters import default_adapter_root
@@ -191,11 +262,24 @@ class ServeConfig(BaseModel):
             return str(Path(self.adapters_dir).expanduser().resolve())
         return str(default_adapter_root())
 
-    def api_keys(self) -> list[str]:
-        keys = list(self.gateway.api_keys)
+    def api_keys(self) -> list[ApiKeySpec]:
+        """Every static key of the config and of ``api_keys_env`` (read in the process
+        that calls this: the driver), as specs; plain strings are admin keys of the
+        default tenant."""
+        raw: list[str | ApiKeySpec] = list(self.gateway.api_keys)
         if self.gateway.api_keys_env and os.environ.get(self.gateway.api_keys_env):
-            keys += [k.strip() for k in os.environ[self.gateway.api_keys_env].split(",")]
-        return [k for k in keys if k]
+            raw += [k.strip() for k in os.environ[self.gateway.api_keys_env].split(",")]
+        specs = []
+        for k in raw:
+            if isinstance(k, ApiKeySpec):
+                specs.append(k)
+            elif k:
+                specs.append(
+                    ApiKeySpec.model_construct(
+                        key=k, sha256=None, tenant="default", role="admin", key_id=None
+                    )
+                )
+        return specs
 
 
 def load_serve_config(config: ServeConfig | str | Path | None = None) -> ServeConfig:
@@ -210,3 +294,4 @@ def load_serve_config(config: ServeConfig | str | Path | None = None) -> ServeCo
     if config is None:
         return ServeConfig()
     return load_yaml_model(config, ServeConfig)
+

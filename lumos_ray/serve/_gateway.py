@@ -84,7 +84,7 @@ class Gateway:
         self.config = ServeConfig.model_validate_json(config_json)
         self.llm_handles = llm_handles
         self.embed_handle = embed_handle
-        self.auth = ApiKeyAuth(self.config.api_keys())
+        self.auth = ApiKeyAuth([s.key for s in self.config.api_keys() if s.key])
         quota = self.config.gateway.quota
         if quota.hook:
             mod, _, attr = quota.hook.partition(":")

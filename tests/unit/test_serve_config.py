@@ -57,7 +57,9 @@ def test_bad_config_names_file_and_field(tmp_path: Path) -> None:
 def test_api_keys_from_config_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LUMOS_API_KEYS", "k2, k3")
     cfg = ServeConfig.model_validate({"gateway": {"api_keys": ["k1"]}})
-    assert cfg.api_keys() == ["k1", "k2", "k3"]
+    specs = cfg.api_keys()
+    assert [s.key for s in specs] == ["k1", "k2", "k3"]
+    assert {(s.tenant, s.role) for s in specs} == {("default", "admin")}
     # The config travels to replicas as JSON.
     assert ServeConfig.model_validate_json(cfg.model_dump_json()) == cfg
 
