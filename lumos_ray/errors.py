@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 __all__ = [
     "ERROR_HELP",
     "AdapterError",
+    "AgentConcurrencyError",
     "AgentStepLimitError",
     "AuthError",
+    "AuthenticationError",
     "ConfigError",
     "ConnectionFailedError",
     "DatasetError",
@@ -24,6 +26,7 @@ __all__ = [
     "LumosError",
     "ModelError",
     "NotFoundError",
+    "PermissionDeniedError",
     "QuotaExceededError",
     "RagError",
     "RunCancelledError",
@@ -82,6 +85,15 @@ ERROR_HELP: dict[str, str] = {
     "SuperNodes are connected for `min_available_sites`, and the certificates match.",
     "LUMOS-E070": "The RAG operation failed. Check the collection name (`lumos rag "
     "stats`) and the file named in the message.",
+    "LUMOS-E080": "The API key is missing, unknown, expired or revoked. Send "
+    "`Authorization: Bearer lumos_...` with a live key of your tenant; an admin creates "
+    "one with `lumos keys create TENANT --role developer`.",
+    "LUMOS-E081": "Your key's role does not allow this action (viewer: read; developer: "
+    "read, run, resume, cancel, submit, chat; admin: also keys, tenants, plans, audit). "
+    "Ask a tenant admin for a key with the needed role.",
+    "LUMOS-E082": "The tenant already runs as many agents at once as its plan allows. "
+    "Wait for one to finish (or release its slot), or move the tenant to a higher plan "
+    "(`lumos tenants set-plan TENANT PLAN`).",
 }
 
 
@@ -186,6 +198,26 @@ class AuthError(ServeError):
 
 class QuotaExceededError(ServeError):
     code = "LUMOS-E042"
+
+
+class AuthenticationError(AuthError):
+    """No valid credentials: the key is missing, malformed, unknown, expired or revoked
+    (HTTP 401). Messages never echo the key."""
+
+    code = "LUMOS-E080"
+
+
+class PermissionDeniedError(LumosError):
+    """Authenticated, but the key's role (or tenant) does not allow the action (HTTP 403)."""
+
+    code = "LUMOS-E081"
+
+
+class AgentConcurrencyError(QuotaExceededError):
+    """A tenant's plan allows no more concurrent agents right now (``details`` carries
+    ``retry_after_s``, ``limit`` and ``plan``)."""
+
+    code = "LUMOS-E082"
 
 
 class AdapterError(ServeError):

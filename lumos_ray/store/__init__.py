@@ -10,7 +10,18 @@ only: never pickled code, never secrets. See docs/store.md.
 
 from __future__ import annotations
 
+from lumos_ray.store._database import Database, open_database
 from lumos_ray.store._errors import StoreError
+from lumos_ray.store._schema import (
+    agent_slots,
+    api_keys,
+    audit_heads,
+    audit_log,
+    quota_usage,
+    tenants,
+    usage_daily,
+    users,
+)
 from lumos_ray.store._store import (
     MAX_BATCH,
     MAX_READ,
@@ -29,8 +40,18 @@ __all__ = [
     "RUN_STATES",
     "TERMINAL_STATES",
     "CheckpointWrite",
+    "Database",
     "RunStore",
     "StoreError",
+    "agent_slots",
+    "api_keys",
+    "audit_heads",
+    "audit_log",
     "mask_url",
+    "open_database",
     "open_store",
+    "quota_usage",
+    "tenants",
+    "usage_daily",
+    "users",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Float,
     Index,
@@ -29,13 +30,23 @@ from sqlalchemy import (
 
 __all__ = [
     "KEY_LIMITS",
+    "PLATFORM_TABLES",
+    "RUN_TABLES",
     "TABLES",
+    "agent_slots",
+    "api_keys",
+    "audit_heads",
+    "audit_log",
     "checkpoints",
     "definitions",
     "events",
     "messages",
     "metadata",
+    "quota_usage",
     "runs",
+    "tenants",
+    "usage_daily",
+    "users",
     "working_memory",
 ]
 
@@ -137,4 +148,121 @@ working_memory = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-TABLES = (runs, definitions, checkpoints, events, messages, working_memory)
+RUN_TABLES = (runs, definitions, checkpoints, events, messages, working_memory)
+
+# -- the platform (lumos_ray.platform): tenants, keys, metering, agent slots, audit ------
+# Tenant first in every key here too. Nothing secret is stored: an API key's secret is
+# kept only as a hash (``secret_hash``); the key id is in clear so a key can be found.
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("plan", String(32), nullable=False),  # a plan name from the plans config
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("key_id", String(32), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),  # sha256 hex of key id + secret
+    Column("role", String(16), nullable=False),
+    Column("name", String(200)),
+    Column("user_name", String(200)),  # the user it was made for, if any
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+    # A presented key names only its key id: ids are unique across tenants.
+    Index(None, "key_id", unique=True),
+)
+
+# Metering per tenant and UTC day; counters grow with atomic upserts
+# (``SET n = n + excluded.n``), never read-modify-write in Python.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("embedding_inputs", BigInteger, nullable=False),
+    Column("agent_seconds", Float, nullable=False),
+    Column("storage_bytes", BigInteger),  # a gauge: the last value reported that day
+    Column("updated_at", Float, nullable=False),
+)
+
+# What counts against a plan's monthly limits: one row per tenant, month and metric,
+# charged with a conditional UPDATE (``used + n <= limit``) so concurrent gateways
+# never overshoot.
+quota_usage = Table(
+    "quota_usage",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("period", String(7), primary_key=True),  # YYYY-MM (UTC)
+    Column("metric", String(32), primary_key=True),
+    Column("used", BigInteger, nullable=False),
+)
+
+# Leases on a tenant's concurrent-agent allowance, cluster-wide: a row per running
+# agent, renewed by its holder; an expired row is free again.
+agent_slots = Table(
+    "agent_slots",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("slot_id", String(32), primary_key=True),
+    Column("holder", String(200)),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index(None, "tenant_id", "expires_at"),
+)
+
+# Append-only and hash-chained per tenant: row ``seq`` stores the hash of row seq-1
+# (``prev_hash``) and the hash of its own content chained to it (``hash``).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # 1, 2, ... per tenant
+    Column("ts", Float, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(500), nullable=False),
+    Column("detail", JSON),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# The last entry of each tenant's chain, written in the same transaction as the entry:
+# deleting the newest rows (which leaves a valid shorter chain) shows as a mismatch.
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+PLATFORM_TABLES = (
+    tenants,
+    users,
+    api_keys,
+    usage_daily,
+    quota_usage,
+    agent_slots,
+    audit_log,
+    audit_heads,
+)
+TABLES = RUN_TABLES + PLATFORM_TABLES

@@ -67,6 +67,7 @@ _ABOVE_STORE_AND_RUNTIME = (
 FORBIDDEN_IMPORTS: dict[str, tuple[str, ...]] = {
     "lumos_ray.store": _ABOVE_STORE_AND_RUNTIME,
     "lumos_ray.runtime": _ABOVE_STORE_AND_RUNTIME,
+    "lumos_ray.platform": _ABOVE_STORE_AND_RUNTIME,  # tenants, keys, quotas: on the store
     "lumos_ray.finetune": ("lumos_ray.federated",),
 }
 

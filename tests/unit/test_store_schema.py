@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 
 from lumos_ray.store import RunStore, StoreError
 from lumos_ray.store._migrate import VERSION_TABLE, head_revision
-from lumos_ray.store._schema import TABLES, metadata
+from lumos_ray.store._schema import RUN_TABLES, TABLES, metadata
 
 MakeStore = Callable[..., RunStore]
 
@@ -278,7 +278,7 @@ def test_raw_rows_are_json_not_pickles(store_backend: str, store_url: str, make_
     engine = _engine(store_url)
     try:
         with engine.connect() as c:
-            for t in TABLES:
+            for t in RUN_TABLES:  # the platform's tables: tests/unit/test_platform_schema.py
                 rows = c.execute(sa.text(f"SELECT * FROM {t.name}")).mappings().all()
                 assert rows, t.name
                 for row in rows:
