@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from lumos_ray._files import open_private_append, private_dir
 from lumos_ray.cli._common import address_option, emit, json_option
 from lumos_ray.errors import ServeError
 
@@ -24,10 +25,9 @@ def _home() -> Path:
 
 
 def _state() -> dict[str, Any]:
-    try:
-        return json.loads((_home() / "serve.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    from lumos_ray.serve._state import read_serve_state
+
+    return read_serve_state(_home() / "serve.json")
 
 
 @click.group("serve")
@@ -75,8 +75,7 @@ def up(
 
 def _detach(config: str | None, timeout: int, as_json: bool, port: int | None) -> None:
     """Start `python -m lumos_ray.serve._daemon` in its own session and wait for ready."""
-    home = _home()
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(_home())  # 0700: the log and pid file below are private state
     pid_path = home / "serve.pid"
     if pid_path.is_file():
         pid = int(pid_path.read_text().strip() or 0)
@@ -87,7 +86,7 @@ def _detach(config: str | None, timeout: int, as_json: bool, port: int | None) -
             )
     log_path = home / "serve.log"
     cfg_arg = str(Path(config).resolve()) if config else "-"
-    with open(log_path, "ab") as log:
+    with open_private_append(log_path) as log:  # 0600: a log holds prompts and errors
         proc = subprocess.Popen(
             [
                 sys.executable,

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from lumos_ray._files import private_dir
 from lumos_ray.config import LumosSettings
 from lumos_ray.errors import ConnectionFailedError
 from lumos_ray.runtime._loopback import (
@@ -97,7 +98,7 @@ def connect(
         settings = settings or LumosSettings.from_env(
             address=address, namespace=namespace, num_cpus=num_cpus
         )
-        os.makedirs(os.path.expanduser(settings.home), exist_ok=True)
+        private_dir(settings.home)  # LUMOS_HOME holds the store, logs, results: 0700
         env = _worker_env(settings)
         if ray.is_initialized():
             # Someone (a test fixture, a Ray job entrypoint) already connected.

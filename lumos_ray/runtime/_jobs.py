@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from lumos_ray._files import private_dir, write_private_text
 from lumos_ray.errors import ConnectionFailedError, JobError, LumosError, NotFoundError
 from lumos_ray.runtime._cluster import jobs_auth_headers
 
@@ -105,13 +106,15 @@ class FileResultStore:
     """Result files in a directory both the submitter and the job's driver can see."""
 
     def __init__(self, directory: str | Path | None = None) -> None:
-        default = os.environ.get("LUMOS_JOB_RESULTS_DIR") or (
-            Path(os.environ.get("LUMOS_HOME") or ".lumos") / "jobs" / "results"
-        )
-        self.directory = Path(directory or default).expanduser().resolve()
+        chosen = directory or os.environ.get("LUMOS_JOB_RESULTS_DIR")
+        default = Path(os.environ.get("LUMOS_HOME") or ".lumos") / "jobs" / "results"
+        self.directory = Path(chosen or default).expanduser().resolve()
+        #: lumos's own folder is tightened to 0700; a folder the user chose (a shared
+        #: filesystem path) keeps its mode, only the parts lumos creates are 0700.
+        self._own_directory = not chosen
 
     def location(self, job_id: str) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory, tighten_existing=self._own_directory)
         return str(self.directory / f"{job_id}.json")
 
     def read(self, job_id: str) -> dict[str, Any] | None:
@@ -126,12 +129,11 @@ class FileResultStore:
 
 
 def write_result_file(path: str, envelope: Mapping[str, Any]) -> None:
-    """Job side: write atomically, so a reader never sees half a file."""
+    """Job side: write atomically, so a reader never sees half a file, and ``0600``
+    (a result holds what the job returned: run outputs, metrics, paths)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(dict(envelope), default=str), encoding="utf-8")
-    os.replace(tmp, target)
+    private_dir(target.parent, tighten_existing=False)
+    write_private_text(target, json.dumps(dict(envelope), default=str))
 
 
 def jobs_address(address: str | None) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from lumos_ray.errors import ServeError
 from lumos_ray.serve._config import ServeConfig, load_serve_config
+from lumos_ray.serve._state import write_serve_state
 
 __all__ = ["build_application", "start", "status", "stop"]
 
@@ -105,9 +106,7 @@ def start(
     url = cfg.base_url()
     _wait_ready(cfg, url, timeout_s - (time.monotonic() - t0))
     try:
-        _state_file().write_text(
-            json.dumps({"url": url, "app_name": cfg.app_name, "config": cfg.model_dump()})
-        )
+        write_serve_state(_state_file(), url, cfg)  # 0600, no secrets (keys redacted)
     except OSError:
         pass
     return url

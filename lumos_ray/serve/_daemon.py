@@ -16,6 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
+from lumos_ray._files import private_dir, write_private_text
+
 __all__ = ["main", "pid_file", "run_foreground"]
 
 
@@ -56,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     address = args[1] if len(args) > 1 and args[1] != "-" else None
     port = int(args[2]) if len(args) > 2 and args[2] != "-" else None
     pf = pid_file()
-    pf.parent.mkdir(parents=True, exist_ok=True)
-    pf.write_text(str(os.getpid()))
+    private_dir(pf.parent)  # LUMOS_HOME: 0700
+    write_private_text(pf, str(os.getpid()))
 
     def ready(url: str) -> None:
         print(json.dumps({"event": "ready", "url": url}), flush=True)

@@ -29,6 +29,7 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
+from lumos_ray._files import FILE_MODE, private_dir, private_file, tighten
 from lumos_ray.errors import InputValidationError
 from lumos_ray.store._errors import StoreError
 from lumos_ray.store._url import CONNECT_TIMEOUT_S, StoreURL
@@ -69,6 +70,22 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _private_sqlite_file(target: StoreURL) -> None:
+    """Create the database file ``0600`` (its missing directories ``0700``) before
+    SQLite opens it, and tighten an existing one: it holds every run's input, output
+    and events. SQLite creates the ``-wal`` and ``-shm`` files with the database file's
+    mode, so they follow; ones left by an older release are tightened too."""
+    path = target.sqlite_path
+    assert path is not None
+    try:
+        private_dir(path.parent, tighten_existing=False)
+        private_file(path)
+        for suffix in ("-wal", "-shm"):
+            tighten(path.with_name(path.name + suffix), FILE_MODE)
+    except OSError as exc:
+        raise connect_error(exc, target) from None
+
+
 def _sqlite_begin(conn: Connection) -> None:
     write = conn.get_execution_options().get("lumos_write", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -79,6 +96,8 @@ def make_engines(
 ) -> tuple[Engine, Engine]:
     """(engine for writes, engine for reads); they share one connection pool."""
     if target.backend == "sqlite":
+        if target.sqlite_path is not None:
+            _private_sqlite_file(target)
         engine = create_engine(
             target.url,
             json_serializer=dumps,

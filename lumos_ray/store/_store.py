@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from lumos_ray._files import private_dir
 from lumos_ray.errors import InputValidationError, NotFoundError
 from lumos_ray.store import _migrate
 from lumos_ray.store._engine import connect_error, guard, make_engines
@@ -679,7 +680,7 @@ def open_store(url: str | None = None, tenant_id: str | None = None) -> RunStore
 
 def _make_parent(path: Path, masked: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent, tighten_existing=False)  # new directories 0700
     except OSError as exc:
         raise StoreError(
             f"Cannot create the directory of the run store {masked}: {exc.strerror}.",

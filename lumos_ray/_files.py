@@ -1,0 +1,112 @@
+"""Files and directories that hold state are readable by their owner only.
+
+What lumos writes under ``LUMOS_HOME`` (the run store, logs, job results, the serve
+state file) holds prompts, model outputs, tool arguments and sometimes credentials.
+With the usual umask (022) a plain ``open(..., "w")`` or ``mkdir`` makes them readable
+by every user of the machine, so state files are created ``0600`` and state
+directories ``0700`` here, whatever the umask. A file or directory that already exists
+with looser bits (written by an older release) is tightened when lumos opens it again,
+if this user owns it; what belongs to someone else is left alone (chmod would fail, and
+it is theirs to decide).
+
+Directories that already existed *above* the one asked for (``/srv`` above
+``/srv/lumos/runs.db``) are never changed: lumos tightens only what it created or what
+is its own state directory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "open_private_append",
+    "private_dir",
+    "private_file",
+    "tighten",
+    "write_private_text",
+]
+
+#: Mode of every state file lumos creates (owner read/write).
+FILE_MODE = 0o600
+#: Mode of every state directory lumos creates (owner only).
+DIR_MODE = 0o700
+
+
+def tighten(path: str | Path, mode: int) -> None:
+    """Drop every permission bit of ``path`` outside ``mode`` (never adds one), if this
+    user owns it. Missing paths and other users' paths are left as they are."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    current = stat.S_IMODE(st.st_mode)
+    if st.st_uid == os.getuid() and current & ~mode:
+        os.chmod(path, current & mode)
+
+
+def private_dir(path: str | Path, *, tighten_existing: bool = True) -> Path:
+    """Create ``path`` and its missing parents as ``0700`` directories.
+
+    ``tighten_existing``: also drop group/other bits of ``path`` itself when it already
+    existed (right for lumos's own directories such as ``LUMOS_HOME``; wrong for a
+    directory the user chose to share, e.g. the folder a store file lives in)."""
+    target = Path(path).expanduser()
+    missing: list[Path] = []
+    cur = target
+    while not cur.exists() and cur != cur.parent:
+        missing.append(cur)
+        cur = cur.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, DIR_MODE)
+        except FileExistsError:
+            continue  # made by another process meanwhile: its creator chose the mode
+        os.chmod(d, DIR_MODE)  # mkdir's mode is reduced by the umask, never widened
+    if not missing and tighten_existing:
+        tighten(target, DIR_MODE)
+    return target
+
+
+def private_file(path: str | Path) -> Path:
+    """Make sure ``path`` exists as a ``0600`` file (created empty when missing, never
+    truncated); an existing file of this user is tightened to ``0600``."""
+    p = Path(path).expanduser()
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    os.close(fd)
+    tighten(p, FILE_MODE)
+    return p
+
+
+def write_private_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file + rename) as a ``0600`` file:
+    a reader never sees half a file, and the content is never readable by others,
+    not even for a moment (the temp file is created ``0600``)."""
+    target = Path(path).expanduser()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        tighten(tmp, FILE_MODE)  # the temp name may have existed (a crashed writer)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target
+
+
+def open_private_append(path: str | Path) -> BinaryIO:
+    """``open(path, "ab")``, but a new file is ``0600`` and an existing one is tightened
+    (logs hold what the processes printed: prompts, errors, sometimes request bodies)."""
+    p = Path(path).expanduser()
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    tighten(p, FILE_MODE)
+    return os.fdopen(fd, "ab")
