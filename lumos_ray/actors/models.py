@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lumos_ray.actors._keys import choose_key
 from lumos_ray.errors import ConfigError, ModelError, WorkflowDefinitionError
 
 __all__ = [
@@ -93,7 +94,12 @@ class ChatModel(ABC):
 
 
 class OpenAIChatModel(ChatModel):
-    """Any OpenAI-compatible ``/v1/chat/completions`` endpoint (our gateway included)."""
+    """Any OpenAI-compatible ``/v1/chat/completions`` endpoint (our gateway included).
+
+    The API key: ``api_key`` as given, else the variable ``api_key_env`` names, else
+    ``LUMOS_API_KEY`` / ``OPENAI_API_KEY``; a key from the environment is sent only
+    to base URLs that environment binds it to (``lumos_ray.actors._keys``: by default
+    ``OPENAI_API_KEY`` only to api.openai.com, more via ``LUMOS_MODEL_KEY_URLS``)."""
 
     def __init__(
         self,
@@ -118,6 +124,7 @@ class OpenAIChatModel(ChatModel):
         self.timeout_s = timeout_s
         self.extra_body = extra_body or {}
         self._client: Any = None
+        self._key_hint = ""
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -136,17 +143,28 @@ class OpenAIChatModel(ChatModel):
         import httpx
 
         if self._client is None:
-            key = (
-                self.api_key
-                or (os.environ.get(self.api_key_env) if self.api_key_env else None)
-                or os.environ.get("LUMOS_API_KEY")
-                or os.environ.get("OPENAI_API_KEY")
-            )
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            # The key is read here, where the agent runs, and only where the
+            # environment binds it to this base URL (see lumos_ray.actors._keys).
+            choice = choose_key(self.base_url, api_key=self.api_key, api_key_env=self.api_key_env)
+            self._key_hint = choice.hint(self.base_url)
+            headers = {"Authorization": f"Bearer {choice.key}"} if choice.key else {}
             self._client = httpx.AsyncClient(
-                base_url=self.base_url, headers=headers, timeout=self.timeout_s
+                base_url=self.base_url,
+                headers=headers,
+                timeout=self.timeout_s,
+                follow_redirects=False,  # a redirect must not carry the key elsewhere
             )
         return self._client
+
+    def _status_error(self, status: int, text: str) -> ModelError:
+        if status < 400:  # a redirect: not followed, so the key stays with this server
+            return ModelError(
+                f"{self.base_url} answered {status} (a redirect); redirects are not "
+                "followed, so the API key never travels to another server.",
+                fix="Set the model's base_url to the server's final URL.",
+            )
+        hint = getattr(self, "_key_hint", "") if status == 401 else ""
+        return ModelError(f"{self.base_url} answered {status}: {text[:500]}{hint}")
 
     def to_config(self) -> ModelConfig:
         if self.api_key and not self.api_key_env:
@@ -182,8 +200,8 @@ class OpenAIChatModel(ChatModel):
             )
         except httpx.HTTPError as exc:
             raise ModelError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
-        if r.status_code >= 400:
-            raise ModelError(f"{self.base_url} answered {r.status_code}: {r.text[:500]}")
+        if r.status_code >= 300:
+            raise self._status_error(r.status_code, r.text)
         data = r.json()
         choice = data["choices"][0]
         msg = choice.get("message") or {}
@@ -219,10 +237,8 @@ class OpenAIChatModel(ChatModel):
             async with self._http().stream(
                 "POST", "/chat/completions", json=body, headers=_trace_headers()
             ) as r:
-                if r.status_code >= 400:
-                    raise ModelError(
-                        f"{self.base_url} answered {r.status_code}: {(await r.aread())[:500]!r}"
-                    )
+                if r.status_code >= 300:
+                    raise self._status_error(r.status_code, repr((await r.aread())[:500]))
                 async for line in r.aiter_lines():
                     if not line.startswith("data:"):
                         continue

@@ -37,6 +37,12 @@ def ray_cluster(request: pytest.FixtureRequest, lumos_home: str) -> Iterator[run
     # A secret the cluster's processes read from their environment at execution time
     # (tests check it never reaches the store). With --ray-address, export it there.
     os.environ.setdefault("LUMOS_TEST_MODEL_KEY", f"sk-lumos-test-{os.urandom(8).hex()}")
+    # Keys go only to base URLs their environment binds them to: the test keys to the
+    # test servers on this machine (any port: they listen on free ports).
+    os.environ.setdefault(
+        "LUMOS_MODEL_KEY_URLS",
+        "LUMOS_TEST_MODEL_KEY=http://127.0.0.1:*;LUMOS_TEST_GATEWAY_KEY=http://127.0.0.1:*",
+    )
     settings = LumosSettings.from_env(address=address, num_cpus=None if address else 8)
     info = runtime.connect(settings=settings)
     yield info
