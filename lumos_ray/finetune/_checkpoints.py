@@ -15,7 +15,15 @@ Ray, without a copy, so Ray registers that same directory and applies
 wins, whether or not Ray got to register it. A half-written checkpoint is still a temp
 directory and a damaged one fails its manifest: neither is ever picked.
 
-Pure file handling (no Ray, no torch) so the unit tests cover it.
+Loading is safe against tampered files: the optimizer and scheduler states load with
+``torch.load(weights_only=True)`` (:func:`load_torch_state`), which unpickles only
+tensors, numbers, strings and containers and refuses any other global (``os.system``,
+a class's ``__reduce__``) before it runs; the adapter weights are safetensors and the
+training state is JSON. The manifest only detects damage: whoever can write the
+directory can rewrite the manifest too, so it is no defence against tampering.
+
+Pure file handling (no Ray; torch only inside :func:`load_torch_state`) so the unit
+tests cover it.
 """
 
 from __future__ import annotations
@@ -29,11 +37,15 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from lumos_ray.errors import JobError
 
 __all__ = [
     "MANIFEST",
     "checkpoint_step",
     "complete_checkpoints",
+    "load_torch_state",
     "remove_partial_checkpoints",
     "verified_step",
     "write_checkpoint",
@@ -160,3 +172,27 @@ def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
     for d in removed:
         shutil.rmtree(d, ignore_errors=True)
     return removed
+
+
+def load_torch_state(path: str | Path) -> Any:
+    """A state dict written with ``torch.save`` (optimizer, scheduler), loaded onto the
+    CPU without running code from the file.
+
+    ``weights_only=True`` restricts unpickling to tensors and plain data: a file
+    crafted to call anything (``os.system``, ``subprocess``...) raises before the call
+    happens. That refusal is a JobError naming the file; it is never retried with the
+    unsafe loader."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise JobError(
+            f"The checkpoint file {path} is not a plain tensor state and was not loaded "
+            f"(it may have been tampered with): {first}",
+            fix="Delete that checkpoint directory (the job then resumes from the one "
+            "before it, or starts over) and check who can write the run directory.",
+        ) from None

@@ -28,6 +28,7 @@ from typing import Any
 from lumos_ray.finetune._checkpoints import (
     checkpoint_step,
     complete_checkpoints,
+    load_torch_state,
     remove_partial_checkpoints,
     write_checkpoint,
 )
@@ -408,8 +409,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         set_peft_model_state_dict(
             model, load_file(str(c / ADAPTER_DIR / "adapter_model.safetensors"))
         )
-        opt.load_state_dict(torch.load(c / "optimizer.pt", weights_only=False))
-        sched.load_state_dict(torch.load(c / "scheduler.pt", weights_only=False))
+        # weights_only: a tampered checkpoint is refused, never executed
+        opt.load_state_dict(load_torch_state(c / "optimizer.pt"))
+        sched.load_state_dict(load_torch_state(c / "scheduler.pt"))
         resumed_from = int(state["step"])
     for path in missed:
         # The kill came before Ray registered these: report them now, in order, so

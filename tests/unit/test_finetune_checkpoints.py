@@ -7,16 +7,22 @@ registered, and a kill mid-write is a real SIGKILL of a child process.
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
+from lumos_ray.errors import JobError
 from lumos_ray.finetune._checkpoints import (
     MANIFEST,
     complete_checkpoints,
+    load_torch_state,
     remove_partial_checkpoints,
     verified_step,
     write_checkpoint,
@@ -120,3 +126,69 @@ def test_resume_from_a_ray_checkpoint_of_an_older_lumos(tmp_path: Path) -> None:
     assert _resume_point(tmp_path, _registered(legacy)) == (str(legacy), [])
     s40 = _ckpt(tmp_path, 40)
     assert _resume_point(tmp_path, _registered(legacy)) == (str(s40), [str(s40)])
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: the file appearing means code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.marker, "w"))
+
+
+def _tampered_checkpoint(run: Path, marker: Path) -> Path:
+    """A checkpoint whose optimizer.pt runs code when unpickled, with a manifest that
+    matches (whoever can write the directory can rewrite the manifest too)."""
+    import torch
+
+    def fill(d: Path) -> None:
+        torch.save({"state": {}, "param_groups": [], "x": _Payload(marker)}, d / "optimizer.pt")
+        (d / STATE_FILE).write_text(json.dumps({"step": 5}))
+
+    return write_checkpoint(run, 5, fill)
+
+
+def test_a_tampered_optimizer_state_is_refused_and_its_payload_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    ckpt = _tampered_checkpoint(tmp_path / "run", marker)
+    assert verified_step(ckpt) == 5  # the manifest cannot tell
+
+    with pytest.raises(JobError) as err:
+        load_torch_state(ckpt / "optimizer.pt")
+    assert not marker.exists()
+    assert "optimizer.pt" in err.value.message and "tampered" in err.value.message
+
+    # The file is a real payload: plain unpickling (what weights_only=False did) runs it.
+    with zipfile.ZipFile(ckpt / "optimizer.pt") as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    pickle.loads(data)
+    assert marker.exists()
+
+
+def test_real_optimizer_and_scheduler_states_round_trip_through_the_safe_loader(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    param = torch.nn.Parameter(torch.ones(4, 4))
+    opt = torch.optim.AdamW([param], lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    param.grad = torch.full((4, 4), 0.5)
+    opt.step()
+    sched.step()
+
+    def fill(d: Path) -> None:
+        torch.save(opt.state_dict(), d / "optimizer.pt")
+        torch.save(sched.state_dict(), d / "scheduler.pt")
+
+    ckpt = write_checkpoint(tmp_path, 1, fill)
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.ones(4, 4))], lr=1e-3)
+    sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lambda step: 0.5)
+    opt2.load_state_dict(load_torch_state(ckpt / "optimizer.pt"))
+    sched2.load_state_dict(load_torch_state(ckpt / "scheduler.pt"))
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
+    assert sched2.state_dict()["last_epoch"] == sched.state_dict()["last_epoch"] == 1
