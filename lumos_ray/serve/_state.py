@@ -3,10 +3,11 @@
 ``serve.start()`` records the running app here for ``lumos serve status``/``down``.
 The file is written by lumos onto disk, so it never holds a secret: gateway keys from
 the serve YAML, replica ``env`` values (``HF_TOKEN`` ...) and passwords in URLs are
-replaced by ``"<redacted>"`` (what stays is the *reference* to where a secret lives:
-the config file, and ``gateway.api_keys_env``, the name of the variable holding more
-keys). It is ``0600`` in a ``0700`` directory and written atomically. Nothing reads the
-config back from it (status needs only the URL), so redacting loses nothing.
+replaced by ``"<redacted>"`` / ``***``. What stays is the *reference* to where a secret
+lives: the config file, and ``gateway.api_keys_env``, the name of the variable holding
+more keys; a key given as an object keeps its tenant, role, name and hash. The file is
+``0600`` in a ``0700`` directory and written atomically. Nothing reads the config back
+from it (status needs only the URL), so redacting loses nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def _redact_key(entry: Any) -> Any:
     return REDACTED
 
 
+def _mask_urls(value: Any) -> Any:
+    """Every string in ``value`` with URL passwords (``scheme://user:PASSWORD@``)
+    replaced by ``***``: store URLs, object-store paths, whatever a config grows."""
+    if isinstance(value, str):
+        return _USERINFO_RE.sub(r"\1***@", value)
+    if isinstance(value, dict):
+        return {k: _mask_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    return value
+
+
 def redacted_config(cfg: ServeConfig) -> dict[str, Any]:
     """``cfg`` as JSON data with no secret in it (see the module docstring)."""
     data = cfg.model_dump(mode="json")
@@ -41,10 +54,8 @@ def redacted_config(cfg: ServeConfig) -> dict[str, Any]:
     gateway["api_keys"] = [_redact_key(k) for k in gateway.get("api_keys") or []]
     for model in data["models"]:
         model["env"] = {name: REDACTED for name in model.get("env") or {}}
-        lora = model.get("lora") or {}
-        if lora.get("object_store_path"):
-            lora["object_store_path"] = _USERINFO_RE.sub(r"\1***@", lora["object_store_path"])
-    return data
+    masked: dict[str, Any] = _mask_urls(data)
+    return masked
 
 
 def write_serve_state(path: str | Path, url: str, cfg: ServeConfig) -> Path:

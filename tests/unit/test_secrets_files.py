@@ -44,8 +44,9 @@ def test_serve_state_file_holds_references_not_the_keys_from_the_yaml(tmp_path: 
     cfg_path.write_text(
         f"""
 gateway:
-  api_keys: ["{YAML_KEY}"]
+  api_keys: ["{YAML_KEY}", {{key: "{YAML_KEY}-acme", tenant: acme, role: viewer}}]
   api_keys_env: MY_GATEWAY_KEYS
+  platform_store_url: "postgresql+psycopg://lumos:{S3_PASSWORD}@db:5432/runs"
 models:
   - name: m
     env: {{HF_TOKEN: {HF_TOKEN}}}
@@ -62,7 +63,10 @@ models:
         assert secret not in text
     data = json.loads(text)
     gateway = data["config"]["gateway"]
-    assert gateway["api_keys"] == ["<redacted>"]  # how many, not what
+    assert gateway["api_keys"][0] == "<redacted>"  # how many, not what
+    assert gateway["api_keys"][1]["key"] == "<redacted>"
+    assert gateway["api_keys"][1]["tenant"] == "acme"  # scope stays, the secret goes
+    assert gateway["platform_store_url"] == "postgresql+psycopg://lumos:***@db:5432/runs"
     assert gateway["api_keys_env"] == "MY_GATEWAY_KEYS"  # the reference stays
     assert data["config"]["models"][0]["env"] == {"HF_TOKEN": "<redacted>"}
     assert data["config"]["models"][0]["lora"]["object_store_path"].startswith("s3://user:***@")
