@@ -11,8 +11,11 @@ import statistics
 from collections import Counter
 from typing import Any, Literal
 
+import regex
+
 from lumos_ray.errors import ToolError, ToolNotAllowedError
 from lumos_ray.tools._builtins import _jsonpath
+from lumos_ray.tools._builtins._bounds import RegexBudget, expanded_size
 from lumos_ray.tools._builtins._safety import resolve_in_workspace
 from lumos_ray.tools._context import ToolContext
 from lumos_ray.tools._tool import tool
@@ -29,6 +32,13 @@ __all__ = [
 ]
 
 _MAX_TEXT = 5_000_000
+#: Seconds all of one call's regular-expression matching may take.
+_REGEX_SECONDS = 1.0
+#: Values (scalars + containers) a converted document may expand to, and the
+#: characters of the converted text: bounds the YAML "billion laughs" (a few hundred
+#: bytes whose aliases expand to gigabytes).
+_MAX_VALUES = 1_000_000
+_MAX_OUTPUT = 10_000_000
 
 
 @tool
@@ -175,40 +185,26 @@ def regex_extract(
             "x" (verbose).
         max_matches: Stop after this many matches.
     """
-    if len(pattern) > 2000:
-        raise ToolNotAllowedError("pattern longer than 2000 characters")
     if len(text) > _MAX_TEXT:
         raise ToolNotAllowedError(f"text longer than {_MAX_TEXT} characters")
-    try:  # the `regex` module supports a timeout: a pathological pattern cannot hang us
-        import regex as rx_mod
-
-        timeout: dict[str, Any] = {"timeout": 2.0}
-    except ImportError:  # pragma: no cover - regex ships with the default install
-        rx_mod = re
-        timeout = {}
+    budget = RegexBudget(_REGEX_SECONDS, "the pattern")
     fl = 0
     for f in flags or []:
-        fl |= {"i": rx_mod.IGNORECASE, "m": rx_mod.MULTILINE, "s": rx_mod.DOTALL,
-               "x": rx_mod.VERBOSE}[f]  # fmt: skip
-    try:
-        compiled = rx_mod.compile(pattern, fl)
-    except Exception as exc:
-        raise ToolError(f"invalid regular expression: {exc}") from None
+        fl |= {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL,
+               "x": regex.VERBOSE}[f]  # fmt: skip
+    compiled = budget.compile(pattern, fl)
     matches: list[dict[str, Any]] = []
     truncated = False
-    try:
-        for m in compiled.finditer(text, **timeout):
-            if len(matches) >= max_matches:
-                truncated = True
-                break
-            item: dict[str, Any] = {"match": m.group(0), "start": m.start(), "end": m.end()}
-            if m.groups():
-                item["groups"] = list(m.groups())
-            if m.groupdict():
-                item["named"] = m.groupdict()
-            matches.append(item)
-    except TimeoutError:
-        raise ToolNotAllowedError("the regular expression took too long (over 2 s)") from None
+    for m in budget.finditer(compiled, text):
+        if len(matches) >= max_matches:
+            truncated = True
+            break
+        item: dict[str, Any] = {"match": m.group(0), "start": m.start(), "end": m.end()}
+        if m.groups():
+            item["groups"] = list(m.groups())
+        if m.groupdict():
+            item["named"] = m.groupdict()
+        matches.append(item)
     return {"count": len(matches), "matches": matches, "truncated": truncated}
 
 
@@ -222,6 +218,8 @@ def json_validate(data: Any, json_schema: dict[str, Any]) -> dict[str, Any]:
     """
     import jsonschema
 
+    from lumos_ray.tools._builtins._schema_check import bounded_validator
+
     if isinstance(data, str):
         try:
             data = json.loads(data)
@@ -232,7 +230,14 @@ def json_validate(data: Any, json_schema: dict[str, Any]) -> dict[str, Any]:
         cls.check_schema(json_schema)
     except jsonschema.SchemaError as exc:
         raise ToolError(f"the schema itself is invalid: {exc.message}") from None
-    errors = sorted(cls(json_schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    budget = RegexBudget(_REGEX_SECONDS, "a pattern in the schema")
+    validator = bounded_validator(cls, json_schema, budget)
+    errors = []
+    for e in validator.iter_errors(data):
+        errors.append(e)
+        if len(errors) >= 1000:
+            break
+    errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
     return {
         "valid": not errors,
         "errors": [
@@ -268,10 +273,12 @@ def convert_format(
             value = list(csv.DictReader(io.StringIO(content)))
     except (ValueError, yaml.YAMLError, csv.Error) as exc:
         raise ToolError(f"cannot parse {from_format}: {exc}") from None
+    # Aliases share objects: measure the value as if expanded before writing it out.
+    expanded_size(value, _MAX_VALUES)
     if to_format == "json":
-        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+        return _capped(json.dumps(value, indent=2, ensure_ascii=False, default=str))
     if to_format == "yaml":
-        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+        return _capped(yaml.safe_dump(value, sort_keys=False, allow_unicode=True))
     if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
         raise ToolError("CSV output needs a list of objects")
     fields: list[str] = []
@@ -284,7 +291,16 @@ def convert_format(
         writer.writerow(
             {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
         )
-    return out.getvalue()
+    return _capped(out.getvalue())
+
+
+def _capped(text: str) -> str:
+    if len(text) > _MAX_OUTPUT:
+        raise ToolNotAllowedError(
+            f"the converted data is {len(text)} characters, over the {_MAX_OUTPUT} limit; "
+            "convert a smaller document"
+        )
+    return text
 
 
 @tool

@@ -8,6 +8,7 @@ the workspace) and extensions are never loaded.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,27 @@ from lumos_ray.tools._context import ToolContext
 from lumos_ray.tools._tool import tool
 
 __all__ = ["TOOLS", "sql_query", "sql_schema"]
+
+#: Default and largest wall-clock seconds one statement may run (``settings.sql.timeout_s``).
+_TIMEOUT_S = 10.0
+_MAX_TIMEOUT_S = 120.0
+#: Largest string/blob a statement may build, rows and characters a result may hold.
+_MAX_VALUE_BYTES = 10_000_000
+_MAX_ROWS = 10_000
+_MAX_RESULT_CHARS = 2_000_000
+
+
+def _bound(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Stop the statement once ``timeout_s`` has passed (a recursive CTE with no end
+    would otherwise run forever, holding a tool thread); cap value sizes."""
+    deadline = time.monotonic() + timeout_s
+    # Called every 10k virtual-machine instructions: non-zero aborts the statement.
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+
+
+def _cell_chars(v: Any) -> int:
+    return len(v) if isinstance(v, str | bytes) else 8
 
 
 def _authorizer(action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> int:
@@ -56,32 +78,58 @@ def sql_query(
         params: Values bound to the ? placeholders, in order.
         max_rows: Return at most this many rows (the result says if it was truncated).
     """
-    allow_write = bool(ctx_or_default(ctx).setting("sql", "allow_write", False))
+    c = ctx_or_default(ctx)
+    allow_write = bool(c.setting("sql", "allow_write", False))
+    timeout_s = min(float(c.setting("sql", "timeout_s", _TIMEOUT_S)), _MAX_TIMEOUT_S)
+    max_rows = max(0, min(max_rows, _MAX_ROWS))
     conn = _connect(resolve_in_workspace(ctx, database), allow_write)
+    _bound(conn, timeout_s)
     try:
         cur = conn.execute(query, params or [])
         if cur.description is None:
             conn.commit()
             return {"rows_affected": cur.rowcount, "lastrowid": cur.lastrowid}
         columns = [d[0] for d in cur.description]
-        rows = cur.fetchmany(max_rows + 1)
-        truncated = len(rows) > max_rows
-        return {"columns": columns, "rows": [list(r) for r in rows[:max_rows]],
-                "row_count": min(len(rows), max_rows), "truncated": truncated}  # fmt: skip
-    except sqlite3.DatabaseError as exc:
-        msg = str(exc)
-        if "readonly" in msg or "read-only" in msg:
+        rows: list[list[Any]] = []
+        chars = 0
+        truncated = False
+        for r in iter(cur.fetchone, None):
+            chars += sum(_cell_chars(v) for v in r)
+            if len(rows) >= max_rows or chars > _MAX_RESULT_CHARS:
+                truncated = True
+                break
+            rows.append(list(r))
+        return {"columns": columns, "rows": rows, "row_count": len(rows),
+                "truncated": truncated}  # fmt: skip
+    except sqlite3.OperationalError as exc:
+        if "interrupted" in str(exc):
             raise ToolNotAllowedError(
-                "the database is read-only for this run; set settings.sql.allow_write to "
-                "allow writes"
+                f"the statement ran longer than {timeout_s:g} s and was stopped (an endless "
+                "recursive CTE?). Add a LIMIT or a termination condition; "
+                "settings.sql.timeout_s raises the limit."
             ) from None
-        if "not authorized" in msg:
-            raise ToolNotAllowedError(f"statement not allowed: {msg} (ATTACH is denied)") from None
-        raise ToolError(f"SQL error: {msg}") from None
+        raise _sql_error(exc) from None
+    except sqlite3.DatabaseError as exc:
+        raise _sql_error(exc) from None
     except sqlite3.ProgrammingError as exc:
         raise ToolError(f"SQL error: {exc}") from None
     finally:
         conn.close()
+
+
+def _sql_error(exc: sqlite3.DatabaseError) -> ToolError:
+    msg = str(exc)
+    if "readonly" in msg or "read-only" in msg:
+        return ToolNotAllowedError(
+            "the database is read-only for this run; set settings.sql.allow_write to allow writes"
+        )
+    if "not authorized" in msg:
+        return ToolNotAllowedError(f"statement not allowed: {msg} (ATTACH is denied)")
+    if "too big" in msg:
+        return ToolNotAllowedError(
+            f"SQL error: {msg} (values are limited to {_MAX_VALUE_BYTES} bytes)"
+        )
+    return ToolError(f"SQL error: {msg}")
 
 
 @tool
@@ -92,6 +140,7 @@ def sql_schema(database: str, ctx: ToolContext | None = None) -> dict[str, Any]:
         database: SQLite file path relative to the workspace root.
     """
     conn = _connect(resolve_in_workspace(ctx, database), write=False)
+    _bound(conn, _TIMEOUT_S)
     try:
         tables = [
             r[0]

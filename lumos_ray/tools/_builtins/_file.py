@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import regex
+
 from lumos_ray.errors import ToolError, ToolNotAllowedError
+from lumos_ray.tools._builtins._bounds import RegexBudget
 from lumos_ray.tools._builtins._safety import (
     ctx_or_default,
     resolve_in_workspace,
@@ -27,6 +29,10 @@ __all__ = ["TOOLS", "list_dir", "read_file", "search_files", "write_file"]
 
 _MAX_READ = 10_000_000
 _MAX_WRITE = 10_000_000
+#: Seconds all regex matching of one search_files call may take, and the characters
+#: of a line that are read and matched (a one-line multi-GB file is read in pieces).
+_REGEX_SECONDS = 2.0
+_MAX_LINE = 10_000
 
 
 @tool
@@ -176,11 +182,9 @@ def search_files(
     if not d.is_dir():
         raise ToolError(f"no such directory in the workspace: {path!r}")
     rx = None
+    budget = RegexBudget(_REGEX_SECONDS, "the contains pattern")
     if contains is not None:
-        try:
-            rx = re.compile(contains, re.IGNORECASE if ignore_case else 0)
-        except re.error as exc:
-            raise ToolError(f"invalid regular expression {contains!r}: {exc}") from None
+        rx = budget.compile(contains, regex.IGNORECASE if ignore_case else 0)
     results: list[dict[str, Any]] = []
     truncated = False
     for p, is_dir in _walk(d, ws, recursive=True):
@@ -191,7 +195,7 @@ def search_files(
             continue
         hit: dict[str, Any] = {"path": p.relative_to(ws).as_posix()}
         if rx is not None:
-            matches = _grep(p, rx)
+            matches = _grep(p, rx, budget)
             if not matches:
                 continue
             hit["matches"] = matches
@@ -202,14 +206,14 @@ def search_files(
     return {"results": results, "truncated": truncated}
 
 
-def _grep(p: Path, rx: re.Pattern[str], limit: int = 20) -> list[dict[str, Any]]:
+def _grep(p: Path, rx: Any, budget: RegexBudget, limit: int = 20) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     try:
         with p.open("r", encoding="utf-8", errors="replace") as fh:
-            for no, line in enumerate(fh, 1):
-                if no > 200_000:
-                    break
-                if rx.search(line):
+            no = 0
+            while no < 200_000 and (line := fh.readline(_MAX_LINE)):
+                no += 1
+                if budget.search(rx, line):
                     out.append({"line": no, "text": line.rstrip("\n")[:500]})
                     if len(out) >= limit:
                         break

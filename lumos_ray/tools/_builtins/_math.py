@@ -48,8 +48,35 @@ _FUNCS: dict[str, Any] = {
 _CONSTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 _MAX_EXPR = 500
 _MAX_POW_EXP = 10_000
-_MAX_INT_BITS = 100_000
+#: Largest integer result (bits). Below Python's 4300-digit int->str limit, so every
+#: result can also be written out as JSON.
+_MAX_INT_BITS = 14_000
 _MAX_FACTORIAL = 1000
+
+
+def _too_large(what: str) -> ToolNotAllowedError:
+    return ToolNotAllowedError(
+        f"{what} would have more than {_MAX_INT_BITS} bits (about 4200 digits), the "
+        "calculator's limit; it was refused before computing it. Use smaller numbers "
+        "or floats (e.g. 9.0 ** 300)."
+    )
+
+
+def _check_size(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuse an integer operation whose result would exceed ``_MAX_INT_BITS``
+    *before* computing it: ``(9**9999)**3000`` is bounded by its size estimate
+    (exponent * bits of the base), never by running the multiplication."""
+    if isinstance(op, ast.Pow):
+        if abs(right) > _MAX_POW_EXP:
+            raise ToolNotAllowedError(
+                f"exponent {right} is too large (limit {_MAX_POW_EXP}); use a smaller one"
+            )
+        if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+            if (abs(left).bit_length() - 1) * right > _MAX_INT_BITS:
+                raise _too_large("the power")
+    elif isinstance(op, ast.Mult) and isinstance(left, int) and isinstance(right, int):
+        if left and right and left.bit_length() + right.bit_length() - 1 > _MAX_INT_BITS:
+            raise _too_large("the product")
 
 
 def _eval(node: ast.AST) -> Any:
@@ -59,11 +86,10 @@ def _eval(node: ast.AST) -> Any:
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = _eval(node.left), _eval(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_POW_EXP:
-            raise ToolNotAllowedError(f"exponent {right} is too large (limit {_MAX_POW_EXP})")
+        _check_size(node.op, left, right)
         result = _BINOPS[type(node.op)](left, right)
         if isinstance(result, int) and result.bit_length() > _MAX_INT_BITS:
-            raise ToolNotAllowedError("result is too large")
+            raise _too_large("the result")
         return result
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
@@ -76,7 +102,7 @@ def _eval(node: ast.AST) -> Any:
         and not node.keywords
     ):
         args = [_eval(a) for a in node.args]
-        if node.func.id == "factorial" and args and args[0] > _MAX_FACTORIAL:
+        if node.func.id == "factorial" and args and abs(args[0]) > _MAX_FACTORIAL:
             raise ToolNotAllowedError(f"factorial argument is too large (limit {_MAX_FACTORIAL})")
         return _FUNCS[node.func.id](*args)
     what = type(node).__name__

@@ -1,11 +1,12 @@
 """System tools: clock and time zones, host facts, and sandbox-gated code execution.
 
 ``python_exec`` and ``shell`` refuse to run unless the run sets
-``settings.sandbox.enabled = true``. When enabled they run in a child process with
-the workspace as working directory, a scrubbed environment, a wall-clock timeout
-(the whole process group is killed) and rlimits on CPU time, memory and file size.
-That is a resource fence, not an isolation boundary: enable it only where the code
-is trusted as much as the machine's user, or inside a container/VM sandbox.
+``settings.sandbox.enabled = true``. When enabled they run through ``_sandbox``: a
+supervised child process in the workspace with a cleared environment, rlimits, a
+wall-clock timeout that kills every process the command started, capped output,
+and, where the machine allows it, bubblewrap isolation (no network, read-only
+filesystem outside the workspace). ``docs/tools.md`` says exactly what each
+mechanism isolates.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import signal
-import subprocess
 import sys
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -156,54 +155,43 @@ def _require_sandbox(ctx: ToolContext | None, what: str) -> ToolContext:
     return c
 
 
+def _user_processes() -> int:
+    """Processes of this user now (RLIMIT_NPROC counts all of them, not just ours)."""
+    uid, n = os.getuid(), 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                n += os.stat(f"/proc/{d}").st_uid == uid
+            except OSError:
+                pass
+    return n
+
+
 def _run_sandboxed(argv: list[str], c: ToolContext, timeout_s: float, stdin: str | None) -> dict:
-    cwd = c.workspace_root()
+    from lumos_ray.tools._builtins._sandbox import run_bounded
+
     mem = int(c.setting("sandbox", "memory_bytes", 1 << 30))
     cpu = int(c.setting("sandbox", "cpu_seconds", max(1, int(timeout_s) + 1)))
     fsize = int(c.setting("sandbox", "max_file_bytes", 100 << 20))
+    procs = int(c.setting("sandbox", "max_processes", 64))
     max_out = int(c.setting("sandbox", "max_output_bytes", 100_000))
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(cwd),
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-
-    def limits() -> None:  # runs in the child before exec
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    proc = subprocess.Popen(
+    rlimits = [
+        ("RLIMIT_AS", mem),
+        ("RLIMIT_CPU", cpu),
+        ("RLIMIT_FSIZE", fsize),
+        ("RLIMIT_CORE", 0),
+        # Counted over every process of the user (root is exempt): room for ``procs`` more.
+        ("RLIMIT_NPROC", _user_processes() + procs),
+    ]
+    return run_bounded(
         argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=limits,  # deliberate: the rlimits must apply before exec
+        workspace=c.workspace_root(),
+        timeout_s=timeout_s,
+        rlimits=rlimits,
+        max_output=max_out,
+        stdin=stdin,
+        isolation=str(c.setting("sandbox", "isolation", "auto")),
     )
-    timed_out = False
-    try:
-        out, err = proc.communicate(input=(stdin or "").encode(), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = proc.communicate()
-    return {
-        "exit_code": proc.returncode,
-        "timed_out": timed_out,
-        "stdout": out[:max_out].decode("utf-8", errors="replace"),
-        "stderr": err[:max_out].decode("utf-8", errors="replace"),
-        "truncated": len(out) > max_out or len(err) > max_out,
-    }
 
 
 @tool

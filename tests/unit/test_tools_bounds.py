@@ -1,0 +1,186 @@
+"""Hostile input to the built-in tools ends within its bound with a clear tool error
+(issue 14). The time limits here are the hang-prevention bounds the issue asks for."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from lumos_ray.errors import ToolNotAllowedError
+from lumos_ray.tools._api import ToolContext, get_tool
+from lumos_ray.tools._builtins._sandbox import available_isolation
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    return root
+
+
+async def call(name: str, args: dict, ctx: ToolContext | None = None, bound_s: float = 10.0):
+    """The tool's answer, or a test failure once ``bound_s`` has passed."""
+    return await asyncio.wait_for(get_tool(name).acall(args, ctx), bound_s)
+
+
+def sandbox(ws: Path, isolation: str = "none", **extra: object) -> ToolContext:
+    return ToolContext(
+        workspace=str(ws),
+        settings={"sandbox": {"enabled": True, "isolation": isolation, **extra}},
+    )
+
+
+async def test_calculator_refuses_a_huge_power_in_under_two_seconds():
+    t0 = time.monotonic()
+    with pytest.raises(ToolNotAllowedError, match="refused before computing"):
+        await call("calculator", {"expression": "(9**9999)**3000"}, bound_s=60)
+    assert time.monotonic() - t0 < 2.0
+    assert await call("calculator", {"expression": "2 ** 100"}) == 2**100
+
+
+async def test_convert_format_refuses_a_yaml_alias_bomb():
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for name, prev in zip("bcdefghi", "abcdefgh", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join(lines)
+    assert len(bomb) < 400
+    with pytest.raises(ToolNotAllowedError, match="expands to more than"):
+        await call("convert_format", {"content": bomb, "from_format": "yaml", "to_format": "json"})
+    ok = await call(
+        "convert_format", {"content": "x: &x [1, 2]\ny: *x", "from_format": "yaml",
+                           "to_format": "json"},
+    )  # fmt: skip
+    assert '"y": [' in ok
+
+
+async def test_convert_format_refuses_a_recursive_alias():
+    with pytest.raises(ToolNotAllowedError, match="refers to itself"):
+        await call("convert_format", {"content": "&a [*a]", "from_format": "yaml",
+                                      "to_format": "json"})  # fmt: skip
+
+
+async def test_search_files_stops_a_catastrophic_regex(ws: Path):
+    (ws / "f.txt").write_text("a" * 34 + "!\n")
+    ctx = ToolContext(workspace=str(ws))
+    t0 = time.monotonic()
+    with pytest.raises(ToolNotAllowedError, match="took longer than"):
+        await call("search_files", {"contains": "^(a|a)+$"}, ctx)
+    assert time.monotonic() - t0 < 20.0
+    with pytest.raises(ToolNotAllowedError, match="limit is 1000"):
+        await call("search_files", {"contains": "a" * 1001}, ctx)
+    found = await call("search_files", {"contains": "a{3}!"}, ctx)
+    assert [r["path"] for r in found["results"]] == ["f.txt"]
+
+
+async def test_json_validate_stops_a_catastrophic_pattern():
+    evil = "a" * 34 + "!"
+    t0 = time.monotonic()
+    with pytest.raises(ToolNotAllowedError, match="took longer than"):
+        await call("json_validate", {"data": evil, "json_schema": {"pattern": "^(a|a)+$"}})
+    with pytest.raises(ToolNotAllowedError, match="took longer than"):
+        await call(
+            "json_validate",
+            {"data": {evil: 1}, "json_schema": {"patternProperties": {"^(a|a)+$": {}},
+                                                "additionalProperties": False}},
+        )  # fmt: skip
+    assert time.monotonic() - t0 < 20.0
+    r = await call(
+        "json_validate",
+        {"data": {"id": "x-1", "zz": 2}, "json_schema": {
+            "properties": {"id": {"pattern": "^[a-z]-[0-9]$"}},
+            "patternProperties": {"^z": {"type": "string"}}, "additionalProperties": False}},
+    )  # fmt: skip
+    assert [e["path"] for e in r["errors"]] == ["/zz"]
+
+
+async def test_regex_extract_stops_a_catastrophic_pattern():
+    with pytest.raises(ToolNotAllowedError, match="took longer than"):
+        await call("regex_extract", {"pattern": "^(a|a)+$", "text": "a" * 34 + "!"})
+
+
+async def test_sql_query_stops_an_endless_recursive_cte(ws: Path):
+    sqlite3.connect(ws / "d.db").execute("CREATE TABLE t (x)").connection.commit()
+    ctx = ToolContext(workspace=str(ws), settings={"sql": {"timeout_s": 1}})
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+    t0 = time.monotonic()
+    with pytest.raises(ToolNotAllowedError, match="longer than 1 s"):
+        await call("sql_query", {"database": "d.db", "query": endless + "SELECT count(*) FROM c"},
+                   ctx)  # fmt: skip
+    assert time.monotonic() - t0 < 5.0
+    r = await call("sql_query", {"database": "d.db", "query": endless + "SELECT x FROM c",
+                                 "max_rows": 5}, ctx)  # fmt: skip
+    assert r["rows"] == [[1], [2], [3], [4], [5]] and r["truncated"] is True
+    with pytest.raises(ToolNotAllowedError, match="too big"):
+        await call("sql_query", {"database": "d.db", "query": "SELECT zeroblob(100000000)"}, ctx)
+
+
+async def test_shell_timeout_kills_children_started_with_setsid(ws: Path):
+    cmd = "setsid sh -c 'echo $$ > escaped.pid; exec sleep 60' & echo started; sleep 60"
+    t0 = time.monotonic()
+    r = await call("shell", {"command": cmd, "timeout_s": 1}, sandbox(ws))
+    assert time.monotonic() - t0 < 8.0
+    assert r["timed_out"] is True and r["stdout"] == "started\n"
+    escaped = int((ws / "escaped.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(escaped, 0)  # killed and reaped, not left running
+
+
+async def test_python_exec_timeout_kills_a_detached_grandchild(ws: Path):
+    code = (
+        "import os, subprocess, time\n"
+        "p = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        "open('child.pid', 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n"
+    )
+    t0 = time.monotonic()
+    r = await call("python_exec", {"code": code, "timeout_s": 1}, sandbox(ws))
+    assert time.monotonic() - t0 < 8.0 and r["timed_out"] is True
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((ws / "child.pid").read_text()), 0)
+
+
+async def test_background_processes_do_not_outlive_a_finished_command(ws: Path):
+    r = await call("shell", {"command": "setsid sleep 60 & echo $! > bg.pid; echo done"},
+                   sandbox(ws))  # fmt: skip
+    assert r["exit_code"] == 0 and r["stdout"] == "done\n" and r["timed_out"] is False
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((ws / "bg.pid").read_text()), 0)
+
+
+async def test_shell_output_is_capped_while_it_is_read(ws: Path):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    r = await call(
+        "shell", {"command": "head -c 300000000 /dev/zero; echo end >&2", "timeout_s": 30},
+        sandbox(ws, max_output_bytes=1000), bound_s=40,
+    )  # fmt: skip
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert r["exit_code"] == 0 and r["truncated"] is True
+    assert len(r["stdout"]) == 1000 and r["stderr"] == "end\n"
+    assert grown_kib < 100_000  # 300 MB of output never sat in this process
+
+
+async def test_unavailable_isolation_is_refused_with_what_is_available(ws: Path):
+    with pytest.raises(ToolNotAllowedError, match="not available"):
+        await call("shell", {"command": "true"}, sandbox(ws, isolation="nonexistent"))
+
+
+@pytest.mark.skipif(
+    "bubblewrap" not in available_isolation(), reason="bwrap missing or user namespaces off"
+)
+async def test_bubblewrap_sandbox_has_no_network_and_a_read_only_host(ws: Path):
+    outside = Path(f"/var/tmp/lumos-bwrap-probe-{os.getpid()}")
+    cmd = (
+        f"echo in > inside.txt; echo out > {outside} 2>/dev/null || echo ro; "
+        "python3 -c 'import socket; socket.create_connection((\"1.1.1.1\", 80), 2)' "
+        "2>/dev/null || echo nonet"
+    )
+    r = await call("shell", {"command": cmd}, sandbox(ws, isolation="bubblewrap"))
+    assert r["isolation"] == "bubblewrap"
+    assert r["stdout"].split() == ["ro", "nonet"]
+    assert (ws / "inside.txt").read_text() == "in\n" and not outside.exists()
