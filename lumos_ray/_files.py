@@ -24,6 +24,7 @@ from typing import BinaryIO
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "is_lumos_home",
     "open_private_append",
     "private_dir",
     "private_file",
@@ -35,6 +36,13 @@ __all__ = [
 FILE_MODE = 0o600
 #: Mode of every state directory lumos creates (owner only).
 DIR_MODE = 0o700
+
+
+def is_lumos_home(path: str | Path) -> bool:
+    """Whether ``path`` is this process's ``LUMOS_HOME`` (default ``.lumos``): lumos's
+    own state directory, which is always tightened to ``0700``."""
+    home = Path(os.environ.get("LUMOS_HOME") or ".lumos").expanduser().resolve()
+    return Path(path).expanduser().resolve() == home
 
 
 def tighten(path: str | Path, mode: int) -> None:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
-from lumos_ray._files import FILE_MODE, private_dir, private_file, tighten
+from lumos_ray._files import FILE_MODE, is_lumos_home, private_dir, private_file, tighten
 from lumos_ray.errors import InputValidationError
 from lumos_ray.store._errors import StoreError
 from lumos_ray.store._url import CONNECT_TIMEOUT_S, StoreURL
@@ -78,7 +78,8 @@ def _private_sqlite_file(target: StoreURL) -> None:
     path = target.sqlite_path
     assert path is not None
     try:
-        private_dir(path.parent, tighten_existing=False)
+        # the default store lives in LUMOS_HOME, lumos's own folder: tightened too
+        private_dir(path.parent, tighten_existing=is_lumos_home(path.parent))
         private_file(path)
         for suffix in ("-wal", "-shm"):
             tighten(path.with_name(path.name + suffix), FILE_MODE)

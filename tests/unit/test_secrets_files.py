@@ -92,6 +92,16 @@ def test_sqlite_store_file_and_its_wal_are_0600_in_new_0700_dirs(tmp_path: Path)
     assert _mode(shared) == 0o755  # a directory lumos did not create keeps its mode
 
 
+def test_the_default_store_tightens_lumos_home_it_lives_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)  # e.g. made by another command before any store opened
+    monkeypatch.setenv("LUMOS_HOME", str(home))
+    RunStore(f"sqlite:///{home / 'runs.db'}").close()
+    assert _mode(home) == 0o700 and _mode(home / "runs.db") == 0o600
+
+
 def test_an_existing_world_readable_store_file_is_tightened_on_open(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     RunStore(f"sqlite:///{db}").close()
