@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "_finetune",
     "_federate",
     "_rag",
+    "_platform",
 )
 
 

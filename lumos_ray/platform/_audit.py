@@ -153,15 +153,13 @@ def _entry(row: Any) -> AuditEntry:
 
 def _rows(db: Database, tenant: str) -> Iterator[AuditEntry]:
     """Every entry of ``tenant`` in seq order, a page at a time."""
-    after = -(2**62)
+    after: int | None = None
     while True:
+        q = select(audit_log).where(audit_log.c.tenant_id == tenant)
+        if after is not None:  # (a raw insert may have used any integer, even negative)
+            q = q.where(audit_log.c.seq > after)
         with db.read() as c:
-            page = c.execute(
-                select(audit_log)
-                .where(audit_log.c.tenant_id == tenant, audit_log.c.seq > after)
-                .order_by(audit_log.c.seq)
-                .limit(_PAGE)
-            ).all()
+            page = c.execute(q.order_by(audit_log.c.seq).limit(_PAGE)).all()
         for row in page:
             yield _entry(row)
         if len(page) < _PAGE:

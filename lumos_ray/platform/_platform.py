@@ -115,13 +115,24 @@ class Platform:
     Opening fails with a StoreError (URL masked, with a fix) like the run store does.
     """
 
-    def __init__(self, store_url: str | None = None, *, plans: Plans | None = None) -> None:
+    def __init__(
+        self, store_url: str | None = None, *, plans: Plans | None = None, shared: bool = True
+    ) -> None:
         url = store_url or LumosSettings.from_env().resolved_store_url()
-        self._db: Database = open_database(url)
+        # shared: the process's one connection pool per URL (the cheap default);
+        # otherwise a pool of this Platform's own, released by close().
+        self._db: Database = open_database(url) if shared else Database(url)
+        self._owns_db = not shared
         self.plans: Plans = plans or load_plans()
         self._plan_cache: dict[str, tuple[float, str]] = {}
         self._failures: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release this Platform's own connections (``shared=False``); a no-op for the
+        shared pool, which lives as long as the process."""
+        if self._owns_db:
+            self._db.close()
 
     @property
     def url(self) -> str:
