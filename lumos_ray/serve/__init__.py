@@ -11,6 +11,7 @@ package is cheap.
 
 from lumos_ray.serve._app import build_application, start, status, stop
 from lumos_ray.serve._config import (
+    ApiKeySpec,
     AutoscalingConfig,
     GatewayConfig,
     LoraSettings,
@@ -22,6 +23,7 @@ from lumos_ray.serve._config import (
 )
 
 __all__ = [
+    "ApiKeySpec",
     "AutoscalingConfig",
     "GatewayConfig",
     "LoraSettings",

@@ -8,6 +8,7 @@ real cluster. With the embedded cluster the app lives as long as the process.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from lumos_ray.errors import ServeError
 from lumos_ray.serve._config import ServeConfig, load_serve_config
 from lumos_ray.serve._state import write_serve_state
 
-__all__ = ["build_application", "start", "status", "stop"]
+__all__ = ["build_application", "check_exposure", "gateway_deployment", "start", "status", "stop"]
 
 GATEWAY_DEPLOYMENT = "lumos-serve-gateway"
 EMBED_DEPLOYMENT = "lumos-serve-embeddings"
@@ -34,7 +35,6 @@ def build_application(config: ServeConfig) -> Any:
     from ray import serve
 
     from lumos_ray.serve._embed import Embedder
-    from lumos_ray.serve._gateway import Gateway, build_app
     from lumos_ray.serve._llm import llm_deployment
 
     job_env = _job_env()
@@ -53,15 +53,65 @@ def build_application(config: ServeConfig) -> Any:
             },
             max_ongoing_requests=32,
         ).bind(config.embeddings.source, config.embeddings.max_batch)
+    return gateway_deployment(config, llms, embed)
+
+
+def check_exposure(config: ServeConfig) -> None:
+    """Refuse a gateway that anyone on the network could use without a key: a
+    non-loopback bind with no keys and no platform, unless explicitly allowed."""
+    gw = config.gateway
+    if gw.is_loopback() or gw.platform or gw.allow_unauthenticated or config.api_keys():
+        return
+    raise ServeError(
+        f"Refusing to serve on {gw.host}:{gw.port} with authentication off: every "
+        "client that reaches this address could use the models and the runs API.",
+        fix="Give API keys (gateway.api_keys, or $LUMOS_API_KEYS in the shell that starts "
+        "the app), turn on the platform (gateway.platform: true), bind 127.0.0.1, or, "
+        "if the network in front is trusted, set gateway.allow_unauthenticated: true.",
+    )
+
+
+def gateway_deployment(config: ServeConfig, llms: dict[str, Any], embed: Any) -> Any:
+    """The gateway deployment bound to its model deployments.
+
+    Auth is resolved HERE, in the driver, and handed to every replica as init
+    arguments: replicas do not inherit the driver's environment, so a key read from
+    ``$LUMOS_API_KEYS`` inside a replica would silently be missing. Replicas get key
+    digests (never plaintext) and the platform's store URL; the config they get has
+    no keys in it."""
+    from ray import serve
+
+    from lumos_ray.config import LumosSettings
+    from lumos_ray.serve._auth import resolve_static_keys
+    from lumos_ray.serve._gateway import Gateway, build_app
+
+    check_exposure(config)
+    settings = LumosSettings.from_env()
+    keys = [] if config.gateway.platform else resolve_static_keys(config.api_keys())
+    replica_cfg = config.model_copy(deep=True)
+    replica_cfg.gateway.api_keys = []
+    replica_cfg.gateway.api_keys_env = None
+    if config.gateway.platform and not config.gateway.platform_store_url:
+        replica_cfg.gateway.platform_store_url = settings.resolved_store_url()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("LUMOS_PLANS_FILE", "LUMOS_HOME", "LUMOS_TENANT", "LUMOS_WORKFLOWS_DIR")
+    }
     gateway_cls = serve.ingress(build_app)(Gateway)
     gateway = serve.deployment(
         gateway_cls,
         name=GATEWAY_DEPLOYMENT,
         num_replicas=config.gateway.num_replicas,
-        ray_actor_options={"num_cpus": config.gateway.num_cpus},
+        ray_actor_options={
+            "num_cpus": config.gateway.num_cpus,
+            "runtime_env": {"env_vars": {**_job_env(), **env}},
+        },
         max_ongoing_requests=1000,
     )
-    return gateway.bind(config.model_dump_json(), llms, embed)  # type: ignore[attr-defined]
+    return gateway.bind(  # type: ignore[attr-defined]
+        replica_cfg.model_dump_json(), llms, embed, keys, True
+    )
 
 
 def _state_file() -> Path:
@@ -87,6 +137,7 @@ def start(
     from lumos_ray import runtime
 
     cfg = load_serve_config(config)
+    check_exposure(cfg)  # before anything listens on that address
     info = runtime.connect(address=address)
     local = info.embedded or (address or "") in ("", "auto", "local")
     if local and not _serve_running() and cfg.gateway.port and not _port_free(cfg.gateway):
@@ -120,7 +171,11 @@ def _start_serve(cfg: ServeConfig, attempts: int = 3) -> None:
 
     for i in range(attempts):
         try:
-            serve.start(http_options={"host": cfg.gateway.host, "port": cfg.gateway.port})
+            http: dict[str, Any] = {"host": cfg.gateway.host, "port": cfg.gateway.port}
+            if cfg.gateway.tls_certfile:
+                http["ssl_certfile"] = cfg.gateway.tls_certfile
+                http["ssl_keyfile"] = cfg.gateway.tls_keyfile
+            serve.start(http_options=http)
             return
         except Exception as exc:
             if i == attempts - 1:
@@ -170,7 +225,13 @@ def _wait_ready(cfg: ServeConfig, url: str, timeout_s: float) -> None:
                 raise ServeError(f"{cfg.app_name} failed to deploy: {app.message}")
             if str(app.status).endswith("RUNNING"):
                 try:
-                    r = httpx.get(url.removesuffix("/v1") + "/ready", timeout=15)
+                    # A readiness probe of our own gateway: no credential is sent, so
+                    # a self-signed certificate need not verify here.
+                    r = httpx.get(
+                        url.removesuffix("/v1") + "/ready",
+                        timeout=15,
+                        verify=not cfg.gateway.tls_certfile,
+                    )
                     if r.status_code == 200:
                         return
                     last = r.text
@@ -222,6 +283,9 @@ def stop(app_name: str = "lumos-serve", *, address: str | None = None) -> bool:
     existed = app_name in serve.status().applications
     if existed:
         serve.delete(app_name, _blocking=True)
+    from lumos_ray.serve._ratelimit import limiter_actor_name
+
+    runtime.kill_actor(limiter_actor_name(app_name))  # the app's rate-limit buckets
     if not serve.status().applications:
         # Nothing left: stop Serve itself, so the next start applies its own HTTP
         # options (a running Serve keeps the port it was first started with).

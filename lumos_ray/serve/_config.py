@@ -205,6 +205,12 @@ class GatewayConfig(BaseModel):
     platform_store_url: str | None = Field(
         default=None, description="The platform's store; default LUMOS_STORE_URL / the local one."
     )
+    auth_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a replica trusts a platform key it checked (a revoked or "
+        "expired key is refused at most this long after); 0 = check every request.",
+    )
     allow_unauthenticated: bool = Field(
         default=False,
         description="Allow binding a non-loopback host with auth off (refused otherwise).",
@@ -294,4 +300,3 @@ def load_serve_config(config: ServeConfig | str | Path | None = None) -> ServeCo
     if config is None:
         return ServeConfig()
     return load_yaml_model(config, ServeConfig)
-

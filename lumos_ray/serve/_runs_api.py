@@ -1,84 +1,180 @@
 """The runs API: start workflows over HTTP, follow their events (SSE), resume, cancel.
 
-A thin layer over ``lumos_ray.workflows._runs``: the runner actor does the work, so a
-client that disconnects loses nothing, and a follower that reconnects with
-``Last-Event-ID`` (or ``?after=``) replays from where it stopped.
+A thin layer over the caller's tenant's runner (``_tenant_runs``): the runner actor
+does the work, so a client that disconnects loses nothing, and a follower that
+reconnects with ``Last-Event-ID`` (or ``?after=``) replays from where it stopped.
+
+Every route acts on the tenant of the caller's key (the replica's own tenant when auth
+is off): another tenant's run is not found (404), whatever id is sent. Run ids are made
+by the runner unless the caller sends one for an idempotent start, which must match
+``RUN_ID_PATTERN``. With the platform on, starts, resumes and cancels are audited.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
-from lumos_ray.workflows import _runs as runs
-from lumos_ray.workflows._definition import get_workflow, list_workflows
+from lumos_ray.serve._tenant_runs import RUN_ID_PATTERN, TenantRuns, tenant_runs
+from lumos_ray.workflows._definition import list_workflows
 
 __all__ = ["router"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["runs"])
 
 
 class StartRun(BaseModel):
     input: Any = Field(default=None, description="Run input; validated against input_schema.")
-    run_id: str | None = Field(default=None, description="Optional id (idempotent start).")
+    run_id: str | None = Field(
+        default=None,
+        pattern=RUN_ID_PATTERN,
+        description="Optional id for an idempotent start (letters, digits, . _ -; at most "
+        "64); the runner makes one otherwise. Ids are scoped to the caller's tenant.",
+    )
 
 
 class ResumeRun(BaseModel):
     input: Any = Field(default=None, description="Input for the suspended step.")
 
 
+class RunOut(BaseModel):
+    """A run as the runs API returns it."""
+
+    id: str
+    workflow: str
+    version: str | None = None
+    status: str = Field(description="pending, running, suspended, succeeded, failed, cancelled")
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    suspended: dict[str, Any] | None = None
+    created_at: float
+    updated_at: float
+
+
+class RunList(BaseModel):
+    object: str = "list"
+    data: list[RunOut]
+
+
+class WorkflowItem(BaseModel):
+    name: str
+    source: str
+
+
+class WorkflowList(BaseModel):
+    object: str = "list"
+    data: list[WorkflowItem]
+
+
+def _run(row: dict[str, Any]) -> RunOut:
+    return RunOut.model_validate({k: v for k, v in row.items() if k in RunOut.model_fields})
+
+
+def _principal(request: Request) -> Any:
+    return request.scope.get("state", {}).get("principal")
+
+
+def _gateway(request: Request) -> Any:
+    """The replica's gateway (the front middleware puts it in the request state)."""
+    return request.scope["state"]["gateway"]
+
+
+def _runs(request: Request) -> TenantRuns:
+    """The caller's tenant's runs."""
+    principal = _principal(request)
+    tenant = principal.tenant if principal is not None else _gateway(request).default_tenant()
+    return tenant_runs(tenant)
+
+
+async def _audit(request: Request, action: str, run_id: str, detail: dict[str, Any]) -> None:
+    """One audit entry for a state change (platform on); a failure to write it is
+    logged, not answered: the change already happened."""
+    gw = _gateway(request)
+    principal = _principal(request)
+    if gw.platform is None or principal is None:
+        return
+    try:
+        await gw.run_blocking(
+            gw.platform.audit, principal.tenant, principal.actor, action, run_id, detail
+        )
+    except Exception:
+        log.exception("Writing the audit entry %s for %s failed", action, run_id)
+
+
 @router.get("/v1/workflows")
-async def workflows() -> dict[str, Any]:
+async def workflows() -> WorkflowList:
     """Workflows this gateway can start (configs/workflows and LUMOS_WORKFLOWS_DIR)."""
-    return {
-        "object": "list",
-        "data": [{"name": n, "source": s} for n, s in sorted(list_workflows().items())],
-    }
+    return WorkflowList(
+        data=[WorkflowItem(name=n, source=s) for n, s in sorted(list_workflows().items())]
+    )
 
 
 @router.post("/v1/workflows/{name}/runs", status_code=201)
-async def start(name: str, body: StartRun) -> dict[str, Any]:
-    """Start a run of workflow ``name``; returns at once with the run (pending)."""
-    wf = get_workflow(name)
-    run_id = await runs.start_run(wf, body.input, run_id=body.run_id)
-    return (await runs.get_run(run_id)).model_dump()
+async def start(name: str, body: StartRun, request: Request) -> RunOut:
+    """Start a run of workflow ``name``; returns at once with the run."""
+    runs = _runs(request)
+    run_id = await runs.start(name, body.input, body.run_id)
+    await _audit(request, "run.started", run_id, {"workflow": name})
+    return _run(await runs.get(run_id))
 
 
 @router.get("/v1/runs")
-async def list_runs(status: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> dict:
-    items = await runs.list_runs(status, limit)
-    return {"object": "list", "data": [r.model_dump() for r in items]}
+async def list_runs(
+    request: Request,
+    status: str | None = Query(default=None, max_length=32),
+    limit: int = Query(50, ge=1, le=1000),
+) -> RunList:
+    """The caller's tenant's runs, newest first."""
+    items = await _runs(request).list_runs(status, limit)
+    return RunList(data=[_run(r) for r in items])
 
 
 @router.get("/v1/runs/{run_id}")
-async def get(run_id: str) -> dict[str, Any]:
-    return (await runs.get_run(run_id)).model_dump()
+async def get(run_id: str, request: Request) -> RunOut:
+    return _run(await _runs(request).get(run_id))
 
 
-@router.get("/v1/runs/{run_id}/events")
+@router.get(
+    "/v1/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
 async def events(
     run_id: str,
-    after: int = Query(0, ge=0, description="Replay events after this sequence number."),
-    last_event_id: str | None = Header(default=None),
+    request: Request,
+    after: int = Query(0, ge=0, le=2**62, description="Replay events after this sequence."),
+    last_event_id: str | None = Header(default=None, max_length=20),
 ) -> StreamingResponse:
     """Server-sent events: `id` = sequence number, `event` = type, `data` = JSON.
 
     The stream ends after the run ends or suspends (a final `end` event carries the
     status)."""
-    await runs.get_run(run_id)  # 404 before the stream starts, not inside it
+    runs = _runs(request)
+    await runs.get(run_id)  # 404 before the stream starts, not inside it
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
 
     async def stream() -> AsyncIterator[bytes]:
-        async for ev in runs.follow_run(run_id, start):
-            data = json.dumps({"seq": ev.seq, "ts": ev.ts, "type": ev.type, **(ev.data or {})})
-            yield f"id: {ev.seq}\nevent: {ev.type}\ndata: {data}\n\n".encode()
-        info = await runs.get_run(run_id)
-        yield f"event: end\ndata: {json.dumps({'status': info.status})}\n\n".encode()
+        seq = start
+        while True:
+            items, status = await runs.events(run_id, seq, 5.0)
+            for ev in items:
+                seq = ev["seq"]
+                data = json.dumps(
+                    {"seq": ev["seq"], "ts": ev["ts"], "type": ev["type"], **(ev.get("data") or {})}
+                )
+                yield f"id: {ev['seq']}\nevent: {ev['type']}\ndata: {data}\n\n".encode()
+            if not items and status in ("succeeded", "failed", "cancelled", "suspended"):
+                break
+        yield f"event: end\ndata: {json.dumps({'status': status})}\n\n".encode()
 
     return StreamingResponse(
         stream(),
@@ -88,10 +184,14 @@ async def events(
 
 
 @router.post("/v1/runs/{run_id}/resume")
-async def resume(run_id: str, body: ResumeRun | None = None) -> dict[str, Any]:
-    return (await runs.resume_run(run_id, body.input if body else None)).model_dump()
+async def resume(run_id: str, request: Request, body: ResumeRun | None = None) -> RunOut:
+    row = await _runs(request).resume(run_id, body.input if body else None)
+    await _audit(request, "run.resumed", run_id, {})
+    return _run(row)
 
 
 @router.post("/v1/runs/{run_id}/cancel")
-async def cancel(run_id: str) -> dict[str, Any]:
-    return (await runs.cancel_run(run_id)).model_dump()
+async def cancel(run_id: str, request: Request) -> RunOut:
+    row = await _runs(request).cancel(run_id)
+    await _audit(request, "run.cancelled", run_id, {})
+    return _run(row)

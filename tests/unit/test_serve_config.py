@@ -16,8 +16,9 @@ from lumos_ray.errors import (
     ServeError,
 )
 from lumos_ray.serve import ServeConfig, load_serve_config
+from lumos_ray.serve._auth import StaticKeys, resolve_static_keys
 from lumos_ray.serve._errors import lumos_error_response, status_for
-from lumos_ray.serve._hooks import ApiKeyAuth, RateLimitQuota
+from lumos_ray.serve._ratelimit import TokenBuckets
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,23 +65,32 @@ def test_api_keys_from_config_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServeConfig.model_validate_json(cfg.model_dump_json()) == cfg
 
 
-def test_api_key_auth() -> None:
-    assert ApiKeyAuth([]).authenticate(None) is None  # auth off
-    auth = ApiKeyAuth(["secret"])
-    assert auth.authenticate("Bearer secret") == "secret"
-    for header in [None, "", "Basic secret", "Bearer wrong", "Bearer "]:
+def test_static_keys_hold_digests_and_prove_tenant_and_role() -> None:
+    import asyncio
+
+    from lumos_ray.serve import ApiKeySpec
+
+    assert asyncio.run(StaticKeys([]).authenticate(None)) is None  # auth off
+    specs = [ApiKeySpec(key="secret-key-a", tenant="acme", role="viewer")]
+    table = resolve_static_keys(specs)
+    assert "secret-key-a" not in repr(table)  # replicas get digests only
+    auth = StaticKeys(table)
+    who = asyncio.run(auth.authenticate("Bearer secret-key-a"))
+    assert who is not None and (who.tenant, who.role.value) == ("acme", "viewer")
+    for header in [None, "", "Basic secret-key-a", "Bearer wrong", "Bearer "]:
         with pytest.raises(AuthError):
-            auth.authenticate(header)
+            asyncio.run(auth.authenticate(header))
 
 
-def test_rate_limit_quota_per_key() -> None:
-    q = RateLimitQuota(3)
-    for _ in range(3):
-        q.check("a", "/v1/models")
-    with pytest.raises(QuotaExceededError) as ei:
-        q.check("a", "/v1/models")
-    assert ei.value.details["retry_after_s"] >= 1
-    q.check("b", "/v1/models")  # other keys have their own bucket
+def test_token_buckets_per_key_and_per_tenant() -> None:
+    b = TokenBuckets()
+    assert b.check([("a", "t")] * 3, 3, None) == [0.0, 0.0, 0.0]
+    (wait,) = b.check([("a", "t")], 3, None)
+    assert wait > 0
+    assert b.check([("b", "t")], 3, None) == [0.0]  # other keys have their own bucket
+    t = TokenBuckets()
+    waits = t.check([("k1", "acme"), ("k2", "acme"), ("k3", "acme")], 10, 2)
+    assert waits[:2] == [0.0, 0.0] and waits[2] > 0  # the tenant's budget is shared
 
 
 def test_error_mapping_is_openai_shaped() -> None:

@@ -94,7 +94,7 @@ def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
     client.get("/health")
     client.get("/v1/models")  # 401
     client.get("/v1/models", headers=_auth())  # 200
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=_auth()).text
 
     def count(route: str, status: str) -> float:
         m = re.search(
