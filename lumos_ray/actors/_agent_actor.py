@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from lumos_ray import tracing
-from lumos_ray.actors._agent_loop import AgentResult, run_turn
+from lumos_ray.actors._agent_loop import AgentResult, run_turn, turn_key
 from lumos_ray.actors.models import build_model
 from lumos_ray.tools._api import ToolContext
 
@@ -252,8 +252,12 @@ class AgentActor:
                         thread_id=thread_id,
                         workspace=self.spec.workspace,
                         settings=self.spec.tool_settings,
+                        tenant=self.tenant,
                     ),
                     emit=emit,
+                    # The full persisted history (not the window): a retry of this
+                    # turn sees the same length, the next turn a longer one.
+                    key=turn_key(run_id, thread_id, len(hist), input),
                 )
                 if self.spec.memory.history:
                     hist.extend(result.new_messages)

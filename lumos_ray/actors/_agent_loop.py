@@ -9,6 +9,8 @@ are withdrawn and the model is asked to answer with what it has.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from lumos_ray.errors import (
     ToolError,
 )
 
-__all__ = ["AgentResult", "run_turn"]
+__all__ = ["AgentResult", "run_turn", "turn_key"]
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -82,6 +84,32 @@ async def _call_model(
         raise StepTimeoutError(f"model {model.name!r} did not answer within {timeout} s") from None
 
 
+def turn_key(
+    run_id: str | None, thread_id: str, history_len: int, input: str | dict[str, Any]
+) -> str:
+    """Identity of one turn, the same when the turn is retried.
+
+    A retried turn (the actor died and Ray re-ran the call, or the runner retried the
+    step) starts from the same persisted history with the same input, so it gets the
+    same key; the next turn of the thread starts from a longer history (or, without
+    history, from another input) and gets a new one.
+    """
+    text = json.dumps([run_id, thread_id, history_len, input], default=str, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _call_ctx(ctx: Any, key: str | None, step: int, index: int, call: ToolCall) -> Any:
+    """The context for one tool call: its idempotency key is the turn's key plus the
+    call's place in the turn (model call number, position in that call) and the tool
+    name. Not the model's tool-call id: served models make a new random one when a
+    turn is retried, which would defeat the key."""
+    from lumos_ray.tools._api import ToolContext
+
+    if key is None or not isinstance(ctx, ToolContext):
+        return ctx
+    return dataclasses.replace(ctx, idempotency_key=f"{key}:{step}:{index}:{call.name}")
+
+
 async def _run_tool(
     call: ToolCall, tools: dict[str, Any], ctx: Any, timeout: float | None
 ) -> tuple[str, bool]:
@@ -101,7 +129,11 @@ async def _run_tool(
         return (f"Error: arguments are not valid JSON ({exc.msg} at char {exc.pos}).", False)
     except ToolArgumentError as exc:
         return (f"Error: {exc.message}", False)
-    with tracing.span("agent.tool_call", tool=call.name) as s:
+    from lumos_ray.tools._api import redact_arguments
+
+    with tracing.span(
+        "agent.tool_call", tool=call.name, arguments=redact_arguments(call.arguments)
+    ) as s:
         try:
             async with asyncio.timeout(timeout):
                 result = await t.acall(args, ctx)
@@ -136,8 +168,16 @@ async def run_turn(
     stream: bool = False,
     tool_ctx: Any = None,
     emit: EventSink | None = None,
+    key: str | None = None,
 ) -> AgentResult:
-    """Run the loop until the model answers without tool calls."""
+    """Run the loop until the model answers without tool calls.
+
+    ``key`` (see :func:`turn_key`) gives each tool call an idempotency key. Tool-call
+    arguments named like secrets are redacted in emitted events and in the returned
+    ``tool_calls`` log (the conversation history keeps them: the model needs them).
+    """
+    from lumos_ray.tools._api import redact_arguments
+
     user = _user_message(input)
     new: list[dict[str, Any]] = [user]
     system = [{"role": "system", "content": instructions}] if instructions else []
@@ -159,12 +199,16 @@ async def run_turn(
         if not resp.tool_calls:
             return AgentResult(resp.content, thread_id, new, step, calls_log, usage)
         results = await asyncio.gather(
-            *(_run_tool(c, tools, tool_ctx, timeout_s) for c in resp.tool_calls)
+            *(
+                _run_tool(c, tools, _call_ctx(tool_ctx, key, step, i, c), timeout_s)
+                for i, c in enumerate(resp.tool_calls)
+            )
         )
         for call, (content, ok) in zip(resp.tool_calls, results, strict=True):
-            calls_log.append({"name": call.name, "arguments": call.arguments, "ok": ok})
+            shown = redact_arguments(call.arguments)
+            calls_log.append({"name": call.name, "arguments": shown, "ok": ok})
             if emit is not None:
-                emit("tool_call", {"tool": call.name, "arguments": call.arguments, "ok": ok})
+                emit("tool_call", {"tool": call.name, "arguments": shown, "ok": ok})
             new.append({"role": "tool", "tool_call_id": call.id, "content": content})
             errors += 0 if ok else 1
         if errors > max_tool_retries and offered is not None:

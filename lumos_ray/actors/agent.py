@@ -45,12 +45,25 @@ class Resources(BaseModel):
 
 
 class RestartPolicy(BaseModel):
-    """What Ray does when the agent's process dies: restart it and retry the call."""
+    """What Ray does when the agent's process dies: restart it and retry the call.
+
+    The process is restarted for as long as it keeps dying (other sessions need it),
+    but one turn is retried a bounded number of times: a turn whose input crashes
+    the process (a tool exhausting memory, a native crash) would otherwise be a
+    crash loop that takes every session of the actor down with it, forever. Tool
+    calls carry an idempotency key, so a retried turn does not repeat side effects.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     max_restarts: int = Field(default=-1, ge=-1, description="-1 = forever.")
-    max_task_retries: int = Field(default=-1, ge=-1, description="-1 = forever.")
+    max_task_retries: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Retries of a turn whose actor died (bounded: a turn that kills the "
+        "process every time must end, not loop).",
+    )
 
 
 class MemoryConfig(BaseModel):

@@ -10,6 +10,7 @@ group). Nothing inside ``lumos_ray.tools`` imports this module, so it closes no 
 from __future__ import annotations
 
 from lumos_ray.tools._context import ToolContext
+from lumos_ray.tools._redact import redact_arguments
 from lumos_ray.tools._registry import get_tool, list_tools, register_tool, resolve_tools
 from lumos_ray.tools._tool import CANCEL_GRACE_S, Tool, to_jsonable, tool
 
@@ -19,6 +20,7 @@ __all__ = [
     "ToolContext",
     "get_tool",
     "list_tools",
+    "redact_arguments",
     "register_tool",
     "resolve_tools",
     "to_jsonable",
