@@ -18,9 +18,9 @@ TYPECHECK ?= $(BIN)/mypy
 # server): found on PATH or in Debian's /usr/lib/postgresql/N/bin, else installed.
 PG_FOUND = $(or $(and $(shell command -v initdb),$(shell command -v pg_ctl)),$(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
 
-.PHONY: install postgres demo test test-unit test-integration lint bench clean
+.PHONY: install postgres bwrap demo test test-unit test-integration lint bench clean
 
-install: $(STAMP) postgres
+install: $(STAMP) postgres bwrap
 
 # Debian's `postgresql` package (as root, or with sudo). The store tests fail, saying to
 # run `make install`, when the binaries are missing; LUMOS_TEST_NO_POSTGRES=1 skips them.
@@ -30,6 +30,18 @@ postgres:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; \
+	fi
+
+# Debian's `bubblewrap`: shell/python_exec run in it (no network, read-only host) when
+# the sandbox is enabled. Optional: without it (or without user namespaces) they fall
+# back to unshare or rlimits only (docs/tools.md says what each isolates).
+bwrap:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  echo "bwrap not found: installing Debian's bubblewrap for the tool sandbox"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  ($$SUDO apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bubblewrap) || \
+	  echo "bubblewrap not installed: sandboxed tools use the strongest fallback"; \
 	fi
 
 $(STAMP): requirements.lock pyproject.toml
@@ -43,12 +55,12 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/lumos demo
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres bwrap
 	$(BIN)/ruff check lumos_ray tests benchmarks
 	$(TYPECHECK)
 	$(BIN)/python -m pytest -q -ra tests/unit tests/integration $(PYTEST_ARGS)
 
-test-unit: $(STAMP) postgres
+test-unit: $(STAMP) postgres bwrap
 	$(BIN)/python -m pytest -q -ra tests/unit $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
