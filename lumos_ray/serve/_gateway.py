@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from opentelemetry import trace as trace_api
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match
@@ -52,7 +53,17 @@ from lumos_ray.serve._config import ServeConfig
 from lumos_ray.serve._errors import REQUEST_ID, error_response, lumos_error_response
 from lumos_ray.serve._metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from lumos_ray.serve._ratelimit import ClusterRateLimit, LocalRateLimit
-from lumos_ray.serve._schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
+from lumos_ray.serve._schemas import (
+    ChatCompletionBody,
+    ChatCompletionResponse,
+    CompletionBody,
+    CompletionResponse,
+    EmbeddingBody,
+    EmbeddingResponse,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+)
 from lumos_ray.serve._wire import JsonReply
 from lumos_ray.tracing import inject
 
@@ -580,6 +591,7 @@ def build_app() -> FastAPI:
         title="lumos gateway",
         version=__version__,
         description="OpenAI-compatible model serving and the lumos runs API.",
+        responses=_ERRORS,
     )
 
     app.add_middleware(_FrontMiddleware)
@@ -632,7 +644,10 @@ def build_app() -> FastAPI:
         """Liveness: the gateway replica answers."""
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get(
+        "/ready",
+        responses={200: {"model": ReadyOut}, 503: {"model": ReadyOut}},
+    )
     async def ready() -> Response:
         """Readiness: every model deployment answers its health check."""
         gw = _gw()
@@ -655,31 +670,35 @@ def build_app() -> FastAPI:
             status_code=200 if ok else 503,
         )
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(_gw().metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses={200: {"model": ModelList}})
     async def list_models() -> dict[str, Any]:
         gw = _gw()
         return {"object": "list", "data": [_model_card(gw, m) for m in gw.list_model_ids()]}
 
-    @app.get("/v1/models/{model_id:path}")
+    @app.get("/v1/models/{model_id:path}", responses={200: {"model": ModelCard}})
     async def get_model(model_id: str) -> dict[str, Any]:
         gw = _gw()
         if model_id not in gw.list_model_ids():
             raise NotFoundError(f"The model {model_id!r} does not exist.")
         return _model_card(gw, model_id)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=_answer(ChatCompletionResponse))
     async def chat(request: Request) -> Response:
         return await _llm_call(request, "chat")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=_answer(CompletionResponse))
     async def completions(request: Request) -> Response:
         return await _llm_call(request, "completions")
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", responses={200: {"model": EmbeddingResponse}})
     async def embeddings(request: Request) -> Response:
         gw = _gw()
         raw = await _read_body(request, gw.config.gateway.max_body_bytes)
@@ -736,6 +755,38 @@ def build_app() -> FastAPI:
 
     _document_bodies(app)
     return app
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="ready or unavailable")
+    models: dict[str, str] = Field(description="model -> ok or unavailable")
+
+
+#: Every route may answer these, always in one shape (ErrorResponse).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in [
+        (400, "Malformed request (or a Host this gateway does not serve)."),
+        (401, "Missing, invalid, expired or revoked API key."),
+        (403, "The key's role does not allow this route."),
+        (404, "Unknown model, run or route (another tenant's run is not found)."),
+        (413, "Body larger than gateway.max_body_bytes."),
+        (422, "The body or a parameter does not match the schema."),
+        (429, "Rate limit or plan quota exceeded; see Retry-After."),
+        (500, "Unexpected error (details only in the gateway's log)."),
+        (503, "A model deployment or a platform service is unavailable."),
+    ]
+}
+
+
+def _answer(model: Any) -> dict[int | str, dict[str, Any]]:
+    """A model route's 200: the JSON object, or server-sent events for stream=true."""
+    return {
+        200: {
+            "model": model,
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    }
 
 
 #: Model routes read their bodies themselves (streamed against the size limit, parsed

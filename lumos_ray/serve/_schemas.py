@@ -20,9 +20,15 @@ __all__ = [
     "MAX_BATCH_INPUTS",
     "MAX_MESSAGES",
     "ChatCompletionBody",
+    "ChatCompletionResponse",
     "ChatMessage",
     "CompletionBody",
+    "CompletionResponse",
     "EmbeddingBody",
+    "EmbeddingResponse",
+    "ErrorResponse",
+    "ModelCard",
+    "ModelList",
 ]
 
 #: Messages per chat request: far above any real conversation, low enough that a
@@ -113,3 +119,88 @@ class EmbeddingBody(_Open):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = Field(default=None, max_length=_NAME)
+
+
+# -- responses (documented in /openapi.json; the engine's answers pass through) --------
+
+
+class Usage(_Open):
+    prompt_tokens: int
+    completion_tokens: int = 0
+    total_tokens: int
+
+
+class ChatChoice(_Open):
+    index: int
+    message: ChatMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletionResponse(_Open):
+    """OpenAI's ``chat.completion`` object (``stream: true``: server-sent
+    ``chat.completion.chunk`` events instead)."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(_Open):
+    index: int
+    text: str
+    finish_reason: str | None = None
+
+
+class CompletionResponse(_Open):
+    """OpenAI's ``text_completion`` object."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of float32s.")
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[EmbeddingItem]
+    usage: Usage
+
+
+class ModelCard(_Open):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    kind: str | None = Field(default=None, description="llm, embedding or lora")
+    parent: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(_Open):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    request_id: str | None = Field(default=None, description="Quote it when reporting.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error: OpenAI's shape plus our code, a fix and the request id."""
+
+    error: ErrorDetail
