@@ -138,7 +138,10 @@ def certs(
 @click.option("--control-port", type=int, default=None, help="`flwr run` connects here (9093).")
 @click.option("--serverappio-port", type=int, default=None, help="Local ServerAppIo (9091).")
 @click.option(
-    "--supernode-auth", is_flag=True, default=None, help="Only registered SuperNodes may connect."
+    "--supernode-auth/--no-supernode-auth",
+    default=None,
+    help="Only registered SuperNodes may connect (on by default; --no-supernode-auth opts "
+    "out, with a warning).",
 )
 @click.option("--database", default=None, help="SQLite file for the SuperLink state.")
 @click.option("--detach", is_flag=True, help="Run in the background; print the PID.")
@@ -156,8 +159,9 @@ def superlink(
     detach: bool,
     as_json: bool,
 ) -> None:
-    """Start a Flower SuperLink (TLS by default, never on port 8000)."""
-    from lumos_ray.federated.deploy import superlink_command
+    """Start a Flower SuperLink (TLS and SuperNode authentication by default, the
+    Control API on 127.0.0.1 only, never on port 8000)."""
+    from lumos_ray.federated.deploy import security_warnings, superlink_command
 
     dep = _deployment(
         _load(config),
@@ -169,6 +173,8 @@ def superlink(
         supernode_auth=supernode_auth,
     )
     cmd = superlink_command(dep, database=database, insecure=insecure)
+    for warning in security_warnings(dep, insecure=insecure):
+        click.echo(f"warning: {warning}", err=True)
     _launch(
         cmd,
         "superlink",
@@ -177,7 +183,7 @@ def superlink(
         {
             "role": "superlink",
             "fleet": f"{dep.host}:{dep.fleet_port}",
-            "control": f"{dep.host}:{dep.control_port}",
+            "control": f"{dep.control_host}:{dep.control_port}",
             "tls": not insecure,
         },
     )
@@ -270,13 +276,19 @@ def join(
     )
 
 
+_CONTROL_HOST_HELP = (
+    "Loopback address of the SuperLink's Control API (default 127.0.0.1; it never "
+    "listens elsewhere: from another machine, tunnel to it)."
+)
+
+
 def _flwr_home(
     cfg: Any, certs_dir: str | None, insecure: bool, host: str | None, control_port: int | None
 ) -> Path:
     from lumos_ray.federated import federated_home
     from lumos_ray.federated.deploy import write_flwr_home
 
-    dep = _deployment(cfg, certs_dir=certs_dir, host=host, control_port=control_port)
+    dep = _deployment(cfg, certs_dir=certs_dir, control_host=host, control_port=control_port)
     return write_flwr_home(federated_home() / "_flwr", dep, insecure=insecure)
 
 
@@ -284,7 +296,7 @@ def _flwr_home(
 @click.argument("public_key", type=click.Path(dir_okay=False, exists=True))
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--certs", "certs_dir", type=click.Path(file_okay=False), default=None)
-@click.option("--host", default=None)
+@click.option("--host", default=None, help=_CONTROL_HOST_HELP)
 @click.option("--control-port", type=int, default=None)
 @json_option
 def register_site(
@@ -310,7 +322,7 @@ def register_site(
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--certs", "certs_dir", type=click.Path(file_okay=False), default=None)
 @click.option("--insecure", is_flag=True)
-@click.option("--host", default=None, help="SuperLink host (default from config).")
+@click.option("--host", default=None, help=_CONTROL_HOST_HELP)
 @click.option("--control-port", type=int, default=None)
 @click.option("--run-name", default=None)
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
@@ -326,10 +338,13 @@ def run(
     as_json: bool,
 ) -> None:
     """Start a federated run on a SuperLink through Flower's own `flwr run`."""
-    from lumos_ray.federated import federated_home, read_federated_run
+    from lumos_ray.federated import federated_home, read_federated_run, resolve_robust_method
     from lumos_ray.federated.deploy import flwr_run_command, run_flwr, write_app_dir
 
     cfg = _load(config)
+    _, robust_warning = resolve_robust_method(cfg, "deployment")
+    if robust_warning and not as_json:
+        click.echo(f"warning: {robust_warning}", err=True)
     name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     home = _flwr_home(cfg, certs_dir, insecure, host, control_port)
     app_dir = write_app_dir(cfg, name, federated_home() / "_apps" / name)

@@ -16,13 +16,15 @@ from lumos_ray.federated._config import (
     PrivacyConfig,
     RobustConfig,
     SimulationConfig,
+    SiteAttack,
     StrategyConfig,
     load_federation_config,
 )
+from lumos_ray.federated._guard import UpdateGuard
 from lumos_ray.federated._metrics import federated_home, list_federated_runs, read_federated_run
 from lumos_ray.federated._server import build_server_app, run_federation
 from lumos_ray.federated._simulate import apply_overrides, simulate
-from lumos_ray.federated._strategy import UpdateGuard, build_strategy
+from lumos_ray.federated._strategy import build_strategy, resolve_robust_method
 
 __all__ = [
     "AttackConfig",
@@ -33,6 +35,7 @@ __all__ = [
     "PrivacyConfig",
     "RobustConfig",
     "SimulationConfig",
+    "SiteAttack",
     "StrategyConfig",
     "UpdateGuard",
     "apply_overrides",
@@ -43,6 +46,7 @@ __all__ = [
     "list_federated_runs",
     "load_federation_config",
     "read_federated_run",
+    "resolve_robust_method",
     "run_federation",
     "simulate",
 ]

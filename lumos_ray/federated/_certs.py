@@ -1,10 +1,12 @@
 """Certificates and keys for a local test federation (``lumos federate certs``).
 
 A private CA signs the SuperLink's server certificate (SANs: the given hosts/IPs), so
-SuperNodes and ``flwr run`` verify the SuperLink with ``ca.crt``. Optional per-site EC
-key pairs (OpenSSH format, NIST P-384) let the SuperLink authenticate SuperNodes: the
-public keys are registered with ``flwr supernode register``, each SuperNode signs with
-its private key. For production, use certificates from your own PKI.
+SuperNodes and ``flwr run`` verify the SuperLink with ``ca.crt``; 127.0.0.1 and localhost
+are always among the SANs (the Control API that ``flwr run`` reaches is loopback-only).
+Optional per-site EC key pairs (OpenSSH format, NIST P-384) let the SuperLink
+authenticate SuperNodes: the public keys are registered with ``flwr supernode
+register``, each SuperNode signs with its private key. For production, use
+certificates from your own PKI.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def generate_certs(
     out.mkdir(parents=True, exist_ok=True)
     if (out / "ca.crt").exists() and not overwrite:
         raise ConfigError(f"{out} already holds certificates; pass --overwrite to replace")
-    hosts = hosts or ["127.0.0.1", "localhost"]
+    # Loopback is always a SAN: the Control API listens on 127.0.0.1 only, and `flwr
+    # run` on the SuperLink's machine verifies the same certificate there.
+    hosts = list(dict.fromkeys([*(hosts or []), "127.0.0.1", "localhost"]))
     now = dt.datetime.now(dt.UTC)
     pem = serialization.Encoding.PEM
 

@@ -60,13 +60,29 @@ def _number(conf: ConfigRecord, key: str, default: float) -> float:
     return float(v)
 
 
-def _poison(cfg: FederationConfig, rec: ArrayRecord) -> ArrayRecord:
+def _poison(rec: ArrayRecord, kind: str, scale: float) -> ArrayRecord:
     out = {}
     for k in rec.keys():
         a = rec[k].numpy().astype(np.float32)
-        a = np.full_like(a, np.nan) if cfg.attack.kind == "nan" else a * cfg.attack.scale
+        a = np.full_like(a, np.nan) if kind == "nan" else a * np.float32(scale)
         out[k] = Array(a)
     return ArrayRecord(out)
+
+
+def _attack(
+    cfg: FederationConfig, pid: int, arrays: ArrayRecord, metrics: dict[str, Any]
+) -> ArrayRecord:
+    """The drill's misbehaviour for site ``pid`` (``attack:``), if it is an attacker."""
+    if pid in cfg.attack.sites:
+        arrays = _poison(arrays, cfg.attack.kind, cfg.attack.scale)
+    for a in cfg.attack.per_site:
+        if a.site != pid:
+            continue
+        if a.kind == "examples":
+            metrics["num-examples"] = a.examples
+        else:
+            arrays = _poison(arrays, a.kind, a.scale)
+    return arrays
 
 
 def _privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
@@ -101,8 +117,7 @@ def build_client_app() -> ClientApp:
             proximal_mu=_number(conf, "proximal-mu", 0.0),
             seed=cfg.seed * 10007 + rnd * 101 + int(site["partition-id"]),
         )
-        if int(site["partition-id"]) in cfg.attack.sites:
-            new_arrays = _poison(cfg, new_arrays)
+        new_arrays = _attack(cfg, int(site["partition-id"]), new_arrays, metrics)
         content = RecordDict({"arrays": new_arrays, "metrics": MetricRecord(metrics)})
         return Message(content=content, reply_to=msg)
 

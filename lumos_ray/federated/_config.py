@@ -8,6 +8,7 @@ every site inside each round's ConfigRecord, so sites never need a copy of the f
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,9 @@ __all__ = [
     "PrivacyConfig",
     "RobustConfig",
     "SimulationConfig",
+    "SiteAttack",
     "StrategyConfig",
+    "is_loopback",
     "load_federation_config",
 ]
 
@@ -46,10 +49,16 @@ class StrategyConfig(BaseModel):
 
 
 class RobustConfig(BaseModel):
-    """Defences against poisoned or broken site updates."""
+    """Defences against poisoned or broken site updates.
+
+    ``method: auto`` (the default) is robust where sites are not under one operator's
+    control: a deployment (real SuperNodes) aggregates with Flower's ``FedMedian``; a
+    simulation (all sites are this process's own virtual sites) with the configured
+    strategy. ``method: none`` in a deployment is an explicit opt-out and is logged as a
+    warning. The example-count bounds apply in every mode."""
 
     model_config = _FORBID
-    method: Literal["none", "trimmed_mean", "krum", "median"] = "none"
+    method: Literal["auto", "none", "trimmed_mean", "krum", "median"] = "auto"
     trim_beta: float = Field(0.2, gt=0, lt=0.5, description="Fraction cut at each end.")
     num_malicious: int = Field(1, ge=0, description="Krum: tolerated malicious sites.")
     reject_non_finite: bool = Field(
@@ -57,6 +66,17 @@ class RobustConfig(BaseModel):
     )
     max_update_norm: float | None = Field(
         None, gt=0, description="Clip each site's update (reply - global) to this L2 norm."
+    )
+    max_site_examples: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on the example count (aggregation weight) one site may report.",
+    )
+    max_weight_ratio: float | None = Field(
+        3.0,
+        ge=1,
+        description="Clip each site's reported example count to this many times the "
+        "median count of the round's accepted replies (None = no relative clip).",
     )
 
 
@@ -118,6 +138,16 @@ _MOVED_FROM_LORA = {
 }
 
 
+class SiteAttack(BaseModel):
+    """One site's misbehaviour in a drill (``attack.per_site``)."""
+
+    model_config = _FORBID
+    site: int = Field(ge=0, description="Partition id of the attacking site.")
+    kind: Literal["nan", "scale", "examples"] = "scale"
+    scale: float = Field(1e4, description="kind scale: multiply the trained arrays by this.")
+    examples: float = Field(1e15, description="kind examples: the example count reported.")
+
+
 class AttackConfig(BaseModel):
     """Make chosen sites misbehave: a drill for robust aggregation, never for production."""
 
@@ -125,6 +155,9 @@ class AttackConfig(BaseModel):
     sites: list[int] = Field(default_factory=list, description="Partition ids that attack.")
     kind: Literal["nan", "scale"] = "scale"
     scale: float = 1e4
+    per_site: list[SiteAttack] = Field(
+        default_factory=list, description="Different attacks at different sites."
+    )
 
 
 class SimulationConfig(BaseModel):
@@ -137,16 +170,51 @@ class SimulationConfig(BaseModel):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any loopback IP (127.0.0.0/8, ::1)."""
+    h = host.strip().strip("[]")
+    if h.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
 class DeploymentConfig(BaseModel):
-    """Where the SuperLink listens and how `flwr run` reaches it. Never port 8000."""
+    """Where the SuperLink listens and how `flwr run` reaches it. Never port 8000.
+
+    ``host`` is where the Fleet API (SuperNodes) listens. The Control API is where
+    ``flwr run`` ships the app code every SuperNode then executes; open-source Flower
+    1.32 has no authentication on it (account auth is Flower Enterprise), so it binds
+    on ``control_host``, which must be a loopback address: reach it from elsewhere
+    through an SSH tunnel. SuperNode authentication is on unless opted out."""
 
     model_config = _FORBID
     host: str = "127.0.0.1"
+    control_host: str = Field(
+        "127.0.0.1", description="Control API bind address; loopback only (no auth)."
+    )
     fleet_port: int = Field(9092, ge=1, le=65535)
     control_port: int = Field(9093, ge=1, le=65535)
     serverappio_port: int = Field(9091, ge=1, le=65535)
     certs_dir: str | None = Field(None, description="From `lumos federate certs`; None=insecure.")
-    supernode_auth: bool = False
+    supernode_auth: bool = Field(
+        True, description="Only registered SuperNodes may connect (false = opt out)."
+    )
+
+    @field_validator("control_host")
+    @classmethod
+    def _control_on_loopback(cls, v: str) -> str:
+        if not is_loopback(v):
+            raise ValueError(
+                f"control_host {v!r} is not a loopback address. The Control API (where "
+                "`flwr run` ships code that every SuperNode executes) has no "
+                "authentication in open-source Flower 1.32, so it binds on 127.0.0.1 "
+                "only; from another machine use an SSH tunnel "
+                "(ssh -L 9093:127.0.0.1:9093 SUPERLINK_HOST)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _no_serve_port(self) -> DeploymentConfig:
@@ -208,12 +276,13 @@ class FederationConfig(BaseModel):
     def _consistent(self) -> FederationConfig:
         if self.min_train_sites > self.min_available_sites:
             raise ValueError("min_train_sites cannot exceed min_available_sites")
-        if self.strategy.name == "fedadam" and self.robust.method != "none":
+        if self.strategy.name == "fedadam" and self.robust.method not in ("none", "auto"):
             raise ValueError(
                 "strategy fedadam (server optimizer) cannot be combined with robust.method;"
                 " use fedavg or fedprox with a robust method"
             )
-        if self.privacy.secagg and (self.robust.method != "none" or self.privacy.dp == "central"):
+        robust_on = self.robust.method not in ("none", "auto")
+        if self.privacy.secagg and (robust_on or self.privacy.dp == "central"):
             raise ValueError(
                 "privacy.secagg hides single updates from the server, so robust.method and"
                 " central DP (which inspect them) cannot be combined with it"

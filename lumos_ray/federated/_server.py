@@ -18,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 from lumos_ray.errors import FederationError
 from lumos_ray.federated._apps import get_app_spec
 from lumos_ray.federated._config import FederationConfig
+from lumos_ray.federated._guard import UpdateGuard
 from lumos_ray.federated._metrics import RoundRecord, RunRecorder
 from lumos_ray.federated._strategy import build_strategy
 
@@ -73,7 +74,7 @@ def run_federation(
     recorder = RunRecorder(run_name, config=cfg.model_dump(mode="json"), mode=mode)
     try:
         n_sites = _wait_for_sites(grid, cfg, "start")
-        strategy = build_strategy(cfg, n_sites)
+        strategy = build_strategy(cfg, n_sites, mode=mode)
         arrays: ArrayRecord = spec.initial_arrays(cfg)
         initial = spec.central_evaluate(cfg, arrays)
         recorder.set_initial(initial)
@@ -121,6 +122,8 @@ def run_federation(
                 )
             if new_arrays is not None:
                 arrays = new_arrays
+            elif strategy.last_skipped:
+                print(f"[lumos federate] round {rnd} skipped: {strategy.last_skipped}", flush=True)
             eval_metrics = None
             if cfg.fraction_evaluate > 0:
                 _wait_for_sites(grid, cfg, f"round {rnd} evaluation")
@@ -145,7 +148,7 @@ def run_federation(
                     eval_accuracy=_metric(eval_metrics, "eval_accuracy"),
                     global_loss=final.get("loss"),
                     global_accuracy=final.get("accuracy"),
-                    extra={"clipped_sites": len(strategy.last_clipped)},
+                    extra=_guard_extra(strategy),
                 )
             )
         result = spec.finalize(cfg, arrays, run_name)
@@ -166,6 +169,21 @@ def run_federation(
     except Exception as exc:
         recorder.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _guard_extra(strategy: UpdateGuard) -> dict[str, Any]:
+    """What the update guard did this round, for rounds.jsonl and the run store."""
+    out: dict[str, Any] = {
+        "clipped_sites": len(strategy.last_clipped),
+        "weight_clipped_sites": len(strategy.last_weight_clipped),
+    }
+    if strategy.last_rejected:
+        out["rejected"] = [{"node": n, "reason": r} for n, r in strategy.last_rejected]
+    if strategy.last_skipped:
+        out["skipped"] = strategy.last_skipped
+    if strategy.last_eval_skipped:
+        out["eval_skipped"] = strategy.last_eval_skipped
+    return out
 
 
 def _privacy_report(cfg: FederationConfig) -> dict[str, Any]:

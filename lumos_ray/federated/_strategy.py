@@ -1,22 +1,18 @@
-"""Build the Flower strategy a config asks for, plus lumos's update guard.
+"""Build the Flower strategy a config asks for, behind lumos's update guard.
 
 Everything that aggregates is Flower's own (``flwr.serverapp.strategy``: FedAvg,
-FedProx, FedAdam, FedTrimmedAvg, Krum, FedMedian, the DP wrappers). The one thing
-Flower does not do is refuse a reply whose arrays hold NaN/Inf: one such site turns a
-mean (and Krum's distances) into NaN. :class:`UpdateGuard` drops those replies and can
-clip each site's update norm, then hands the rest to the wrapped strategy.
+FedProx, FedAdam, FedTrimmedAvg, Krum, FedMedian, the DP wrappers). What Flower does
+not do is check what a site sends: :class:`~lumos_ray.federated._guard.UpdateGuard`
+(in front of every strategy) does. ``robust.method: auto`` resolves here: a deployment
+(real sites) aggregates with FedMedian, a simulation with the configured strategy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from logging import WARNING
 from typing import Any
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
-from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
@@ -29,11 +25,46 @@ from flwr.serverapp.strategy import (
 )
 
 from lumos_ray.federated._config import FederationConfig
+from lumos_ray.federated._guard import UpdateGuard
 
-__all__ = ["UpdateGuard", "build_strategy"]
+__all__ = ["build_strategy", "resolve_robust_method"]
+
+#: What ``robust.method: auto`` means in a deployment (sites lumos does not control):
+#: the coordinate-wise median resists one hostile site among three, where a trimmed
+#: mean with the default ``trim_beta`` trims nothing below five sites.
+DEPLOYMENT_ROBUST_METHOD = "median"
 
 
-def build_strategy(cfg: FederationConfig, num_sites_hint: int) -> UpdateGuard:
+def resolve_robust_method(cfg: FederationConfig, mode: str) -> tuple[str, str | None]:
+    """(robust method to run, warning to log or None) for ``cfg`` in ``mode``.
+
+    A deployment is robust unless the config opts out (``robust.method: none``, which
+    is warned about) or asks for what cannot be combined with a robust aggregator
+    (FedAdam's server optimizer, SecAgg+, which hides single updates)."""
+    method = cfg.robust.method
+    deployed = mode == "deployment"
+    if method == "auto":
+        if not deployed:
+            return "none", None
+        if cfg.strategy.name == "fedadam" or cfg.privacy.secagg:
+            why = "strategy fedadam" if cfg.strategy.name == "fedadam" else "privacy.secagg"
+            return "none", (
+                f"robust aggregation is off: {why} cannot be combined with a robust "
+                "aggregator; one site can steer the global model (the update guard "
+                "still bounds example counts and rejects malformed updates)"
+            )
+        return DEPLOYMENT_ROBUST_METHOD, None
+    if method == "none" and deployed:
+        return "none", (
+            "robust aggregation is off (robust.method: none): one site can steer the "
+            "global model; remove the setting (auto = median) or choose trimmed_mean/krum"
+        )
+    return method, None
+
+
+def build_strategy(
+    cfg: FederationConfig, num_sites_hint: int, *, mode: str = "simulation"
+) -> UpdateGuard:
     """The configured strategy, wrapped (DP, then the guard) as the config asks."""
     common: dict[str, Any] = {
         "fraction_train": cfg.fraction_train,
@@ -43,7 +74,9 @@ def build_strategy(cfg: FederationConfig, num_sites_hint: int) -> UpdateGuard:
         "min_available_nodes": cfg.min_available_sites,
     }
     base: Strategy
-    robust = cfg.robust.method
+    robust, warning = resolve_robust_method(cfg, mode)
+    if warning:
+        log(WARNING, "lumos: %s", warning)
     if robust == "trimmed_mean":
         base = FedTrimmedAvg(**common, beta=cfg.robust.trim_beta)
     elif robust == "krum":
@@ -72,102 +105,6 @@ def build_strategy(cfg: FederationConfig, num_sites_hint: int) -> UpdateGuard:
         reject_non_finite=cfg.robust.reject_non_finite,
         max_update_norm=cfg.robust.max_update_norm,
         proximal_mu=cfg.strategy.proximal_mu if cfg.strategy.name == "fedprox" else 0.0,
+        max_site_examples=cfg.robust.max_site_examples,
+        max_weight_ratio=cfg.robust.max_weight_ratio,
     )
-
-
-def _ndarrays(rec: ArrayRecord) -> list[np.ndarray]:
-    return rec.to_numpy_ndarrays()
-
-
-class UpdateGuard(Strategy):
-    """Drops non-finite replies and clips update norms before the inner strategy runs."""
-
-    def __init__(
-        self,
-        inner: Strategy,
-        *,
-        reject_non_finite: bool = True,
-        max_update_norm: float | None = None,
-        proximal_mu: float = 0.0,
-    ) -> None:
-        self.inner = inner
-        self.reject_non_finite = reject_non_finite
-        self.max_update_norm = max_update_norm
-        self.proximal_mu = proximal_mu
-        self._global: ArrayRecord | None = None
-        #: (node id, reason) of replies rejected in the last aggregate_train call.
-        self.last_rejected: list[tuple[int, str]] = []
-        self.last_clipped: list[int] = []
-
-    def summary(self) -> None:
-        self.inner.summary()
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self._global = arrays
-        if self.proximal_mu > 0:
-            # Robust aggregators don't send FedProx's term; lumos sends it for them.
-            config["proximal-mu"] = self.proximal_mu
-        return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def _check(self, msg: Message) -> str | None:
-        for rec in msg.content.array_records.values():
-            for arr in _ndarrays(rec):
-                if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-                    return "update contains NaN/Inf values"
-        return None
-
-    def _clip(self, msg: Message) -> bool:
-        assert self._global is not None and self.max_update_norm is not None
-        glob = _ndarrays(self._global)
-        clipped = False
-        for key, rec in list(msg.content.array_records.items()):
-            arrays = _ndarrays(rec)
-            if len(arrays) != len(glob):
-                continue
-            deltas = [a - g for a, g in zip(arrays, glob, strict=True)]
-            norm = float(np.sqrt(sum(float(np.sum(d.astype(np.float64) ** 2)) for d in deltas)))
-            if norm > self.max_update_norm:
-                factor = self.max_update_norm / norm
-                new = [
-                    (g + d * factor).astype(a.dtype)
-                    for a, g, d in zip(arrays, glob, deltas, strict=True)
-                ]
-                msg.content[key] = ArrayRecord(
-                    {k: Array(v) for k, v in zip(rec.keys(), new, strict=True)}
-                )
-                clipped = True
-        return clipped
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept: list[Message] = []
-        self.last_rejected = []
-        self.last_clipped = []
-        for msg in replies:
-            if not msg.has_error() and self.reject_non_finite:
-                reason = self._check(msg)
-                if reason:
-                    node = msg.metadata.src_node_id
-                    self.last_rejected.append((node, reason))
-                    log(WARNING, "lumos guard: rejected reply of node %s: %s", node, reason)
-                    continue
-            if not msg.has_error() and self.max_update_norm and self._global is not None:
-                if self._clip(msg):
-                    self.last_clipped.append(msg.metadata.src_node_id)
-            kept.append(msg)
-        if not [m for m in kept if not m.has_error()]:
-            return None, None
-        return self.inner.aggregate_train(server_round, kept)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)

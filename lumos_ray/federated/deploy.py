@@ -9,6 +9,7 @@ FederationConfig, and points ``flwr`` at the SuperLink through a private FLWR_HO
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lumos_ray.errors import ConfigError, FederationError
-from lumos_ray.federated._config import DeploymentConfig, FederationConfig
+from lumos_ray.federated._config import DeploymentConfig, FederationConfig, is_loopback
 
 __all__ = [
     "FLWR_CONNECTION",
@@ -27,11 +28,14 @@ __all__ = [
     "process_env",
     "register_supernode_command",
     "run_flwr",
+    "security_warnings",
     "superlink_command",
     "supernode_command",
     "write_app_dir",
     "write_flwr_home",
 ]
+
+_log = logging.getLogger("lumos_ray.federated")
 
 #: Name of the SuperLink connection lumos writes into its FLWR_HOME config.toml.
 FLWR_CONNECTION = "lumos"
@@ -62,32 +66,63 @@ def _certs(certs_dir: str | None) -> dict[str, Path] | None:
     return paths
 
 
+def security_warnings(dep: DeploymentConfig, *, insecure: bool = False) -> list[str]:
+    """What a SuperLink started with ``dep`` leaves open, one sentence each (logged by
+    :func:`superlink_command`, printed by the CLI)."""
+    out = []
+    if insecure:
+        out.append("TLS is off (--insecure): updates and code travel in the clear")
+    if not dep.supernode_auth:
+        out.append(
+            "SuperNode authentication is off (supernode_auth: false): any process that "
+            f"reaches {dep.host}:{dep.fleet_port} can join as a site and send updates"
+        )
+    return out
+
+
 def superlink_command(
     dep: DeploymentConfig, *, database: str | None = None, insecure: bool = False
 ) -> list[str]:
-    """``flower-superlink`` on the configured ports, TLS unless ``insecure``."""
+    """``flower-superlink`` on the configured ports, TLS unless ``insecure``.
+
+    The Control API (``flwr run`` ships code every SuperNode executes; no
+    authentication in open-source Flower) always binds on ``dep.control_host``, a
+    loopback address, wherever the Fleet API listens. SuperNode authentication is on
+    unless ``dep.supernode_auth`` is false, which is logged as a warning."""
+    if not is_loopback(dep.control_host):  # also when built without validation
+        raise ConfigError(
+            f"control_host {dep.control_host!r} is not a loopback address",
+            fix="The Control API has no authentication: keep deployment.control_host at "
+            "127.0.0.1 and reach it through an SSH tunnel.",
+        )
     if not insecure and not dep.certs_dir:
         raise ConfigError(
             "the SuperLink needs TLS certificates (deployment.certs_dir / --certs)",
             fix="Run `lumos federate certs --out DIR` and pass --certs DIR, or --insecure "
-            "for a loopback-only experiment.",
+            "--no-supernode-auth for a loopback-only experiment.",
         )
-    h = dep.host
+    if insecure and dep.supernode_auth:
+        raise ConfigError(
+            "SuperNode authentication (on by default) needs TLS, which --insecure turns off",
+            fix="Use --certs DIR (from `lumos federate certs`), or for a loopback-only "
+            "experiment opt out explicitly: --insecure --no-supernode-auth "
+            "(deployment.supernode_auth: false).",
+        )
+    for warning in security_warnings(dep, insecure=insecure):
+        _log.warning("lumos federate superlink: %s", warning)
     cmd = [
         _bin("flower-superlink"),
         "--disable-runtime-dependency-installation",
         "--fleet-api-address",
-        f"{h}:{dep.fleet_port}",
+        f"{dep.host}:{dep.fleet_port}",
         "--control-api-address",
-        f"{h}:{dep.control_port}",
+        f"{dep.control_host}:{dep.control_port}",
         "--serverappio-api-address",
         f"127.0.0.1:{dep.serverappio_port}",
     ]
     if database:
         cmd += ["--database", database]
     if insecure:
-        if dep.supernode_auth:
-            raise ConfigError("supernode_auth needs TLS; drop --insecure")
         return [*cmd, "--insecure"]
     c = _certs(dep.certs_dir)
     assert c is not None
@@ -155,7 +190,8 @@ def write_flwr_home(
 
     home = Path(flwr_home).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
-    conn: dict[str, Any] = {"address": f"{dep.host}:{dep.control_port}"}
+    # The Control API binds on loopback only (see superlink_command).
+    conn: dict[str, Any] = {"address": f"{dep.control_host}:{dep.control_port}"}
     if insecure:
         conn["insecure"] = True
     else:
