@@ -11,10 +11,12 @@ What one *run* is, for every contender: an agent turn of 3 model calls + 2 tool 
 model answers ``"3"``), on a fresh thread, answer checked. The model is scripted and
 instant, so the figures are the frameworks' own cost.
 
-* **durable**: ``lumos_ray.start_run(workflow, input)`` + ``wait_run(run_id)``, the
-  workflow being one agent step (``_bench_frameworks/durable_lumos.py``). The run
-  executes in the runner actor, its step checkpoint and events go to the run store
-  (SQLite, the embedded default), and the client follows it to the end.
+* **durable**: ``lumos_ray.execute_run(workflow, input)`` (start and wait in one call
+  to the runner), the workflow being one agent step
+  (``_bench_frameworks/durable_lumos.py``). The run executes in the runner actor, its
+  creation, step checkpoint and events go to the run store (SQLite, the embedded
+  default), and the client gets the result once the final write is durable. The same
+  run through ``start_run`` + ``wait_run`` (two client calls) is reported beside it.
 * **direct**: ``Agent(...).deploy().run(input)`` of the same agent spec, with
   its default persisted history; no workflow, no checkpoint.
 * **LangGraph + SQLite**: ``create_react_agent`` with an ``AsyncSqliteSaver``
@@ -55,7 +57,8 @@ from _harness import calibrate, one_rep, summarize  # noqa: E402
 from agent_overhead import BENCH_VENV, External, _connect_with_retry, setup_venv  # noqa: E402
 from durable_agent import ANSWER, PROMPT  # noqa: E402
 
-DURABLE = "lumos_ray durable run (start_run + wait_run)"
+DURABLE = "lumos_ray durable run (execute_run)"
+DURABLE_SPLIT = "lumos_ray durable run (start_run + wait_run)"
 DIRECT = "lumos_ray agent via handle (no workflow)"
 LANGGRAPH = "LangGraph create_react_agent + AsyncSqliteSaver"
 
@@ -104,16 +107,25 @@ def lumos_contenders(reps: int) -> list[Local]:
     wf = make_workflow(make_agent())
     handle = make_agent(DIRECT_AGENT_NAME).deploy()
 
-    async def durable(_tid: str) -> Any:
-        info = await lumos_ray.wait_run(await lumos_ray.start_run(wf, PROMPT), timeout=300)
+    def checked(info: Any) -> Any:
         if info.status != "succeeded":
             raise RuntimeError(f"run {info.id} ended {info.status}: {info.error}")
         return info.output
 
+    async def durable(_tid: str) -> Any:
+        return checked(await lumos_ray.execute_run(wf, PROMPT, timeout=300))
+
+    async def durable_split(_tid: str) -> Any:
+        return checked(await lumos_ray.wait_run(await lumos_ray.start_run(wf, PROMPT), timeout=300))
+
     async def direct(tid: str) -> Any:
         return (await handle.run(PROMPT, thread_id=tid)).output
 
-    return [Local(DURABLE, durable, reps), Local(DIRECT, direct, reps)]
+    return [
+        Local(DURABLE, durable, reps),
+        Local(DURABLE_SPLIT, durable_split, reps),
+        Local(DIRECT, direct, reps),
+    ]
 
 
 async def interleaved(

@@ -21,18 +21,20 @@ returned, so a caller can hand the committed events to live followers with the s
 numbers a later store read gives.
 
 This module wraps :class:`~lumos_ray.store.RunStore`, whose transaction and key
-helpers it uses (``_write``, ``_lock_keys``, ``_next_seqs``); keep them in step.
+helpers it uses (``_write``, ``_lock_keys``, ``_next_seqs``, ``_upsert``); keep them in
+step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, update
 
 from lumos_ray.errors import InputValidationError
 from lumos_ray.store._schema import checkpoints, events, runs
@@ -43,7 +45,6 @@ from lumos_ray.store._store import (
     RunStore,
     _check,
     _check_events,
-    _chunks,
 )
 
 __all__ = ["Committed", "GroupCommitter", "RunCreate", "RunUpdate", "write_batch"]
@@ -139,16 +140,13 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
     tenant = store.tenant_id
     with store._write() as c:
         # 1. New runs (a later write of the same batch may already refer to them).
+        # Insert-or-skip with RETURNING: one statement tells which rows are new (no
+        # SELECT first); a run id that exists keeps its first run.
         creates = [w for w in writes if isinstance(w, RunCreate)]
-        taken = _existing_runs(store, c, [w.run_id for w in creates])
-        new_ids: set[str] = set()
-        create_rows = []
+        create_rows: dict[str, dict[str, Any]] = {}
         for rc in creates:
-            if rc.run_id in taken or rc.run_id in new_ids:
-                continue
-            new_ids.add(rc.run_id)
-            create_rows.append(
-                {
+            if rc.run_id not in create_rows:
+                create_rows[rc.run_id] = {
                     "tenant_id": tenant,
                     "id": rc.run_id,
                     "workflow": rc.workflow,
@@ -159,9 +157,8 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
                     "updated_at": now,
                     **{k: rc.fields.get(k) for k in _CREATE_FIELDS},
                 }
-            )
-        if create_rows:
-            c.execute(insert(runs), create_rows)
+        new_ids = _insert_new(store, c, runs, (runs.c.id,), list(create_rows.values()))
+        taken = {r for r in create_rows if (r,) not in new_ids}
 
         # 2. Events, numbered per run inside the transaction.
         by_run: dict[str, list[Event]] = {}
@@ -172,26 +169,23 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
 
         # 3. Checkpoints; a step that has one already keeps it.
         cps = [w for w in writes if isinstance(w, CheckpointWrite) and w.path is not None]
-        have = _existing_checkpoints(store, c, {w.run_id for w in cps})
-        stored: set[int] = set()
-        cp_rows = []
+        first: dict[tuple[str, str], CheckpointWrite] = {}
         for cp in cps:
-            key = (cp.run_id, cp.path)
-            if key in have:
-                continue
-            have.add(key)
-            stored.add(id(cp))
-            cp_rows.append(
-                {
-                    "tenant_id": tenant,
-                    "run_id": cp.run_id,
-                    "path": cp.path,
-                    "output": cp.output,
-                    "created_at": now,
-                }
-            )
-        if cp_rows:
-            c.execute(insert(checkpoints), cp_rows)
+            first.setdefault((cp.run_id, str(cp.path)), cp)
+        cp_rows = [
+            {
+                "tenant_id": tenant,
+                "run_id": run_id,
+                "path": path,
+                "output": cp.output,
+                "created_at": now,
+            }
+            for (run_id, path), cp in first.items()
+        ]
+        new_cps = _insert_new(
+            store, c, checkpoints, (checkpoints.c.run_id, checkpoints.c.path), cp_rows
+        )
+        stored = {id(cp) for key, cp in first.items() if key in new_cps}
 
         # 4. Status changes: one executemany per set of columns changed. Two changes
         # of one run in a batch are applied in their order instead.
@@ -234,6 +228,7 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _update_stmt(tenant: str, cols: tuple[str, ...]) -> Any:
     return (
         update(runs)
@@ -242,26 +237,16 @@ def _update_stmt(tenant: str, cols: tuple[str, ...]) -> Any:
     )
 
 
-def _existing_runs(store: RunStore, c: Connection, ids: list[str]) -> set[str]:
-    found: set[str] = set()
-    for part in _chunks(sorted(set(ids))):
-        rows = c.execute(
-            select(runs.c.id).where(runs.c.tenant_id == store.tenant_id, runs.c.id.in_(part))
-        )
-        found.update(r[0] for r in rows)
-    return found
-
-
-def _existing_checkpoints(store: RunStore, c: Connection, run_ids: set[str]) -> set[tuple]:
-    found: set[tuple] = set()
-    for part in _chunks(sorted(run_ids)):
-        rows = c.execute(
-            select(checkpoints.c.run_id, checkpoints.c.path).where(
-                checkpoints.c.tenant_id == store.tenant_id, checkpoints.c.run_id.in_(part)
-            )
-        )
-        found.update((r, p) for r, p in rows)
-    return found
+def _insert_new(
+    store: RunStore, c: Connection, table: Any, key: tuple[Any, ...], rows: list[dict[str, Any]]
+) -> set[tuple[Any, ...]]:
+    """Insert ``rows``, skipping those whose primary key exists; returns the keys
+    (without the tenant) of the rows inserted. One statement on SQLite and PostgreSQL
+    (``ON CONFLICT DO NOTHING RETURNING``)."""
+    if not rows:
+        return set()
+    stmt = store._upsert()(table).on_conflict_do_nothing().returning(*key)
+    return {tuple(r) for r in c.execute(stmt, rows)}
 
 
 def _insert_events(

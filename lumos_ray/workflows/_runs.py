@@ -21,6 +21,7 @@ __all__ = [
     "RunEvent",
     "RunInfo",
     "cancel_run",
+    "execute_run",
     "follow_run",
     "get_run",
     "get_runner",
@@ -162,6 +163,22 @@ class _RunnerClient:
             )
         )
 
+    async def execute(
+        self,
+        name: str,
+        version: str | None,
+        body: dict[str, Any] | None,
+        input: Any,
+        run_id: str | None,
+        carrier: dict[str, str],
+        wait_s: float,
+    ) -> dict[str, Any]:
+        return dict(
+            await self._invoke(
+                lambda r: r.execute.remote(name, version, body, input, run_id, carrier, wait_s)
+            )
+        )
+
     async def get(self, run_id: str) -> dict[str, Any]:
         if _reads_locally():
             return dict(await _read_store("get", run_id))
@@ -232,21 +249,11 @@ def _as_data(wf: Workflow) -> tuple[dict[str, Any], str]:
     return body, version
 
 
-async def start_run(
-    workflow: Workflow | str,
-    input: Any = None,
-    *,
-    run_id: str | None = None,
-    version: str | None = None,
-) -> str:
-    """Start a run on the cluster; returns its id immediately.
-
-    ``workflow`` is a Workflow, a YAML path, or a name: a workflow registered in this
-    process or found in the workflow dirs, else one registered in the store (its
-    newest version, or ``version``). The run records the workflow's name and version
-    (a content hash of its definition as data); the definition is registered in the
-    store on first use. Runs never store code: see ``workflows/_serialize.py``.
-    """
+def _resolve(
+    workflow: Workflow | str, version: str | None
+) -> tuple[str, str | None, dict[str, Any] | None]:
+    """(name, version, body to register or None) for a start: a Workflow, a YAML path,
+    or a name (registered in this process, found in the workflow dirs, or in the store)."""
     wf: Workflow | None = workflow if isinstance(workflow, Workflow) else None
     name = workflow.name if isinstance(workflow, Workflow) else workflow
     if wf is None and version is None:
@@ -260,10 +267,54 @@ async def start_run(
         name = wf.name
         if version is not None and (name, version) in _registered:
             body = None
+    return name, version, body
+
+
+async def start_run(
+    workflow: Workflow | str,
+    input: Any = None,
+    *,
+    run_id: str | None = None,
+    version: str | None = None,
+) -> str:
+    """Start a run on the cluster; returns its id once the run is durable.
+
+    ``workflow`` is a Workflow, a YAML path, or a name: a workflow registered in this
+    process or found in the workflow dirs, else one registered in the store (its
+    newest version, or ``version``). The run records the workflow's name and version
+    (a content hash of its definition as data); the definition is registered in the
+    store on first use. Runs never store code: see ``workflows/_serialize.py``.
+    """
+    name, version, body = _resolve(workflow, version)
     run = await _client.start(name, version, body, input, run_id, tracing.inject())
     if version is not None:
         _registered.add((name, version))
     return str(run)
+
+
+async def execute_run(
+    workflow: Workflow | str,
+    input: Any = None,
+    *,
+    run_id: str | None = None,
+    version: str | None = None,
+    timeout: float | None = None,
+) -> RunInfo:
+    """Start a run and wait until it ends or suspends: :func:`start_run` then
+    :func:`wait_run`, in one call to the runner (the run is exactly as durable; the
+    client saves a round trip). A client that dies meanwhile kills nothing: the run
+    goes on and ``wait_run``/``get_run`` find it by id (``RunInfo.id``)."""
+    name, version, body = _resolve(workflow, version)
+
+    async def go() -> RunInfo:
+        row = await _client.execute(name, version, body, input, run_id, tracing.inject(), _WAIT_S)
+        if version is not None:
+            _registered.add((name, version))
+        while row["status"] not in _ENDED:
+            row = await _client.wait(row["id"], _WAIT_S)
+        return RunInfo.from_row(row)
+
+    return await asyncio.wait_for(go(), timeout)
 
 
 async def get_run(run_id: str) -> RunInfo:
@@ -319,7 +370,4 @@ def run_workflow(
 ) -> RunInfo:
     """Synchronous convenience: start a run and wait for it to end or suspend."""
 
-    async def go() -> RunInfo:
-        return await wait_run(await start_run(workflow, input), timeout)
-
-    return asyncio.run(go())
+    return asyncio.run(execute_run(workflow, input, timeout=timeout))

@@ -17,6 +17,7 @@ from lumos_ray import (
     Workflow,
     WorkflowStep,
     cancel_run,
+    execute_run,
     follow_run,
     get_run,
     resume_run,
@@ -289,3 +290,40 @@ async def test_typed_state_and_typed_outputs():
     bad = await wait_run(await start_run(wf, {"n": "three"}), timeout=120)
     assert bad.status == "failed"
     assert bad.error["code"] == "LUMOS-E012" and "state after step 1.n" in bad.error["message"]
+
+
+async def test_execute_run_returns_the_ended_run_as_stored():
+    """execute_run = start_run + wait_run in one runner call: the run it returns is
+    the one in the store (row and events), and a suspending run comes back suspended."""
+    wf = Workflow(
+        name="exec_once", steps=[fn("identity", id="a", x=1), fn("add_one", id="b", x=41)]
+    )
+    info = await execute_run(wf, timeout=60)
+    assert info.status == "succeeded", info.error
+    assert info.output == {"a": 1, "b": 42}
+    stored = await get_run(info.id)
+    assert (stored.status, stored.output, stored.version) == (
+        "succeeded",
+        info.output,
+        info.version,
+    )
+    types = [e.type async for e in follow_run(info.id)]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.count("step_finished") == 2
+
+    asks = Workflow(name="exec_asks", steps=[HumanStep(id="ok", human={"prompt": "ok?"})])
+    info = await execute_run(asks, timeout=60)
+    assert info.status == "suspended" and info.suspended["prompt"] == "ok?"
+    await resume_run(info.id, "yes")
+    assert (await wait_run(info.id, timeout=60)).output == {"ok": "yes"}
+
+
+async def test_execute_run_with_the_callers_id_is_a_retry_not_a_second_run():
+    wf = Workflow(name="exec_retry", steps=[fn("identity", id="a", x="once")])
+    first = await execute_run(wf, run_id="exec-retry-1", timeout=60)
+    again = await execute_run(wf, run_id="exec-retry-1", timeout=60)
+    assert first.id == again.id == "exec-retry-1"
+    assert again.status == "succeeded" and again.output == {"a": "once"}
+    other = Workflow(name="exec_other", steps=[fn("identity", id="a", x=2)])
+    with pytest.raises(RunStateError):
+        await execute_run(other, run_id="exec-retry-1", timeout=60)
