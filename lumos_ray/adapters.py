@@ -7,6 +7,11 @@ shared filesystem, and can be synced to/from an object store::
 
     <root>/<name>/adapter/            copy of the peft adapter dir
     <root>/<name>/metadata.json       AdapterRecord fields (written atomically)
+
+Versions: :meth:`AdapterRegistry.register_version` publishes ``<name>-v<N>`` with the
+next free N, claimed atomically and never over an existing entry, so a producer that
+runs again (a federated run, a retrained job) cannot replace the adapter a gateway is
+serving; clients move to the new version by name (:meth:`AdapterRegistry.latest`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ class AdapterRecord(BaseModel):
     base_model: str = Field(description="Base model name or path the adapter was trained on.")
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
+    version_of: str | None = Field(
+        None, description="For ``<name>-v<N>`` entries: the name they are a version of."
+    )
+    version: int | None = Field(None, description="N of ``<name>-v<N>``.")
 
 
 def default_adapter_root() -> Path:
@@ -111,6 +120,82 @@ class AdapterRegistry:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
         return record
+
+    def register_version(
+        self,
+        name: str,
+        adapter_dir: str | Path,
+        *,
+        base_model: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> AdapterRecord:
+        """Register ``adapter_dir`` as ``<name>-v<N>``, N one past the highest version
+        of ``name``. Never overwrites: the entry is claimed with an exclusive ``mkdir``
+        (two producers racing get different N), then the staged copy replaces the empty
+        claimed directory in one rename."""
+        _check_name(name)
+        src = Path(adapter_dir).expanduser()
+        if not (src / "adapter_config.json").is_file():
+            raise AdapterError(
+                f"{src} is not a peft adapter directory (no adapter_config.json). "
+                "Save one with `model.save_pretrained(dir)` on a peft model."
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        version = self._highest_version(name) + 1
+        while True:
+            versioned = f"{name}-v{version}"
+            _check_name(versioned)
+            dest = self.root / versioned
+            try:
+                dest.mkdir()
+            except FileExistsError:
+                version += 1
+                continue
+            break
+        record = AdapterRecord(
+            name=versioned,
+            path=str(dest / "adapter"),
+            base_model=base_model,
+            metadata=dict(metadata or {}),
+            created_at=datetime.now(UTC),
+            version_of=name,
+            version=version,
+        )
+        stage = Path(tempfile.mkdtemp(prefix=f".{versioned}-", dir=self.root))
+        try:
+            shutil.copytree(src, stage / "adapter")
+            (stage / _META).write_text(record.model_dump_json(indent=2) + "\n")
+            os.rename(stage, dest)  # dest is the empty directory claimed above
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            if dest.is_dir() and not any(dest.iterdir()):
+                dest.rmdir()
+            raise
+        return record
+
+    def _highest_version(self, name: str) -> int:
+        pattern = re.compile(rf"^{re.escape(name)}-v(\d+)$")
+        if not self.root.is_dir():
+            return 0
+        found = [int(m.group(1)) for e in self.root.iterdir() if (m := pattern.match(e.name))]
+        return max(found, default=0)
+
+    def versions(self, name: str) -> list[AdapterRecord]:
+        """The registered versions of ``name`` (``<name>-v<N>``), oldest first."""
+        _check_name(name)
+        out = [
+            r
+            for r in self.list()
+            if r.version_of == name and r.version is not None and r.name == f"{name}-v{r.version}"
+        ]
+        return sorted(out, key=lambda r: r.version or 0)
+
+    def latest(self, name: str) -> AdapterRecord:
+        """The newest version of ``name``; :class:`AdapterError` if it has none."""
+        found = self.versions(name)
+        if not found:
+            raise AdapterError(f"No versions of adapter {name!r} in {self.root}.")
+        return found[-1]
 
     def get(self, name: str) -> AdapterRecord:
         """The record for ``name``; :class:`AdapterError` if it is not registered."""

@@ -159,7 +159,9 @@ class LoraApp(AppSpec):
             if cfg.lm.register_adapter:
                 from lumos_ray.adapters import AdapterRegistry
 
-                rec = AdapterRegistry().register(
+                # A new version (<adapter_name>-v<N>), never over an entry: the
+                # previous version may be what the gateway is serving right now.
+                rec = AdapterRegistry().register_version(
                     cfg.lm.adapter_name,
                     adir,
                     base_model=_lora.base_model_dir(cfg.lm),
@@ -171,10 +173,10 @@ class LoraApp(AppSpec):
                         # Same shape as a fine-tuning job's metadata: one LoraSpec.
                         "hyperparameters": {"lora": cfg.lora.model_dump()},
                     },
-                    overwrite=True,
                 )
-                out["adapter"] = cfg.lm.adapter_name
-                out["adapter_path"] = str(getattr(rec, "path", "") or "")
+                out["adapter"] = rec.name
+                out["adapter_version"] = rec.version
+                out["adapter_path"] = rec.path
         return out
 
 

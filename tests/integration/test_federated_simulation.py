@@ -154,7 +154,11 @@ def test_federated_lora_on_lumos_tiny_lowers_heldout_loss_and_registers_adapter(
     from lumos_ray.adapters import AdapterRegistry
     from lumos_ray.models import tiny_model_path
 
-    rec = AdapterRegistry().get("fed-lora-test")
+    # Registered as a new version, never over an entry a gateway may be serving.
+    name = status["result"]["adapter"]
+    assert name.startswith("fed-lora-test-v")
+    rec = AdapterRegistry().get(name)
+    assert rec.version_of == "fed-lora-test" and AdapterRegistry().latest("fed-lora-test") == rec
     assert rec.metadata["source"] == "federated" and rec.metadata["run"] == "sim-lora"
     assert rec.metadata["hyperparameters"]["lora"]["r"] == 4  # the one LoraSpec, as jobs
     assert Path(rec.base_model) == tiny_model_path()

@@ -55,3 +55,30 @@ def test_site_with_its_own_jsonl_trains_on_it(tmp_path: Path) -> None:
         cfg, app.initial_arrays(cfg), site, epochs=1, proximal_mu=0.0, seed=0
     )
     assert metrics["num-examples"] == len(rows)
+
+
+def test_final_adapter_is_a_new_registry_version_never_over_the_served_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lumos_ray.adapters import AdapterRegistry
+
+    monkeypatch.setenv("LUMOS_HOME", str(tmp_path / "home"))
+    cfg = _cfg()
+    app = get_app_spec("lora")
+    arrays = app.initial_arrays(cfg)
+    first = app.finalize(cfg, arrays, "run-1")
+    assert (first["adapter"], first["adapter_version"]) == ("federated-lora-v1", 1)
+    served = Path(first["adapter_path"])
+    served_bytes = {p.name: p.read_bytes() for p in served.iterdir()}
+    # A second run ends with different adapter weights.
+    trained, _ = app.local_train(
+        cfg, arrays, {"partition-id": 0, "num-partitions": 2}, epochs=1, proximal_mu=0.0, seed=1
+    )
+    second = app.finalize(cfg, trained, "run-2")
+    assert second["adapter"] == "federated-lora-v2"
+    assert {p.name: p.read_bytes() for p in served.iterdir()} == served_bytes
+    reg = AdapterRegistry()
+    assert reg.get("federated-lora-v1").metadata["run"] == "run-1"
+    assert reg.latest("federated-lora").metadata["run"] == "run-2"
+    new = Path(second["adapter_path"], "adapter_model.safetensors").read_bytes()
+    assert new != served_bytes["adapter_model.safetensors"]
