@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lumos_ray._yaml import YamlProblem, parse_yaml
 from lumos_ray.errors import ConfigError
 
 __all__ = ["LumosSettings", "format_validation_error", "load_yaml_model"]
@@ -96,16 +96,20 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 def load_yaml_model(path: str | Path, model: type[M]) -> M:
-    """Load a YAML file into a pydantic model; errors name the file and the field."""
+    """Load a YAML file into a pydantic model; errors name the file and the field.
+
+    The text is parsed within bounds (:mod:`lumos_ray._yaml`): an alias bomb, deep
+    nesting, a recursive anchor or bytes that are not UTF-8 are a ConfigError naming
+    the line, never a hang or a stray ``RecursionError``/``UnicodeDecodeError``."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: file not found")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        data, _node = parse_yaml(p.read_bytes())
+    except YamlProblem as exc:
+        raise ConfigError(f"{p}:{exc.line}: {exc.problem}") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the file: {exc.strerror}") from None
     try:
         return model.model_validate(data or {})
     except ValidationError as exc:

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from lumos_ray._yaml import YamlProblem, parse_yaml
 from lumos_ray.errors import WorkflowDefinitionError
 
 __all__ = ["parse_yaml_with_lines"]
@@ -17,16 +18,12 @@ def parse_yaml_with_lines(path: Path) -> tuple[Any, Callable[[tuple[Any, ...]], 
     """Load ``path``; also return ``locate(loc) -> line`` for a pydantic error loc."""
     if not path.is_file():
         raise WorkflowDefinitionError(f"{path}: file not found")
-    text = path.read_text()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        problem = getattr(exc, "problem", None) or str(exc)
+        # bounded: alias bombs, deep nesting, recursive anchors, non-UTF-8 bytes
+        data, node = parse_yaml(path.read_bytes())
+    except YamlProblem as exc:
         raise WorkflowDefinitionError(
-            f"{path}:{line}: invalid YAML: {problem}", file=str(path), line=line
+            f"{path}:{exc.line}: {exc.problem}", file=str(path), line=exc.line
         ) from None
 
     def locate(loc: tuple[Any, ...]) -> int:
