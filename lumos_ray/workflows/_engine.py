@@ -330,7 +330,9 @@ class Engine:
         self, wf: Workflow, step: Any, scope: dict[str, Any], path: str, attempt: int
     ) -> Any:
         carrier = tracing.inject()
-        key = f"{self.run_id}:{path}:{attempt}"
+        # The same for every attempt (and a resumed run): a retried tool step must not
+        # repeat the side effect its first attempt may already have had.
+        key = f"{self.run_id}:{path}"
         if isinstance(step, AgentStep):
             return await self._agent(wf, step, scope, path, carrier, attempt)
         opts = {"num_cpus": DEFAULT_STEP_CPUS, **step.resources.ray_options()}
@@ -351,6 +353,7 @@ class Engine:
             ctx = ToolContext(
                 run_id=self.run_id,
                 idempotency_key=key,
+                tenant=self.tenant,
                 workspace=step.workspace,
                 settings=step.settings,
             )

@@ -148,3 +148,43 @@ async def test_secret_tool_arguments_are_redacted_in_spans(lumos_home: str):
     assert calls, "no agent.tool_call span for the login call"
     assert secret not in json.dumps(read_jsonl_spans(span_dir))
     assert "[REDACTED]" in json.dumps(calls[0])
+
+
+async def test_a_retried_tool_step_sends_the_same_idempotency_key():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from lumos_ray import ToolStep, Workflow, start_run, wait_run
+
+    keys: list[str | None] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            keys.append(self.headers.get("Idempotency-Key"))
+            if len(keys) == 1:
+                time.sleep(20)  # the first attempt times out after it was received
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        step = ToolStep(
+            id="hook",
+            tool="webhook_post",
+            args={"url": f"http://127.0.0.1:{server.server_port}/", "payload": {"a": 1}},
+            settings={"http": {"allow_private": True}},
+            timeout_s=8,
+            retries=2,
+            backoff_s=0,
+        )
+        run_id = await start_run(Workflow(name="hook-retry", steps=[step]), {})
+        info = await wait_run(run_id, timeout=120)
+    finally:
+        server.shutdown()
+    assert info.status == "succeeded", (info.error, keys)
+    assert len(keys) >= 2 and len(set(keys)) == 1 and keys[0]
