@@ -18,7 +18,6 @@ import asyncio
 import contextvars
 import dataclasses
 import datetime as _dt
-import functools
 import importlib
 import inspect
 import json
@@ -34,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from lumos_ray.errors import ConfigError, LumosError, ToolArgumentError, ToolError
 from lumos_ray.tools._context import ToolContext
 
-__all__ = ["CANCEL_GRACE_S", "Tool", "ToolContext", "to_jsonable", "tool"]
+__all__ = ["CANCEL_GRACE_S", "Tool", "ToolContext", "ToolInterrupted", "to_jsonable", "tool"]
 
 
 class Tool:
@@ -309,11 +308,67 @@ def _tool_pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+class ToolInterrupted(BaseException):
+    """Raised inside a sync tool's thread when its caller stopped waiting (a timeout).
+
+    A BaseException, like KeyboardInterrupt, so a tool's ``except Exception`` does not
+    swallow it."""
+
+
+def _interrupt_thread(ident: int) -> None:
+    """Raise :class:`ToolInterrupted` in thread ``ident`` at its next bytecode.
+
+    CPython's public ``PyThreadState_SetAsyncExc``: the one way to stop a Python
+    thread from outside. It takes effect between bytecodes, so code stuck inside one
+    long C call (a huge integer power, a regex in ``re``) stops only when that call
+    returns; the built-ins bound such calls themselves."""
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(ToolInterrupted)
+    )
+
+
+class _Running:
+    """Which thread runs a tool call, so a caller that gives up can interrupt it (and
+    only while the call still runs: never the pool thread's next task)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ident: int | None = None
+        self.done = False
+
+    def run(self, cv: contextvars.Context, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        with self.lock:
+            self.ident = threading.get_ident()
+        try:
+            try:
+                return cv.run(fn, **kwargs)
+            finally:
+                with self.lock:
+                    self.done = True
+        except ToolInterrupted:
+            raise ToolError("the tool was stopped: its caller's time limit passed") from None
+
+    def interrupt(self) -> None:
+        with self.lock:
+            if self.ident is not None and not self.done:
+                _interrupt_thread(self.ident)
+
+
 async def _in_tool_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Run a sync tool in the tool pool; if the caller stops waiting (its timeout, or
+    the turn is cancelled), the tool's thread is interrupted instead of running on."""
     # Copy contextvars (as asyncio.to_thread does) so tracing context follows the call.
     cv = contextvars.copy_context()
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_tool_pool(), functools.partial(cv.run, fn, **kwargs))
+    running = _Running()
+    fut = loop.run_in_executor(_tool_pool(), running.run, cv, fn, kwargs)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        running.interrupt()
+        raise
 
 
 #: Seconds a cancelled tool task gets to stop on its KeyboardInterrupt before its

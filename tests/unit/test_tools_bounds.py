@@ -184,3 +184,39 @@ async def test_bubblewrap_sandbox_has_no_network_and_a_read_only_host(ws: Path):
     assert r["isolation"] == "bubblewrap"
     assert r["stdout"].split() == ["ro", "nonet"]
     assert (ws / "inside.txt").read_text() == "in\n" and not outside.exists()
+
+
+async def test_a_sync_tool_that_ignores_its_timeout_is_stopped():
+    import threading
+
+    from lumos_ray.tools._api import tool
+
+    state = {"ended": threading.Event(), "loops": 0}
+
+    @tool
+    def spin() -> str:
+        """Loop forever in Python code, ignoring any timeout."""
+        try:
+            while True:
+                state["loops"] += 1
+        finally:
+            state["ended"].set()
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(spin.acall({}), 0.5)
+    # The caller gave up: the thread is interrupted, not left spinning.
+    assert await asyncio.to_thread(state["ended"].wait, 10)
+
+
+async def test_runs_get_private_workspaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LUMOS_HOME", str(tmp_path))
+    a = ToolContext(run_id="run-a", tenant="acme").workspace_root()
+    b = ToolContext(run_id="run-b", tenant="acme").workspace_root()
+    evil = ToolContext(run_id="../../escape", tenant="../x").workspace_root()
+    assert a == tmp_path / "workspaces" / "acme" / "run-a" and a != b
+    assert evil.is_relative_to(tmp_path / "workspaces")
+    assert (a.stat().st_mode & 0o777) == 0o700
+    assert ((tmp_path / "workspaces").stat().st_mode & 0o777) == 0o700
+    in_a = ToolContext(run_id="run-a", tenant="acme")
+    await call("write_file", {"path": "x.txt", "content": "a"}, in_a)
+    assert (a / "x.txt").read_text() == "a" and not (b / "x.txt").exists()
