@@ -152,6 +152,7 @@ def run_federation(
                 )
             )
         result = spec.finalize(cfg, arrays, run_name)
+        result["model"] = _save_model(arrays, recorder.dir)
         result.update(_privacy_report(cfg))
         recorder.finish("succeeded", final=final, result=result)
         return {
@@ -169,6 +170,16 @@ def run_federation(
     except Exception as exc:
         recorder.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _save_model(arrays: ArrayRecord, run_dir: Any) -> str:
+    """The final global model (arrays by key) as ``<run dir>/model.npz``: what the run
+    produced, loadable with ``numpy.load`` (no pickle)."""
+    import numpy as np
+
+    path = run_dir / "model.npz"
+    np.savez(path, **{k: arrays[k].numpy() for k in arrays.keys()})
+    return str(path)
 
 
 def _guard_extra(strategy: UpdateGuard) -> dict[str, Any]:
