@@ -10,6 +10,7 @@ slow on 2 cores: the runs are short (2 rounds, no client-side evaluation).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -272,3 +273,59 @@ def test_too_few_sites_fails_with_a_clear_message_instead_of_hanging(federation)
     err = json.loads(out.stdout)["error"]
     assert err["code"] == "LUMOS-E060"
     assert "min_available_sites is 2" in err["message"], err
+
+
+def _listeners(port: int) -> set[str]:
+    """Addresses with a socket listening on ``port`` (from /proc/net/tcp, tcp6)."""
+    found: set[str] = set()
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr_hex, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A = LISTEN
+                continue
+            raw = bytes.fromhex(addr_hex)
+            if v6:  # four little-endian 32-bit words
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                v6addr = ipaddress.IPv6Address(raw)
+                # gRPC listens on IPv4 addresses through IPv4-mapped IPv6 sockets.
+                found.add(str(v6addr.ipv4_mapped or v6addr))
+            else:
+                found.add(str(ipaddress.IPv4Address(raw[::-1])))
+    return found
+
+
+def test_control_api_listens_on_loopback_only_when_the_fleet_api_listens_everywhere(
+    tmp_path,
+):
+    """A real SuperLink started by `lumos federate superlink` with host 0.0.0.0: SuperNodes
+    can reach the Fleet API from anywhere, the Control API (where `flwr run` ships code
+    that every SuperNode runs; unauthenticated in open-source Flower) only from here."""
+    fed = Federation(tmp_path)
+    out = fed.cli("federate", "certs", "--out", str(fed.certs), "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    cfg = fed.config("public")
+    data = yaml.safe_load(cfg.read_text())
+    data["deployment"]["host"] = "0.0.0.0"
+    cfg.write_text(yaml.safe_dump(data))
+    try:
+        fed.start("superlink", "federate", "superlink", str(cfg))
+        log = fed.logs["superlink"]
+        assert _wait_for_log(log, "Starting Fleet API", 90), log.read_text()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _listeners(fed.control):
+            time.sleep(0.5)
+        # gRPC binds "0.0.0.0" as the dual-stack wildcard "::".
+        assert _listeners(fed.fleet) & {"0.0.0.0", "::"}, log.read_text()
+        assert _listeners(fed.control) == {"127.0.0.1"}, log.read_text()
+        text = log.read_text(errors="replace")
+        # SuperNode authentication is on without asking for it (Flower warns when off).
+        assert "--enable-supernode-auth" in text
+        assert "SuperNode authentication is disabled" not in text
+    finally:
+        for proc in fed.procs.values():
+            _stop(proc)
