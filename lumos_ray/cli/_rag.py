@@ -135,7 +135,8 @@ def register(cli: click.Group) -> None:
         doc_ids: tuple[str, ...], collection: str, drop: bool, address: str | None, as_json: bool
     ) -> None:
         """Delete documents (by id: the path relative to the folder ingested), or the
-        whole collection with --all (actors, snapshots and config)."""
+        whole collection with --all (actors, the snapshot and config files it wrote,
+        its registry entry; other files in its folder are kept)."""
         from lumos_ray.errors import InputValidationError
 
         if not doc_ids and not drop:
@@ -144,11 +145,26 @@ def register(cli: click.Group) -> None:
                 fix="`lumos rag delete --collection C DOC_ID...` or `--all`.",
             )
         _connect(address)
-        coll = _open(collection, create=False)
         if drop:
+            from lumos_ray.errors import NotFoundError
+            from lumos_ray.rag._client import unregister
+
+            try:
+                coll = _open(collection, create=False)
+            except NotFoundError:
+                # Registered, but its config is gone (deleted by hand): forget the name.
+                if not unregister(collection):
+                    raise
+                emit(
+                    {"collection": collection, "dropped": True, "forgotten": True},
+                    as_json,
+                    f"Forgot {collection!r} (its snapshot folder no longer had a config).",
+                )
+                return
             coll.drop()
             emit({"collection": collection, "dropped": True}, as_json, f"Deleted {collection!r}.")
             return
+        coll = _open(collection, create=False)
         n = coll.delete(list(doc_ids))
         emit(
             {"collection": collection, "deleted": n, "requested": len(doc_ids)},

@@ -3,9 +3,10 @@
 A collection is a router actor plus N shard actors. Ingestion chunks, embeds
 (all-MiniLM-L6-v2 or an OpenAI-compatible endpoint) and extracts entities/relations;
 each shard keeps a faiss index and its part of a networkx knowledge graph and
-snapshots to disk. Queries run in six modes (naive, local, global, hybrid, multihop,
-mix) and every hit carries a citation (document, chunk, graph path). A FolderWatcher
-keeps a collection in step with a folder. Agents use it through the ``rag_search``
+snapshots to disk. Queries run in seven modes (naive, local, global, hybrid, multihop,
+mix, and guided: multihop steered by a chat model when one is configured) and every
+hit carries a citation (document, chunk, graph path). A FolderWatcher keeps a
+collection in step with a folder. Agents use it through the ``rag_search``
 tool.
 """
 
@@ -20,6 +21,7 @@ from lumos_ray.rag._config import (
     Document,
     EmbeddingConfig,
     ExtractorConfig,
+    GuideConfig,
     IndexConfig,
     IngestReport,
     QueryConfig,
@@ -37,6 +39,7 @@ __all__ = [
     "EmbeddingConfig",
     "ExtractorConfig",
     "FolderWatcher",
+    "GuideConfig",
     "IndexConfig",
     "IngestReport",
     "QueryConfig",

@@ -1,30 +1,48 @@
 """Client handle of a collection: open/create it in the cluster and talk to its router.
 
 The collection's config is written to ``<snapshot root>/collection.json`` when it is
-created, so any later process (another CLI call with a fresh embedded cluster, an
-agent on another node) reopens it by name and the shards reload their snapshots. The
-snapshot root is a directory or an object-store URI (``_snapshot_store``); a URI is
-checked here, in the caller's process and within :data:`STORE_CHECK_TIMEOUT_S`, before
-any actor starts.
+created, and the collection is registered by tenant and name in
+``<LUMOS_HOME>/rag/<tenant>/_registry/<name>.json`` (which names the snapshot root), so
+any later process (another CLI call with a fresh embedded cluster, an agent on another
+node) reopens it by name alone, wherever its snapshots live, and the shards reload them.
+The snapshot root is ``<snapshot_dir>/<tenant>/<name>`` (a directory or an object-store
+URI, ``_snapshot_store``) or ``<LUMOS_HOME>/rag/<tenant>/<name>``; a URI is checked here,
+in the caller's process and within :data:`STORE_CHECK_TIMEOUT_S`, before any actor
+starts.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lumos_ray.errors import NotFoundError, RagError
 from lumos_ray.rag._config import CollectionConfig, Document, IngestReport, SearchHit
-from lumos_ray.rag._names import collection_dir, router_actor_name, shard_actor_name
-from lumos_ray.rag._snapshot_store import SnapshotStore, bounded, is_uri, join, open_store
+from lumos_ray.rag._names import (
+    collection_dir,
+    registry_dir,
+    router_actor_name,
+    shard_actor_name,
+    shard_dir,
+)
+from lumos_ray.rag._snapshot_store import (
+    CONFIG_FILE,
+    LocalDirStore,
+    SnapshotStore,
+    bounded,
+    is_uri,
+    join,
+    open_store,
+)
 
 if TYPE_CHECKING:
     from lumos_ray.rag._watch import FolderWatcher
 
-__all__ = ["RagCollection", "list_collections"]
+__all__ = ["RagCollection", "list_collections", "registered_root", "unregister"]
 
-CONFIG_FILE = "collection.json"
 ROUTER_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 3}
 #: How long opening a collection waits for an object store (resolve the URI, read or
 #: write collection.json) before it fails with a RagError.
@@ -53,12 +71,86 @@ def _tenant(tenant: str | None) -> str:
     return tenant or runtime.current_settings().tenant_id
 
 
+# -- the registry: collection name -> snapshot root, per tenant ----------------------------
+def _entry_path(name: str, tenant: str, home: str) -> Path:
+    return Path(registry_dir(tenant, home)) / f"{name}.json"
+
+
+def registered_root(name: str, tenant: str, home: str) -> str | None:
+    """The snapshot root registered for ``name``, or None."""
+    path = _entry_path(name, tenant, home)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        entry = json.loads(raw)
+        if entry.get("name") != name or entry.get("tenant") != tenant:
+            raise ValueError("it names another collection")
+        root = entry["root"]
+        if not isinstance(root, str) or not root:
+            raise ValueError("no root")
+        return root
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise RagError(
+            f"The registry entry {path} of RAG collection {name!r} is damaged ({exc}).",
+            fix="Delete the file and open the collection with its config "
+            "(`lumos rag ingest ... --config FILE`, whose snapshot_dir says where it is).",
+        ) from None
+
+
+def _register(name: str, tenant: str, home: str, root: str) -> None:
+    if registered_root(name, tenant, home) == root:
+        return
+    entry = {"name": name, "tenant": tenant, "root": root, "registered_at": time.time()}
+    LocalDirStore(registry_dir(tenant, home)).write(f"{name}.json", json.dumps(entry).encode())
+
+
+def unregister(name: str, tenant: str | None = None, home: str | None = None) -> bool:
+    """Forget a collection's registry entry (its files are not touched). True if there
+    was one."""
+    path = _entry_path(name, _tenant(tenant), home or _home())
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
 def list_collections(tenant: str | None = None, home: str | None = None) -> list[str]:
-    """Collections of a tenant that have a config on disk."""
-    root = Path(home or _home()).expanduser() / "rag" / _tenant(tenant)
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.name for p in root.glob(f"*/{CONFIG_FILE}"))
+    """Collections of a tenant: those registered by name (wherever their snapshots
+    live), and those under ``<LUMOS_HOME>/rag/<tenant>/`` from before the registry."""
+    tenant = _tenant(tenant)
+    home = home or _home()
+    names = {p.stem for p in Path(registry_dir(tenant, home)).glob("*.json")}
+    root = Path(home).expanduser() / "rag" / tenant
+    if root.is_dir():
+        names |= {p.parent.name for p in root.glob(f"*/{CONFIG_FILE}")}
+    return sorted(names)
+
+
+def _old_layout_error(name: str, tenant: str, snapshot_dir: str) -> RagError | None:
+    """A collection created by an older lumos_ray directly in ``snapshot_dir`` (before
+    collections got a sub-folder of their own): say how to move on."""
+    try:
+        raw = _store_io(
+            snapshot_dir,
+            lambda: open_store(snapshot_dir).read(CONFIG_FILE),
+            f"Reading {join(snapshot_dir, CONFIG_FILE)}",
+        )
+        old = json.loads(raw) if raw else None
+    except (RagError, ValueError):
+        return None
+    if not isinstance(old, dict) or old.get("name") != name:
+        return None
+    if old.get("tenant", "default") != tenant:
+        return None
+    return RagError(
+        f"RAG collection {name!r} was created by an older lumos_ray directly in "
+        f"{snapshot_dir} (collections now live in {join(join(snapshot_dir, tenant), name)}), "
+        "with pickled snapshots this version no longer loads.",
+        fix=f"Ingest it again into the new layout: delete the old files ({CONFIG_FILE} and "
+        "shard-*/ in that folder, after a backup if you need one), then `lumos rag ingest "
+        f"PATH --collection {name} --config FILE`.",
+    )
 
 
 class RagCollection:
@@ -97,7 +189,19 @@ class RagCollection:
         base = base.model_copy(update={"name": name, "tenant": tenant})
         if num_shards is not None:
             base = base.model_copy(update={"num_shards": num_shards})
-        root = collection_dir(name, tenant, _home(), base.snapshot_dir)
+        # Found by name: the registry says where its snapshots are. A config naming
+        # another place for an existing collection is an error, not a second copy.
+        home = _home()
+        known = registered_root(name, tenant, home)
+        root = collection_dir(name, tenant, home, base.snapshot_dir)
+        if known is not None and base.snapshot_dir and known != root:
+            raise RagError(
+                f"RAG collection {name!r} (tenant {tenant!r}) already exists at {known}; "
+                f"the config asks for {root}.",
+                fix="Open it without snapshot_dir (or with the same one), or delete it "
+                "first (`lumos rag delete --collection NAME --all`) to re-create it there.",
+            )
+        root = known or root
         # The store is checked before Ray is touched: a bad URI or an unreachable bucket
         # fails here, not as a traceback in a shard actor.
         store: SnapshotStore = _store_io(
@@ -120,16 +224,23 @@ class RagCollection:
                     fix="Omit --shards, or delete the collection and ingest it again.",
                 )
             cfg = stored
-        elif not create:
-            raise NotFoundError(
-                f"RAG collection {name!r} (tenant {tenant!r}) does not exist under {root}.",
-                fix="Create it with `lumos rag ingest PATH --collection NAME`; list them "
-                "with `lumos rag stats`.",
-            )
         else:
+            old = _old_layout_error(name, tenant, base.snapshot_dir) if base.snapshot_dir else None
+            if old is not None:
+                raise old
+            if not create:
+                stale = " (registered, but its config is gone)" if known else ""
+                forget = "; `lumos rag delete --collection NAME --all` forgets it" if known else ""
+                raise NotFoundError(
+                    f"RAG collection {name!r} (tenant {tenant!r}) does not exist under "
+                    f"{root}{stale}.",
+                    fix="Create it with `lumos rag ingest PATH --collection NAME`; list them "
+                    f"with `lumos rag stats`{forget}.",
+                )
             cfg = base
             data = cfg.model_dump_json(indent=2).encode()
             _store_io(root, lambda: store.write(CONFIG_FILE, data), f"Writing {cfg_uri}")
+        _register(name, tenant, home, root)
         if not runtime.is_connected():
             runtime.connect()
         router = runtime.get_or_create_actor(
@@ -148,8 +259,6 @@ class RagCollection:
         Unsupported or corrupt files are listed in ``report.skipped`` by name with the
         reason; the rest are ingested.
         """
-        import time
-
         from lumos_ray.rag._loaders import load_paths
 
         t0 = time.perf_counter()
@@ -263,7 +372,9 @@ class RagCollection:
         get_refs(self.router.warm.remote())
 
     def drop(self) -> None:
-        """Kill the collection's actors and delete its snapshots and config."""
+        """Kill the collection's actors, delete the files it wrote (its config, each
+        shard's snapshots) and its registry entry. Folders are removed once empty; a
+        file it did not write survives, and so does the folder holding it."""
         from lumos_ray.runtime import kill_actor
 
         for name in [router_actor_name(self.name, self.config.tenant)] + [
@@ -271,4 +382,7 @@ class RagCollection:
             for i in range(self.config.num_shards)
         ]:
             kill_actor(name)  # False (nothing to do) when it is not running
+        for i in range(self.config.num_shards):
+            open_store(shard_dir(self.root, i)).remove()
         open_store(self.root).remove()
+        unregister(self.name, self.config.tenant)

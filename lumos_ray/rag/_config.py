@@ -22,6 +22,7 @@ __all__ = [
     "Document",
     "EmbeddingConfig",
     "ExtractorConfig",
+    "GuideConfig",
     "IndexConfig",
     "IngestReport",
     "QueryConfig",
@@ -29,9 +30,17 @@ __all__ = [
     "SearchMode",
 ]
 
-SearchMode = Literal["naive", "local", "global", "hybrid", "multihop", "mix"]
+SearchMode = Literal["naive", "local", "global", "hybrid", "multihop", "mix", "guided"]
 #: Every query mode, in the order the docs list them.
-SEARCH_MODES: tuple[str, ...] = ("naive", "local", "global", "hybrid", "multihop", "mix")
+SEARCH_MODES: tuple[str, ...] = (
+    "naive",
+    "local",
+    "global",
+    "hybrid",
+    "multihop",
+    "mix",
+    "guided",
+)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -187,12 +196,98 @@ class QueryConfig(BaseModel):
         description="multihop: bonus of a path that starts at the page of an entity the "
         "question names (where the question says the chain begins).",
     )
+    slot_skip_penalty: float = Field(
+        default=0.2,
+        ge=0,
+        le=5,
+        description="multihop: cost of each relation of the question a path's links jump "
+        "over (see _lexical.relation_slots; 0: links may follow the question's relations in "
+        "any order).",
+    )
+    early_term_weight: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="multihop: credit for a question term found only earlier in a path than "
+        "the relation it belongs to (it is about another entity of the chain; 1: order-free "
+        "coverage).",
+    )
     mix_hybrid_weight: float = Field(
         default=0.5, ge=0, le=10, description="mix: weight of hybrid's ranks (multihop's is 1)."
     )
     mix_rrf_k: int = Field(
         default=10, ge=1, le=1000, description="mix: reciprocal-rank-fusion constant."
     )
+
+
+class GuideConfig(BaseModel):
+    """The LLM-guided multi-hop mode (``mode="guided"``): a chat model chooses which
+    links the search follows and which chunks answer the question (``_guide.py``).
+    Off unless ``model`` is set; every other mode never calls a model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: dict[str, Any] | None = Field(
+        default=None,
+        description="A ModelConfig (lumos_ray.actors.models): {provider: openai, name: "
+        "MODEL, base_url: http://127.0.0.1:8000/v1, api_key_env: ENV_VAR} for a served "
+        "model, or provider function/scripted/test. Unset: mode 'guided' is refused.",
+    )
+    max_calls: int = Field(
+        default=4, ge=1, le=16, description="Model calls per query at most (hops + final pick)."
+    )
+    candidates: int = Field(
+        default=12, ge=2, le=40, description="Links shown to the model per hop, at most."
+    )
+    follow: int = Field(
+        default=3, ge=1, le=16, description="Links the model may pick per hop, at most."
+    )
+    pick_top: int = Field(
+        default=8,
+        ge=0,
+        le=40,
+        description="Chunks shown to the model for the final pick (0: no final pick).",
+    )
+    guide_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=5,
+        description="Score bonus of every hop the model chose (its links win over lexical "
+        "ones; lexical links are still followed, so a wrong pick costs recall at most "
+        "a beam slot).",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=600, description="Per model call.")
+    max_tokens: int = Field(default=256, ge=16, le=4096, description="Answer length cap.")
+    fallback: bool = Field(
+        default=True,
+        description="A failed call or an answer that does not parse: continue without the "
+        "model (the lexical multi-hop search) instead of failing the query.",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _valid_model(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return None
+        from lumos_ray.actors.models import ModelConfig
+
+        try:
+            cfg = ModelConfig.model_validate(v)
+        except ValueError as exc:
+            first = str(exc).splitlines()
+            raise ValueError(
+                "not a model config (" + " ".join(first[1:3]).strip() + "); expected e.g. "
+                "{provider: openai, name: MODEL, base_url: http://127.0.0.1:8000/v1}"
+            ) from None
+        if cfg.provider == "openai" and not cfg.name:
+            raise ValueError(
+                "provider openai needs `name` (the served model, e.g. name: lumos-tiny)"
+            )
+        if cfg.provider == "function" and not cfg.function:
+            raise ValueError("provider function needs `function: 'module:attr'`")
+        if cfg.provider == "scripted" and not cfg.replies:
+            raise ValueError("provider scripted needs `replies: [...]`")
+        return cfg.model_dump(mode="json", exclude_defaults=True) | {"provider": cfg.provider}
 
 
 class CollectionConfig(BaseModel):
@@ -211,6 +306,7 @@ class CollectionConfig(BaseModel):
     index: IndexConfig = Field(default_factory=IndexConfig)
     extractor: ExtractorConfig = Field(default_factory=ExtractorConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
+    guide: GuideConfig = Field(default_factory=GuideConfig)
 
     @field_validator("name", "tenant")
     @classmethod

@@ -22,6 +22,8 @@ __all__ = [
     "ChunkTerms",
     "content_terms",
     "link_terms",
+    "relation_slots",
+    "sentence_naming",
     "sentence_terms",
     "sentences",
     "stem",
@@ -134,3 +136,47 @@ class ChunkTerms:
                 drop = set().union(*(_name_terms(n) for n in self.names if n in low))
                 out |= terms - drop
         return out
+
+
+def relation_slots(question: str, entity_keys: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """Where each question term sits in the chain the question describes.
+
+    English nests relations outward from the entity it names: in "the street of the
+    company founded by the mentor of the author of *The Salt*", the first hop from *The
+    Salt* is its author, then the author's mentor, then the company that mentor founded.
+    So the content terms *before* the first named entity, counted from it, are slots
+    1, 2, 3, ... (author=1, mentor=2, found=3, company=4, street=5); a repeated term gets
+    every slot it occupies ("the mentor of the mentor" → mentor=(2, 3)). Terms after
+    the entity, and questions naming no entity, get no slot (an empty dict: multi-hop
+    scoring is then order-free).
+    """
+    toks = _TOKEN.findall(question.lower())
+    first = len(toks)
+    for key in entity_keys:
+        kw = _TOKEN.findall(key.lower())
+        if not kw:
+            continue
+        for i in range(min(first, len(toks) - len(kw) + 1)):
+            if toks[i : i + len(kw)] == kw:
+                first = i
+                break
+    if first == len(toks):
+        return {}
+    out: dict[str, list[int]] = {}
+    n = 0
+    for t in reversed(toks[:first]):
+        if t in _STOP or len(t) <= 1:
+            continue
+        n += 1
+        out.setdefault(stem(t), []).append(n)
+    return {t: tuple(v) for t, v in out.items()}
+
+
+def sentence_naming(text: str, name: str, limit: int = 300) -> str:
+    """The first sentence of ``text`` that names ``name`` (bounded), else ''."""
+    low = name.lower()
+    for s in sentences(text):
+        if low in s.lower():
+            s = s.strip()
+            return s if len(s) <= limit else s[: limit - 1] + "…"
+    return ""

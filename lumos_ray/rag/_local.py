@@ -10,6 +10,7 @@ beyond each shard's own lock.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Iterable
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 
 from lumos_ray.rag._config import CollectionConfig, Document, SearchHit
 from lumos_ray.rag._fusion import fuse, merge_topk, mix_rrf, seeds_from_probes
-from lumos_ray.rag._multihop import run_local
+from lumos_ray.rag._multihop import arun_local, run_local
 from lumos_ray.rag._pipeline import prepare_documents, query_entities, split_by_shard
 from lumos_ray.rag._state import PreparedChunks, ShardState
 from lumos_ray.rag._validate import check_query
@@ -29,10 +30,20 @@ __all__ = ["LocalCollection"]
 class LocalCollection:
     """``num_shards`` shard states in this process, queried like the pool queries them."""
 
-    def __init__(self, cfg: CollectionConfig, embedder: Any = None, extractor: Any = None):
+    def __init__(
+        self,
+        cfg: CollectionConfig,
+        embedder: Any = None,
+        extractor: Any = None,
+        guide_model: Any = None,
+    ):
+        """``guide_model``: a ChatModel for mode ``guided`` instead of ``cfg.guide.model``
+        (e.g. a test model)."""
         self.cfg = cfg
         self.embedder = embedder
         self.extractor = extractor
+        self.guide_model = guide_model
+        self.guide: Any = None
         self.shards = [
             ShardState(i, cfg.embedding.dim, cfg.index, cfg.query) for i in range(cfg.num_shards)
         ]
@@ -82,6 +93,18 @@ class LocalCollection:
         if mode == "global":
             return merge_topk([s.global_search(qvec, k) for s in self.shards], k)
         ents = query_entities(text)
+        if mode == "guided":
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(self.aguided(qvec, text, k))
+            from lumos_ray.errors import RagError
+
+            raise RagError(
+                "LocalCollection.query_vector(mode='guided') was called on a running event "
+                "loop; it would block it.",
+                fix="Use `await coll.aguided(qvec, text, k)` from async code.",
+            )
         if mode == "multihop":
             return run_local(self.shards, qvec, text, ents, q, k)
         if mode == "mix":
@@ -92,3 +115,28 @@ class LocalCollection:
         seed_ents, seed_chunks = seeds_from_probes(probes, mode, q)
         cands = [s.expand(qvec, mode, seed_ents, seed_chunks, k) for s in self.shards]
         return fuse(cands, mode, k, q)
+
+    async def aguided(self, qvec: np.ndarray, text: str, k: int) -> list[dict]:
+        """mode ``guided`` (the router's ``_guided`` over in-process shards)."""
+        from lumos_ray.rag._guide import Guide
+
+        check_query(text, "guided", k)
+        if self.guide is None:
+            self.guide = Guide(self.cfg.guide, model=self.guide_model)
+        run = self.guide.bind()  # the model's HTTP client belongs to this event loop
+        try:
+            return await arun_local(
+                self.shards,
+                np.asarray(qvec, dtype=np.float32).reshape(-1),
+                text,
+                query_entities(text),
+                self.cfg.query,
+                k,
+                self.cfg.guide,
+                run.ask,
+            )
+        finally:
+            self.guide.calls += run.calls
+            self.guide.failures += run.failures
+            self.guide.last_error = run.last_error or self.guide.last_error
+            await run.aclose()

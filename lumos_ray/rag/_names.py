@@ -8,7 +8,13 @@ from pathlib import Path
 
 from lumos_ray.rag._snapshot_store import is_uri, join
 
-__all__ = ["collection_dir", "router_actor_name", "shard_actor_name", "shard_dir"]
+__all__ = [
+    "collection_dir",
+    "registry_dir",
+    "router_actor_name",
+    "shard_actor_name",
+    "shard_dir",
+]
 
 
 def _base(name: str, tenant: str) -> str:
@@ -24,15 +30,27 @@ def shard_actor_name(name: str, tenant: str, shard: int) -> str:
 
 
 def collection_dir(name: str, tenant: str, home: str, snapshot_dir: str | None = None) -> str:
-    """Snapshot root: the configured directory or URI (``s3://bucket/prefix``, kept as
-    given), else <home>/rag/<tenant>/<name>."""
+    """Snapshot root: ``<snapshot_dir>/<tenant>/<name>`` for a configured directory or
+    URI (``s3://bucket/prefix/<tenant>/<name>``), else ``<home>/rag/<tenant>/<name>``.
+
+    A collection always lives in a sub-folder of its own, named by tenant and name, so
+    several collections (and tenants) can share one ``snapshot_dir`` and dropping one
+    never touches another's files, or files that were in the folder before."""
     if snapshot_dir and is_uri(snapshot_dir):
         while snapshot_dir.endswith("/") and not snapshot_dir.endswith("://"):
             snapshot_dir = snapshot_dir[:-1]
-        return snapshot_dir
+        return join(join(snapshot_dir, tenant), name)
     if snapshot_dir:
-        return str(Path(snapshot_dir).expanduser().resolve())
+        return str(Path(snapshot_dir).expanduser().resolve() / tenant / name)
     return str(Path(home).expanduser().resolve() / "rag" / tenant / name)
+
+
+def registry_dir(tenant: str, home: str) -> str:
+    """Where a tenant's collections are registered by name (one small JSON file each,
+    naming the snapshot root), so a collection in a custom ``snapshot_dir`` is found by
+    name alone. ``_registry`` cannot be a collection name (names start with a letter or
+    digit)."""
+    return str(Path(home).expanduser().resolve() / "rag" / tenant / "_registry")
 
 
 def shard_dir(root: str, shard: int) -> str:

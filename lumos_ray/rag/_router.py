@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -37,14 +39,64 @@ SHARD_OPTIONS: dict[str, Any] = {
 }
 
 
+class _RWLock:
+    """Many readers or one writer (asyncio). A waiting writer holds back new readers,
+    so a stream of queries cannot starve ingestion."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._writer and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[None]:
+        async with self._cond:
+            self._writers_waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._writer and not self._readers)
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 class RagRouter:
+    """Queries and writes of one collection.
+
+    Consistency across shards: a write (an upsert batch, a delete, a merge) is applied
+    in memory on all its shards under the router's write lock, and every query runs
+    under the read lock (a multi-hop query for all its hops; a guided one for each
+    round of shard reads, not while its model thinks), so a query sees a batch on every
+    shard or on none. Snapshots are written after the lock is released; the write is
+    acknowledged once they are on disk."""
+
     def __init__(self, config: dict[str, Any], snapshot_root: str) -> None:
         self.cfg = CollectionConfig.model_validate(config)
         self.root = snapshot_root
         self.shards: list[Any] = [self._shard_handle(i) for i in range(self.cfg.num_shards)]
         self._embedder: Any = None
         self._extractor: Any = None
+        self._guide: Any = None
         self._qcache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self._rw = _RWLock()
 
     # -- shards -------------------------------------------------------------------
     def _shard_handle(self, i: int) -> Any:
@@ -130,17 +182,41 @@ class RagRouter:
         """Already-embedded chunks (benchmarks, or an external pipeline)."""
         return await self._upsert_prepared(batch, batch.doc_ids())
 
+    async def _write(self, ops: list[tuple[int, str, tuple[Any, ...]]]) -> list[Any]:
+        """Apply ``(shard, op, args)`` writes on their shards at once (under the write
+        lock: queries see all of them or none), then make them durable (outside it)."""
+        if not ops:
+            return []
+        async with self._rw.write():
+            applied = await asyncio.gather(*(self._call(i, "apply", op, *a) for i, op, a in ops))
+
+        async def durable(i: int, op: str, args: tuple[Any, ...], res: dict[str, Any]) -> Any:
+            if await self._call(i, "persist", res["instance"], res["version"]):
+                return res["result"]
+            # The shard restarted between apply and persist and reloaded a snapshot
+            # without this write: apply it again, durably (writes are idempotent).
+            async with self._rw.write():
+                return await self._call(i, op, *args)
+
+        return list(
+            await asyncio.gather(
+                *(durable(i, op, a, r) for (i, op, a), r in zip(ops, applied, strict=True))
+            )
+        )
+
     async def _upsert_prepared(self, batch: PreparedChunks, doc_ids: list[str]) -> dict[str, Any]:
         n = len(self.shards)
         groups = split_by_shard(batch, n)
         # Documents that produced no chunks still replace (i.e. remove) an old version.
         empty = [d for d in doc_ids if d not in set(batch.doc_ids())]
-        calls = [self._call(s, "upsert", g) for s, g in groups.items()]
+        ops: list[tuple[int, str, tuple[Any, ...]]] = [
+            (s, "upsert", (g,)) for s, g in groups.items()
+        ]
         by_shard: dict[int, list[str]] = {}
         for d in empty:
             by_shard.setdefault(shard_of(d, n), []).append(d)
-        calls += [self._call(s, "delete", ids) for s, ids in by_shard.items()]
-        results = await asyncio.gather(*calls)
+        ops += [(s, "delete", (ids,)) for s, ids in by_shard.items()]
+        results = await self._write(ops)
         replaced = sum(r["replaced_docs"] if isinstance(r, dict) else r for r in results)
         return {"documents": len(doc_ids), "chunks": len(batch.chunks), "replaced": replaced}
 
@@ -149,15 +225,13 @@ class RagRouter:
         by_shard: dict[int, list[str]] = {}
         for d in doc_ids:
             by_shard.setdefault(shard_of(d, n), []).append(d)
-        counts = await asyncio.gather(
-            *(self._call(s, "delete", ids) for s, ids in by_shard.items())
-        )
+        counts = await self._write([(s, "delete", (ids,)) for s, ids in by_shard.items()])
         return int(sum(counts))
 
     async def delete_entity(self, name: str) -> dict[str, Any]:
         """Remove every chunk (on every shard) that mentions the entity ``name``."""
         (key,) = entity_keys([name])
-        parts = await self._all("delete_entity", key)
+        parts = await self._write([(i, "delete_entity", (key,)) for i in range(len(self.shards))])
         return {
             "entity": key,
             "chunks": sum(p["chunks"] for p in parts),
@@ -168,7 +242,8 @@ class RagRouter:
         """Make the entities ``names`` one entity with ``into`` on every shard."""
         sources = entity_keys(names)
         (target,) = entity_keys([into], "target entity name")
-        counts = await self._all("merge_entities", sources, target, into.strip())
+        args = (sources, target, into.strip())
+        counts = await self._write([(i, "merge_entities", args) for i in range(len(self.shards))])
         return {"into": target, "merged": sorted(set(sources) - {target}), "chunks": sum(counts)}
 
     # -- reads --------------------------------------------------------------------
@@ -216,6 +291,14 @@ class RagRouter:
                 fix="Embed the query with the collection's embedding model.",
             )
         ents = query_entities(query) if mode not in ("naive", "global") else []
+        if mode == "guided":
+            return await self._guided(qvec, query, ents, k)
+        async with self._rw.read():
+            return await self._search_locked(qvec, query, ents, mode, k)
+
+    async def _search_locked(
+        self, qvec: np.ndarray, query: str, ents: list[str], mode: str, k: int
+    ) -> list[dict[str, Any]]:
         if len(self.shards) == 1:
             return await self._call(0, "search", qvec, ents, mode, k, query)
         if mode == "naive":
@@ -233,6 +316,24 @@ class RagRouter:
             return mix_rrf([hops, graph], k, q.mix_rrf_k, [1.0, q.mix_hybrid_weight])
         return await self._graph_search(qvec, ents, mode, k)
 
+    async def _guided(
+        self, qvec: np.ndarray, query: str, ents: list[str], k: int
+    ) -> list[dict[str, Any]]:
+        """mode guided: the multi-hop search with the guide model's choices (_guide).
+        Each round of shard reads holds the read lock; the model calls do not."""
+        from lumos_ray.rag._guide import Guide
+
+        if self._guide is None:
+            self._guide = Guide(self.cfg.guide)  # RagError when no model is configured
+
+        async def call_all(method: str, *args: Any) -> list[Any]:
+            async with self._rw.read():
+                return await self._all(method, *args)
+
+        return await run_sharded(
+            call_all, qvec, query, ents, self.cfg.query, k, self.cfg.guide, self._guide.ask
+        )
+
     async def _graph_search(
         self, qvec: np.ndarray, ents: list[str], mode: str, k: int
     ) -> list[dict[str, Any]]:
@@ -243,7 +344,9 @@ class RagRouter:
         return fuse(cands, mode, k, self.cfg.query)
 
     async def stats(self) -> dict[str, Any]:
-        shards = await self._all("stats")
+        async with self._rw.read():
+            shards = await self._all("stats")
+        guide = self._guide
         return {
             "collection": self.cfg.name,
             "tenant": self.cfg.tenant,
@@ -254,6 +357,9 @@ class RagRouter:
             "relations": sum(s["relations"] for s in shards),
             "shards": shards,
             "snapshot_dir": self.root,
+            "guide": None
+            if guide is None
+            else {"calls": guide.calls, "failures": guide.failures, "last_error": guide.last_error},
         }
 
     async def doc_chunks(self, doc_id: str) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,9 @@ class RagShard:
         self.saved_version = self.state.version
         self.loaded_chunks = len(self.state.chunks)
         self._save_lock: asyncio.Lock | None = None
+        # Names this incarnation: a write applied in memory (apply) is durable only if
+        # the same incarnation persists it (a restart in between reloads the snapshot).
+        self.instance = uuid.uuid4().hex
 
     async def _persist(self) -> None:
         if self._save_lock is None:
@@ -49,6 +54,33 @@ class RagShard:
             self.saved_version = version
 
     # -- writes -------------------------------------------------------------------
+    # Two ways in: ``upsert``/``delete``/... apply a change and return once a snapshot
+    # holds it. ``apply`` + ``persist`` split the same into an in-memory step and a
+    # durable one: the router applies a batch on every shard while no query runs (its
+    # write lock), then persists with queries running again, so a query never sees a
+    # batch on one shard and not on another, and never waits for a snapshot write.
+    async def apply(self, op: str, *args: Any) -> dict[str, Any]:
+        """Apply a write in memory only: ``{"result", "instance", "version"}``; follow
+        with :meth:`persist` (the write is acknowledged only then)."""
+        ops: dict[str, Callable[..., Any]] = {
+            "upsert": self.state.upsert,
+            "delete": self.state.delete,
+            "delete_entity": self.state.delete_entity,
+            "merge_entities": self.state.merge_entities,
+        }
+        fn = ops[op]
+        out: Any = await asyncio.to_thread(fn, *args)
+        return {"result": out, "instance": self.instance, "version": self.state.version}
+
+    async def persist(self, instance: str, version: int) -> bool:
+        """Make the state up to ``version`` durable. False when this is another
+        incarnation than the one that applied it (the shard restarted and reloaded its
+        snapshot without that write): the caller applies it again."""
+        if instance != self.instance or self.state.version < version:
+            return False
+        await self._persist()
+        return True
+
     async def upsert(self, batch: PreparedChunks) -> dict[str, int]:
         out = await asyncio.to_thread(self.state.upsert, batch)
         await self._persist()
@@ -129,6 +161,14 @@ class RagShard:
         if mode == "global":
             return self.state.global_search(qvec, k)
         q = self.cfg.query
+        if mode == "guided":
+            from lumos_ray.errors import RagError
+
+            raise RagError(
+                "Mode 'guided' runs in the collection's router (it calls a model between "
+                "shard reads), not in a shard.",
+                fix="Query through RagCollection.query or the router's search().",
+            )
         if mode == "multihop":
             return run_local([self.state], qvec, query_text, query_entities, q, k)
         if mode == "mix":

@@ -8,10 +8,11 @@ root, or one shard's folder under it) with five operations:
 * ``save_snapshot(data)`` / ``load_snapshot()``: the shard snapshot, written so a
   reader never sees half of one, read back as the newest complete one (``None`` when
   there is none yet: an empty shard);
-* ``remove()``: everything under the location (dropping a collection).
+* ``remove()``: the files this code writes there, and the folder once it is empty
+  (dropping a collection). Anything else in the folder is left alone.
 
 :func:`open_store` picks the implementation from the string: a plain path is a
-:class:`LocalDirStore` (``shard.pkl`` via temp file + fsync + rename; pyarrow is never
+:class:`LocalDirStore` (``shard.snap`` via temp file + fsync + rename; pyarrow is never
 imported on this path), anything with a ``scheme://`` is a :class:`PyArrowStore` on
 whatever ``pyarrow.fs.FileSystem.from_uri`` accepts (``s3://bucket/prefix``,
 ``gs://bucket/prefix``, ``abfs://…``, ``hdfs://…``, ``file:///abs/path``; S3 options
@@ -26,7 +27,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import tempfile
 import threading
 import time
@@ -39,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 from lumos_ray.errors import RagError
 
 __all__ = [
+    "LEGACY_SNAPSHOT_FILE",
     "POINTER_FILE",
     "SNAPSHOT_FILE",
     "LocalDirStore",
@@ -53,10 +55,23 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FILE = "shard.pkl"  # local directory: the snapshot itself
+SNAPSHOT_FILE = "shard.snap"  # local directory: the snapshot itself (_snapfile format)
+LEGACY_SNAPSHOT_FILE = "shard.pkl"  # written by older versions (pickle): refused on load
 POINTER_FILE = "LATEST.json"  # URI: names the newest complete snapshot object
+CONFIG_FILE = "collection.json"
 _SNAPSHOT_PREFIX = "snapshot-"
+_SNAPSHOT_SUFFIX = ".snap"
 _TMP_PREFIX = ".tmp-"
+_LOCAL_TMP_PREFIX = ".lumos-tmp-"
+#: Every name this module (and the collection's config) writes in a location: what
+#: ``remove()`` deletes. Versioned snapshot objects are snapshot-<20 digits>-<8 hex>
+#: (.pkl: older versions); temp files carry our prefixes.
+_OURS = re.compile(
+    r"^(?:shard\.snap|shard\.pkl|LATEST\.json|collection\.json"
+    r"|snapshot-\d{20}-[0-9a-f]{8}\.(?:snap|pkl)"
+    r"|\.tmp-[0-9a-f]{32}-(?:LATEST|collection)\.json"
+    r"|\.lumos-tmp-\w+|\.shard-\w{8})$"
+)
 _CHUNK = 8 << 20  # upload in 8 MiB writes (S3 multipart parts are >= 5 MiB)
 
 _T = TypeVar("_T")
@@ -150,8 +165,9 @@ def bounded(fn: Callable[[], _T], timeout_s: float, what: str) -> _T:
 
 # -- a local directory ------------------------------------------------------------------
 class LocalDirStore:
-    """A directory on this machine: ``<dir>/shard.pkl``, written atomically (temp file
-    in the same directory, fsync, rename). Readers see the old or the new file."""
+    """A directory on this machine: ``<dir>/shard.snap``, written atomically (temp file
+    in the same directory, fsync, rename). Readers see the old or the new file. Folders
+    it creates are 0700 and files 0600 (they hold the collection's text)."""
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
@@ -169,8 +185,8 @@ class LocalDirStore:
             ) from exc
 
     def write(self, name: str, data: bytes) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".shard-", dir=self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=_LOCAL_TMP_PREFIX, dir=self.dir)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -186,21 +202,38 @@ class LocalDirStore:
         return str(self.dir / SNAPSHOT_FILE)
 
     def load_snapshot(self) -> Snapshot | None:
-        data = self.read(SNAPSHOT_FILE)
-        return None if data is None else Snapshot(data, str(self.dir / SNAPSHOT_FILE))
+        for name in (SNAPSHOT_FILE, LEGACY_SNAPSHOT_FILE):  # a legacy one is refused later
+            data = self.read(name)
+            if data is not None:
+                return Snapshot(data, str(self.dir / name))
+        return None
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Delete the files this code writes here, then the folder if nothing else is
+        in it (a user's file in the same folder survives, and so does the folder)."""
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if _OURS.match(entry.name) and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()
+        except OSError:  # not empty (someone else's files, or a shard folder left)
+            left = sorted(p.name for p in self.dir.iterdir())[:5]
+            if left:
+                log.info("kept %s: it holds files lumos_ray did not write: %s", self.dir, left)
 
 
 # -- any pyarrow filesystem (object stores, HDFS, file://) --------------------------------
 class PyArrowStore:
     """A ``pyarrow.fs`` location: versioned snapshot objects plus a small pointer.
 
-    A save uploads the bytes to a new, never-reused key ``snapshot-<ns>-<rand>.pkl``,
+    A save uploads the bytes to a new, never-reused key ``snapshot-<ns>-<rand>.snap``,
     then writes ``LATEST.json`` (that key, its size and sha256) last; a load reads the
     pointer, then the object it names, and checks size and hash. Why this and not
-    "upload to a temp key, then move to ``shard.pkl``":
+    "upload to a temp key, then move to ``shard.snap``":
 
     * S3 and GCS have no rename: a move is a server-side copy plus a delete, which for
       a snapshot means copying every byte a second time (and one S3 CopyObject request
@@ -306,7 +339,7 @@ class PyArrowStore:
 
     # -- snapshots --------------------------------------------------------------------
     def save_snapshot(self, data: bytes) -> str:
-        key = f"{_SNAPSHOT_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.pkl"
+        key = f"{_SNAPSHOT_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{_SNAPSHOT_SUFFIX}"
         previous = self._current
         if previous is None:
             try:
@@ -345,8 +378,8 @@ class PyArrowStore:
         except ValueError as exc:
             raise RagError(
                 f"Snapshot pointer {self._uri(POINTER_FILE)} is corrupt ({exc}).",
-                fix="Point it at the newest intact snapshot-*.pkl next to it (write "
-                '{"snapshot": "snapshot-....pkl"}), or delete the folder to start the shard '
+                fix="Point it at the newest intact snapshot-*.snap next to it (write "
+                '{"snapshot": "snapshot-....snap"}), or delete the folder to start the shard '
                 "empty and ingest its documents again.",
             ) from exc
 
@@ -393,8 +426,9 @@ class PyArrowStore:
             sel = self._pafs.FileSelector(self.base, allow_not_found=True)
             for info in self.fs.get_file_info(sel):
                 name = info.base_name
-                stale = name.startswith(_TMP_PREFIX) or (
-                    name.startswith(_SNAPSHOT_PREFIX) and name not in keep
+                stale = _OURS.match(name) is not None and (
+                    name.startswith(_TMP_PREFIX)
+                    or (name.startswith(_SNAPSHOT_PREFIX) and name not in keep)
                 )
                 if stale and info.type == self._pafs.FileType.File:
                     self.fs.delete_file(info.path)
@@ -402,8 +436,19 @@ class PyArrowStore:
             log.warning("could not delete old snapshots under %s: %s", self.uri, exc)
 
     def remove(self) -> None:
+        """Delete the objects this code writes here (config, pointer, snapshot objects,
+        temp objects), then the folder if nothing else is in it."""
         try:
-            if self.fs.get_file_info(self.base).type != self._pafs.FileType.NotFound:
-                self.fs.delete_dir(self.base)
+            sel = self._pafs.FileSelector(self.base, allow_not_found=True)
+            left = []
+            for info in self.fs.get_file_info(sel):
+                if info.type == self._pafs.FileType.File and _OURS.match(info.base_name):
+                    self.fs.delete_file(info.path)
+                else:
+                    left.append(info.base_name)
+            if left:
+                log.info("kept %s: it holds objects lumos_ray did not write: %s", self.uri, left)
+            elif self.fs.get_file_info(self.base).type == self._pafs.FileType.Directory:
+                self.fs.delete_dir(self.base)  # empty (object stores: nothing to do)
         except Exception as exc:
             raise self._fail("delete", None, exc) from exc

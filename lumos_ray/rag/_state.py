@@ -13,7 +13,6 @@ worker threads (keeping its event loop free) while writes and reads interleave.
 from __future__ import annotations
 
 import itertools
-import pickle
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,12 @@ from lumos_ray.errors import RagError
 from lumos_ray.rag._config import IndexConfig, QueryConfig
 from lumos_ray.rag._entities import title_keys
 from lumos_ray.rag._graph import KnowledgeGraph, enode
+from lumos_ray.rag._snapfile import LegacySnapshot, pack, unpack
 from lumos_ray.rag._snapshot_store import SNAPSHOT_FILE, SnapshotStore, open_store
 
 __all__ = ["SNAPSHOT_FILE", "ChunkRecord", "PreparedChunks", "ShardState"]
 
 _BIG_COMMUNITY = 2000
-_SNAPSHOT_FORMAT = 1
 
 
 @dataclass
@@ -634,26 +633,61 @@ class ShardState:
 
     # -- snapshots ----------------------------------------------------------------
     def dumps(self) -> bytes:
-        """The whole shard as bytes (taken under the lock: a consistent cut)."""
+        """The whole shard as bytes (taken under the lock: a consistent cut), in the
+        snapshot format of ``_snapfile``: JSON for the records and the graph, .npy for
+        the vectors and the edge list, faiss's own serialization for the index."""
         with self.lock:
             faiss = _faiss()
-            payload = {
-                "format": _SNAPSHOT_FORMAT,
-                "shard": self.shard,
-                "dim": self.dim,
+            g = self.graph.g
+            order = {n: i for i, n in enumerate(g.nodes)}
+            entities = {
+                str(i): [data.get("name", ""), int(data.get("n", 0))]
+                for n, i in order.items()
+                if n.startswith("e:")
+                for data in (g.nodes[n],)
+            }
+            edges = np.zeros((g.number_of_edges(), 3), dtype=np.int64)
+            prov: list[dict[str, str]] = []
+            for j, (a, b, data) in enumerate(g.edges(data=True)):
+                rel = -1
+                if data.get("kind") == "rel":
+                    rel = len(prov)
+                    prov.append(dict(data.get("prov", {})))
+                edges[j] = (order[a], order[b], rel)
+            meta = {
                 "version": self.version,
-                "chunks": self.chunks,
-                "docs": self.docs,
-                "row_chunk": self.row_chunk,
-                "vectors": self.vectors,
-                "graph": self.graph.g,
                 "graph_version": self.graph.version,
                 "index_kind": self._index.kind,
-                "tombstones": self._index.tombstones,
+                "tombstones": sorted(self._index.tombstones),
                 "aliases": self.aliases,
-                "index": faiss.serialize_index(self._index.index),
+                "docs": self.docs,
+                "row_chunk": self.row_chunk,
+                "chunks": [
+                    [
+                        r.chunk_id,
+                        r.doc_id,
+                        r.title,
+                        r.text,
+                        r.source,
+                        list(r.entities.items()),
+                        [list(t) for t in r.relations],
+                        r.row,
+                    ]
+                    for r in self.chunks.values()
+                ],
+                "nodes": list(order),
+                "entities": entities,
+                "prov": prov,
             }
-            return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+            return pack(
+                {"kind": "lumos-rag-shard", "shard": self.shard, "dim": self.dim},
+                {
+                    "meta": ("json", meta),
+                    "vectors": ("npy", np.ascontiguousarray(self.vectors, dtype=np.float32)),
+                    "edges": ("npy", edges),
+                    "index": ("raw", faiss.serialize_index(self._index.index).tobytes()),
+                },
+            )
 
     def save(self, target: str | Path | SnapshotStore) -> str:
         """Write the snapshot so a reader never sees half of it: a directory gets a temp
@@ -673,14 +707,26 @@ class ShardState:
         query: QueryConfig,
     ) -> ShardState:
         """A shard from its snapshot, or an empty one when there is none yet. A snapshot
-        that exists but cannot be read is a :class:`RagError`, never an empty shard."""
+        that exists but cannot be read is a :class:`RagError`, never an empty shard;
+        nothing in it is unpickled (``_snapfile``)."""
         store = open_store(source) if isinstance(source, (str, Path)) else source
         state = cls(shard, dim, index, query)
         snap = store.load_snapshot()
         if snap is None:
             return state
         try:
-            state._restore(pickle.loads(snap.data), index)
+            manifest, sections = unpack(snap.data)
+            state._restore(manifest, sections, index)
+        except LegacySnapshot:
+            raise RagError(
+                f"Snapshot {snap.location} of shard {shard} was written by an older "
+                "lumos_ray as a pickle, which is no longer loaded (unpickling a file runs "
+                "any code it names).",
+                fix="Ingest the collection again: `lumos rag delete --collection NAME --all` "
+                "(removes the old snapshots and config), then `lumos rag ingest PATH "
+                "--collection NAME` (same --shards/--config as before). Or restore a "
+                "snapshot written by this version.",
+            ) from None
         except Exception as exc:
             raise RagError(
                 f"Snapshot {snap.location} of shard {shard} is unreadable "
@@ -690,30 +736,120 @@ class ShardState:
             ) from exc
         return state
 
-    def _restore(self, payload: dict[str, Any], index: IndexConfig) -> None:
-        if not isinstance(payload, dict) or payload.get("format") != _SNAPSHOT_FORMAT:
-            raise ValueError("not a shard snapshot of a known format")
-        if payload["dim"] != self.dim:
-            raise ValueError(f"vectors of {payload['dim']} dims, the collection has {self.dim}")
+    def _restore(
+        self, manifest: dict[str, Any], sections: dict[str, Any], index: IndexConfig
+    ) -> None:
+        """Rebuild the state from decoded sections, checking every cross-reference (a
+        snapshot is data from disk: wrong shapes or dangling ids are refused)."""
+        if manifest.get("kind") != "lumos-rag-shard":
+            raise ValueError("not a shard snapshot")
+        if manifest.get("dim") != self.dim:
+            raise ValueError(
+                f"vectors of {manifest.get('dim')} dims, the collection has {self.dim}"
+            )
+        for name in ("meta", "vectors", "edges", "index"):
+            if name not in sections:
+                raise ValueError(f"the snapshot has no {name!r} section")
+        meta, vectors, edges = sections["meta"], sections["vectors"], sections["edges"]
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not an object")
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors of shape {vectors.shape} and dtype {vectors.dtype}")
+        row_chunk = _list(meta.get("row_chunk"), "row_chunk")
+        if len(row_chunk) != len(vectors):
+            raise ValueError(f"{len(row_chunk)} rows named, {len(vectors)} vectors")
+        chunks: dict[str, ChunkRecord] = {}
+        for item in _list(meta.get("chunks"), "chunks"):
+            cid, doc, title, text, source, ents, rels, row = item
+            if not (isinstance(row, int) and 0 <= row < len(row_chunk) and row_chunk[row] == cid):
+                raise ValueError(f"chunk {cid!r}: row {row!r} does not name it")
+            rec = ChunkRecord(
+                chunk_id=_str(cid),
+                doc_id=_str(doc),
+                title=_str(title),
+                text=_str(text),
+                source=_str(source),
+                entities={_str(k): _str(v) for k, v in ents},
+                relations=[(_str(h), _str(r), _str(t)) for h, r, t in rels],
+                row=row,
+            )
+            chunks[rec.chunk_id] = rec
+        if any(c is not None and c not in chunks for c in row_chunk):
+            raise ValueError("row_chunk names a chunk that is not in the snapshot")
+        docs = {_str(d): [_str(c) for c in cids] for d, cids in meta.get("docs", {}).items()}
+        if sum(len(v) for v in docs.values()) != len(chunks) or any(
+            c not in chunks for v in docs.values() for c in v
+        ):
+            raise ValueError("docs and chunks disagree")
+        # The graph: nodes in their order, entity attributes, edges with provenance.
+        import networkx as nx
+
+        nodes = [_str(n) for n in _list(meta.get("nodes"), "nodes")]
+        ents = meta.get("entities", {})
+        prov = _list(meta.get("prov"), "prov")
+        if edges.dtype != np.int64 or edges.ndim != 2 or edges.shape[1] != 3:
+            raise ValueError(f"edges of shape {edges.shape} and dtype {edges.dtype}")
+        if len(edges) and (
+            edges[:, :2].min() < 0
+            or edges[:, :2].max() >= len(nodes)
+            or edges[:, 2].max() >= len(prov)
+        ):
+            raise ValueError("an edge names a node or provenance that does not exist")
+        g = nx.Graph()
+        for i, n in enumerate(nodes):
+            if n.startswith("e:"):
+                name, count = ents[str(i)]
+                g.add_node(n, kind="entity", name=_str(name), n=int(count))
+            elif n.startswith("c:") and n[2:] in chunks:
+                g.add_node(n, kind="chunk")
+            else:
+                raise ValueError(f"graph node {n!r} is neither a chunk nor an entity")
+        for a, b, rel in edges.tolist():
+            if rel < 0:
+                g.add_edge(nodes[a], nodes[b], kind="mention")
+            else:
+                p = prov[rel]
+                g.add_edge(
+                    nodes[a], nodes[b], kind="rel", prov={_str(c): _str(r) for c, r in p.items()}
+                )
         faiss = _faiss()
+        base = faiss.deserialize_index(np.frombuffer(sections["index"], dtype=np.uint8))
+        tombstones = {int(t) for t in _list(meta.get("tombstones"), "tombstones")}
+        live = sum(1 for c in row_chunk if c is not None)
+        if base.d != self.dim or base.ntotal not in (live, live + len(tombstones)):
+            raise ValueError(
+                f"the index holds {base.ntotal} vectors of {base.d} dims; the snapshot "
+                f"has {live} live rows of {self.dim}"
+            )
+        kind = meta.get("index_kind")
+        if kind not in ("flat", "hnsw"):
+            raise ValueError(f"unknown index kind {kind!r}")
         state = self
-        state.version = payload["version"]
-        state.chunks = payload["chunks"]
-        state.docs = payload["docs"]
-        state.row_chunk = payload["row_chunk"]
-        state.vectors = payload["vectors"]
-        state.graph.g = payload["graph"]
-        for node, data in state.graph.g.nodes(data=True):
-            if node.startswith("e:") and "n" not in data:  # snapshots from before counts
-                data["n"] = sum(1 for m in state.graph.g.neighbors(node) if m.startswith("c:"))
-        state.graph.version = payload["graph_version"]
-        state.aliases = dict(payload.get("aliases", {}))  # absent before entity merges
+        state.version = int(meta["version"])
+        state.chunks = chunks
+        state.docs = docs
+        state.row_chunk = row_chunk
+        state.vectors = np.ascontiguousarray(vectors)
+        state.graph.g = g
+        state.graph.version = int(meta["graph_version"])
+        state.aliases = {_str(k): _str(v) for k, v in meta.get("aliases", {}).items()}
         state.about = {}
         for rec in state.chunks.values():
             state._index_about(rec)
-        base = faiss.deserialize_index(payload["index"])
         state._index.index = base
-        state._index.kind = payload["index_kind"]
-        state._index.tombstones = set(payload["tombstones"])
-        if state._index.kind == "hnsw":
+        state._index.kind = kind
+        state._index.tombstones = tombstones
+        if kind == "hnsw":
             faiss.downcast_index(base.index).hnsw.efSearch = index.hnsw_ef_search
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _list(v: Any, what: str) -> list[Any]:
+    if not isinstance(v, list):
+        raise ValueError(f"{what} is not a list")
+    return v

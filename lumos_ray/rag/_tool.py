@@ -40,7 +40,7 @@ def _router(collection: str) -> Any:
 async def rag_search(
     query: str,
     collection: str,
-    mode: Literal["naive", "local", "global", "hybrid", "multihop", "mix"] = "hybrid",
+    mode: Literal["naive", "local", "global", "hybrid", "multihop", "mix", "guided"] = "hybrid",
     k: int = 5,
 ) -> list[dict[str, Any]]:
     """Search a knowledge collection (vector index + knowledge graph) and return the
@@ -53,7 +53,8 @@ async def rag_search(
             communities; hybrid = vector hits expanded through the graph (facts from
             two documents); multihop = follows a chain of documents linked by entities
             (a question whose answer is 3-4 documents away); mix = multihop and
-            hybrid fused.
+            hybrid fused; guided = multihop steered by the collection's chat model
+            (only for collections configured with one).
         k: How many passages to return (1-50).
     """
     from lumos_ray.errors import RagError

@@ -283,14 +283,15 @@ def test_rag_killed_shard_comes_back_from_a_file_uri_snapshot(ray_cluster, rag_c
     from lumos_ray.rag import CollectionConfig, RagCollection
 
     name = "uri-snapshots"
-    root = tmp_path / "store"
-    uri = root.as_uri()
+    store = tmp_path / "store"
+    uri = store.as_uri()
     cfg = CollectionConfig(name=name, num_shards=2, snapshot_dir=uri)
     coll = RagCollection.open(name, config=cfg, create=True)
+    root = store / coll.config.tenant / name  # <snapshot_dir>/<tenant>/<name>
     try:
         coll.ingest([rag_corpus[0]])
         before = coll.stats()["shards"]
-        assert coll.stats()["snapshot_dir"] == uri
+        assert coll.stats()["snapshot_dir"] == root.as_uri()
         assert all(s["chunks"] > 0 for s in before)
         assert json.loads((root / "collection.json").read_text())["snapshot_dir"] == uri
         for shard in range(2):  # each shard: a pointer naming a complete snapshot object

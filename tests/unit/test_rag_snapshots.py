@@ -84,7 +84,7 @@ def test_rag_store_roundtrip_and_missing_means_empty(location):
     st = _state(12)
     before = [h["chunk_id"] for h in st.vector_search(_vec(3), 4)]
     where = st.save(location)
-    assert where.endswith(".pkl") and where.startswith(location)
+    assert where.endswith(".snap") and where.startswith(location)
     again = _load(location)
     assert again.stats()["chunks"] == 12 and again.version == st.version
     assert [h["chunk_id"] for h in again.vector_search(_vec(3), 4)] == before
@@ -205,19 +205,17 @@ def test_rag_uri_corrupt_snapshot_is_a_clear_error(tmp_path, damage):
 
 
 def test_rag_snapshot_that_is_not_a_shard_is_a_clear_error(tmp_path):
-    # Directory: a corrupt shard.pkl.
+    # Directory: a damaged shard.snap.
     d = tmp_path / "dir"
     d.mkdir()
-    (d / SNAPSHOT_FILE).write_bytes(b"\x80\x05garbage")
+    (d / SNAPSHOT_FILE).write_bytes(b"LUMOS-RAG-SNAPSHOT\n" + b"\xff" * 40)
     with pytest.raises(RagError, match="unreadable") as info:
         _load(str(d))
     assert str(d / SNAPSHOT_FILE) in info.value.message
     # URI: bytes that match the pointer's hash but are no snapshot (a foreign writer).
     u = tmp_path / "uri"
     store = open_store(u.as_uri())
-    import pickle
-
-    store.save_snapshot(pickle.dumps({"something": "else"}))
+    store.save_snapshot(json.dumps({"something": "else"}).encode())
     with pytest.raises(RagError, match="unreadable") as info:
         _load(u.as_uri())
     assert u.as_uri() in info.value.message
@@ -225,6 +223,75 @@ def test_rag_snapshot_that_is_not_a_shard_is_a_clear_error(tmp_path):
     _state(3).save(str(tmp_path / "dim"))
     with pytest.raises(RagError, match="dims"):
         ShardState.load(str(tmp_path / "dim"), 0, DIM * 2, IndexConfig(), QueryConfig())
+
+
+class _Exploit:
+    """Unpickling this runs code: it creates the file ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).touch, ())
+
+
+@pytest.mark.parametrize("where", ["dir", "uri"])
+def test_rag_snapshot_load_never_unpickles(tmp_path, where):
+    """A snapshot is data: a pickled file (an old snapshot, or a tampered one) is refused
+    with the way to re-ingest, and the code it carries never runs."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"format": 1, "chunks": _Exploit(str(marker))})
+    shard = tmp_path / "snaps" / "shard-0"
+    if where == "dir":
+        shard.mkdir(parents=True)
+        (shard / "shard.pkl").write_bytes(payload)  # the old file name
+        location = str(shard)
+    else:
+        location = shard.as_uri()
+        open_store(location).save_snapshot(payload)  # sha256 and size match
+    with pytest.raises(RagError) as info:
+        _load(location)
+    assert not marker.exists()
+    assert "older lumos_ray as a pickle" in info.value.message
+    assert "lumos rag delete --collection NAME --all" in info.value.fix
+    assert "lumos rag ingest" in info.value.fix
+
+
+def test_rag_snapshot_file_checks_its_manifest_before_decoding():
+    from lumos_ray.rag._snapfile import SnapshotFormatError, pack, unpack
+
+    data = pack({"kind": "x"}, {"a": ("json", {"k": [1, 2]}), "v": ("npy", np.arange(4.0))})
+    manifest, sections = unpack(data)
+    assert manifest["kind"] == "x" and sections["a"] == {"k": [1, 2]}
+    assert sections["v"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    bad = [
+        (data[:-1], "cover"),  # truncated
+        (data + b"x", "cover"),  # appended to
+        (data[:-3] + b"\x00\x00\x01", "sha256"),  # a flipped byte in a section
+        (b"LUMOS-RAG-SNAPSHOT\n" + (10**9).to_bytes(8, "little"), "out of bounds"),
+        (b"PK\x03\x04...", "unknown header"),
+    ]
+    for raw, words in bad:
+        with pytest.raises(SnapshotFormatError, match=words):
+            unpack(raw)
+    # An object array (which only pickle can store) is refused when writing, and a
+    # hand-made .npy section holding one is refused when reading.
+    with pytest.raises(TypeError):
+        pack({}, {"o": ("npy", np.array([{"a": 1}], dtype=object))})
+    import hashlib
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    blob = buf.getvalue()
+    entry = {"name": "o", "kind": "npy", "offset": 0, "length": len(blob)}
+    entry["sha256"] = hashlib.sha256(blob).hexdigest()
+    manifest = json.dumps({"format": 2, "sections": [entry]}).encode()
+    raw = b"LUMOS-RAG-SNAPSHOT\n" + len(manifest).to_bytes(8, "little") + manifest + blob
+    with pytest.raises(SnapshotFormatError, match="does not decode"):
+        unpack(raw)
 
 
 # -- bad URIs fail at collection creation, in the caller's process ----------------------
@@ -275,13 +342,16 @@ def test_rag_uri_paths_keep_their_query_last():
     from lumos_ray.rag._names import collection_dir, shard_dir
 
     root = collection_dir("c", "t", "/home", "s3://b/p/?endpoint_override=h:9000")
-    assert shard_dir(root, 0) == "s3://b/p/shard-0?endpoint_override=h:9000"
+    assert root == "s3://b/p/t/c?endpoint_override=h:9000"  # <snapshot_dir>/<tenant>/<name>
+    assert shard_dir(root, 0) == "s3://b/p/t/c/shard-0?endpoint_override=h:9000"
     assert shard_dir("s3://b/p?endpoint_override=h:9000", 1) == (
         "s3://b/p/shard-1?endpoint_override=h:9000"
     )
     assert shard_dir("file:///tmp/x", 0) == "file:///tmp/x/shard-0"
     assert shard_dir("/tmp/x", 0) == "/tmp/x/shard-0"
-    assert collection_dir("c", "t", "/home", "gs://bucket/prefix/") == "gs://bucket/prefix"
+    assert collection_dir("c", "t", "/home", "gs://bucket/prefix/") == "gs://bucket/prefix/t/c"
+    assert collection_dir("c", "t", "/home", "/data/rag") == "/data/rag/t/c"
+    assert collection_dir("c", "t", "/home") == "/home/rag/t/c"
     assert join("s3://bucket", "collection.json") == "s3://bucket/collection.json"
 
 
@@ -305,11 +375,29 @@ def test_rag_corrupt_collection_config_is_a_rag_error_before_ray(tmp_path):
     touched (the unit tier's guard would fail this test if Ray started)."""
     from lumos_ray.rag._client import CONFIG_FILE, RagCollection
 
-    root = tmp_path / "store"
-    root.mkdir()
+    store = tmp_path / "store"
+    root = store / "default" / "c"  # <snapshot_dir>/<tenant>/<name>
+    root.mkdir(parents=True)
     (root / CONFIG_FILE).write_text('{"name": "c", "num_shards": "many"}')
-    cfg = CollectionConfig(name="c", snapshot_dir=str(root))
+    cfg = CollectionConfig(name="c", snapshot_dir=str(store))
     with pytest.raises(RagError) as exc:
         RagCollection.open("c", config=cfg)
     assert CONFIG_FILE in str(exc.value) and "not a valid collection config" in str(exc.value)
     assert "ingest it again" in (exc.value.fix or "")
+
+
+def test_rag_collection_in_the_old_flat_layout_is_a_clear_error(tmp_path, monkeypatch):
+    """Created by an older version directly in snapshot_dir (pickled snapshots): the
+    error says where collections live now and how to ingest again."""
+    from lumos_ray.rag._client import CONFIG_FILE, RagCollection
+
+    monkeypatch.setenv("LUMOS_HOME", str(tmp_path / "home"))
+    old = tmp_path / "old"
+    (old / "shard-0").mkdir(parents=True)
+    (old / CONFIG_FILE).write_text('{"name": "c", "tenant": "default", "num_shards": 1}')
+    (old / "shard-0" / "shard.pkl").write_bytes(b"\x80\x05...")
+    with pytest.raises(RagError) as exc:
+        RagCollection.open("c", config=CollectionConfig(name="c", snapshot_dir=str(old)))
+    assert "created by an older lumos_ray" in exc.value.message
+    assert str(old / "default" / "c") in exc.value.message
+    assert "lumos rag ingest" in exc.value.fix

@@ -207,5 +207,7 @@ def test_rag_search_tool_schema_is_typed():
 
     props = rag_search.parameters["properties"]
     assert set(props) == {"query", "collection", "mode", "k"}
-    assert props["mode"]["enum"] == ["naive", "local", "global", "hybrid", "multihop", "mix"]
+    assert props["mode"]["enum"] == [
+        "naive", "local", "global", "hybrid", "multihop", "mix", "guided",
+    ]  # fmt: skip
     assert rag_search.parameters["required"] == ["query", "collection"]
