@@ -223,3 +223,61 @@ def test_client_drill_reports_the_configured_example_count():
     )
     reply = build_client_app()(msg, ctx)
     assert reply.content["metrics"]["num-examples"] == 1e15
+
+
+_GLOBAL = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
+
+
+def _hostile_reply():
+    """Any reply a site could send: keys, shapes, values and counts chosen freely."""
+    from hypothesis import strategies as st
+
+    values = st.floats(allow_nan=True, allow_infinity=True, width=32)
+    shapes = st.sampled_from([(2, 3), (3,), (3, 2), (1,), ()])
+    arrays = st.dictionaries(
+        st.sampled_from(["w", "b", "x"]),
+        shapes.flatmap(
+            lambda shape: st.lists(
+                values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))
+            ).map(lambda v, shape=shape: np.array(v, np.float32).reshape(shape))
+        ),
+        min_size=1,
+    )
+    counts = st.one_of(
+        st.integers(-10, 10**15),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.just(0),
+    )
+    return st.tuples(arrays, counts, st.booleans())
+
+
+def test_no_reply_crashes_a_round_or_makes_the_model_non_finite():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        replies=st.lists(_hostile_reply(), min_size=1, max_size=5),
+        inner=st.sampled_from(["fedavg", "median", "trimmed"]),
+        clip=st.sampled_from([None, 1.0]),
+    )
+    def check(replies, inner, clip):
+        strategy = {"fedavg": FedAvg, "median": FedMedian}.get(inner)
+        guard = _guard(
+            strategy() if strategy else FedTrimmedAvg(beta=0.2), glob=_GLOBAL, max_update_norm=clip
+        )
+        msgs = [
+            _reply(i + 1, arrays, n, **({"extra": 1.0} if odd else {}))
+            for i, (arrays, n, odd) in enumerate(replies)
+        ]
+        with np.errstate(all="ignore"):
+            arrays, _ = guard.aggregate_train(1, msgs)
+        if arrays is None:
+            assert guard.last_skipped  # a kept model always comes with a reason
+            return
+        assert set(arrays.keys()) == set(_GLOBAL)
+        for k, v in _GLOBAL.items():
+            got = arrays[k].numpy()
+            assert got.shape == v.shape and np.all(np.isfinite(got))
+
+    check()
