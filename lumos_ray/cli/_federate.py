@@ -256,6 +256,13 @@ def join(
     from lumos_ray.federated.deploy import supernode_command
 
     pid, n = _parse_partition(partition, num_partitions)
+    if not auth_key and not as_json:
+        click.echo(
+            "warning: no --auth-key: a SuperLink with SuperNode authentication (on by "
+            "default) refuses this site; pass the key from `lumos federate certs "
+            "--supernode NAME`, registered with `lumos federate register-site`",
+            err=True,
+        )
     cmd = supernode_command(
         superlink_addr,
         partition_id=pid,
