@@ -20,7 +20,7 @@ from lumos_ray.federated._apps import get_app_spec
 from lumos_ray.federated._config import FederationConfig
 from lumos_ray.federated._guard import UpdateGuard
 from lumos_ray.federated._metrics import RoundRecord, RunRecorder
-from lumos_ray.federated._strategy import build_strategy
+from lumos_ray.federated._strategy import build_strategy, resolve_robust_method
 
 __all__ = ["CONFIG_KEY", "RUN_NAME_KEY", "build_server_app", "run_federation"]
 
@@ -153,6 +153,8 @@ def run_federation(
             )
         result = spec.finalize(cfg, arrays, run_name)
         result["model"] = _save_model(arrays, recorder.dir)
+        # What robust.method (auto by default) resolved to in this mode.
+        result["robust_method"] = resolve_robust_method(cfg, mode)[0]
         result.update(_privacy_report(cfg))
         recorder.finish("succeeded", final=final, result=result)
         return {
@@ -178,7 +180,8 @@ def _save_model(arrays: ArrayRecord, run_dir: Any) -> str:
     import numpy as np
 
     path = run_dir / "model.npz"
-    np.savez(path, **{k: arrays[k].numpy() for k in arrays.keys()})
+    named: dict[str, Any] = {k: arrays[k].numpy() for k in arrays.keys()}
+    np.savez(path, allow_pickle=False, **named)
     return str(path)
 
 

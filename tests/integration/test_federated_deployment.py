@@ -189,6 +189,9 @@ def test_superlink_and_two_supernodes_with_tls_complete_a_run(federation):
     assert [r["round"] for r in rounds] == [1]
     assert rounds[0]["sites_replied"] == 2 and rounds[0]["bytes_received"] > 0
     assert rounds[-1]["global_loss"] < status["initial"]["loss"]
+    # Robust aggregation without asking for it: robust.method auto is Flower's
+    # FedMedian in a deployment.
+    assert status["result"]["robust_method"] == "median"
     # The SuperLink ran with TLS (the SuperNodes and `flwr run` verified it with
     # ca.crt) and with SuperNode authentication on (Flower warns when it is off).
     sl_log = fed.logs["superlink"].read_text(errors="replace")
