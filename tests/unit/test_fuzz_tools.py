@@ -237,16 +237,7 @@ def _arguments(name: str, paths: list[str]) -> st.SearchStrategy[Any]:
 TOOLS = sorted(t.name for t in list_tools() if t.name not in SKIPPED)
 #: Bugs this fuzz found in lumos_ray.tools that are not fixed yet: the property of that
 #: one tool is expected to fail (strict: once fixed, the pass fails until this goes).
-KNOWN_BUGS = {
-    "describe_numbers": "describe_numbers({'numbers': [0.0, inf]}) fails with AttributeError "
-    "('float' object has no attribute 'numerator', from statistics) instead of refusing "
-    "non-finite numbers with a clear error",
-    "csv_stats": "csv_stats({'delimiter': '', 'path': 'notes.txt'}) fails with TypeError from "
-    "the csv module ('\"delimiter\" must be a 1-character string'): the delimiter is not "
-    "validated as one character before use",
-    "json_validate": "json_validate with json_schema {'$ref': '#'} (a schema that refers to "
-    "itself) fails with RecursionError instead of a clear error",
-}
+KNOWN_BUGS: dict[str, str] = {}  # describe_numbers, csv_stats, json_validate: fixed
 PARAMS = [
     pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[n]))
     if n in KNOWN_BUGS

@@ -89,6 +89,8 @@ def csv_stats(
     """
     if (path is None) == (text is None):
         raise ToolError("give exactly one of path or text")
+    if len(delimiter) != 1:
+        raise ToolError(f"delimiter must be one character, got {delimiter!r}")
     if path is not None:
         p = resolve_in_workspace(ctx, path)
         if not p.is_file():
@@ -233,10 +235,16 @@ def json_validate(data: Any, json_schema: dict[str, Any]) -> dict[str, Any]:
     budget = RegexBudget(_REGEX_SECONDS, "a pattern in the schema")
     validator = bounded_validator(cls, json_schema, budget)
     errors = []
-    for e in validator.iter_errors(data):
-        errors.append(e)
-        if len(errors) >= 1000:
-            break
+    try:
+        for e in validator.iter_errors(data):
+            errors.append(e)
+            if len(errors) >= 1000:
+                break
+    except RecursionError:
+        raise ToolError(
+            "the schema refers to itself without end (e.g. {'$ref': '#'} with nothing "
+            "else); give every $ref cycle a keyword that stops it"
+        ) from None
     errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
     return {
         "valid": not errors,

@@ -147,6 +147,9 @@ def describe_numbers(numbers: list[float]) -> dict[str, float | int]:
     """
     if not numbers:
         raise ToolError("numbers is empty; give at least one value")
+    bad = [x for x in numbers if not math.isfinite(x)]
+    if bad:
+        raise ToolError(f"numbers must be finite; got {bad[0]!r}. Drop infinities and NaN first.")
     out: dict[str, float | int] = {
         "count": len(numbers),
         "sum": math.fsum(numbers),
