@@ -133,14 +133,19 @@ class UpdateGuard(Strategy):
                     f"{len(want)} arrays): " + "; ".join(parts)
                 )
         for key in rec.keys():
-            arr = rec[key].numpy()
             if glob is not None:
-                want_shape = tuple(glob[key].shape)
-                if tuple(arr.shape) != want_shape:
+                # From the Array's header, before its bytes are decoded.
+                got_shape, want_shape = tuple(rec[key].shape), tuple(glob[key].shape)
+                if got_shape != want_shape:
                     return (
-                        f"array {key!r} has shape {tuple(arr.shape)}, the global "
-                        f"model's is {want_shape}"
+                        f"array {key!r} has shape {got_shape}, the global model's is {want_shape}"
                     )
+            try:
+                arr = rec[key].numpy()
+            except Exception as exc:  # any stype/bytes a site chose: its problem, not ours
+                return f"array {key!r} could not be decoded as a numpy array: {exc}"
+            if tuple(arr.shape) != tuple(rec[key].shape):
+                return f"array {key!r} holds data of shape {arr.shape}, not its declared shape"
             if arr.dtype.kind not in "biuf":
                 return f"array {key!r} has dtype {arr.dtype}, not a real number type"
             if self.reject_non_finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):

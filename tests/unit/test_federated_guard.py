@@ -66,6 +66,16 @@ def test_reply_with_a_wrong_shape_is_rejected():
     assert guard.last_rejected == [(2, "array 'w' has shape (5,), the global model's is (4,)")]
 
 
+def test_reply_whose_array_cannot_be_decoded_is_rejected():
+    guard = _guard()
+    bad = _reply(2, _w(1.0))
+    bad.content["arrays"]["w"] = Array(dtype="float32", shape=(4,), stype="bogus", data=b"xx")
+    arrays, _ = guard.aggregate_train(1, [_reply(1, _w(1.0)), bad])
+    assert arrays is not None and np.allclose(arrays["w"].numpy(), 1.0)
+    assert [n for n, _ in guard.last_rejected] == [2]
+    assert "could not be decoded" in guard.last_rejected[0][1]
+
+
 def test_clip_is_never_skipped_when_array_counts_differ():
     # The old clip compared arrays by position and silently skipped a reply whose
     # array count differed, so an extra array let a huge update through unclipped.
