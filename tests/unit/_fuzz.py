@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from lumos_ray.errors import LumosError
 
@@ -58,9 +58,19 @@ def fuzz_settings(max_examples: int, bound_s: float) -> settings:
     """Hypothesis settings for one fuzz property: reproducible (``derandomize``, no
     example database), a per-example deadline of ``bound_s``, and the health checks
     that only object to slow generation or to fixtures reused across examples (the
-    workspace is meant to be shared by a property's examples)."""
+    workspace is meant to be shared by a property's examples).
+
+    CI budget: no shrinking by default (a failure is reported as found, with the blob
+    that reproduces it; shrinking a slow failure can take minutes). Locally,
+    ``LUMOS_FUZZ_SHRINK=1`` shrinks failures and ``LUMOS_FUZZ_SCALE=10`` tries ten times
+    as many examples."""
+    phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
+    if os.environ.get("LUMOS_FUZZ_SHRINK") == "1":
+        phases.append(Phase.shrink)
+    scale = float(os.environ.get("LUMOS_FUZZ_SCALE") or 1)
     return settings(
-        max_examples=max_examples,
+        max_examples=max(1, int(max_examples * scale)),
+        phases=phases,
         derandomize=True,
         database=None,
         deadline=timedelta(seconds=bound_s),

@@ -287,6 +287,28 @@ def test_fuzz_tool_arguments(name: str, data: st.DataObject, territory: Territor
     assert not changed, f"{name}({str(args)[:300]}) touched files outside its workspace: {changed}"
 
 
+#: Inputs the fuzz once found failing (fixed since), replayed on every run: generation
+#: alone may not reach them again.
+REGRESSIONS = [
+    ("describe_numbers", {"numbers": [0.0, float("inf")]}),
+    ("csv_stats", {"delimiter": "", "path": "notes.txt"}),
+    ("json_validate", {"data": "a", "json_schema": {"$ref": "#"}}),
+]
+
+
+@pytest.mark.parametrize(("name", "args"), REGRESSIONS, ids=[r[0] for r in REGRESSIONS])
+def test_fuzz_tool_regressions(name: str, args: dict[str, Any], territory: Territory) -> None:
+    ctx = ToolContext(run_id="fuzz", workspace=str(territory.workspace))
+    tool = get_tool(name)
+    try:
+        within(BOUND_S, lambda: asyncio.run(tool.acall(args, ctx)))
+    except AssertionError:
+        raise
+    except BaseException as exc:
+        assert crash_in_disguise(exc) is None, crash_in_disguise(exc)
+    assert not territory.changes()
+
+
 # -- the harness itself: each check can fail ------------------------------------------
 
 

@@ -92,7 +92,11 @@ def _step(children: st.SearchStrategy[list[Any]]) -> st.SearchStrategy[dict[str,
         st.fixed_dictionaries({"workflow": odd(st.sampled_from(["other", "../outside/x.yaml"]))}),
     )
     # usually nothing, sometimes an unknown key
-    extra = st.one_of(*[st.just({})] * 5, st.dictionaries(IDENT, ODD, min_size=1, max_size=1))
+    extra = st.one_of(
+        st.sampled_from([{}] * 5 + [None]),
+    ).flatmap(
+        lambda e: st.dictionaries(IDENT, ODD, min_size=1, max_size=1) if e is None else st.just(e)
+    )
     return st.tuples(common, kinds, extra).map(lambda t: {**t[0], **t[1], **t[2]})
 
 
