@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from lumos_ray._files import open_private_append, private_dir
 from lumos_ray.errors import ConfigError
 
 __all__ = [
@@ -56,7 +57,8 @@ class JsonlSpanExporter(SpanExporter):
 
     def __init__(self, directory: str | Path) -> None:
         self._dir = Path(directory)
-        self._dir.mkdir(parents=True, exist_ok=True)
+        # spans carry prompts and tool arguments: the folder lumos creates is 0700
+        private_dir(self._dir, tighten_existing=False)
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -81,8 +83,9 @@ class JsonlSpanExporter(SpanExporter):
                     default=str,
                 )
             )
-        with self._lock, open(self._dir / f"spans-{os.getpid()}.jsonl", "a") as f:
-            f.write("\n".join(lines) + "\n")
+        path = self._dir / f"spans-{os.getpid()}.jsonl"
+        with self._lock, open_private_append(path) as f:  # 0600
+            f.write(("\n".join(lines) + "\n").encode())
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:  # nothing buffered

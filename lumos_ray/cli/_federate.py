@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from lumos_ray._files import open_private_append, private_dir, write_private_text
 from lumos_ray.cli._common import address_option, emit, json_option
 from lumos_ray.errors import ConfigError, FederationError
 
@@ -51,9 +52,7 @@ def _deployment(cfg: Any, **over: Any) -> Any:
 def _state_dir() -> Path:
     from lumos_ray.federated import federated_home
 
-    d = federated_home() / "_processes"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return private_dir(federated_home() / "_processes")  # logs and pids: 0700
 
 
 def _launch(cmd: list[str], name: str, detach: bool, as_json: bool, info: dict) -> None:
@@ -70,13 +69,13 @@ def _launch(cmd: list[str], name: str, detach: bool, as_json: bool, info: dict) 
     log = _state_dir() / f"{name}.log"
     proc = subprocess.Popen(
         cmd,
-        stdout=open(log, "ab"),
+        stdout=open_private_append(log),  # 0600: a process log
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
     )
     info = {**info, "pid": proc.pid, "log": str(log), "command": cmd}
-    (_state_dir() / f"{name}.json").write_text(json.dumps(info, indent=2))
+    write_private_text(_state_dir() / f"{name}.json", json.dumps(info, indent=2))
     emit(info, as_json, f"started {name} (pid {proc.pid}); log: {log}")
 
 

@@ -157,3 +157,20 @@ def test_tightening_drops_bits_and_never_adds_any(tmp_path: Path) -> None:
         assert _mode(strict) == 0o500
     finally:
         os.chmod(strict, 0o700)
+
+
+def test_jsonl_trace_files_are_0600_in_a_new_0700_folder(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from lumos_ray.tracing import JsonlSpanExporter
+
+    folder = tmp_path / "spans"
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(JsonlSpanExporter(folder)))
+    with provider.get_tracer("t").start_as_current_span("tool.call") as span:
+        span.set_attribute("prompt", "private")
+    provider.shutdown()
+    (written,) = folder.iterdir()
+    assert json.loads(written.read_text())["attributes"] == {"prompt": "private"}
+    assert _mode(written) == 0o600 and _mode(folder) == 0o700
