@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
 from pathlib import Path
 from typing import BinaryIO
 
@@ -95,12 +96,12 @@ def write_private_text(path: str | Path, text: str) -> Path:
     a reader never sees half a file, and the content is never readable by others,
     not even for a moment (the temp file is created ``0600``)."""
     target = Path(path).expanduser()
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    # a name of its own per write (O_EXCL): concurrent writers never share a temp file
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        tighten(tmp, FILE_MODE)  # the temp name may have existed (a crashed writer)
         os.replace(tmp, target)
     except BaseException:
         try:
