@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,95 @@ def test_fuzz_tool_arguments(name: str, data: st.DataObject, territory: Territor
         json.dumps(result, allow_nan=True)  # JSON-ready, as the agent loop needs
     changed = territory.changes()
     assert not changed, f"{name}({str(args)[:300]}) touched files outside its workspace: {changed}"
+
+
+# -- sandboxed code: what it writes stays in the workspace ------------------------------
+
+SANDBOX_EXAMPLES = 15
+SHELL = [
+    "touch ../outside/pwned",
+    "echo x > escape/pwned",
+    "echo x > $HOME/../outside/pwned",
+    "rm -rf ../outside escape/sub",
+    "cp notes.txt escape/ 2>&1",
+    "ln -s ../outside link; touch link/pwned",
+    "cd ..; touch outside/pwned home/pwned lumos-home/pwned",
+    "mkdir -p ../outside/new && echo x > ../outside/new/f",
+    "setsid sh -c 'sleep 5; touch ../outside/late' &",
+    "(sleep 5; touch ../outside/later) &",
+    "yes | head -c 3000000",
+    "head -c 200000000 /dev/zero > big",
+    "cat /etc/hostname; ls /",
+    "sleep 30",
+    "echo ok",
+]
+PYTHON = [
+    "open('../outside/pwned', 'w').write('x')",
+    "open('escape/pwned', 'w').write('x')",
+    "import os; os.makedirs('../outside/new', exist_ok=True)",
+    "import shutil; shutil.rmtree('escape/sub')",
+    "import os; os.system('touch ../outside/pwned')",
+    "import os, time\nif os.fork() == 0:\n"
+    "    os.setsid(); time.sleep(5); open('../outside/late', 'w')",
+    "import socket; socket.create_connection(('1.1.1.1', 80), timeout=2)",
+    "print('x' * 5_000_000)",
+    "while True: pass",
+    "x = 1",
+]
+
+
+def _sandboxed_args(name: str) -> st.SearchStrategy[dict[str, Any]]:
+    pool = SHELL if name == "shell" else PYTHON
+    sep = "; " if name == "shell" else "\n"
+    code = st.one_of(
+        st.lists(st.sampled_from(pool), min_size=1, max_size=3).map(sep.join),
+        st.text(max_size=40),
+    )
+    key = "command" if name == "shell" else "code"
+    return st.fixed_dictionaries(
+        {key: code}, optional={"timeout_s": st.integers(1, 3), "stdin": st.text(max_size=20)}
+    )
+
+
+#: Longest a generated command waits before a late write (``sleep 5``), plus margin.
+LATE_WRITER_S = 6.5
+
+
+@pytest.fixture
+def settled_territory(territory: Territory) -> Iterator[Territory]:
+    """The territory, checked once more after the late writers' delay has passed: a
+    process that outlived its call would have written by then."""
+    yield territory
+    time.sleep(LATE_WRITER_S)
+    assert not territory.changes(), f"a process outlived its call: {territory.changes()}"
+
+
+@pytest.mark.parametrize("name", ["shell", "python_exec"])
+@fuzz_settings(max_examples=SANDBOX_EXAMPLES, bound_s=BOUND_S)
+@given(data=st.data())
+def test_fuzz_sandboxed_code_writes_only_its_workspace(
+    name: str, data: st.DataObject, settled_territory: Territory
+) -> None:
+    territory = settled_territory
+    """With the sandbox on (bubblewrap required: the other mechanisms do not isolate the
+    filesystem, as docs/tools.md says), generated commands that aim at the folders
+    around the workspace change nothing there, and never outlive the call."""
+    settings = {"sandbox": {"enabled": True, "isolation": "bubblewrap"}}
+    ctx = ToolContext(run_id="fuzz", workspace=str(territory.workspace), settings=settings)
+    args = data.draw(_sandboxed_args(name), label="args")
+    tool = get_tool(name)
+    try:
+        result = within(BOUND_S, lambda: asyncio.run(tool.acall(args, ctx)))
+    except AssertionError:
+        raise
+    except BaseException as exc:
+        if "bubblewrap" in str(exc) and "unavailable" in str(exc).lower():
+            pytest.skip(f"bubblewrap is not usable here: {exc}")
+        assert crash_in_disguise(exc) is None, crash_in_disguise(exc)
+    else:
+        assert result["isolation"] == "bubblewrap"
+    changed = territory.changes()
+    assert not changed, f"{name}({args}) changed files outside its workspace: {changed}"
 
 
 #: Inputs the fuzz once found failing (fixed since), replayed on every run: generation
