@@ -220,3 +220,10 @@ async def test_runs_get_private_workspaces(tmp_path: Path, monkeypatch: pytest.M
     in_a = ToolContext(run_id="run-a", tenant="acme")
     await call("write_file", {"path": "x.txt", "content": "a"}, in_a)
     assert (a / "x.txt").read_text() == "a" and not (b / "x.txt").exists()
+
+
+async def test_convert_format_refuses_deep_nesting_before_building_it():
+    for fmt, depth in (("yaml", 150), ("json", 100_000)):
+        deep = "[" * depth + "]" * depth
+        with pytest.raises(ToolNotAllowedError, match="nested"):
+            await call("convert_format", {"content": deep, "from_format": fmt, "to_format": "json"})

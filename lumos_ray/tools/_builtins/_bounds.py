@@ -22,6 +22,8 @@ from lumos_ray.errors import ToolError, ToolNotAllowedError
 
 __all__ = ["MAX_PATTERN_CHARS", "RegexBudget", "expanded_size"]
 
+#: Deepest nesting of data a tool converts (recursion stays far from Python's limit).
+_MAX_DEPTH = 200
 #: Longest regular expression a caller may send.
 MAX_PATTERN_CHARS = 1000
 
@@ -85,9 +87,11 @@ def expanded_size(value: Any, limit: int) -> int:
     memo: dict[int, int] = {}
     active: set[int] = set()
 
-    def size(v: Any) -> int:
+    def size(v: Any, depth: int = 0) -> int:
         if not isinstance(v, dict | list | tuple):
             return 1
+        if depth > _MAX_DEPTH:
+            raise ToolNotAllowedError(f"the data is nested more than {_MAX_DEPTH} levels deep")
         key = id(v)
         if key in memo:
             return memo[key]
@@ -99,8 +103,8 @@ def expanded_size(value: Any, limit: int) -> int:
         items = v.items() if isinstance(v, dict) else ((None, x) for x in v)
         total = 1
         for k, x in items:
-            total += size(k) if k is not None else 0
-            total += size(x)
+            total += size(k, depth + 1) if k is not None else 0
+            total += size(x, depth + 1)
             if total > limit:
                 raise ToolNotAllowedError(
                     f"the data expands to more than {limit} values (YAML aliases repeat "

@@ -38,6 +38,7 @@ _REGEX_SECONDS = 1.0
 #: characters of the converted text: bounds the YAML "billion laughs" (a few hundred
 #: bytes whose aliases expand to gigabytes).
 _MAX_VALUES = 1_000_000
+_MAX_DEPTH = 100
 _MAX_OUTPUT = 10_000_000
 
 
@@ -276,11 +277,13 @@ def convert_format(
         if from_format == "json":
             value = json.loads(content)
         elif from_format == "yaml":
-            value = yaml.safe_load(content)  # safe_load: never constructs Python objects
+            value = _load_yaml(content)
         else:
             value = list(csv.DictReader(io.StringIO(content)))
+    except RecursionError:
+        raise ToolNotAllowedError(f"the {from_format} is nested too deeply; flatten it") from None
     except (ValueError, yaml.YAMLError, csv.Error) as exc:
-        raise ToolError(f"cannot parse {from_format}: {exc}") from None
+        raise ToolError(f"cannot parse {from_format}: {str(exc)[:500]}") from None
     # Aliases share objects: measure the value as if expanded before writing it out.
     expanded_size(value, _MAX_VALUES)
     if to_format == "json":
@@ -300,6 +303,26 @@ def convert_format(
             {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
         )
     return _capped(out.getvalue())
+
+
+def _load_yaml(content: str) -> Any:
+    """``safe_load`` (never constructs Python objects), after the nesting depth was
+    checked on the event stream: composing a deeply nested document recurses once
+    per level (a RecursionError at best, a fatal stack overflow at worst)."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    depth = 0
+    for ev in yaml.parse(content, Loader=loader):
+        if isinstance(ev, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                raise ToolNotAllowedError(
+                    f"the YAML is nested more than {_MAX_DEPTH} levels deep; flatten it"
+                )
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.load(content, Loader=loader)  # a safe loader: no Python objects
 
 
 def _capped(text: str) -> str:
