@@ -18,6 +18,7 @@ __all__ = ["cli", "main"]
 # subsystems can land independently.
 _COMMAND_MODULES = (
     "_project",
+    "_cluster",
     "_runs",
     "_workflows",
     "_jobs",

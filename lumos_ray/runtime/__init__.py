@@ -48,6 +48,13 @@ from lumos_ray.runtime._jobs import (  # noqa: E402
     error_from_dict,
     jobs_address,
 )
+from lumos_ray.runtime._local_cluster import (  # noqa: E402
+    cluster_down,
+    cluster_status,
+    cluster_up,
+    local_cluster_address,
+    read_cluster_state,
+)
 from lumos_ray.runtime._tasks import TaskHandle, TaskOptions, submit_task  # noqa: E402
 
 __all__ = [
@@ -63,7 +70,10 @@ __all__ = [
     "available_resources",
     "await_ref",
     "cancel_ref",
+    "cluster_down",
     "cluster_resources",
+    "cluster_status",
+    "cluster_up",
     "connect",
     "current_settings",
     "ensure_connected",
@@ -77,6 +87,8 @@ __all__ = [
     "jobs_address",
     "jobs_auth_headers",
     "kill_actor",
+    "local_cluster_address",
+    "read_cluster_state",
     "remote_class",
     "remote_function",
     "shutdown",

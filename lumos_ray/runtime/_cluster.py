@@ -2,7 +2,10 @@
 
 Embedded default: a local Ray cluster started in-process, in its own temp dir, bound
 to 127.0.0.1, with no dashboard. Otherwise connect to ``--address`` /
-``LUMOS_RAY_ADDRESS`` (``auto`` or ``ray://host:port``). Nothing else in lumos_ray
+``LUMOS_RAY_ADDRESS`` (``auto`` or ``ray://host:port``). With no address given, a
+cluster started by ``lumos up`` from the same ``LUMOS_HOME`` (recorded in
+``$LUMOS_HOME/cluster.json``, see ``_local_cluster``) is used when it answers;
+``local`` forces the embedded cluster. Nothing else in lumos_ray
 calls ``ray.init``: everything asks this module for a connection or a named actor.
 """
 
@@ -99,6 +102,7 @@ def connect(
             address=address, namespace=namespace, num_cpus=num_cpus
         )
         private_dir(settings.home)  # LUMOS_HOME holds the store, logs, results: 0700
+        settings, local_up = _with_local_cluster(settings)
         env = _worker_env(settings)
         if ray.is_initialized():
             # Someone (a test fixture, a Ray job entrypoint) already connected.
@@ -120,8 +124,10 @@ def connect(
                 if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
                     # Inside a Ray job the job's runtime_env (working_dir, env vars) already
                     # applies to every worker; passing another would replace it.
+                    # A `lumos up` cluster is on this machine: its workers import the
+                    # user's modules from here, as an embedded cluster's do.
                     kwargs["runtime_env"] = {
-                        "env_vars": {k: v for k, v in env.items() if k != "PYTHONPATH"}
+                        "env_vars": {k: v for k, v in env.items() if local_up or k != "PYTHONPATH"}
                     }
                 ctx = _init_by_address(ray, settings, kwargs)
         except ConnectionFailedError:
@@ -144,6 +150,20 @@ def connect(
             temp_dir=temp_dir,
         )
         return _info
+
+
+def _with_local_cluster(settings: LumosSettings) -> tuple[LumosSettings, bool]:
+    """The settings aimed at this home's ``lumos up`` cluster when no address was
+    given and it answers (and whether so); unchanged otherwise."""
+    if settings.address is not None or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        return settings, False
+    from lumos_ray.runtime._local_cluster import local_cluster_address, use_token_auth
+
+    address = local_cluster_address(settings.home)
+    if address is None:
+        return settings, False
+    use_token_auth()
+    return settings.model_copy(update={"address": address}), True
 
 
 def _init_by_address(ray: Any, settings: LumosSettings, kwargs: dict[str, Any]) -> Any:
