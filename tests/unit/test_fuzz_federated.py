@@ -49,7 +49,7 @@ def _array(shape: tuple[int, ...]) -> st.SearchStrategy[np.ndarray]:
     )
 
 
-def _arrays() -> st.SearchStrategy[dict[str, np.ndarray]]:
+def _arrays() -> st.SearchStrategy[dict[str, Any]]:
     honest = st.fixed_dictionaries({k: _array(v.shape) for k, v in GLOBAL.items()})
     odd_value = st.one_of(
         _array((4,)),
@@ -66,7 +66,23 @@ def _arrays() -> st.SearchStrategy[dict[str, np.ndarray]]:
         st.sampled_from(sorted(GLOBAL)),
         odd_value,
     ).map(_mangle)
-    return st.one_of(*[honest] * 6, mangled)
+    raw = st.tuples(honest, st.sampled_from(sorted(GLOBAL)), RAW_ARRAYS).map(
+        lambda t: {**t[0], t[1]: t[2]}
+    )
+    return st.one_of(*[honest] * 6, mangled, raw)
+
+
+#: Arrays as bytes a site could put on the wire: any header, any payload.
+RAW_ARRAYS = st.builds(
+    Array,
+    dtype=st.sampled_from(["float32", "<f4", "float16", "int64", "object", "O", "|S4", "V8", "x"]),
+    shape=st.sampled_from([(3, 2), (2,), (), (10**9,), (0,), (3, 2, 1)]),
+    stype=st.sampled_from(["numpy.ndarray", "torch.Tensor", ""]),
+    data=st.one_of(
+        st.binary(max_size=64),
+        st.just(b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (2,), }"),
+    ),
+)
 
 
 def _mangle(t: tuple[dict[str, np.ndarray], str, str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -96,14 +112,16 @@ METRICS = st.one_of(
 )
 
 
-def _reply(node: int, kind: str, arrays: dict[str, np.ndarray], metrics: dict[str, Any]) -> Any:
+def _reply(node: int, kind: str, arrays: dict[str, Any], metrics: dict[str, Any]) -> Any:
     """A reply as the server receives it (from ``node``, to an instruction it was sent)."""
     instruction = Message(content=RecordDict(), dst_node_id=node, message_type="train")
     if kind == "error":
         return Message(error=Error(code=1, reason="site failed"), reply_to=instruction)
     records: dict[str, Any] = {}
     try:
-        arrays_record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+        arrays_record = ArrayRecord(
+            {k: v if isinstance(v, Array) else Array(v) for k, v in arrays.items()}
+        )
         metric_record = MetricRecord(metrics)
     except Exception:  # Flower's own records refuse the value: send an empty reply
         return Message(content=RecordDict(), reply_to=instruction)
