@@ -24,6 +24,7 @@ the secret and chose the server); durable runs never store one.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -148,6 +149,11 @@ def url_allowed(name: str, base_url: str, env: Mapping[str, str] | None = None) 
     return False
 
 
+def _shown(url: str) -> str:
+    """``url`` as it may appear in a message: a password in it replaced by ``***``."""
+    return re.sub(r"(://[^/@\s]*?:)[^@/\s]*@", r"\1***@", url)
+
+
 @dataclass(frozen=True)
 class KeyChoice:
     """The key to send (or None) and the variables holding a key that was withheld."""
@@ -160,9 +166,10 @@ class KeyChoice:
         if not self.withheld:
             return ""
         names = ", ".join(self.withheld)
+        url = _shown(base_url)
         return (
-            f" ({names} is set here but was not sent: it is not bound to {base_url}; to "
-            f"send it there, set {KEY_URLS_ENV}='{self.withheld[0]}={base_url}')"
+            f" ({names} is set here but was not sent: it is not bound to {url}; to "
+            f"send it there, set {KEY_URLS_ENV}='{self.withheld[0]}={url}')"
         )
 
 
@@ -186,10 +193,11 @@ def choose_key(
         return KeyChoice(api_key)
     if api_key_env and env.get(api_key_env):
         if not url_allowed(api_key_env, base_url, env):
-            bound = allowed_urls(api_key_env, env)
+            bound = [_shown(u) for u in allowed_urls(api_key_env, env)]
             raise ConfigError(
-                f"The model's api_key_env {api_key_env!r} may not be sent to {base_url}: "
-                f"that variable is bound to {bound or 'no URL'}. A workflow cannot send a "
+                f"The model's api_key_env {api_key_env!r} may not be sent to "
+                f"{_shown(base_url)}: that variable is bound to {bound or 'no URL'}. "
+                "A workflow cannot send a "
                 "key to a server the environment holding the key did not name.",
                 fix=_FIX,
             )

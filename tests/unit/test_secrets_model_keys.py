@@ -209,3 +209,11 @@ def test_a_malformed_binding_is_a_config_error(value: str) -> None:
     with pytest.raises(ConfigError) as err:
         choose_key("http://h/v1", api_key_env="K", env={"K": SECRET, "LUMOS_MODEL_KEY_URLS": value})
     assert "LUMOS_MODEL_KEY_URLS" in err.value.message
+
+
+def test_a_refusal_never_shows_a_password_in_a_url() -> None:
+    env = {"K": SECRET, "LUMOS_MODEL_KEY_URLS": "K=https://u:hunter2@proxy.example/v1"}
+    with pytest.raises(ConfigError) as err:
+        choose_key("https://u:pw2@other.example/v1", api_key_env="K", env=env)
+    assert "hunter2" not in err.value.message and "pw2" not in err.value.message
+    assert "proxy.example" in err.value.message and "***@" in err.value.message
