@@ -78,6 +78,8 @@ class UpdateGuard(Strategy):
         self.last_clipped: list[int] = []
         #: (node id, reported, used) example counts bounded in the last aggregate call.
         self.last_weight_clipped: list[tuple[int, float, float]] = []
+        #: Node ids left out of the last aggregate_train because they reported 0 examples.
+        self.last_unweighted: list[int] = []
         #: Why the last aggregate_train kept the global model unchanged (None: it didn't).
         self.last_skipped: str | None = None
         #: Why the last aggregate_evaluate returned no metrics (None: it returned some).
@@ -202,6 +204,11 @@ class UpdateGuard(Strategy):
             total += n
         return total
 
+    def _weight(self, msg: Message) -> float:
+        """The reply's (checked, bounded) example count."""
+        rec = next(iter(msg.content.metric_records.values()))
+        return float(rec[self.weighted_by_key])  # type: ignore[arg-type]
+
     def _clip(self, msg: Message) -> bool:
         """Clip the reply's update (reply - global) to ``max_update_norm``, key by key,
         in float64 (float32 deltas of huge opposite values overflow to Inf)."""
@@ -253,6 +260,7 @@ class UpdateGuard(Strategy):
         self.last_rejected = []
         self.last_clipped = []
         self.last_weight_clipped = []
+        self.last_unweighted = []
         self.last_skipped = None
         errors: list[Message] = []
         checked: list[Message] = []
@@ -277,6 +285,19 @@ class UpdateGuard(Strategy):
                 "(nothing to weight an average by)",
             )
             return None, None
+        # A reply that weighs nothing takes no part: FedAvg would give it weight 0
+        # anyway, and a strategy that aggregates only the replies it selects (Krum)
+        # would divide by zero if it picked one.
+        self.last_unweighted = [m.metadata.src_node_id for m in kept if self._weight(m) <= 0]
+        if self.last_unweighted:
+            log(
+                WARNING,
+                "lumos guard: round %s: node(s) %s report %s = 0 and are left out",
+                server_round,
+                self.last_unweighted,
+                self.weighted_by_key,
+            )
+            kept = [m for m in kept if self._weight(m) > 0]
         if self.max_update_norm and self._global is not None:
             self.last_clipped = [m.metadata.src_node_id for m in kept if self._clip(m)]
         arrays, metrics = self.inner.aggregate_train(server_round, [*kept, *errors])
@@ -314,6 +335,7 @@ class UpdateGuard(Strategy):
             self.last_eval_skipped = f"evaluation replies report {self.weighted_by_key} = 0"
             log(WARNING, "lumos guard: round %s: %s", server_round, self.last_eval_skipped)
             return None
+        kept = [m for m in kept if self._weight(m) > 0]
         if not kept:
             self.last_eval_skipped = "no usable evaluation reply"
             return None

@@ -191,6 +191,8 @@ def _guard_extra(strategy: UpdateGuard) -> dict[str, Any]:
         "clipped_sites": len(strategy.last_clipped),
         "weight_clipped_sites": len(strategy.last_weight_clipped),
     }
+    if strategy.last_unweighted:
+        out["unweighted_sites"] = len(strategy.last_unweighted)
     if strategy.last_rejected:
         out["rejected"] = [{"node": n, "reason": r} for n, r in strategy.last_rejected]
     if strategy.last_skipped:

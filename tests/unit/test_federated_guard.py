@@ -143,6 +143,18 @@ def test_zero_total_weight_round_is_skipped_with_a_reason_not_a_crash():
     assert guard.last_rejected == []  # nobody misbehaved: the round just has no weight
 
 
+def test_a_reply_reporting_zero_examples_takes_no_part_even_in_krum():
+    # Krum aggregates only the reply it selects: had it picked the 0-example reply,
+    # Flower's weighted average would divide by zero.
+    from flwr.serverapp.strategy import Krum
+
+    guard = _guard(Krum(num_malicious_nodes=0), max_weight_ratio=None)
+    replies = [_reply(1, _w(1.0), 0), _reply(2, _w(1.0), 5), _reply(3, _w(1.0), 5)]
+    arrays, _ = guard.aggregate_train(1, replies)
+    assert arrays is not None and np.allclose(arrays["w"].numpy(), 1.0)
+    assert guard.last_unweighted == [1] and guard.last_rejected == []
+
+
 def test_non_finite_aggregate_is_dropped_and_the_global_model_kept():
     # Flower's trimmed mean sums in float32: two finite 3e38 updates overflow to Inf.
     guard = _guard(FedTrimmedAvg(beta=0.2))
@@ -268,14 +280,19 @@ def test_no_reply_crashes_a_round_or_makes_the_model_non_finite():
     @settings(max_examples=150, deadline=None)
     @given(
         replies=st.lists(_hostile_reply(), min_size=1, max_size=5),
-        inner=st.sampled_from(["fedavg", "median", "trimmed"]),
+        inner=st.sampled_from(["fedavg", "median", "trimmed", "krum"]),
         clip=st.sampled_from([None, 1.0]),
     )
     def check(replies, inner, clip):
-        strategy = {"fedavg": FedAvg, "median": FedMedian}.get(inner)
-        guard = _guard(
-            strategy() if strategy else FedTrimmedAvg(beta=0.2), glob=_GLOBAL, max_update_norm=clip
-        )
+        from flwr.serverapp.strategy import Krum
+
+        strategies = {
+            "fedavg": FedAvg,
+            "median": FedMedian,
+            "trimmed": lambda: FedTrimmedAvg(beta=0.2),
+            "krum": lambda: Krum(num_malicious_nodes=0),
+        }
+        guard = _guard(strategies[inner](), glob=_GLOBAL, max_update_norm=clip)
         msgs = [
             _reply(i + 1, arrays, n, **({"extra": 1.0} if odd else {}))
             for i, (arrays, n, odd) in enumerate(replies)

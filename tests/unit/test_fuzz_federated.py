@@ -158,14 +158,8 @@ def _configs(methods: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-#: A bug this fuzz found in lumos_ray/federated, not fixed yet (strict: the Krum
-#: property fails once it is fixed, until the mark goes).
-KRUM_ZERO_WEIGHT_BUG = (
-    "UpdateGuard.aggregate_train (lumos_ray/federated/_guard.py) checks that the accepted "
-    "replies weigh > 0 in total, but Krum then aggregates only the reply it selects: when "
-    "that reply reports num-examples 0, Flower's aggregate_arrayrecords divides by zero "
-    "and ZeroDivisionError ends the run (replies counting 0, 5, 5 with equal updates)"
-)
+#: Found by this fuzz and fixed in the guard (a reply reporting 0 examples takes no
+#: part, so Krum can no longer select it and divide by zero): a regression example now.
 _HONEST = {k: v + 1 for k, v in GLOBAL.items()}
 _KRUM_ZERO = (
     {
@@ -212,7 +206,6 @@ def test_fuzz_federated_round(conf: dict[str, Any], replies: list[Any]) -> None:
     _check_round(conf, replies)
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=KRUM_ZERO_WEIGHT_BUG)
 @fuzz_settings(max_examples=EXAMPLES // 3, bound_s=BOUND_S)
 @given(conf=_configs(["krum"]), replies=REPLIES)
 @example(conf=_KRUM_ZERO[0], replies=_KRUM_ZERO[1])
