@@ -213,7 +213,11 @@ class QueryConfig(BaseModel):
         "coverage).",
     )
     mix_hybrid_weight: float = Field(
-        default=0.5, ge=0, le=10, description="mix: weight of hybrid's ranks (multihop's is 1)."
+        default=0.3,
+        ge=0,
+        le=10,
+        description="mix: weight of hybrid's ranks (multihop's is 1; 0.5 before the "
+        "relation-order scoring made multihop's own ranking stronger).",
     )
     mix_rrf_k: int = Field(
         default=10, ge=1, le=1000, description="mix: reciprocal-rank-fusion constant."

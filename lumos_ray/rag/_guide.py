@@ -80,7 +80,7 @@ def round_robin(per_path: Sequence[Sequence[Any]], limit: int) -> list[Any]:
 
 
 def follow_prompt(
-    query: str, shown: Sequence[Any], views: dict[str, dict[str, Any]], texts: Any = None
+    query: str, shown: Sequence[Any], views: dict[str, dict[str, Any]]
 ) -> list[dict[str, str]]:
     """Messages asking which links to follow. ``shown``: (path, entity key, relation
     terms) triples; a path has ``chunks`` (ids into ``views``) and ``via`` (names)."""

@@ -198,7 +198,7 @@ def plan(
             shown = _guide.round_robin(options, guide.candidates)
             if shown:
                 calls_left -= 1
-                answer = yield ("ask", _guide.follow_prompt(query, shown, views, texts))
+                answer = yield ("ask", _guide.follow_prompt(query, shown, views))
                 picks, done = _guide.parse_follow(answer, len(shown), guide)
                 for i in picks:
                     p, key, rel = shown[i]

@@ -32,7 +32,7 @@ __all__ = ["SNAPSHOT_FILE", "ChunkRecord", "PreparedChunks", "ShardState"]
 _BIG_COMMUNITY = 2000
 
 
-@dataclass
+@dataclass(slots=True)
 class ChunkRecord:
     chunk_id: str
     doc_id: str
@@ -650,7 +650,7 @@ class ShardState:
             prov: list[dict[str, str]] = []
             for j, (a, b, data) in enumerate(g.edges(data=True)):
                 rel = -1
-                if data.get("kind") == "rel":
+                if "prov" in data:
                     rel = len(prov)
                     prov.append(dict(data.get("prov", {})))
                 edges[j] = (order[a], order[b], rel)
@@ -801,12 +801,12 @@ class ShardState:
                 name, count = ents[str(i)]
                 g.add_node(n, kind="entity", name=_str(name), n=int(count))
             elif n.startswith("c:") and n[2:] in chunks:
-                g.add_node(n, kind="chunk")
+                g.add_node(n)
             else:
                 raise ValueError(f"graph node {n!r} is neither a chunk nor an entity")
         for a, b, rel in edges.tolist():
             if rel < 0:
-                g.add_edge(nodes[a], nodes[b], kind="mention")
+                g.add_edge(nodes[a], nodes[b])
             else:
                 p = prov[rel]
                 g.add_edge(
