@@ -93,6 +93,12 @@ def connect(
 ) -> RuntimeInfo:
     """Connect once per process; later calls return the existing connection."""
     global _settings, _info
+    if _info is None:
+        # Before Ray is imported: Ray reads RAY_AUTH_MODE once (see _with_local_cluster).
+        _with_local_cluster(
+            settings
+            or LumosSettings.from_env(address=address, namespace=namespace, num_cpus=num_cpus)
+        )
     import ray
 
     with _lock:
@@ -154,7 +160,10 @@ def connect(
 
 def _with_local_cluster(settings: LumosSettings) -> tuple[LumosSettings, bool]:
     """The settings aimed at this home's ``lumos up`` cluster when no address was
-    given and it answers (and whether so); unchanged otherwise."""
+    given and it answers (and whether so); unchanged otherwise. Such a cluster needs
+    Ray's token auth mode in this process, which Ray reads when it is first imported:
+    a process that imported ``ray`` before connecting must set ``RAY_AUTH_MODE=token``
+    itself."""
     if settings.address is not None or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
         return settings, False
     from lumos_ray.runtime._local_cluster import local_cluster_address, use_token_auth

@@ -75,8 +75,9 @@ def local_cluster_address(home: str | Path | None = None) -> str | None:
 
 def use_token_auth() -> None:
     """Ray 2.60 clusters started by ``ray start`` require token auth; Ray's client
-    sends the token (``~/.ray/auth_token``, where Ray keeps it) only in token mode. A
-    mode the user chose (``RAY_AUTH_MODE``) is kept."""
+    sends the token (``~/.ray/auth_token``, where Ray keeps it) only in token mode, and
+    for an explicit address only when ``RAY_AUTH_MODE=token`` was set before Ray was
+    imported in this process. A mode the user chose is kept."""
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
@@ -169,11 +170,11 @@ def cluster_status(home: str | Path | None = None) -> dict[str, Any]:
     if not out["running"]:
         out["nodes"] = []
         return out
+    use_token_auth()  # before Ray is imported: Ray reads the mode once
     import ray
 
     from lumos_ray.runtime._cluster import connect
 
-    use_token_auth()
     connect(address=state["address"])
     out["nodes"] = [
         {
