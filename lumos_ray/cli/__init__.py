@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "_project",
     "_cluster",
     "_runs",
+    "_history",
     "_workflows",
     "_jobs",
     "_tools",

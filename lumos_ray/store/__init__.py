@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from lumos_ray.store._database import Database, open_database
 from lumos_ray.store._errors import StoreError
+from lumos_ray.store._schedules import MAX_SCHEDULES, ScheduleStore
 from lumos_ray.store._schema import (
     agent_slots,
     api_keys,
@@ -37,11 +38,13 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "MAX_BATCH",
     "MAX_READ",
+    "MAX_SCHEDULES",
     "RUN_STATES",
     "TERMINAL_STATES",
     "CheckpointWrite",
     "Database",
     "RunStore",
+    "ScheduleStore",
     "StoreError",
     "agent_slots",
     "api_keys",

@@ -32,6 +32,7 @@ __all__ = [
     "KEY_LIMITS",
     "PLATFORM_TABLES",
     "RUN_TABLES",
+    "SCHEDULE_TABLES",
     "TABLES",
     "agent_slots",
     "api_keys",
@@ -44,6 +45,7 @@ __all__ = [
     "metadata",
     "quota_usage",
     "runs",
+    "schedules",
     "tenants",
     "usage_daily",
     "users",
@@ -149,6 +151,30 @@ working_memory = Table(
 )
 
 RUN_TABLES = (runs, definitions, checkpoints, events, messages, working_memory)
+
+# Scheduled runs: a workflow (name, version) started on a cron expression or a fixed
+# period. ``next_fire`` is the next tick not yet fired; the runner advances it with a
+# compare-and-set, and a tick's run id is derived from the tick, so a tick fires once
+# however many times it is attempted (restarts, two runners).
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("workflow", String(200), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("input", JSON),
+    Column("cron", String(200)),  # a cron expression (5 fields, or 6 with seconds last)
+    Column("every_s", Float),  # or a fixed period
+    Column("catchup", String(16), nullable=False),  # missed ticks: "all" or "latest"
+    Column("status", String(16), nullable=False),  # active | cancelled
+    Column("next_fire", Float, nullable=False),
+    Column("fired", BigInteger, nullable=False),  # ticks fired so far
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "tenant_id", "status", "next_fire"),
+)
+SCHEDULE_TABLES = (schedules,)
 
 # -- the platform (lumos_ray.platform): tenants, keys, metering, agent slots, audit ------
 # Tenant first in every key here too. Nothing secret is stored: an API key's secret is
@@ -265,4 +291,4 @@ PLATFORM_TABLES = (
     audit_log,
     audit_heads,
 )
-TABLES = RUN_TABLES + PLATFORM_TABLES
+TABLES = RUN_TABLES + SCHEDULE_TABLES + PLATFORM_TABLES

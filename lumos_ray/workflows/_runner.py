@@ -30,6 +30,8 @@ from lumos_ray.store import TERMINAL_STATES, CheckpointWrite, open_store
 from lumos_ray.store._batch import Committed, GroupCommitter, RunCreate, RunUpdate, Write
 from lumos_ray.workflows._definition import Workflow
 from lumos_ray.workflows._engine import Engine, Suspend, validate_json
+from lumos_ray.workflows._forks import ordered_checkpoints, plan_fork
+from lumos_ray.workflows._scheduler import Scheduler, check_schedule, first_tick
 from lumos_ray.workflows._serialize import definition_version, workflow_from_data
 
 __all__ = ["RUNNER_NAME", "Runner", "runner_name"]
@@ -148,12 +150,21 @@ class Runner:
         # Agent handles shared by all runs (keyed by spec identity: cached definitions
         # hand every run the same spec objects), so a turn costs no actor lookup.
         self._agents: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+        self.scheduler = Scheduler(self)
+        self._scheduling: asyncio.Task[None] | None = None
+        try:  # as a Ray async actor, __init__ runs on the actor's loop: come back to
+            # work (leases, orphans, schedules) after a restart without waiting for a call
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._recover()))
+        except RuntimeError:
+            pass  # constructed outside a loop (tests): the first call starts them
 
     # -- lifecycle ----------------------------------------------------------------
     async def _recover(self) -> None:
         """Start the lease keeper once; it renews our leases and adopts orphans."""
         if self._keeper is None:
-            self._keeper = asyncio.get_running_loop().create_task(self._keep_leases())
+            loop = asyncio.get_running_loop()
+            self._keeper = loop.create_task(self._keep_leases())
+            self._scheduling = loop.create_task(self.scheduler.run_forever())
             if self.auto_recover:
                 await self._adopt_orphans()
 
@@ -241,6 +252,22 @@ class Runner:
         if wf is None:
             wf = self._definitions[(name, version)] = workflow_from_data(row["body"])
         return wf, version
+
+    async def _register(
+        self, name: str, version: str | None, body: dict[str, Any] | None
+    ) -> tuple[Workflow, str]:
+        """The workflow (name, version), registering ``body`` as that version first."""
+        if body is not None:
+            if definition_version(body) != version or body.get("name") != name:
+                raise WorkflowDefinitionError(
+                    f"the definition sent for {name!r} does not hash to version {version!r}",
+                    fix="Start runs through lumos_ray.start_run, which computes the version.",
+                )
+            if (name, version) not in self._definitions:
+                wf = workflow_from_data(body)  # validate (and import refs) before storing
+                await asyncio.to_thread(self.store.put_definition, "workflow", name, version, body)
+                self._definitions[(name, version)] = wf
+        return await self._definition(name, version)
 
     async def _execute(self, run_id: str, row: dict[str, Any] | None) -> None:
         """Run (or resume) a run. ``row`` given: created just now by :meth:`start`, so
@@ -386,17 +413,7 @@ class Runner:
         if it cannot be stored the run is cancelled and the error raised. A caller's
         own id may be a retry of an earlier start, so it is created first."""
         await self._recover()
-        if body is not None:
-            if definition_version(body) != version or body.get("name") != name:
-                raise WorkflowDefinitionError(
-                    f"the definition sent for {name!r} does not hash to version {version!r}",
-                    fix="Start runs through lumos_ray.start_run, which computes the version.",
-                )
-            if (name, version) not in self._definitions:
-                wf = workflow_from_data(body)  # validate (and import refs) before storing
-                await asyncio.to_thread(self.store.put_definition, "workflow", name, version, body)
-                self._definitions[(name, version)] = wf
-        wf, version = await self._definition(name, version)
+        wf, version = await self._register(name, version, body)
         validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
         ours = run_id is None
         run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
@@ -565,6 +582,97 @@ class Runner:
                 run_id, "cancelled", [("run_cancelled", {"t": time.time()})], suspended=None
             )
         return await asyncio.to_thread(self.store.get_run, run_id)
+
+    # -- time travel ---------------------------------------------------------------
+    async def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's checkpoints in the order their steps finished."""
+        await self._recover()
+        await asyncio.to_thread(self.store.get_run, run_id)  # NotFoundError for a bad id
+        return await asyncio.to_thread(ordered_checkpoints, self.store, run_id)
+
+    async def fork(
+        self,
+        run_id: str,
+        from_step: str | int,
+        outputs: dict[str, Any] | None = None,
+        input: Any = None,
+        new_input: bool = False,
+        carrier: Any = None,
+    ) -> str:
+        """A new run of ``run_id``'s workflow version that starts with the checkpoints
+        finished before ``from_step`` (``outputs`` edits some of them) and runs the
+        rest; the original run is not touched. ``new_input``: use ``input`` instead of
+        the original's."""
+        await self._recover()
+        src = await asyncio.to_thread(self.store.get_run, run_id)
+        cps = await asyncio.to_thread(ordered_checkpoints, self.store, run_id)
+        kept = plan_fork(cps, from_step, outputs)
+        wf, version = await self._definition(src["workflow"], src["version"])
+        run_input = input if new_input else src["input"]
+        validate_json(run_input, wf.input_schema, f"input of workflow {wf.name!r}")
+        new_id = f"run-{uuid.uuid4().hex[:16]}"
+        fields = {"trace": carrier or None, "owner": self.id, "heartbeat": time.time()}
+        writes: list[Write] = [RunCreate(new_id, wf.name, version, run_input, "running", fields)]
+        origin = {
+            "from_run": run_id,
+            "from_step": from_step,
+            "kept": len(kept),
+            "edited": sorted(outputs or {}),
+            "t": time.time(),
+        }
+        writes.append(CheckpointWrite(new_id, None, None, [("run_forked", origin)]))
+        # Each kept checkpoint goes with a step_restored event: the new run's history
+        # orders its checkpoints like the original's (see _forks.ordered_checkpoints).
+        writes += [
+            CheckpointWrite(new_id, path, value, [("step_restored", {"step": path})])
+            for path, value in kept.items()
+        ]
+        await asyncio.gather(*(asyncio.shield(self.committer.submit(w)) for w in writes))
+        self._launch(new_id)
+        return new_id
+
+    # -- schedules -----------------------------------------------------------------
+    async def add_schedule(
+        self,
+        schedule_id: str,
+        name: str,
+        version: str | None,
+        body: dict[str, Any] | None,
+        input: Any,
+        cron: str | None = None,
+        every_s: float | None = None,
+        catchup: str = "all",
+    ) -> dict[str, Any]:
+        """Start ``name`` at ``version`` on every tick of ``cron`` or every ``every_s``
+        seconds, with ``input`` (validated now, against the version it will run)."""
+        await self._recover()
+        check_schedule(schedule_id, cron, every_s, catchup)
+        wf, version = await self._register(name, version, body)
+        validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
+        row = await asyncio.to_thread(
+            self.scheduler.db.create,
+            schedule_id,
+            wf.name,
+            version,
+            input,
+            cron=cron,
+            every_s=every_s,
+            catchup=catchup,
+            next_fire=first_tick(cron, every_s, time.time()),
+        )
+        self.scheduler.changed()
+        return row
+
+    async def list_schedules(self, status: str | None = None) -> list[dict[str, Any]]:
+        await self._recover()
+        return await asyncio.to_thread(self.scheduler.db.list, status)
+
+    async def cancel_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """No tick fires after this returns (runs already started go on)."""
+        await self._recover()
+        row = await asyncio.to_thread(self.scheduler.db.cancel, schedule_id)
+        self.scheduler.changed()
+        return row
 
     async def ping(self) -> int:
         await self._recover()

@@ -18,14 +18,18 @@ from lumos_ray.errors import LumosError, NotFoundError
 from lumos_ray.workflows._definition import Workflow, get_workflow
 
 __all__ = [
+    "CheckpointInfo",
     "RunEvent",
     "RunInfo",
     "cancel_run",
     "execute_run",
     "follow_run",
+    "fork_run",
     "get_run",
     "get_runner",
+    "list_checkpoints",
     "list_runs",
+    "replay_run",
     "resume_run",
     "run_workflow",
     "runner_client",
@@ -210,6 +214,49 @@ class _RunnerClient:
     async def cancel(self, run_id: str) -> dict[str, Any]:
         return dict(await self._invoke(lambda r: r.cancel.remote(run_id)))
 
+    async def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
+        return list(await self._invoke(lambda r: r.checkpoints.remote(run_id)))
+
+    async def fork(
+        self,
+        run_id: str,
+        from_step: str | int,
+        outputs: dict[str, Any] | None,
+        input: Any,
+        new_input: bool,
+        carrier: dict[str, str],
+    ) -> str:
+        return str(
+            await self._invoke(
+                lambda r: r.fork.remote(run_id, from_step, outputs, input, new_input, carrier)
+            )
+        )
+
+    async def add_schedule(
+        self,
+        schedule_id: str,
+        name: str,
+        version: str | None,
+        body: dict[str, Any] | None,
+        input: Any,
+        cron: str | None,
+        every_s: float | None,
+        catchup: str,
+    ) -> dict[str, Any]:
+        return dict(
+            await self._invoke(
+                lambda r: r.add_schedule.remote(
+                    schedule_id, name, version, body, input, cron, every_s, catchup
+                )
+            )
+        )
+
+    async def list_schedules(self, status: str | None) -> list[dict[str, Any]]:
+        return list(await self._invoke(lambda r: r.list_schedules.remote(status)))
+
+    async def cancel_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return dict(await self._invoke(lambda r: r.cancel_schedule.remote(schedule_id)))
+
 
 _client = _RunnerClient()
 
@@ -363,6 +410,47 @@ async def resume_run(run_id: str, input: Any = None) -> RunInfo:
 
 async def cancel_run(run_id: str) -> RunInfo:
     return RunInfo.from_row(await _client.cancel(run_id))
+
+
+class CheckpointInfo(BaseModel):
+    """One finished step of a run: ``index`` in the order the steps finished."""
+
+    index: int
+    path: str
+    output: Any = None
+    seq: int | None = None
+
+
+async def list_checkpoints(run_id: str) -> list[CheckpointInfo]:
+    """The run's checkpoints in the order their steps finished (what replay and fork
+    can start from)."""
+    return [CheckpointInfo.model_validate(c) for c in await _client.checkpoints(run_id)]
+
+
+async def replay_run(run_id: str, from_step: str | int) -> str:
+    """A new run of the same workflow version and input that keeps the checkpoints
+    finished before ``from_step`` (a checkpoint path or index) and runs that step and
+    everything after again. The original run is untouched; returns the new run's id."""
+    return await _client.fork(run_id, from_step, None, None, False, tracing.inject())
+
+
+_UNSET: Any = object()
+
+
+async def fork_run(
+    run_id: str,
+    from_step: str | int,
+    *,
+    outputs: dict[str, Any] | None = None,
+    input: Any = _UNSET,
+) -> str:
+    """Like :func:`replay_run`, with some kept checkpoints edited (``outputs``: path ->
+    new output) and optionally a new ``input``: the new run diverges from the original,
+    which is untouched. Returns the new run's id."""
+    new_input = input is not _UNSET
+    return await _client.fork(
+        run_id, from_step, outputs, input if new_input else None, new_input, tracing.inject()
+    )
 
 
 def run_workflow(

@@ -60,3 +60,11 @@ def make_point(x: int, y: int) -> Any:
         y: int
 
     return Point(x=x, y=y)
+
+
+def effect(log: str, label: str, value: Any = None) -> Any:
+    """A side effect to count: appends `label` to the file `log`, returns `value`
+    (or the label)."""
+    with open(log, "a") as f:
+        f.write(f"{label}\n")
+    return label if value is None else value
