@@ -52,10 +52,9 @@ from lumos_ray.runtime._local_cluster import (  # noqa: E402
     cluster_down,
     cluster_status,
     cluster_up,
-    local_cluster_address,
-    read_cluster_state,
 )
 from lumos_ray.runtime._tasks import TaskHandle, TaskOptions, submit_task  # noqa: E402
+from lumos_ray.runtime._up_state import local_cluster_address, read_cluster_state  # noqa: E402
 
 __all__ = [
     "LOOPBACK_ENV",

@@ -52,6 +52,9 @@ __all__ = [
 _lock = threading.Lock()
 _settings: LumosSettings | None = None
 _info: RuntimeInfo | None = None
+#: Set when a `lumos up` cluster was chosen after this process had imported ray without
+#: RAY_AUTH_MODE (Ray then never sends the token): the connect error says so.
+_auth_mode_too_late = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,13 @@ def connect(
         except ConnectionFailedError:
             raise
         except ConnectionError as exc:
+            if local_up and _auth_mode_too_late:
+                raise ConnectionFailedError(
+                    f"Could not connect to the `lumos up` cluster at {settings.address!r}: {exc}",
+                    fix="It requires token auth, and Ray reads RAY_AUTH_MODE once, when it is "
+                    "first imported; this process imported ray before connecting. Set "
+                    "RAY_AUTH_MODE=token in the environment, or import lumos_ray before ray.",
+                ) from None
             raise ConnectionFailedError(
                 f"Could not connect to Ray at {settings.address!r}: {exc}"
             ) from None
@@ -166,11 +176,14 @@ def _with_local_cluster(settings: LumosSettings) -> tuple[LumosSettings, bool]:
     itself."""
     if settings.address is not None or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
         return settings, False
-    from lumos_ray.runtime._local_cluster import local_cluster_address, use_token_auth
+    from lumos_ray.runtime._up_state import local_cluster_address, use_token_auth
 
+    global _auth_mode_too_late
     address = local_cluster_address(settings.home)
     if address is None:
         return settings, False
+    if "ray" in sys.modules and not os.environ.get("RAY_AUTH_MODE"):
+        _auth_mode_too_late = True
     use_token_auth()
     return settings.model_copy(update={"address": address}), True
 

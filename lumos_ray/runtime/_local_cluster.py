@@ -28,57 +28,18 @@ from lumos_ray.runtime._nodes import (
     MAX_TEMP_DIR_CHARS,
     NodeProcess,
     node_processes,
-    port_open,
     start_ray_node,
     stop_processes,
 )
+from lumos_ray.runtime._up_state import (
+    home_dir,
+    local_cluster_address,
+    read_cluster_state,
+    state_path,
+    use_token_auth,
+)
 
-__all__ = [
-    "STATE_FILE",
-    "cluster_down",
-    "cluster_status",
-    "cluster_up",
-    "local_cluster_address",
-    "read_cluster_state",
-    "use_token_auth",
-]
-
-STATE_FILE = "cluster.json"
-
-
-def _home(home: str | Path | None) -> Path:
-    return Path(home or os.environ.get("LUMOS_HOME") or ".lumos").expanduser().resolve()
-
-
-def _state_path(home: str | Path | None) -> Path:
-    return _home(home) / STATE_FILE
-
-
-def read_cluster_state(home: str | Path | None = None) -> dict[str, Any] | None:
-    """What ``lumos up`` recorded, or None when no cluster was started from this home."""
-    try:
-        data = json.loads(_state_path(home).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("address") else None
-
-
-def local_cluster_address(home: str | Path | None = None) -> str | None:
-    """The GCS address of this home's ``lumos up`` cluster if it answers, else None
-    (a stale file from a crashed or rebooted machine is ignored)."""
-    state = read_cluster_state(home)
-    if not state:
-        return None
-    host, _, port = str(state["address"]).rpartition(":")
-    return str(state["address"]) if port.isdigit() and port_open(host, int(port)) else None
-
-
-def use_token_auth() -> None:
-    """Ray 2.60 clusters started by ``ray start`` require token auth; Ray's client
-    sends the token (``~/.ray/auth_token``, where Ray keeps it) only in token mode, and
-    for an explicit address only when ``RAY_AUTH_MODE=token`` was set before Ray was
-    imported in this process. A mode the user chose is kept."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+__all__ = ["cluster_down", "cluster_status", "cluster_up"]
 
 
 def _temp_dir(home: Path) -> str:
@@ -95,7 +56,7 @@ def cluster_up(
     home: str | Path | None = None, *, num_cpus: int | None = None, dashboard: bool = True
 ) -> dict[str, Any]:
     """Start the local cluster (or return the running one: ``already_running``)."""
-    root = _home(home)
+    root = home_dir(home)
     private_dir(root)
     state = read_cluster_state(root)
     if state and local_cluster_address(root):
@@ -124,17 +85,17 @@ def cluster_up(
         "auth": "token",
         "home": str(root),
     }
-    write_private_text(_state_path(root), json.dumps(state, indent=2))
+    write_private_text(state_path(root), json.dumps(state, indent=2))
     return {**state, "already_running": False}
 
 
 def cluster_down(home: str | Path | None = None, *, grace_s: float = 10.0) -> dict[str, Any]:
     """Stop the cluster by PID; returns what was stopped and what is left (should be
     nothing: ``left`` lists PIDs still alive afterwards)."""
-    root = _home(home)
+    root = home_dir(home)
     state = read_cluster_state(root)
     if not state:
-        return {"stopped": False, "reason": f"no cluster recorded in {_state_path(root)}"}
+        return {"stopped": False, "reason": f"no cluster recorded in {state_path(root)}"}
     recorded = [
         NodeProcess(int(p["pid"]), float(p["create_time"]), str(p.get("name", "")))
         for p in state.get("processes", [])
@@ -144,7 +105,7 @@ def cluster_down(home: str | Path | None = None, *, grace_s: float = 10.0) -> di
     signalled = stop_processes([*recorded, *current], grace_s=grace_s)
     left = [p.pid for p in node_processes(temp)] if temp else []
     if not left:
-        _state_path(root).unlink(missing_ok=True)
+        state_path(root).unlink(missing_ok=True)
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
     return {"stopped": True, "address": state["address"], "pids": signalled, "left": left}
@@ -153,11 +114,11 @@ def cluster_down(home: str | Path | None = None, *, grace_s: float = 10.0) -> di
 def cluster_status(home: str | Path | None = None) -> dict[str, Any]:
     """The recorded cluster, whether it answers, and (when it does) its nodes and
     resources as Ray reports them (this process connects to it to ask)."""
-    root = _home(home)
+    root = home_dir(home)
     state = read_cluster_state(root)
     if not state:
         raise ConfigError(
-            f"No local cluster is recorded in {_state_path(root)}.",
+            f"No local cluster is recorded in {state_path(root)}.",
             fix="Start one with `lumos up` (commands without it use an embedded cluster).",
         )
     out: dict[str, Any] = {
