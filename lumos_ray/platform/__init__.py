@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from lumos_ray.platform._audit import AUDIT_EVENTS
 from lumos_ray.platform._keys import KEY_PREFIX
+from lumos_ray.platform._ledger import QuotaLedger
 from lumos_ray.platform._plans import PLANS_ENV, Plan, Plans, default_plans, load_plans
 from lumos_ray.platform._platform import Platform, default_platform
 from lumos_ray.platform._roles import ACTIONS
@@ -50,6 +51,7 @@ __all__ = [
     "Plans",
     "Platform",
     "Principal",
+    "QuotaLedger",
     "Role",
     "Tenant",
     "UsageDay",

@@ -33,8 +33,11 @@ __all__ = [
     "charge",
     "check_amounts",
     "day_of",
+    "flush_batch",
     "month_of",
     "month_usage",
+    "quota_amounts",
+    "quota_error",
     "record",
     "seconds_to_next_month",
     "usage_days",
@@ -93,10 +96,11 @@ def _meter(
     counts: dict[str, int],
     agent_seconds: float,
     storage_bytes: int | None,
+    day: str | None = None,
 ) -> None:
     values: dict[str, Any] = {
         "tenant_id": tenant,
-        "day": day_of(now),
+        "day": day or day_of(now),
         **{k: int(counts.get(k, 0)) for k in COUNTERS},
         "agent_seconds": float(agent_seconds),
         "storage_bytes": storage_bytes,
@@ -112,7 +116,7 @@ def _meter(
     c.execute(stmt.on_conflict_do_update(index_elements=["tenant_id", "day"], set_=set_))
 
 
-def _quota_amounts(counts: dict[str, int]) -> dict[str, int]:
+def quota_amounts(counts: dict[str, int]) -> dict[str, int]:
     return {
         "requests": counts.get("requests", 0),
         "tokens": counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0),
@@ -135,6 +139,22 @@ def _where(tenant: str, period: str, metric: str) -> Any:
     )
 
 
+def quota_error(
+    tenant: str, plan_name: str, metric: str, limit: int, now: float
+) -> QuotaExceededError:
+    """The 429 for a used-up monthly quota (``retry_after_s``: until next month)."""
+    return QuotaExceededError(
+        f"Tenant {tenant!r} has used its {plan_name} plan's monthly {metric} "
+        f"quota ({limit:,}); it resets at the start of next month (UTC).",
+        fix="Wait until the quota resets, or move the tenant to a higher "
+        "plan (`lumos tenants set-plan TENANT PLAN`).",
+        retry_after_s=seconds_to_next_month(now),
+        metric=metric,
+        limit=limit,
+        plan=plan_name,
+    )
+
+
 def charge(
     db: Database,
     tenant: str,
@@ -146,7 +166,7 @@ def charge(
     QuotaExceededError (with ``retry_after_s``) and count nothing."""
     now = time.time()
     period = month_of(now)
-    amounts = _quota_amounts(counts)
+    amounts = quota_amounts(counts)
     with db.write() as c:
         _ensure_rows(db, c, tenant, period)
         for metric in sorted(QUOTA_METRICS):  # one order everywhere: no deadlocks
@@ -158,17 +178,7 @@ def charge(
                 cond = (quota_usage.c.used + n <= limit) if n else (quota_usage.c.used < limit)
                 hit = c.execute(stmt.where(cond).values(used=quota_usage.c.used + n)).rowcount
                 if hit != 1:
-                    retry = seconds_to_next_month(now)
-                    raise QuotaExceededError(
-                        f"Tenant {tenant!r} has used its {plan_name} plan's monthly {metric} "
-                        f"quota ({limit:,}); it resets at the start of next month (UTC).",
-                        fix="Wait until the quota resets, or move the tenant to a higher "
-                        "plan (`lumos tenants set-plan TENANT PLAN`).",
-                        retry_after_s=retry,
-                        metric=metric,
-                        limit=limit,
-                        plan=plan_name,
-                    )
+                    raise quota_error(tenant, plan_name, metric, limit, now)
             elif n:
                 c.execute(stmt.values(used=quota_usage.c.used + n))
         _meter(db, c, tenant, now, counts, 0.0, None)
@@ -185,7 +195,7 @@ def record(
     month's quota, so a later :func:`charge` sees it."""
     now = time.time()
     period = month_of(now)
-    amounts = _quota_amounts(counts)
+    amounts = quota_amounts(counts)
     with db.write() as c:
         if any(amounts.values()):
             _ensure_rows(db, c, tenant, period)
@@ -197,6 +207,43 @@ def record(
                         .values(used=quota_usage.c.used + amounts[metric])
                     )
         _meter(db, c, tenant, now, counts, agent_seconds, storage_bytes)
+
+
+def flush_batch(
+    db: Database,
+    quota: dict[tuple[str, str], dict[str, int]],
+    meter: dict[tuple[str, str], tuple[dict[str, int], float, int | None]],
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Write increments gathered in memory (by :class:`~lumos_ray.platform.QuotaLedger`)
+    in ONE transaction: ``quota`` (tenant, YYYY-MM) -> metric -> n, added without a
+    limit check (the ledger already decided); ``meter`` (tenant, YYYY-MM-DD) ->
+    (counters, agent_seconds, storage gauge). Returns the stored monthly totals of
+    every (tenant, period) written, read inside the same transaction, so the ledger
+    also sees what other writers (a runner's direct ``charge``) added meanwhile."""
+    now = time.time()
+    totals: dict[tuple[str, str], dict[str, int]] = {}
+    with db.write() as c:
+        for (tenant, period), amounts in sorted(quota.items()):
+            _ensure_rows(db, c, tenant, period)
+            for metric in sorted(QUOTA_METRICS):
+                if amounts.get(metric):
+                    c.execute(
+                        update(quota_usage)
+                        .where(_where(tenant, period, metric))
+                        .values(used=quota_usage.c.used + amounts[metric])
+                    )
+            out = dict.fromkeys(QUOTA_METRICS, 0)
+            rows = c.execute(
+                select(quota_usage.c.metric, quota_usage.c.used).where(
+                    quota_usage.c.tenant_id == tenant, quota_usage.c.period == period
+                )
+            ).tuples()
+            for metric, used in rows:
+                out[str(metric)] = int(used)
+            totals[(tenant, period)] = out
+        for (tenant, day), (counts, agent_s, storage) in sorted(meter.items()):
+            _meter(db, c, tenant, now, counts, agent_s, storage, day=day)
+    return totals
 
 
 def month_usage(db: Database, tenant: str, period: str) -> dict[str, int]:

@@ -8,6 +8,7 @@ real cluster. With the embedded cluster the app lives as long as the process.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 from lumos_ray.errors import ServeError
 from lumos_ray.serve._config import ServeConfig, load_serve_config
 from lumos_ray.serve._state import write_serve_state
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_application", "check_exposure", "gateway_deployment", "start", "status", "stop"]
 
@@ -285,7 +288,17 @@ def stop(app_name: str = "lumos-serve", *, address: str | None = None) -> bool:
         serve.delete(app_name, _blocking=True)
     from lumos_ray.serve._ratelimit import limiter_actor_name
 
-    runtime.kill_actor(limiter_actor_name(app_name))  # the app's rate-limit buckets
+    # The app's admission actor (rate-limit buckets, quota counters): write its last
+    # counts to the store before it goes.
+    actor = runtime.get_actor(limiter_actor_name(app_name))
+    if actor is not None:
+        import ray
+
+        try:
+            ray.get(actor.flush.remote(), timeout=30)
+        except Exception:  # an old actor without flush, or a store that is down
+            log.warning("Could not flush the gateway's quota counts before stopping")
+        runtime.kill_actor(actor)
     if not serve.status().applications:
         # Nothing left: stop Serve itself, so the next start applies its own HTTP
         # options (a running Serve keeps the port it was first started with).

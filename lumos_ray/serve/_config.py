@@ -140,6 +140,14 @@ class QuotaConfig(BaseModel):
         description="'module:attr' of a custom quota hook (a class taking the "
         "QuotaConfig, with check(api_key, route)); replaces the built-in rate limit.",
     )
+    flush_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Platform on: seconds between writes of the plan-quota counters "
+        "and metering to the store (kept in the app's admission actor in between; a "
+        "crash of it loses at most this much counting).",
+    )
 
 
 _KEY_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"

@@ -39,6 +39,7 @@ from lumos_ray.adapters import AdapterRegistry
 from lumos_ray.errors import AdapterError, LumosError, NotFoundError, ServeError
 from lumos_ray.platform import Principal
 from lumos_ray.serve import _trace
+from lumos_ray.serve._admission import ClusterAdmission, LedgerSpec, LocalAdmission
 from lumos_ray.serve._auth import (
     OPEN_ROUTES,
     Authenticator,
@@ -52,7 +53,6 @@ from lumos_ray.serve._auth import (
 from lumos_ray.serve._config import ServeConfig
 from lumos_ray.serve._errors import REQUEST_ID, error_response, lumos_error_response
 from lumos_ray.serve._metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from lumos_ray.serve._ratelimit import ClusterRateLimit, LocalRateLimit
 from lumos_ray.serve._schemas import (
     ChatCompletionBody,
     ChatCompletionResponse,
@@ -136,16 +136,23 @@ class Gateway:
             self.auth = StaticKeys(static_keys)
         quota = gcfg.quota
         self.hook: Any = None
-        self.limiter: Any = None
+        rpm, trpm = quota.requests_per_minute, quota.tenant_requests_per_minute
         if quota.hook:
             mod, _, attr = quota.hook.partition(":")
             self.hook = getattr(importlib.import_module(mod), attr)(quota)
-        elif quota.requests_per_minute or quota.tenant_requests_per_minute:
-            rpm, trpm = quota.requests_per_minute, quota.tenant_requests_per_minute
-            self.limiter = (
-                ClusterRateLimit(self.config.app_name, rpm, trpm)
+            rpm = trpm = None  # the hook replaces the built-in rate limit
+        # Rate limits and the plan quota: one admission service per app (an actor
+        # when clustered), so replicas share one budget and the quota is charged in
+        # memory and written to the store in batches (see _admission).
+        self.admission: Any = None
+        if rpm or trpm or self.platform is not None:
+            spec = None
+            if self.platform is not None:
+                spec = LedgerSpec(gcfg.platform_store_url, self.platform.plans, quota.flush_s)
+            self.admission = (
+                ClusterAdmission(self.config.app_name, rpm, trpm, spec)
                 if cluster
-                else LocalRateLimit(rpm, trpm)
+                else LocalAdmission(rpm, trpm, spec)
             )
         self.hosts = frozenset(h.lower() for h in gcfg.allowed_hosts)
         self.metrics = GatewayMetrics()
@@ -328,7 +335,7 @@ async def _meter(gw: Gateway, request: Request, **amounts: int) -> None:
     if gw.platform is None or principal is None:
         return
     try:
-        await gw.run_blocking(gw.platform.record_usage, principal, **amounts)
+        gw.admission.record(principal.tenant, amounts)  # batched; not waited for
     except Exception:  # metering must not fail an answer already produced
         log.exception("Recording usage failed")
 
@@ -481,17 +488,16 @@ class _FrontMiddleware:
 
 
 async def _admit(gw: Gateway, principal: Principal | None, route: str) -> None:
-    """Rate limits (cluster-wide; per key and per tenant, or one shared bucket when
-    auth is off), the custom quota hook, then the plan's monthly quota (one request,
-    counted once admitted)."""
+    """The custom quota hook, then in one call to the app's admission service: the
+    rate limits (cluster-wide; per key and per tenant, or one shared bucket when auth
+    is off) and the plan's monthly quota (one request, counted once admitted)."""
     key_id = principal.key_id if principal is not None else None
-    if gw.limiter is not None:
-        tenant = principal.tenant if principal is not None else gw.default_tenant()
-        await gw.limiter.check(key_id or "anonymous", tenant)
     if gw.hook is not None:
         gw.hook.check(key_id, route)
-    if gw.platform is not None and principal is not None:
-        await gw.run_blocking(gw.platform.charge, principal, requests=1)
+    if gw.admission is not None:
+        tenant = principal.tenant if principal is not None else gw.default_tenant()
+        counts = {"requests": 1} if gw.platform is not None and principal is not None else None
+        await gw.admission.admit(key_id or "anonymous", tenant, counts=counts)
 
 
 def _bounded(receive: Any, limit: int) -> Any:
@@ -713,8 +719,11 @@ def build_app() -> FastAPI:
         principal = request.scope.get("state", {}).get("principal")
         if gw.platform is not None and principal is not None:
             # Inputs are what an embedding costs: counted (and refused over quota) first.
-            await gw.run_blocking(
-                gw.platform.charge, principal, requests=0, embedding_inputs=len(texts)
+            await gw.admission.admit(
+                principal.key_id or "anonymous",
+                principal.tenant,
+                rate=False,
+                counts={"requests": 0, "embedding_inputs": len(texts)},
             )
         out = await gw.embed_handle.embed.remote(texts)
         vectors: list[Any] = out["data"]

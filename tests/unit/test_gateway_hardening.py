@@ -6,6 +6,7 @@ driver -> replica hand-over of keys are in tests/integration/test_gateway_platfo
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -282,9 +283,10 @@ def platform_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
         ),
         adapters_dir=str(tmp_path / "adapters"),
     )
-    Gateway(cfg.model_dump_json(), llm_handles={})
+    gw = Gateway(cfg.model_dump_json(), llm_handles={})
     with TestClient(build_app()) as c:
         yield c, p, keys
+    gw.admission.close()
     _GATEWAY.clear()
 
 
@@ -301,4 +303,26 @@ def test_platform_keys_roles_and_plan_quota(platform_app: Any) -> None:
     r = c.get("/v1/models", headers=_auth(keys["dev"]))
     _error(r, 429)
     assert int(r.headers["retry-after"]) >= 1
+    # Counted in memory, written by the next flush: exactly the 4 admitted calls.
+    asyncio.run(_GATEWAY["gw"].admission.flush())
     assert sum(d.requests for d in p.usage("acme")) == 4
+    assert p.quota_status("acme")["used"]["requests"] == 4
+
+
+def test_expired_key_is_401_over_http(platform_app: Any) -> None:
+    import time
+
+    from lumos_ray.store import api_keys
+
+    c, p, _ = platform_app
+    key = p.create_key("globex", "developer", expires_at=time.time() + 3600)
+    assert c.get("/v1/models", headers=_auth(key.secret_shown_once)).status_code == 200
+    # Age the key in the store (auth_cache_s=0: the gateway reads it every request).
+    with p._db.write() as conn:
+        conn.execute(
+            api_keys.update()
+            .where(api_keys.c.key_id == key.key_id)
+            .values(expires_at=time.time() - 1)
+        )
+    err = _error(c.get("/v1/models", headers=_auth(key.secret_shown_once)), 401)
+    assert "expired" in err["message"]
