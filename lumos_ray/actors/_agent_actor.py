@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lumos_ray import tracing
 from lumos_ray.actors._agent_loop import AgentResult, run_turn, turn_key
+from lumos_ray.actors._slot import AgentSlotKeeper
 from lumos_ray.actors.models import build_model
 from lumos_ray.tools._api import ToolContext
 
@@ -63,6 +64,14 @@ class AgentActor:
         self._writer: asyncio.Task[None] | None = None
         self._loads: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
         self._loader: asyncio.Task[None] | None = None
+        # Replica 0 holds the agent's slot of its tenant's plan (platform tenants only).
+        self._slot = (
+            AgentSlotKeeper(
+                tenant or "default", actor_name(spec.name, replica, tenant or "default")
+            )
+            if replica == 0
+            else None
+        )
 
     def _apply(self, spec: Agent, fingerprint: str) -> None:
         from lumos_ray.tools._api import resolve_tools
@@ -218,6 +227,8 @@ class AgentActor:
         emit: Any,
         fresh: bool = False,
     ) -> AgentResult:
+        if self._slot is not None:
+            await self._slot.ensure()  # AgentConcurrencyError over the plan's limit
         lock = self._locks.setdefault(thread_id, asyncio.Lock())
         async with lock:
             with tracing.span(
@@ -303,6 +314,11 @@ class AgentActor:
 
     async def history(self, thread_id: str) -> list[dict[str, Any]]:
         return list(await self._history(thread_id))
+
+    async def release_slot(self) -> None:
+        """Give back the agent's plan slot (before the actor is stopped)."""
+        if self._slot is not None:
+            await self._slot.release()
 
     async def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "threads_cached": len(self._threads), "replica": self.replica}

@@ -179,12 +179,20 @@ class AgentHandle:
     ) -> AgentResult:
         """One turn: the model and tools loop until the model answers."""
         from lumos_ray import tracing
+        from lumos_ray.errors import LumosError
+        from lumos_ray.runtime import is_remote_task_error, unwrap_error
 
         thread_id = thread_id or uuid.uuid4().hex
         await self.ensure_current()
-        return await self.actor(thread_id).run.remote(
-            input, thread_id, run_id=run_id, carrier=carrier or tracing.inject()
-        )
+        try:
+            result: AgentResult = await self.actor(thread_id).run.remote(
+                input, thread_id, run_id=run_id, carrier=carrier or tracing.inject()
+            )
+        except Exception as exc:  # our own errors arrive as themselves, not a traceback
+            if is_remote_task_error(exc) and isinstance(unwrap_error(exc), LumosError):
+                raise unwrap_error(exc) from None
+            raise
+        return result
 
     def run_sync(self, input: str | dict[str, Any], *, thread_id: str | None = None) -> AgentResult:
         from lumos_ray import tracing
@@ -208,6 +216,17 @@ class AgentHandle:
         gen = self.actor(thread_id).run_stream.remote(input, thread_id, carrier=tracing.inject())
         async for ref in gen:
             yield await ref
+
+    async def shutdown(self) -> None:
+        """Stop the agent's actors and give back its plan slot; its threads stay in the
+        store (deploying it again picks them up)."""
+        from lumos_ray.runtime import await_ref, kill_actor
+
+        await asyncio.gather(
+            *(await_ref(a.release_slot.remote()) for a in self._actors), return_exceptions=True
+        )
+        for a in self._actors:
+            kill_actor(a)
 
     async def history(self, thread_id: str) -> list[dict[str, Any]]:
         return await self.actor(thread_id).history.remote(thread_id)
