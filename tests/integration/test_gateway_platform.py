@@ -172,7 +172,18 @@ def test_rate_limit_and_quota_counted_across_two_replicas(gateway: dict[str, Any
         rs = list(pool.map(hit, [keys["small"]] * (QUOTA + 5)))
     codes = sorted(r.status_code for r in rs)
     assert codes == [200] * QUOTA + [429] * 5, codes
+    # The quota is counted in the app's admission actor and written in batches: after
+    # a flush the store holds exactly the admitted calls.
+    import ray
+
+    from lumos_ray import runtime
+    from lumos_ray.serve._ratelimit import limiter_actor_name
+
+    actor = runtime.get_actor(limiter_actor_name("lumos-serve-gwtest"))
+    assert actor is not None
+    ray.get(actor.flush.remote(), timeout=60)
     assert sum(d.requests for d in p.usage("small")) == QUOTA
+    assert p.quota_status("small")["used"]["requests"] == QUOTA
 
 
 def test_schemathesis_finds_no_server_error(gateway: dict[str, Any]) -> None:
