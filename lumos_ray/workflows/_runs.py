@@ -66,17 +66,19 @@ class RunEvent(BaseModel):
     data: dict[str, Any] | None = None
 
 
-def get_runner() -> Any:
-    """The runner actor, created on first use (detached, restarted by Ray on failure)."""
+def get_runner(tenant: str | None = None) -> Any:
+    """The runner actor of ``tenant`` (default: the settings' tenant), created on first
+    use (detached, restarted by Ray on failure)."""
     from lumos_ray.runtime import current_settings, get_or_create_actor, remote_class
     from lumos_ray.workflows._runner import Runner, runner_name
 
     settings = current_settings()
+    tenant = tenant or settings.tenant_id
     return get_or_create_actor(
-        runner_name(settings.tenant_id),
+        runner_name(tenant),
         remote_class(Runner),
         not settings.embedded,
-        settings.tenant_id,
+        tenant,
         options={
             "num_cpus": 0,
             "max_restarts": -1,
@@ -131,7 +133,8 @@ class _RunnerClient:
     if the actor died for good (e.g. killed without restart), which recreates it.
     Reads on the embedded default go straight to the local store (no cluster needed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tenant: str | None = None) -> None:
+        self.tenant = tenant  # None: the settings' tenant
         self._runner: Any = None
 
     async def _invoke(self, call: Callable[[Any], Any]) -> Any:
@@ -139,7 +142,7 @@ class _RunnerClient:
 
         for attempt in (1, 2):
             if self._runner is None:
-                self._runner = get_runner()
+                self._runner = get_runner(self.tenant)
             try:
                 return await call(self._runner)
             except Exception as exc:
@@ -184,12 +187,12 @@ class _RunnerClient:
         )
 
     async def get(self, run_id: str) -> dict[str, Any]:
-        if _reads_locally():
+        if self.tenant is None and _reads_locally():
             return dict(await _read_store("get", run_id))
         return dict(await self._invoke(lambda r: r.get.remote(run_id)))
 
     async def list_runs(self, status: str | None, limit: int) -> list[dict[str, Any]]:
-        if _reads_locally():
+        if self.tenant is None and _reads_locally():
             return list(await _read_store("list", status, limit))
         return list(await self._invoke(lambda r: r.list_runs.remote(status, limit)))
 
@@ -197,14 +200,14 @@ class _RunnerClient:
         self, run_id: str, after: int = 0, wait_s: float = 0.0
     ) -> tuple[list[dict[str, Any]], str]:
         """Events after ``after``; waits up to ``wait_s`` for new ones (long poll)."""
-        if _reads_locally():
+        if self.tenant is None and _reads_locally():
             items, status = await _read_store("events", run_id, after, wait_s)
         else:
             items, status = await self._invoke(lambda r: r.events.remote(run_id, after, wait_s))
         return list(items), str(status)
 
     async def wait(self, run_id: str, wait_s: float) -> dict[str, Any]:
-        if _reads_locally():
+        if self.tenant is None and _reads_locally():
             return dict(await _read_store("wait", run_id, wait_s))
         return dict(await self._invoke(lambda r: r.wait.remote(run_id, wait_s)))
 
@@ -259,11 +262,18 @@ class _RunnerClient:
 
 
 _client = _RunnerClient()
+_tenant_clients: dict[str, _RunnerClient] = {}
 
 
-def runner_client() -> _RunnerClient:
-    """The process's typed client of the runner actor."""
-    return _client
+def runner_client(tenant: str | None = None) -> _RunnerClient:
+    """The process's typed client of the runner actor (of ``tenant``: a gateway serves
+    many tenants, each with its own runner)."""
+    if tenant is None:
+        return _client
+    found = _tenant_clients.get(tenant)
+    if found is None:
+        found = _tenant_clients[tenant] = _RunnerClient(tenant)
+    return found
 
 
 # (name, version) pairs this process already registered with the runner: later starts
