@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from lumos_ray.errors import QuotaExceededError
 from lumos_ray.platform import _usage
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between flushes: at most this much metering is lost if the process dies.
 DEFAULT_FLUSH_S = 0.5
-_Meter = tuple[dict[str, int], float, int | None]
+#: [counters, agent_seconds, storage gauge or None] of one (tenant, day)
+_Meter = list[Any]
+_SORTED_METRICS = tuple(sorted(_usage.QUOTA_METRICS))
 
 
 class QuotaLedger:
@@ -78,15 +81,24 @@ class QuotaLedger:
         agent_seconds: float = 0.0,
         storage_bytes: int | None = None,
     ) -> None:
-        key = (tenant, _usage.month_of(now))
-        pend = self._pending.setdefault(key, dict.fromkeys(_usage.QUOTA_METRICS, 0))
+        """Add to the pending increments (caller holds the lock). Mutates in place:
+        this runs once per gateway request."""
+        day, month = _usage.day_and_month(now)
+        pend = self._pending.get((tenant, month))
+        if pend is None:
+            pend = self._pending[(tenant, month)] = dict.fromkeys(_usage.QUOTA_METRICS, 0)
         for metric, n in _usage.quota_amounts(counts).items():
             pend[metric] += n
-        day = (tenant, _usage.day_of(now))
-        old_counts, old_s, old_storage = self._meter.get(day, ({}, 0.0, None))
-        merged = {k: old_counts.get(k, 0) + int(counts.get(k, 0)) for k in _usage.COUNTERS}
-        gauge = storage_bytes if storage_bytes is not None else old_storage
-        self._meter[day] = (merged, old_s + float(agent_seconds), gauge)
+        entry = self._meter.get((tenant, day))
+        if entry is None:
+            entry = self._meter[(tenant, day)] = [dict.fromkeys(_usage.COUNTERS, 0), 0.0, None]
+        metered = entry[0]
+        for k, n in counts.items():
+            if k in metered:
+                metered[k] += int(n)
+        entry[1] += float(agent_seconds)
+        if storage_bytes is not None:
+            entry[2] = storage_bytes
 
     def charge(self, tenant: str, counts: dict[str, int]) -> None:
         """Like :meth:`Platform.charge` (QuotaExceededError and nothing counted when
@@ -95,8 +107,8 @@ class QuotaLedger:
         now = time.time()
         amounts = _usage.quota_amounts(counts)
         with self._lock:
-            used = self._used((tenant, _usage.month_of(now)))
-            for metric in sorted(_usage.QUOTA_METRICS):
+            used = self._used((tenant, _usage.day_and_month(now)[1]))
+            for metric in _SORTED_METRICS:
                 limit = getattr(limits, _usage.QUOTA_METRICS[metric])
                 if limit is None:
                     continue
@@ -156,14 +168,14 @@ class QuotaLedger:
                             c2, s2, g2 = newer
                             counts = {k: counts.get(k, 0) + c2.get(k, 0) for k in _usage.COUNTERS}
                             secs, gauge = secs + s2, g2 if g2 is not None else gauge
-                        self._meter[day] = (counts, secs, gauge)
+                        self._meter[day] = [counts, secs, gauge]
                     self._inflight = {}
                 raise
             with self._lock:
                 self._base.update(totals)  # stored totals include what was in flight
                 self._inflight = {}
                 # Months that are over and fully written are no longer needed.
-                current = _usage.month_of(time.time())
+                current = _usage.day_and_month(time.time())[1]
                 for key in [k for k in self._base if k[1] < current and k not in self._pending]:
                     del self._base[key]
             return len(quota) + len(meter)

@@ -32,6 +32,7 @@ __all__ = [
     "QUOTA_METRICS",
     "charge",
     "check_amounts",
+    "day_and_month",
     "day_of",
     "flush_batch",
     "month_of",
@@ -59,6 +60,21 @@ def day_of(ts: float) -> str:
 
 def month_of(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m")
+
+
+_DAY_CACHE: tuple[int, str, str] = (-1, "", "")
+
+
+def day_and_month(ts: float) -> tuple[str, str]:
+    """(YYYY-MM-DD, YYYY-MM) of ``ts`` in UTC, remembered for the current day: the
+    gateway asks for every request, and formatting dates is a measurable share of
+    its per-request work. Unix days are exactly 86,400 s, so the day number is exact."""
+    global _DAY_CACHE
+    n = int(ts // 86400)
+    cached = _DAY_CACHE
+    if cached[0] != n:
+        cached = _DAY_CACHE = (n, day_of(ts), month_of(ts))
+    return cached[1], cached[2]
 
 
 def seconds_to_next_month(ts: float) -> int:
@@ -212,7 +228,7 @@ def record(
 def flush_batch(
     db: Database,
     quota: dict[tuple[str, str], dict[str, int]],
-    meter: dict[tuple[str, str], tuple[dict[str, int], float, int | None]],
+    meter: dict[tuple[str, str], Any],
 ) -> dict[tuple[str, str], dict[str, int]]:
     """Write increments gathered in memory (by :class:`~lumos_ray.platform.QuotaLedger`)
     in ONE transaction: ``quota`` (tenant, YYYY-MM) -> metric -> n, added without a
