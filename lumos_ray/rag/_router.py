@@ -138,12 +138,21 @@ class RagRouter:
         text = str(exc)
         found = re.findall(r"\[LUMOS-E\d+\] (.+)", text)
         reason = found[-1] if found else (text.strip().splitlines() or ["unknown error"])[-1]
+        if "as a pickle" in reason:  # a snapshot from before the safe format
+            fix = (
+                f"Ingest the collection again: `lumos rag delete --collection {self.cfg.name} "
+                f"--all` (removes its old snapshots and config), then `lumos rag ingest PATH "
+                f"--collection {self.cfg.name}` with the same --shards/--config as before."
+            )
+        else:
+            fix = (
+                f"Its snapshot location is {shard_dir(self.root, i)}. A corrupt snapshot: "
+                "restore it from a backup, or delete it (the shard then starts empty) and "
+                "ingest the shard's documents again. An unreachable store: fix the access "
+                "(credentials, network) and retry."
+            )
         return RagError(
-            f"Shard {i} of collection {self.cfg.name!r} could not start: {reason}",
-            fix=f"Its snapshot location is {shard_dir(self.root, i)}. A corrupt snapshot: "
-            "restore it from a backup, or delete it (the shard then starts empty) and "
-            "ingest the shard's documents again. An unreachable store: fix the access "
-            "(credentials, network) and retry.",
+            f"Shard {i} of collection {self.cfg.name!r} could not start: {reason}", fix=fix
         )
 
     async def _all(self, method: str, *args: Any) -> list[Any]:

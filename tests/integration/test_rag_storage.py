@@ -92,3 +92,36 @@ def test_rag_a_name_registered_elsewhere_is_not_opened_at_another_place(ray_clus
     finally:
         coll.drop()
     assert not (a / "default" / "placed").exists()
+
+
+@pytest.mark.slow
+def test_rag_collection_with_old_pickled_snapshots_says_how_to_reingest(
+    ray_cluster, tmp_path, capsys
+):
+    """A collection an older version wrote (shard.pkl, a pickle): querying it is a clear
+    error with the re-ingest commands, the pickle never runs, and `lumos rag delete
+    --all` removes the old files so the collection can be ingested again."""
+    import pickle
+
+    from lumos_ray import runtime
+    from lumos_ray.rag import CollectionConfig
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path(str(tmp_path / "pwned")).touch, ())
+
+    root = Path(runtime.current_settings().home) / "rag" / "default" / "legacy-coll"
+    (root / "shard-0").mkdir(parents=True)
+    (root / "collection.json").write_text(CollectionConfig(name="legacy-coll").model_dump_json())
+    (root / "shard-0" / "shard.pkl").write_bytes(pickle.dumps({"format": 1, "x": Exploit()}))
+
+    code, out, _ = _lumos(["rag", "query", "x", "-c", "legacy-coll", "--json"], capsys)
+    assert code == 1, out
+    err = json.loads(out)["error"]
+    assert "older lumos_ray as a pickle" in err["message"]
+    assert "lumos rag delete --collection legacy-coll --all" in err["fix"]
+    assert not (tmp_path / "pwned").exists()
+
+    code, out, _ = _lumos(["rag", "delete", "-c", "legacy-coll", "--all", "--json"], capsys)
+    assert code == 0, out
+    assert not root.exists()
