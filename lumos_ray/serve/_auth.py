@@ -60,6 +60,12 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/runs/{run_id}/events"): "read",
     ("POST", "/v1/runs/{run_id}/resume"): "resume",
     ("POST", "/v1/runs/{run_id}/cancel"): "cancel",
+    ("GET", "/v1/runs/{run_id}/checkpoints"): "read",
+    ("POST", "/v1/runs/{run_id}/replay"): "run",
+    ("POST", "/v1/runs/{run_id}/fork"): "run",
+    ("GET", "/v1/schedules"): "read",
+    ("POST", "/v1/workflows/{name}/schedules"): "run",
+    ("POST", "/v1/schedules/{schedule_id}/cancel"): "cancel",
     # Scraping shows every tenant's traffic: the platform's admin-only observing action.
     ("GET", "/metrics"): "audit",
 }

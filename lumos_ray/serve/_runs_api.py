@@ -45,6 +45,68 @@ class ResumeRun(BaseModel):
     input: Any = Field(default=None, description="Input for the suspended step.")
 
 
+class ReplayRun(BaseModel):
+    from_step: str | int = Field(
+        description="A checkpoint path (e.g. '2.review') or its index in the run's "
+        "checkpoints: that step and everything after it run again."
+    )
+
+
+class ForkRun(ReplayRun):
+    outputs: dict[str, Any] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Kept checkpoints to edit: path -> new output.",
+    )
+    input: Any = Field(default=None, description="A new run input (with new_input).")
+    new_input: bool = Field(default=False, description="Use `input` instead of the original's.")
+
+
+class NewRun(BaseModel):
+    id: str
+    from_run: str
+
+
+class CheckpointOut(BaseModel):
+    index: int
+    path: str
+    output: Any = None
+    seq: int | None = None
+
+
+class CheckpointList(BaseModel):
+    object: str = "list"
+    data: list[CheckpointOut]
+
+
+class CreateSchedule(BaseModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$", description="Its name.")
+    cron: str | None = Field(default=None, max_length=200, description="5 or 6 fields.")
+    every_s: float | None = Field(default=None, ge=1, description="Or a period (seconds).")
+    input: Any = None
+    catchup: str = Field(default="all", pattern="^(all|latest)$")
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    workflow: str
+    version: str
+    input: Any = None
+    cron: str | None = None
+    every_s: float | None = None
+    catchup: str
+    status: str
+    next_fire: float
+    fired: int
+    created_at: float
+    updated_at: float
+
+
+class ScheduleList(BaseModel):
+    object: str = "list"
+    data: list[ScheduleOut]
+
+
 class RunOut(BaseModel):
     """A run as the runs API returns it."""
 
@@ -195,3 +257,50 @@ async def cancel(run_id: str, request: Request) -> RunOut:
     row = await _runs(request).cancel(run_id)
     await _audit(request, "run.cancelled", run_id, {})
     return _run(row)
+
+
+@router.get("/v1/runs/{run_id}/checkpoints")
+async def checkpoints(run_id: str, request: Request) -> CheckpointList:
+    """The run's checkpoints in the order its steps finished (replay and fork points)."""
+    rows = await _runs(request).checkpoints(run_id)
+    return CheckpointList(data=[CheckpointOut.model_validate(r) for r in rows])
+
+
+@router.post("/v1/runs/{run_id}/replay", status_code=201)
+async def replay(run_id: str, body: ReplayRun, request: Request) -> NewRun:
+    """A new run that keeps the steps finished before ``from_step`` and runs the rest."""
+    new_id = await _runs(request).fork(run_id, body.from_step, None, None, False)
+    await _audit(request, "run.started", new_id, {"replay_of": run_id})
+    return NewRun(id=new_id, from_run=run_id)
+
+
+@router.post("/v1/runs/{run_id}/fork", status_code=201)
+async def fork(run_id: str, body: ForkRun, request: Request) -> NewRun:
+    """A new run from a checkpoint with edited outputs; the original is untouched."""
+    new_id = await _runs(request).fork(
+        run_id, body.from_step, body.outputs, body.input, body.new_input
+    )
+    await _audit(request, "run.started", new_id, {"fork_of": run_id})
+    return NewRun(id=new_id, from_run=run_id)
+
+
+@router.post("/v1/workflows/{name}/schedules", status_code=201)
+async def create_schedule(name: str, body: CreateSchedule, request: Request) -> ScheduleOut:
+    """Run workflow ``name`` on every tick of ``cron`` or every ``every_s`` seconds."""
+    row = await _runs(request).add_schedule(
+        body.id, name, body.input, body.cron, body.every_s, body.catchup
+    )
+    return ScheduleOut.model_validate(row)
+
+
+@router.get("/v1/schedules")
+async def list_schedules(
+    request: Request, status: str | None = Query(default=None, pattern="^(active|cancelled)$")
+) -> ScheduleList:
+    rows = await _runs(request).list_schedules(status)
+    return ScheduleList(data=[ScheduleOut.model_validate(r) for r in rows])
+
+
+@router.post("/v1/schedules/{schedule_id}/cancel")
+async def cancel_schedule(schedule_id: str, request: Request) -> ScheduleOut:
+    return ScheduleOut.model_validate(await _runs(request).cancel_schedule(schedule_id))

@@ -13,11 +13,10 @@ of agent thread ids and actor names) before they reach a runner.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 from lumos_ray import tracing
-from lumos_ray.errors import LumosError, NotFoundError
+from lumos_ray.errors import NotFoundError
 
 __all__ = ["RUN_ID_PATTERN", "TenantRuns", "check_run_id", "tenant_runs"]
 
@@ -39,81 +38,83 @@ def check_run_id(run_id: str) -> str:
 
 class TenantRuns:
     """Typed calls to one tenant's runner actor (created on first use, re-fetched once
-    if it died for good)."""
+    if it died for good), through the workflows package's client of that tenant."""
 
     def __init__(self, tenant: str) -> None:
+        from lumos_ray.workflows._runs import runner_client
+
         self.tenant = tenant
-        self._runner: Any = None
-
-    def _handle(self) -> Any:
-        if self._runner is None:
-            from lumos_ray.runtime import current_settings, get_or_create_actor, remote_class
-            from lumos_ray.workflows._runner import Runner, runner_name
-
-            self._runner = get_or_create_actor(
-                runner_name(self.tenant),
-                remote_class(Runner),
-                not current_settings().embedded,
-                self.tenant,
-                options={
-                    "num_cpus": 0,
-                    "max_restarts": -1,
-                    "max_task_retries": -1,
-                    "max_concurrency": 10_000,
-                },
-            )
-        return self._runner
-
-    async def _invoke(self, call: Callable[[Any], Any]) -> Any:
-        from lumos_ray.runtime import is_actor_died, is_remote_task_error, unwrap_error
-
-        for attempt in (1, 2):
-            try:
-                return await call(self._handle())
-            except Exception as exc:
-                if is_remote_task_error(exc) and isinstance(unwrap_error(exc), LumosError):
-                    raise unwrap_error(exc) from None
-                if is_actor_died(exc):
-                    self._runner = None
-                    if attempt == 1:
-                        continue
-                raise
-        raise AssertionError("unreachable")
+        self._client = runner_client(tenant)
 
     async def start(self, workflow: str, input: Any, run_id: str | None) -> str:
         """Start a run of the gateway's workflow ``workflow`` for this tenant."""
-        from lumos_ray.workflows._definition import get_workflow
-        from lumos_ray.workflows._runs import _as_data
-
-        wf = get_workflow(workflow)
-        body, version = _as_data(wf)
-        carrier = tracing.inject()
-        rid = await self._invoke(
-            lambda r: r.start.remote(wf.name, version, body, input, run_id, carrier)
-        )
-        return str(rid)
+        name, version, body = _definition(workflow)
+        return await self._client.start(name, version, body, input, run_id, tracing.inject())
 
     async def get(self, run_id: str) -> dict[str, Any]:
-        check_run_id(run_id)
-        return dict(await self._invoke(lambda r: r.get.remote(run_id)))
+        return await self._client.get(check_run_id(run_id))
 
     async def list_runs(self, status: str | None, limit: int) -> list[dict[str, Any]]:
-        return list(await self._invoke(lambda r: r.list_runs.remote(status, limit)))
+        return await self._client.list_runs(status, limit)
 
     async def events(
         self, run_id: str, after: int, wait_s: float
     ) -> tuple[list[dict[str, Any]], str]:
-        check_run_id(run_id)
-        items, status = await self._invoke(lambda r: r.events.remote(run_id, after, wait_s))
-        return list(items), str(status)
+        return await self._client.events(check_run_id(run_id), after, wait_s)
 
     async def resume(self, run_id: str, input: Any) -> dict[str, Any]:
-        check_run_id(run_id)
-        return dict(await self._invoke(lambda r: r.resume.remote(run_id, input)))
+        return await self._client.resume(check_run_id(run_id), input)
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
-        check_run_id(run_id)
-        return dict(await self._invoke(lambda r: r.cancel.remote(run_id)))
+        return await self._client.cancel(check_run_id(run_id))
+
+    async def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
+        return await self._client.checkpoints(check_run_id(run_id))
+
+    async def fork(
+        self,
+        run_id: str,
+        from_step: str | int,
+        outputs: dict[str, Any] | None,
+        input: Any,
+        new_input: bool,
+    ) -> str:
+        return await self._client.fork(
+            check_run_id(run_id), from_step, outputs, input, new_input, tracing.inject()
+        )
+
+    async def add_schedule(
+        self,
+        schedule_id: str,
+        workflow: str,
+        input: Any,
+        cron: str | None,
+        every_s: float | None,
+        catchup: str,
+    ) -> dict[str, Any]:
+        from lumos_ray.workflows._scheduler import check_schedule
+
+        check_schedule(schedule_id, cron, every_s, catchup)
+        name, version, body = _definition(workflow)
+        return await self._client.add_schedule(
+            schedule_id, name, version, body, input, cron, every_s, catchup
+        )
+
+    async def list_schedules(self, status: str | None) -> list[dict[str, Any]]:
+        return await self._client.list_schedules(status)
+
+    async def cancel_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return await self._client.cancel_schedule(schedule_id)
+
+
+def _definition(workflow: str) -> tuple[str, str, dict[str, Any]]:
+    """(name, version, body) of a workflow the gateway knows by name."""
+    from lumos_ray.workflows._definition import get_workflow
+    from lumos_ray.workflows._runs import _as_data
+
+    wf = get_workflow(workflow)
+    body, version = _as_data(wf)
+    return wf.name, version, body
 
 
 _by_tenant: dict[str, TenantRuns] = {}

@@ -47,7 +47,8 @@ MAX_CATCHUP = 100  # missed ticks fired on return, newest first kept
 MIN_EVERY_S = 1.0  # shortest period (and the finest cron resolution: seconds)
 RELOAD_S = 5.0  # how stale the in-memory view of the store's schedules may get
 CATCHUP = ("all", "latest")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
+# Short enough that a tick's run id (ID.TICK_MS) stays a valid run id everywhere (64).
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 
 
 def check_schedule(schedule_id: str, cron: str | None, every_s: float | None, catchup: str) -> None:
@@ -55,7 +56,7 @@ def check_schedule(schedule_id: str, cron: str | None, every_s: float | None, ca
     if not isinstance(schedule_id, str) or not _ID.match(schedule_id):
         raise InputValidationError(
             f"schedule id {str(schedule_id)[:80]!r} is not valid.",
-            fix="Use 1-120 characters: letters, digits, '_', '.', '-' (starting with a "
+            fix="Use 1-48 characters: letters, digits, '_', '.', '-' (starting with a "
             "letter or digit).",
         )
     if (cron is None) == (every_s is None):
