@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
+from lumos_ray.runtime._nodes import node_processes
 from tests.integration._priority import boosted, restore_priority
 
 LUMOS = str(Path(sys.executable).with_name("lumos"))
@@ -78,6 +79,14 @@ def test_up_cli_commands_use_it_and_down_leaves_no_ray_process(up_home: str) -> 
     assert Path(up_home, "cluster.json").is_file()
     recorded = state["processes"]
     assert recorded and all(_alive(p) for p in recorded)
+    # Loopback only: every listening socket of the cluster's processes is on 127.0.0.1.
+    listening = set()
+    for p in node_processes(state["temp_dir"]):
+        with contextlib.suppress(psutil.Error):
+            listening |= {
+                c.laddr.ip for c in p.net_connections(kind="inet") if c.status == "LISTEN"
+            }
+    assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
     # A second `up` finds it rather than starting another.
     assert _lumos(up_home, "up")["already_running"] is True
 
