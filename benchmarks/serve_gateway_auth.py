@@ -3,12 +3,21 @@
 In-process: the real gateway app (``build_app``) driven through httpx's ASGI
 transport, so what is measured is the gateway's own per-request work (no socket, no
 Serve proxy, no model): ``GET /v1/models`` at 16 and 64 concurrent clients. ON = the
-platform (a SQLite store in a temp dir: key check cached per replica, one monthly
-quota charge = one UPDATE per request) plus a per-key and per-tenant rate limit in the
-process's buckets (a multi-replica deployment keeps them in one actor instead: not
-measured here). OFF = no keys, no limits.
+platform (a SQLite store in a temp dir: key check cached per replica; the monthly
+quota charged in memory by the admission service and written to the store in one
+transaction per flush interval) plus a per-key and per-tenant rate limit. OFF = no
+keys, no limits.
 
-    .venv/bin/python benchmarks/serve_gateway_auth.py [--requests 2000]
+Two modes:
+
+* default: admission in the process (``LocalAdmission``: what a gateway without Ray
+  runs; the same buckets and ``QuotaLedger`` as the actor, no round trip);
+* ``--cluster``: a local Ray cluster is started and the gateway is built as a Serve
+  replica builds it (``cluster=True``), so every admission is a batched call to the
+  app's admission actor (``<app>-ratelimit``) -- the real multi-replica path, minus
+  the Serve proxy and socket, which both modes leave out.
+
+    .venv/bin/python benchmarks/serve_gateway_auth.py [--requests 2000] [--cluster]
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import time
 from typing import Any
 
 
-def _app(on: bool, tmp: str) -> tuple[Any, dict[str, str]]:
+def _app(on: bool, tmp: str, cluster: bool = False) -> tuple[Any, Any, dict[str, str]]:
     from lumos_ray.serve import GatewayConfig, QuotaConfig, ServeConfig
     from lumos_ray.serve._gateway import Gateway, build_app
 
@@ -44,12 +53,23 @@ def _app(on: bool, tmp: str) -> tuple[Any, dict[str, str]]:
         )
     else:
         gw = GatewayConfig(api_keys_env=None)
-    cfg = ServeConfig(gateway=gw, adapters_dir=os.path.join(tmp, "adapters"))
-    Gateway(cfg.model_dump_json(), llm_handles={})
-    return build_app(), headers
+    cfg = ServeConfig(
+        app_name=f"lumos-serve-bench-{os.getpid()}-{int(on)}",
+        gateway=gw,
+        adapters_dir=os.path.join(tmp, "adapters"),
+    )
+    gateway = Gateway(cfg.model_dump_json(), llm_handles={}, cluster=cluster)
+    return gateway, build_app(), headers
 
 
-async def _run(app: Any, headers: dict[str, str], clients: int, total: int) -> list[float]:
+async def _run(
+    app: Any, headers: dict[str, str], clients: int, total: int
+) -> tuple[list[float], float]:
+    """Latencies of ``total`` requests from ``clients`` concurrent clients, and the
+    throughput (requests/s). Note: with no I/O on the path (OFF, in-process ON) a
+    request never yields the event loop, so the clients run one after another and a
+    latency is one request's own work; a request that waits for the actor lets the
+    others run meanwhile, so its latency also holds their work (compare throughput)."""
     import httpx
 
     lat: list[float] = []
@@ -68,30 +88,57 @@ async def _run(app: Any, headers: dict[str, str], clients: int, total: int) -> l
                 lat.append(time.perf_counter() - t0)
                 assert r.status_code == 200, r.text
 
+        t_start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
-    return lat
+        wall = time.perf_counter() - t_start
+    return lat, total / wall
+
+
+def _close(gateway: Any, cluster: bool) -> None:
+    """Write the last counts and remove the admission actor (cluster mode)."""
+    if gateway.admission is None:
+        return
+    if cluster:
+        from lumos_ray import runtime
+
+        asyncio.run(gateway.admission.flush())
+        runtime.kill_actor(gateway.admission.name)
+    else:
+        gateway.admission.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--cluster", action="store_true", help="admission through the app's Ray actor")
     args = ap.parse_args()
     from lumos_ray.serve._gateway import _GATEWAY
 
-    for clients in (16, 64):
+    if args.cluster:
+        from lumos_ray import runtime
+
+        runtime.connect(num_cpus=2)
+    print(f"mode: {'cluster (admission actor)' if args.cluster else 'in-process admission'}")
+    for clients in (1, 16, 64):
         res = {}
+        rps = {}
         for on in (False, True):
             with tempfile.TemporaryDirectory() as tmp:
-                app, headers = _app(on, tmp)
-                lat = asyncio.run(_run(app, headers, clients, args.requests))
+                gateway, app, headers = _app(on, tmp, args.cluster)
+                lat, rps[on] = asyncio.run(_run(app, headers, clients, args.requests))
+                _close(gateway, args.cluster)
                 _GATEWAY.clear()
             res[on] = (statistics.median(lat), sorted(lat)[int(0.95 * len(lat))])
         off, on_ = res[False], res[True]
         print(
             f"clients={clients:3d} p50 off {off[0] * 1e3:.2f} ms on {on_[0] * 1e3:.2f} ms "
             f"({on_[0] / off[0]:.2f}x)  p95 off {off[1] * 1e3:.2f} ms on {on_[1] * 1e3:.2f} ms "
-            f"({on_[1] / off[1]:.2f}x)"
+            f"({on_[1] / off[1]:.2f}x)  req/s off {rps[False]:.0f} on {rps[True]:.0f}"
         )
+    if args.cluster:
+        from lumos_ray import runtime
+
+        runtime.shutdown()
 
 
 if __name__ == "__main__":

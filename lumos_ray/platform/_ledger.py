@@ -153,6 +153,7 @@ class QuotaLedger:
                 meter, self._meter = self._meter, {}
                 self._inflight = quota
             if not quota and not meter:
+                self._refresh()
                 return 0
             try:
                 totals = _usage.flush_batch(self.platform._db, quota, meter)
@@ -179,6 +180,20 @@ class QuotaLedger:
                 for key in [k for k in self._base if k[1] < current and k not in self._pending]:
                     del self._base[key]
             return len(quota) + len(meter)
+
+    def _refresh(self) -> None:
+        """Nothing to write: re-read this month's stored totals (one query), so what
+        other writers charged directly shows here within one interval too. Called
+        with the flush lock held: nothing is in flight."""
+        period = _usage.day_and_month(time.time())[1]
+        with self._lock:
+            tenants = [t for (t, p) in self._base if p == period]
+        if not tenants:
+            return
+        totals = _usage.month_totals(self.platform._db, period, tenants)
+        with self._lock:
+            for tenant, used in totals.items():
+                self._base[(tenant, period)] = used
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_s):

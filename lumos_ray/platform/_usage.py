@@ -36,6 +36,7 @@ __all__ = [
     "day_of",
     "flush_batch",
     "month_of",
+    "month_totals",
     "month_usage",
     "quota_amounts",
     "quota_error",
@@ -273,6 +274,22 @@ def month_usage(db: Database, tenant: str, period: str) -> dict[str, int]:
         ).tuples()
         for metric, used in rows:
             out[str(metric)] = int(used)
+    return out
+
+
+def month_totals(db: Database, period: str, tenants: list[str]) -> dict[str, dict[str, int]]:
+    """tenant -> metric -> stored use in ``period``, for many tenants in one query."""
+    out = {t: dict.fromkeys(QUOTA_METRICS, 0) for t in tenants}
+    with db.read() as c:
+        for i in range(0, len(tenants), 500):
+            rows = c.execute(
+                select(quota_usage.c.tenant_id, quota_usage.c.metric, quota_usage.c.used).where(
+                    quota_usage.c.period == period,
+                    quota_usage.c.tenant_id.in_(tenants[i : i + 500]),
+                )
+            ).tuples()
+            for tenant, metric, used in rows:
+                out[str(tenant)][str(metric)] = int(used)
     return out
 
 

@@ -67,6 +67,9 @@ def test_counts_already_in_the_store_and_other_writers_are_respected(
         platform.charge("acme")  # another process charging the store directly
     ledger.flush()  # re-reads the stored totals: 10 + 1 + 30
     assert ledger.quota_used("acme")["requests"] == 41
+    platform.charge("acme")
+    assert ledger.flush() == 0  # nothing to write: the totals are still re-read
+    assert ledger.quota_used("acme")["requests"] == 42
     admitted = 0
     for _ in range(20):
         try:
@@ -74,7 +77,7 @@ def test_counts_already_in_the_store_and_other_writers_are_respected(
             admitted += 1
         except QuotaExceededError:
             pass
-    assert admitted == LIMIT - 41
+    assert admitted == LIMIT - 42
     ledger.close()
     assert platform.quota_status("acme")["used"]["requests"] == LIMIT
 
