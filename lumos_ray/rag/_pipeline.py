@@ -34,6 +34,9 @@ def prepare_documents(
 ) -> PreparedChunks:
     records: list[ChunkRecord] = []
     embed_inputs: list[str] = []
+    # A document id named twice in one batch: the last one wins, as it does across
+    # batches (two of the same id would otherwise share chunk ids on the shard).
+    docs = list({d.doc_id: d for d in docs}.values())
     for doc in docs:
         title = doc.title or doc.doc_id
         pieces = chunk_text(doc.text, cfg.chunking)

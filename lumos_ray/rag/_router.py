@@ -183,7 +183,7 @@ class RagRouter:
         parsed = [Document.model_validate(d) for d in docs]
         emb, ext = self._pipeline()
         batch = await asyncio.to_thread(prepare_documents, parsed, self.cfg, emb, ext)
-        res = await self._upsert_prepared(batch, [d.doc_id for d in parsed])
+        res = await self._upsert_prepared(batch, list(dict.fromkeys(d.doc_id for d in parsed)))
         res["seconds"] = time.perf_counter() - t0
         return res
 

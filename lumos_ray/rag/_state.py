@@ -174,6 +174,15 @@ class ShardState:
     # -- mutation -----------------------------------------------------------------
     def upsert(self, batch: PreparedChunks) -> dict[str, int]:
         """Add documents; a document already present is replaced as a whole."""
+        ids = [c.chunk_id for c in batch.chunks]
+        if len(set(ids)) != len(ids):
+            dup = next(c for c in ids if ids.count(c) > 1)
+            raise RagError(
+                f"An upsert batch holds chunk {dup!r} twice (a document id named twice in "
+                "one batch?).",
+                fix="Give every document its own doc_id; prepare_documents keeps the last "
+                "of a repeated one.",
+            )
         with self.lock:
             replaced = self._delete_locked(batch.doc_ids())
             n = len(batch.chunks)
@@ -227,7 +236,7 @@ class ShardState:
         if not rec.title or not rec.entities:
             return []
         keys = list(dict.fromkeys(self.canon(k) for k in title_keys(rec.title)))
-        return keys if keys[0] in rec.entities else []
+        return keys if keys and keys[0] in rec.entities else []  # "." or "The": no key
 
     def _index_about(self, rec: ChunkRecord) -> None:
         for key in self._about_keys(rec):

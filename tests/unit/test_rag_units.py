@@ -211,3 +211,39 @@ def test_rag_search_tool_schema_is_typed():
         "naive", "local", "global", "hybrid", "multihop", "mix", "guided",
     ]  # fmt: skip
     assert rag_search.parameters["required"] == ["query", "collection"]
+
+
+class _FixedEmbedder:
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.stack([_vec(len(t)) for t in texts]) if texts else np.zeros((0, DIM))
+
+
+def test_rag_odd_titles_and_a_doc_id_twice_in_one_batch_ingest_and_delete():
+    """Found by the fuzz suite (tests/unit/test_fuzz_rag.py): a title with no letters
+    ('.', 'The') crashed upsert (IndexError), and a document id named twice in one batch
+    left two chunks with one id, so deleting it raised KeyError."""
+    from lumos_ray.errors import RagError
+    from lumos_ray.rag import CollectionConfig, Document, EmbeddingConfig
+    from lumos_ray.rag._local import LocalCollection
+
+    cfg = CollectionConfig(name="odd", embedding=EmbeddingConfig(dim=DIM))
+    coll = LocalCollection(cfg, embedder=_FixedEmbedder())
+    text = "Ada Lovelace met Charles Babbage in London."
+    coll.upsert(
+        [
+            Document(doc_id=f"t{i}", title=t, text=text)
+            for i, t in enumerate([".", "-", "!!", "The"])
+        ]
+    )
+    assert sum(len(s.chunks) for s in coll.shards) == 4
+    # The same id twice in one batch: the last version wins, as across batches.
+    coll.upsert([Document(doc_id="d", title="Ada", text=text), Document(doc_id="d", text="v2")])
+    assert [c["text"] for c in coll.shards[0].doc_chunks("d")] == ["v2"]
+    assert coll.delete(["d", "t0"]) == 2 and coll.delete(["d"]) == 0
+    # Already-prepared chunks with one id twice are refused, not half-applied.
+    st = _state(kind="flat")
+    dup = _batch({"x": (["Ada"], 1)})
+    dup = PreparedChunks(chunks=dup.chunks * 2, vectors=np.concatenate([dup.vectors] * 2))
+    with pytest.raises(RagError, match="holds chunk 'x#0' twice"):
+        st.upsert(dup)
+    assert st.stats()["chunks"] == 0
