@@ -278,8 +278,16 @@ async def _llm_call(request: Request, kind: str) -> Response:
     if model_name == gw.config.embeddings.name and gw.config.embeddings.enabled:
         raise _BadRequest(400, f"{model_name!r} is an embedding model; use /v1/embeddings.")
     handle, resolved = gw.handle_for(model_name)
-    if model_name != resolved:  # defaulted: the engine must see the model's name
+    changed = model_name != resolved
+    if changed:  # defaulted: the engine must see the model's name
         body.model = resolved
+    # A stream is metered from its final usage chunk: ask the engine for it, and hide
+    # it again from a client that did not ask (see _StreamUsage).
+    hide_usage = False
+    if body.stream and not (body.stream_options or {}).get("include_usage"):
+        body.stream_options = {**(body.stream_options or {}), "include_usage": True}
+        hide_usage = changed = True
+    if changed:
         raw = body.model_dump_json(exclude_unset=True).encode()
     carrier = None
     if _trace.tracing_on():
@@ -308,7 +316,63 @@ async def _llm_call(request: Request, kind: str) -> Response:
         if first.status != 200:
             return _model_error(first)
         return Response(first.body, status_code=first.status, media_type="application/json")
-    return StreamingResponse(_relay(first, gen), media_type="text/event-stream")
+    usage = _StreamUsage(hide_usage)
+
+    async def metered() -> None:
+        prompt, completion = usage.totals()
+        if prompt or completion:
+            gw.metrics.tokens.labels(resolved, "prompt").inc(prompt)
+            gw.metrics.tokens.labels(resolved, "completion").inc(completion)
+            await _meter(gw, request, prompt_tokens=prompt, completion_tokens=completion)
+
+    return StreamingResponse(_relay(first, gen, usage, metered), media_type="text/event-stream")
+
+
+class _StreamUsage:
+    """Reads the token counts of a stream as it passes (SSE ``data:`` events).
+
+    The engine's usage event (``stream_options.include_usage``; ``choices`` empty) is
+    what is metered. A stream without one (an engine that ignores the option, or a
+    client that left early) is metered by counting its content deltas, one token
+    each, with no prompt tokens: an estimate, never more than the chunks sent.
+    ``hide``: drop the usage event (the client did not ask for it)."""
+
+    def __init__(self, hide: bool) -> None:
+        self.hide = hide
+        self.prompt = self.completion = 0
+        self.deltas = 0
+        self.reported = False
+
+    def feed(self, chunk: str) -> str:
+        import json
+
+        if "data:" not in chunk:
+            return chunk
+        kept: list[str] = []
+        for event in chunk.split("\n\n"):
+            line = event.strip()
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                try:
+                    data = json.loads(line[5:])
+                except ValueError:
+                    data = None
+                if isinstance(data, dict):
+                    u = data.get("usage")
+                    if isinstance(u, dict):
+                        self.prompt = int(u.get("prompt_tokens") or 0)
+                        self.completion = int(u.get("completion_tokens") or 0)
+                        self.reported = True
+                        if self.hide and not data.get("choices"):
+                            continue
+                    for choice in data.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if delta.get("content") or choice.get("text"):
+                            self.deltas += 1
+            kept.append(event)
+        return "\n\n".join(kept)
+
+    def totals(self) -> tuple[int, int]:
+        return (self.prompt, self.completion) if self.reported else (0, self.deltas)
 
 
 def _check_fanout(body: Any, limit: int) -> None:
@@ -363,17 +427,24 @@ def _model_error(reply: JsonReply) -> Response:
     )
 
 
-async def _relay(first: str, gen: Any) -> Any:
-    """The SSE text as it comes; a client that leaves cancels the model's request."""
+async def _relay(first: str, gen: Any, usage: _StreamUsage, done: Any) -> Any:
+    """The SSE text as it comes; a client that leaves cancels the model's request.
+    What the stream used is metered at its end (also when the client left)."""
     finished = False
     try:
-        yield first
+        yield usage.feed(first)
         async for chunk in gen:
-            yield chunk
+            out = usage.feed(chunk)
+            if out:
+                yield out
         finished = True
     finally:
         if not finished:
             gen.cancel()
+        try:
+            await done()
+        except Exception:  # metering must not fail a stream already sent
+            log.exception("Metering a stream failed")
 
 
 class _FrontMiddleware:
