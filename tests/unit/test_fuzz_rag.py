@@ -162,27 +162,17 @@ PLAIN_TITLE = st.lists(st.sampled_from(["Ada", "Lovelace", "London", "Engine"]),
     " ".join
 )
 
-#: Bugs this fuzz found in lumos_ray/rag that are not fixed yet (strict: the property
-#: fails once they are, until the mark goes).
-TITLE_BUG = (
-    "ShardState._about_keys (lumos_ray/rag/_state.py) indexes keys[0] of title_keys(title) "
-    "without checking it is empty: a document titled '.', '-', '!!' or 'The' whose text "
-    "names entities fails upsert with IndexError (on main before this suite too)"
-)
-DUPLICATE_ID_BUG = (
-    "an upsert batch that names one doc_id twice keeps both documents' chunk ids "
-    "(d#0 twice); deleting that doc_id then fails with KeyError 'd#0' in "
-    "ShardState._delete_locked (lumos_ray/rag/_state.py), also reachable from `lumos rag "
-    "ingest a/ b/` when both folders hold x.txt"
-)
+#: Bugs this fuzz found in lumos_ray/rag, fixed (85eaee1) and pinned below as examples:
+#: a title with no letters crashed upsert (IndexError in ShardState._about_keys); an
+#: upsert batch naming one doc_id twice kept both chunk sets under one id, so deleting it
+#: raised KeyError.
 
 
 _ADA = "Ada Lovelace met Charles Babbage in London."
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=TITLE_BUG)
 @fuzz_settings(max_examples=DOC_EXAMPLES, bound_s=BOUND_S)
-@example(  # the bug, pinned: generation alone may or may not reach it
+@example(  # a bug this found (fixed): pinned as a regression case
     docs=[Document(doc_id="t", title=".", text=_ADA)],
     chunking=ChunkingConfig(),
     shards=1,
@@ -207,7 +197,6 @@ def test_fuzz_rag_documents_ingest_query_and_delete(
     _ingest_query_delete(docs, chunking, shards, queries, delete, territory)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=DUPLICATE_ID_BUG)
 @fuzz_settings(max_examples=DOC_EXAMPLES // 3, bound_s=BOUND_S)
 @example(
     docs=[Document(doc_id="d", title="Ada", text=_ADA)] * 2,
