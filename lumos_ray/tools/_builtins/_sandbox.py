@@ -14,7 +14,8 @@ mechanism that works here, probed once per process:
 
 - ``bubblewrap``: ``bwrap`` with new user, PID, network, IPC and UTS namespaces: no
   network (only a private loopback), the host filesystem read-only, ``/tmp`` and
-  ``$LUMOS_HOME`` replaced by empty tmpfs, the workspace the only writable place.
+  ``$LUMOS_HOME`` replaced by empty tmpfs (the interpreter's own folders stay visible,
+  read-only, when they live there), the workspace the only writable place.
 - ``unshare``: ``unshare --net --pid --fork``: no network and a private PID space,
   but the filesystem is the host's, writable as the user.
 - ``none``: bounds only; the command sees what the user sees.
@@ -54,9 +55,16 @@ def _bwrap_prefix(workspace: Path) -> list[str] | None:
     args = [bwrap, "--die-with-parent", "--new-session", "--unshare-all",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp"]  # fmt: skip
+    hidden = [Path("/tmp")]
     home = os.environ.get("LUMOS_HOME")
     if home and Path(home).is_dir() and Path(home).resolve() != Path("/"):
-        args += ["--tmpfs", str(Path(home).resolve())]
+        hidden.append(Path(home).resolve())
+        args += ["--tmpfs", str(hidden[-1])]
+    # The interpreter (a venv, a checkout) may live under a hidden folder: it stays
+    # visible, read-only, or `python_exec` could not start.
+    for keep in sorted({Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}):
+        if any(keep == h or h in keep.parents for h in hidden):
+            args += ["--ro-bind", str(keep), str(keep)]
     ws = str(workspace)
     return [*args, "--bind", ws, ws, "--chdir", ws, "--"]
 
