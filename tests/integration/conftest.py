@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -44,7 +45,18 @@ def ray_cluster(request: pytest.FixtureRequest, lumos_home: str) -> Iterator[run
         "LUMOS_TEST_MODEL_KEY=http://127.0.0.1:*;LUMOS_TEST_GATEWAY_KEY=http://127.0.0.1:*",
     )
     settings = LumosSettings.from_env(address=address, num_cpus=None if address else 8)
-    info = runtime.connect(settings=settings)
+    # Ray 2.60's raylet gives its dashboard agent a fixed 15 s to start and aborts the
+    # node otherwise; on a saturated 2-core machine that can fail one start. One failed
+    # start would error every test of the session, so try again (twice at most).
+    for attempt in (1, 2, 3):
+        try:
+            info = runtime.connect(settings=settings)
+            break
+        except Exception:
+            runtime.shutdown()
+            if attempt == 3:
+                raise
+            time.sleep(5)
     yield info
     runtime.shutdown()
 
