@@ -17,10 +17,8 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from lumos_ray.config import LumosSettings
 from lumos_ray.errors import ConfigError, ConnectionFailedError
 from lumos_ray.runtime import cluster_down, cluster_status, local_cluster_address
-from lumos_ray.runtime._cluster import _with_local_cluster
 from lumos_ray.runtime._nodes import (
     MARKER_ENV,
     NodeProcess,
@@ -65,17 +63,30 @@ def test_address_file_is_used_only_while_the_cluster_answers(tmp_path: Path, lis
 
 
 def test_connect_settings_follow_the_file_unless_an_address_is_given(
-    tmp_path: Path, listener: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, listener: int
 ) -> None:
-    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    # In a fresh process: the check switches Ray to token auth (RAY_AUTH_MODE) before
+    # Ray is imported, as connect() does; in this test process, which imports Ray, that
+    # would leave Ray's cached auth mode and the clusters later tests start disagreeing.
     _record(tmp_path, listener)
-    settings, local = _with_local_cluster(LumosSettings(home=str(tmp_path)))
-    assert local and settings.address == f"127.0.0.1:{listener}" and not settings.embedded
-    assert os.environ["RAY_AUTH_MODE"] == "token"
-    for explicit in ("local", "auto", "ray://10.0.0.1:10001"):
-        same, local = _with_local_cluster(LumosSettings(home=str(tmp_path), address=explicit))
-        assert not local and same.address == explicit
+    code = f"""
+import os
+os.environ.pop("RAY_AUTH_MODE", None)
+os.environ.pop("RAY_JOB_CONFIG_JSON_ENV_VAR", None)
+from lumos_ray.config import LumosSettings
+from lumos_ray.runtime._cluster import _with_local_cluster
+settings, local = _with_local_cluster(LumosSettings(home={str(tmp_path)!r}))
+assert local and settings.address == "127.0.0.1:{listener}" and not settings.embedded
+assert os.environ["RAY_AUTH_MODE"] == "token"
+for explicit in ("local", "auto", "ray://10.0.0.1:10001"):
+    same, local = _with_local_cluster(LumosSettings(home={str(tmp_path)!r}, address=explicit))
+    assert not local and same.address == explicit, (explicit, same.address)
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 def test_node_processes_finds_marked_processes_and_their_children_and_stops_them(
