@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
 from lumos_ray.serve._tenant_runs import RUN_ID_PATTERN, TenantRuns, tenant_runs
+from lumos_ray.workflows import CheckpointInfo, ScheduleInfo
 from lumos_ray.workflows._definition import list_workflows
 
 __all__ = ["router"]
@@ -67,16 +68,9 @@ class NewRun(BaseModel):
     from_run: str
 
 
-class CheckpointOut(BaseModel):
-    index: int
-    path: str
-    output: Any = None
-    seq: int | None = None
-
-
 class CheckpointList(BaseModel):
     object: str = "list"
-    data: list[CheckpointOut]
+    data: list[CheckpointInfo]
 
 
 class CreateSchedule(BaseModel):
@@ -87,24 +81,9 @@ class CreateSchedule(BaseModel):
     catchup: str = Field(default="all", pattern="^(all|latest)$")
 
 
-class ScheduleOut(BaseModel):
-    id: str
-    workflow: str
-    version: str
-    input: Any = None
-    cron: str | None = None
-    every_s: float | None = None
-    catchup: str
-    status: str
-    next_fire: float
-    fired: int
-    created_at: float
-    updated_at: float
-
-
 class ScheduleList(BaseModel):
     object: str = "list"
-    data: list[ScheduleOut]
+    data: list[ScheduleInfo]
 
 
 class RunOut(BaseModel):
@@ -263,7 +242,7 @@ async def cancel(run_id: str, request: Request) -> RunOut:
 async def checkpoints(run_id: str, request: Request) -> CheckpointList:
     """The run's checkpoints in the order its steps finished (replay and fork points)."""
     rows = await _runs(request).checkpoints(run_id)
-    return CheckpointList(data=[CheckpointOut.model_validate(r) for r in rows])
+    return CheckpointList(data=[CheckpointInfo.model_validate(r) for r in rows])
 
 
 @router.post("/v1/runs/{run_id}/replay", status_code=201)
@@ -285,12 +264,12 @@ async def fork(run_id: str, body: ForkRun, request: Request) -> NewRun:
 
 
 @router.post("/v1/workflows/{name}/schedules", status_code=201)
-async def create_schedule(name: str, body: CreateSchedule, request: Request) -> ScheduleOut:
+async def create_schedule(name: str, body: CreateSchedule, request: Request) -> ScheduleInfo:
     """Run workflow ``name`` on every tick of ``cron`` or every ``every_s`` seconds."""
     row = await _runs(request).add_schedule(
         body.id, name, body.input, body.cron, body.every_s, body.catchup
     )
-    return ScheduleOut.model_validate(row)
+    return ScheduleInfo.model_validate(row)
 
 
 @router.get("/v1/schedules")
@@ -298,9 +277,9 @@ async def list_schedules(
     request: Request, status: str | None = Query(default=None, pattern="^(active|cancelled)$")
 ) -> ScheduleList:
     rows = await _runs(request).list_schedules(status)
-    return ScheduleList(data=[ScheduleOut.model_validate(r) for r in rows])
+    return ScheduleList(data=[ScheduleInfo.model_validate(r) for r in rows])
 
 
 @router.post("/v1/schedules/{schedule_id}/cancel")
-async def cancel_schedule(schedule_id: str, request: Request) -> ScheduleOut:
-    return ScheduleOut.model_validate(await _runs(request).cancel_schedule(schedule_id))
+async def cancel_schedule(schedule_id: str, request: Request) -> ScheduleInfo:
+    return ScheduleInfo.model_validate(await _runs(request).cancel_schedule(schedule_id))
