@@ -782,7 +782,11 @@ def build_app() -> FastAPI:
         body: EmbeddingBody = _parse(EmbeddingBody, raw)
         model = body.model or gw.config.embeddings.name
         if not gw.config.embeddings.enabled or gw.embed_handle is None:
-            raise ServeError("No embedding model is configured.")
+            raise NotFoundError(
+                "This gateway serves no embedding model.",
+                fix="Enable one in the serve config (embeddings.enabled: true) and restart "
+                "the app, or call a gateway that serves embeddings.",
+            )
         if model != gw.config.embeddings.name:
             raise NotFoundError(f"The embedding model {model!r} does not exist.")
         texts = [body.input] if isinstance(body.input, str) else body.input

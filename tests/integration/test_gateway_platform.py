@@ -50,7 +50,8 @@ def gateway(
         f"  tiny: {{api_calls_per_month: {QUOTA}, concurrent_agents: 1, storage_bytes: 1000}}\n"
         "  big: {api_calls_per_month: null, concurrent_agents: 5, storage_bytes: 1000}\n"
     )
-    os.environ["LUMOS_PLANS_FILE"] = str(plans)
+    old_plans = os.environ.get("LUMOS_PLANS_FILE")
+    os.environ["LUMOS_PLANS_FILE"] = str(plans)  # restored at the end: later modules use "free"
     p = Platform()  # the session's store (LUMOS_STORE_URL or $LUMOS_HOME/runs.db)
     for name, plan in [("acme", "big"), ("globex", "big"), ("small", "tiny"), ("fuzz", "big")]:
         p.create_tenant(name, plan)
@@ -100,6 +101,10 @@ def gateway(
     yield {"url": url, "keys": keys, "platform": p}
     lserve.stop(static.app_name)
     lserve.stop(cfg.app_name)
+    if old_plans is None:
+        os.environ.pop("LUMOS_PLANS_FILE", None)
+    else:
+        os.environ["LUMOS_PLANS_FILE"] = old_plans
 
 
 def _h(key: str) -> dict[str, str]:

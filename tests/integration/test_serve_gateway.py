@@ -277,7 +277,7 @@ def test_error_statuses_are_openai_json(client: httpx.Client, served: Any) -> No
     big = {**chat, "model": "lumos-tiny", "messages": [{"role": "user", "content": "a" * 70_000}]}
     _assert_openai_error(client.post("/chat/completions", json=big), 413)
     err = _assert_openai_error(httpx.post(url + "/chat/completions", json=chat), 401)
-    assert err["lumos_code"] == "LUMOS-E041"
+    assert err["lumos_code"] == "LUMOS-E080"  # AuthenticationError: missing or unknown key
     _assert_openai_error(httpx.get(url + "/models", headers={"Authorization": "Bearer wrong"}), 401)
     _assert_openai_error(client.post("/embeddings", json={"input": 5}), 422)
     _assert_openai_error(client.get("/models/nope"), 404)
@@ -308,7 +308,9 @@ def test_health_ready_metrics_openapi(served: Any, client: httpx.Client) -> None
     assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"} <= set(
         spec["paths"]
     )
-    metrics = httpx.get(root + "/metrics").text
+    # Metrics show every tenant's traffic: an admin key only (a plain static key is one).
+    assert httpx.get(root + "/metrics").status_code == 401
+    metrics = httpx.get(root + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     chat_ok = 'method="POST",route="/v1/chat/completions",status="200"'
     assert "lumos_gateway_requests_total{" + chat_ok + "}" in metrics
     assert 'status="404"' in metrics and 'status="401"' in metrics
