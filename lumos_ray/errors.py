@@ -33,9 +33,11 @@ __all__ = [
     "RunStateError",
     "ServeError",
     "StepTimeoutError",
+    "ThreadBusyError",
     "ToolArgumentError",
     "ToolError",
     "ToolNotAllowedError",
+    "TurnInterruptedError",
     "WorkflowDefinitionError",
     "error_help",
 ]
@@ -62,6 +64,13 @@ ERROR_HELP: dict[str, str] = {
     "LUMOS-E014": "The run was cancelled. Start a new run if the work is still needed.",
     "LUMOS-E015": "The agent used all its model calls without a final answer. Raise "
     "`max_steps` on the agent, or make the instructions/tools lead to an answer sooner.",
+    "LUMOS-E016": "The thread is busy: a turn is running on it and the agent (or this "
+    "call) rejects concurrent input (`concurrent_input='reject'`). Wait for the turn to "
+    "finish and send again, or choose 'enqueue', 'interrupt' or 'rollback'.",
+    "LUMOS-E017": "This turn was cancelled by a newer input on the same thread "
+    "(`concurrent_input='interrupt'` keeps its messages so far, marked interrupted; "
+    "'rollback' discards them). Tools it had started are not undone: check the error's "
+    "`tools_started` and send the input again if it is still needed.",
     "LUMOS-E020": "A tool failed. The message carries the tool's own error; the model "
     "sees it and may retry with other arguments.",
     "LUMOS-E021": "The tool arguments do not match the tool's JSON Schema. Pass the "
@@ -170,6 +179,21 @@ class RunCancelledError(LumosError):
 
 class AgentStepLimitError(LumosError):
     code = "LUMOS-E015"
+
+
+class ThreadBusyError(LumosError):
+    """A second input arrived on a thread whose turn is still running, and the
+    strategy is ``reject`` (``details``: ``thread_id``, ``agent``)."""
+
+    code = "LUMOS-E016"
+
+
+class TurnInterruptedError(LumosError):
+    """A running turn was cancelled by a newer input on its thread (``details``:
+    ``strategy`` 'interrupt' or 'rollback', ``thread_id``, ``kept_messages``,
+    ``tools_started``, ``tools_unfinished``)."""
+
+    code = "LUMOS-E017"
 
 
 class ToolError(LumosError):
