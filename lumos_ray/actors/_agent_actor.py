@@ -74,12 +74,15 @@ class AgentActor:
         )
 
     def _apply(self, spec: Agent, fingerprint: str) -> None:
+        from lumos_ray.actors._agent_tool import agent_tools
         from lumos_ray.tools._api import resolve_tools
 
         self.spec = spec
         self.fingerprint = fingerprint
         self.model = build_model(spec.model)
-        self.tools = {t.name: t for t in resolve_tools(spec.tools)}
+        # Agent specs among the tools are asked in their own actors (_agent_tool).
+        own = agent_tools(spec, self.tenant, actor_for, spec_fingerprint)
+        self.tools = {t.name: t for t in resolve_tools(own)}
         if spec.memory.working:
             for t in self._memory_tools():
                 self.tools[t.name] = t

@@ -89,7 +89,11 @@ class Agent(BaseModel):
     name: str
     instructions: str = ""
     model: ChatModel | ModelConfig | str = "test"
-    tools: list[Any] = Field(default_factory=list, description="Tool names, Tools or functions.")
+    tools: list[Any] = Field(
+        default_factory=list,
+        description="Tool names, Tools, functions, or Agent specs (each asked as a tool in "
+        "its own actor).",
+    )
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     max_steps: int = Field(default=10, ge=1, description="Model calls per turn at most.")
     max_tool_retries: int = Field(
