@@ -31,10 +31,13 @@ MAX_DEFINITION_BYTES = 1_000_000
 
 
 def _tool_to_data(item: Any) -> Any:
+    from lumos_ray.actors.agent import Agent
     from lumos_ray.tools import Tool, get_tool
 
     if isinstance(item, str):
         return item
+    if isinstance(item, Agent):  # an agent asked as a tool: its spec, as data
+        return {"agent": _agent_to_data(item)}
     if not isinstance(item, Tool):
         if callable(item):
             return {"function": function_ref(item, "tool function")}
@@ -61,6 +64,8 @@ def _tool_from_data(item: Any) -> Any:
 
     if isinstance(item, str) and ":" in item:
         return import_object(item)
+    if isinstance(item, dict) and isinstance(item.get("agent"), dict):  # an agent as a tool
+        return {"agent": _agent_from_data(item["agent"])}
     if isinstance(item, dict) and "function" in item:
         opts = {k: v for k, v in item.items() if k != "function"}
         return Tool(import_object(item["function"]), **opts)
