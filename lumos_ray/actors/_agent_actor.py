@@ -3,7 +3,9 @@
 Thread state is a list of messages, loaded from the run store on first use and kept
 in a bounded LRU cache; each turn appends its new messages to the store in one small
 write. Store I/O runs in a worker thread so the event loop keeps serving other
-threads. Turns of the same thread are serialised by a per-thread lock.
+threads. Turns of the same thread are serialised by a per-thread gate, which also
+decides what a second input does while a turn runs (``_concurrency``: reject, enqueue,
+interrupt, rollback).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from lumos_ray import tracing
-from lumos_ray.actors._agent_loop import AgentResult, run_turn, turn_key
+from lumos_ray.actors._agent_loop import AgentResult, run_turn, turn_key, user_message
+from lumos_ray.actors._concurrency import (
+    ThreadGate,
+    Turn,
+    check_strategy,
+    close_interrupted,
+    interrupted_error,
+)
 from lumos_ray.actors._slot import AgentSlotKeeper
 from lumos_ray.actors.models import build_model
 from lumos_ray.tools._api import ToolContext
@@ -58,7 +67,7 @@ class AgentActor:
         self._notes: dict[str, dict[str, Any]] = {}
         self._apply(spec, fingerprint)
         self._threads: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._gates: dict[str, ThreadGate] = {}
         self._store: Any = None
         self._writes: list[tuple[str, list[dict[str, Any]], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -146,7 +155,9 @@ class AgentActor:
             fut = self._loads[thread_id] = asyncio.get_running_loop().create_future()
             if self._loader is None or self._loader.done():
                 self._loader = asyncio.create_task(self._flush_loads())
-        return await fut
+        # Shielded: a turn cancelled by newer input must not cancel a load that other
+        # callers (``history``) await too.
+        return await asyncio.shield(fut)
 
     def _memory_tools(self) -> list[Any]:
         """`remember`/`forget`, bound to this actor's per-thread notes."""
@@ -216,7 +227,9 @@ class AgentActor:
             self._threads[thread_id] = hist
             while len(self._threads) > _CACHE_THREADS:
                 old, _ = self._threads.popitem(last=False)
-                self._locks.pop(old, None)
+                gate = self._gates.get(old)
+                if gate is not None and not gate.lock.locked():
+                    del self._gates[old]
         else:
             self._threads.move_to_end(thread_id)
         return hist
@@ -229,55 +242,108 @@ class AgentActor:
         carrier: dict[str, str] | None,
         emit: Any,
         fresh: bool = False,
+        concurrent_input: str | None = None,
+    ) -> AgentResult:
+        strategy = check_strategy(concurrent_input or self.spec.concurrent_input)
+        gate = self._gates.get(thread_id)
+        if gate is None:
+            gate = self._gates[thread_id] = ThreadGate()
+        # Before any await: inputs are judged in the order they reached the actor.
+        gate.admit(strategy, self.spec.name, thread_id)
+        async with gate.lock:
+            turn = Turn()
+            turn.task = asyncio.create_task(
+                self._turn_body(input, thread_id, run_id, carrier, emit, fresh, turn)
+            )
+            gate.current = turn
+            try:
+                return await turn.task
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if turn.cancelled_by is None or (me is not None and me.cancelling()):
+                    raise  # our own caller cancelled (timeout, ray.cancel): nothing kept
+                raise await self._settle(thread_id, input, turn) from None
+            finally:
+                gate.current = None
+
+    async def _settle(self, thread_id: str, input: Any, turn: Turn) -> Exception:
+        """A turn a newer input cancelled: keep its messages so far (interrupt) or
+        nothing (rollback), and the error its caller gets."""
+        partial = list(turn.transcript) or [user_message(input)]
+        kept: list[dict[str, Any]] = []
+        if turn.cancelled_by == "interrupt" and self.spec.memory.history:
+            kept = close_interrupted(partial)
+            await asyncio.shield(self._commit(thread_id, await self._history(thread_id), kept))
+        return interrupted_error(
+            turn.cancelled_by or "interrupt", self.spec.name, thread_id, partial, len(kept)
+        )
+
+    async def _commit(
+        self, thread_id: str, hist: list[dict[str, Any]], new: list[dict[str, Any]]
+    ) -> None:
+        """Save a turn's messages, then add them to the cached history: the cache never
+        holds what the store does not (a failed write leaves both as they were). Run
+        shielded: once the write is queued, the cache must follow it."""
+        if self.spec.memory.persist:
+            await self._persist(thread_id, new)
+        hist.extend(new)
+
+    async def _turn_body(
+        self,
+        input: Any,
+        thread_id: str,
+        run_id: str | None,
+        carrier: dict[str, str] | None,
+        emit: Any,
+        fresh: bool,
+        turn: Turn,
     ) -> AgentResult:
         if self._slot is not None:
             await self._slot.ensure()  # AgentConcurrencyError over the plan's limit
-        lock = self._locks.setdefault(thread_id, asyncio.Lock())
-        async with lock:
-            with tracing.span(
-                "agent.turn", carrier, agent=self.spec.name, thread_id=thread_id, run_id=run_id
-            ):
-                hist = await self._history(thread_id, fresh)
-                limit = self.spec.memory.max_messages
-                window = hist[-limit:] if hist and limit is not None else hist
-                # Never start the window on a tool result: it needs its assistant call.
-                while window and window[0].get("role") == "tool":
-                    window = window[1:]
-                instructions = self.spec.instructions
-                if self.spec.memory.working:
-                    notes = await self._load_notes(thread_id)
-                    instructions += (
-                        "\n\nWorking memory (your notes; change them with `remember` and "
-                        f"`forget`): {json.dumps(notes, default=str) if notes else '(empty)'}"
-                    )
-                result = await run_turn(
-                    model=self.model,
-                    tools=self.tools,
-                    instructions=instructions,
-                    history=window if self.spec.memory.history else [],
-                    input=input,
-                    thread_id=thread_id,
-                    max_steps=self.spec.max_steps,
-                    max_tool_retries=self.spec.max_tool_retries,
-                    timeout_s=self.spec.step_timeout_s,
-                    stream=self.spec.stream,
-                    tool_ctx=ToolContext(
-                        run_id=run_id,
-                        thread_id=thread_id,
-                        workspace=self.spec.workspace,
-                        settings=self.spec.tool_settings,
-                        tenant=self.tenant,
-                    ),
-                    emit=emit,
-                    # The full persisted history (not the window): a retry of this
-                    # turn sees the same length, the next turn a longer one.
-                    key=turn_key(run_id, thread_id, len(hist), input),
+        with tracing.span(
+            "agent.turn", carrier, agent=self.spec.name, thread_id=thread_id, run_id=run_id
+        ):
+            hist = await self._history(thread_id, fresh)
+            limit = self.spec.memory.max_messages
+            window = hist[-limit:] if hist and limit is not None else hist
+            # Never start the window on a tool result: it needs its assistant call.
+            while window and window[0].get("role") == "tool":
+                window = window[1:]
+            instructions = self.spec.instructions
+            if self.spec.memory.working:
+                notes = await self._load_notes(thread_id)
+                instructions += (
+                    "\n\nWorking memory (your notes; change them with `remember` and "
+                    f"`forget`): {json.dumps(notes, default=str) if notes else '(empty)'}"
                 )
-                if self.spec.memory.history:
-                    hist.extend(result.new_messages)
-                    if self.spec.memory.persist:
-                        await self._persist(thread_id, result.new_messages)
-                return result
+            result = await run_turn(
+                model=self.model,
+                tools=self.tools,
+                instructions=instructions,
+                history=window if self.spec.memory.history else [],
+                input=input,
+                thread_id=thread_id,
+                max_steps=self.spec.max_steps,
+                max_tool_retries=self.spec.max_tool_retries,
+                timeout_s=self.spec.step_timeout_s,
+                stream=self.spec.stream,
+                tool_ctx=ToolContext(
+                    run_id=run_id,
+                    thread_id=thread_id,
+                    workspace=self.spec.workspace,
+                    settings=self.spec.tool_settings,
+                    tenant=self.tenant,
+                ),
+                emit=emit,
+                # The full persisted history (not the window): a retry of this
+                # turn sees the same length, the next turn a longer one.
+                key=turn_key(run_id, thread_id, len(hist), input),
+                transcript=turn.transcript,
+            )
+            turn.committing = True  # the commit point: newer input no longer cancels it
+            if self.spec.memory.history:
+                await asyncio.shield(self._commit(thread_id, hist, result.new_messages))
+            return result
 
     async def run(
         self,
@@ -286,10 +352,13 @@ class AgentActor:
         run_id: str | None = None,
         carrier: dict[str, str] | None = None,
         fresh: bool = False,
+        concurrent_input: str | None = None,
     ) -> AgentResult:
         """One turn. ``fresh``: the caller knows ``thread_id`` has never been used (the
-        runner's per-step thread of a run's first attempt), so no history is read."""
-        return await self._turn(input, thread_id, run_id, carrier, None, fresh)
+        runner's per-step thread of a run's first attempt), so no history is read.
+        ``concurrent_input``: what this input does if the thread is busy (default: the
+        agent's ``concurrent_input``)."""
+        return await self._turn(input, thread_id, run_id, carrier, None, fresh, concurrent_input)
 
     async def run_stream(
         self,
@@ -298,6 +367,7 @@ class AgentActor:
         run_id: str | None = None,
         carrier: dict[str, str] | None = None,
         fresh: bool = False,
+        concurrent_input: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -306,7 +376,9 @@ class AgentActor:
 
         async def work() -> AgentResult:
             try:
-                return await self._turn(input, thread_id, run_id, carrier, emit, fresh)
+                return await self._turn(
+                    input, thread_id, run_id, carrier, emit, fresh, concurrent_input
+                )
             finally:
                 queue.put_nowait(None)
 

@@ -27,7 +27,7 @@ from lumos_ray.errors import (
     ToolError,
 )
 
-__all__ = ["AgentResult", "run_turn", "turn_key"]
+__all__ = ["AgentResult", "run_turn", "turn_key", "user_message"]
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -48,7 +48,7 @@ def _add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
             total[k] = total.get(k, 0) + usage[k]
 
 
-def _user_message(input: str | dict[str, Any]) -> dict[str, Any]:
+def user_message(input: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(input, dict) and "role" in input:
         return input
     if isinstance(input, str):
@@ -154,6 +154,33 @@ async def _run_tool(
     return json.dumps(result, default=str), True
 
 
+async def _run_tools(
+    calls: list[ToolCall],
+    tools: dict[str, Any],
+    tool_ctx: Any,
+    key: str | None,
+    step: int,
+    timeout_s: float | None,
+    new: list[dict[str, Any]],
+) -> list[tuple[str, bool]]:
+    """One model call's tool calls, concurrently. Cancelled (a newer input interrupted
+    the turn), the results of the calls that had finished go into ``new`` first: they
+    happened, and an interrupted turn's history must say so."""
+    done: dict[int, tuple[str, bool]] = {}
+
+    async def one(i: int, c: ToolCall) -> tuple[str, bool]:
+        done[i] = await _run_tool(c, tools, _call_ctx(tool_ctx, key, step, i, c), timeout_s)
+        return done[i]
+
+    try:
+        return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(calls))))
+    except asyncio.CancelledError:
+        for i, c in enumerate(calls):
+            if i in done:
+                new.append({"role": "tool", "tool_call_id": c.id, "content": done[i][0]})
+        raise
+
+
 async def run_turn(
     *,
     model: ChatModel,
@@ -169,17 +196,22 @@ async def run_turn(
     tool_ctx: Any = None,
     emit: EventSink | None = None,
     key: str | None = None,
+    transcript: list[dict[str, Any]] | None = None,
 ) -> AgentResult:
     """Run the loop until the model answers without tool calls.
 
     ``key`` (see :func:`turn_key`) gives each tool call an idempotency key. Tool-call
     arguments named like secrets are redacted in emitted events and in the returned
     ``tool_calls`` log (the conversation history keeps them: the model needs them).
+    ``transcript``: a list the turn's new messages are appended to as they happen, so a
+    caller that cancels the turn knows what it had done (tool calls that finished are
+    in it even when others of the same model call had not).
     """
     from lumos_ray.tools._api import redact_arguments
 
-    user = _user_message(input)
-    new: list[dict[str, Any]] = [user]
+    user = user_message(input)
+    new: list[dict[str, Any]] = transcript if transcript is not None else []
+    new.append(user)
     system = [{"role": "system", "content": instructions}] if instructions else []
     schemas = [t.openai_schema() for t in tools.values()] or None
     usage: dict[str, int] = {}
@@ -198,12 +230,7 @@ async def run_turn(
         new.append(resp.to_message())
         if not resp.tool_calls:
             return AgentResult(resp.content, thread_id, new, step, calls_log, usage)
-        results = await asyncio.gather(
-            *(
-                _run_tool(c, tools, _call_ctx(tool_ctx, key, step, i, c), timeout_s)
-                for i, c in enumerate(resp.tool_calls)
-            )
-        )
+        results = await _run_tools(resp.tool_calls, tools, tool_ctx, key, step, timeout_s, new)
         for call, (content, ok) in zip(resp.tool_calls, results, strict=True):
             shown = redact_arguments(call.arguments)
             calls_log.append({"name": call.name, "arguments": shown, "ok": ok})

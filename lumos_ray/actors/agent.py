@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lumos_ray.actors._agent_loop import AgentResult
+from lumos_ray.actors._concurrency import ConcurrentInput
 from lumos_ray.actors.models import ChatModel, ModelConfig
 
 __all__ = ["Agent", "AgentHandle", "AgentResult", "MemoryConfig", "Resources", "RestartPolicy"]
@@ -113,6 +114,13 @@ class Agent(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     replicas: int = Field(default=1, ge=1, description="Actor replicas (threads are sharded).")
+    concurrent_input: ConcurrentInput = Field(
+        default="enqueue",
+        description="What a new input on a thread whose turn is still running does: "
+        "'reject' (fails with ThreadBusyError), 'enqueue' (runs after it), 'interrupt' "
+        "(cancels it, keeping its messages so far marked interrupted) or 'rollback' "
+        "(cancels it, keeping nothing). Overridable per call.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -142,6 +150,7 @@ class AgentHandle:
             actor_for(spec, i, self.fingerprint, self.tenant) for i in range(spec.replicas)
         ]
         self._current = False
+        self._current_lock: asyncio.Lock | None = None
 
     def actor(self, thread_id: str) -> Any:
         return self._actors[zlib.crc32(thread_id.encode()) % len(self._actors)]
@@ -151,10 +160,17 @@ class AgentHandle:
         instructions, model or tools under the same name) would keep serving the old
         one: the first call through this handle hands it the new spec. One round trip
         per replica, once per handle."""
-        if not self._current:
-            running = await asyncio.gather(*self._fingerprint_refs())
-            await asyncio.gather(*self._reconfigure_refs(running))
-            self._current = True
+        if self._current:
+            return
+        # One check for all first calls: two inputs sent at once through a new handle
+        # reach the actor in the order they were sent (concurrent_input depends on it).
+        if self._current_lock is None:
+            self._current_lock = asyncio.Lock()
+        async with self._current_lock:
+            if not self._current:
+                running = await asyncio.gather(*self._fingerprint_refs())
+                await asyncio.gather(*self._reconfigure_refs(running))
+                self._current = True
 
     def _ensure_current_sync(self) -> None:
         from lumos_ray.runtime import get_refs
@@ -180,17 +196,28 @@ class AgentHandle:
         thread_id: str | None = None,
         run_id: str | None = None,
         carrier: dict[str, str] | None = None,
+        concurrent_input: ConcurrentInput | None = None,
     ) -> AgentResult:
-        """One turn: the model and tools loop until the model answers."""
+        """One turn: the model and tools loop until the model answers.
+
+        ``concurrent_input`` overrides the agent's setting for this input (what it does
+        if the thread's previous turn is still running): 'reject' raises
+        ThreadBusyError, 'enqueue' waits, 'interrupt'/'rollback' cancel the running turn
+        (whose caller gets TurnInterruptedError)."""
         from lumos_ray import tracing
         from lumos_ray.errors import LumosError
         from lumos_ray.runtime import is_remote_task_error, unwrap_error
 
         thread_id = thread_id or uuid.uuid4().hex
+        _check_concurrent(concurrent_input)
         await self.ensure_current()
         try:
             result: AgentResult = await self.actor(thread_id).run.remote(
-                input, thread_id, run_id=run_id, carrier=carrier or tracing.inject()
+                input,
+                thread_id,
+                run_id=run_id,
+                carrier=carrier or tracing.inject(),
+                concurrent_input=concurrent_input,
             )
         except Exception as exc:  # our own errors arrive as themselves, not a traceback
             if is_remote_task_error(exc) and isinstance(unwrap_error(exc), LumosError):
@@ -198,26 +225,43 @@ class AgentHandle:
             raise
         return result
 
-    def run_sync(self, input: str | dict[str, Any], *, thread_id: str | None = None) -> AgentResult:
+    def run_sync(
+        self,
+        input: str | dict[str, Any],
+        *,
+        thread_id: str | None = None,
+        concurrent_input: ConcurrentInput | None = None,
+    ) -> AgentResult:
         from lumos_ray import tracing
         from lumos_ray.runtime import get_refs
 
         thread_id = thread_id or uuid.uuid4().hex
+        _check_concurrent(concurrent_input)
         self._ensure_current_sync()
-        ref = self.actor(thread_id).run.remote(input, thread_id, carrier=tracing.inject())
+        ref = self.actor(thread_id).run.remote(
+            input, thread_id, carrier=tracing.inject(), concurrent_input=concurrent_input
+        )
         result: AgentResult = get_refs(ref)
         return result
 
     async def stream(
-        self, input: str | dict[str, Any], *, thread_id: str | None = None
+        self,
+        input: str | dict[str, Any],
+        *,
+        thread_id: str | None = None,
+        concurrent_input: ConcurrentInput | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Events of one turn as they happen (token deltas, tool calls), then
-        ``{"type": "result", "result": AgentResult}``."""
+        ``{"type": "result", "result": AgentResult}``. ``concurrent_input`` as in
+        :meth:`run`."""
         from lumos_ray import tracing
 
         thread_id = thread_id or uuid.uuid4().hex
+        _check_concurrent(concurrent_input)
         await self.ensure_current()
-        gen = self.actor(thread_id).run_stream.remote(input, thread_id, carrier=tracing.inject())
+        gen = self.actor(thread_id).run_stream.remote(
+            input, thread_id, carrier=tracing.inject(), concurrent_input=concurrent_input
+        )
         async for ref in gen:
             yield await ref
 
@@ -238,3 +282,11 @@ class AgentHandle:
     async def working_memory(self, thread_id: str) -> dict[str, Any]:
         """The thread's notes (see ``MemoryConfig.working``)."""
         return await self.actor(thread_id).working_memory.remote(thread_id)
+
+
+def _check_concurrent(value: Any) -> None:
+    """A bad per-call strategy fails here, before anything is sent."""
+    if value is not None:
+        from lumos_ray.actors._concurrency import check_strategy
+
+        check_strategy(value)
