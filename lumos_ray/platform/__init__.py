@@ -10,6 +10,7 @@ Entry points (the gateway, the CLI, the runner) code against :class:`Platform`::
     p.authorize(who, "run")                          # PermissionDeniedError -> 403
     p.charge(who)                                    # QuotaExceededError -> 429
     p.record_usage(who, prompt_tokens=12, completion_tokens=30)
+    p.check_storage(who.tenant)                      # QuotaExceededError at the storage limit
     p.audit(who.tenant, who.actor, "run.started", run_id, {"workflow": "wf"})
 
 Keys are stored hashed and shown once; every row is keyed by tenant. See
@@ -24,6 +25,7 @@ from lumos_ray.platform._ledger import QuotaLedger
 from lumos_ray.platform._plans import PLANS_ENV, Plan, Plans, default_plans, load_plans
 from lumos_ray.platform._platform import Platform, default_platform
 from lumos_ray.platform._roles import ACTIONS
+from lumos_ray.platform._storage import STORAGE_SCAN_S, StorageReport
 from lumos_ray.platform._types import (
     AgentSlot,
     AuditEntry,
@@ -42,6 +44,7 @@ __all__ = [
     "AUDIT_EVENTS",
     "KEY_PREFIX",
     "PLANS_ENV",
+    "STORAGE_SCAN_S",
     "AgentSlot",
     "AuditEntry",
     "AuditReport",
@@ -53,6 +56,7 @@ __all__ = [
     "Principal",
     "QuotaLedger",
     "Role",
+    "StorageReport",
     "Tenant",
     "UsageDay",
     "User",

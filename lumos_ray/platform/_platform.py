@@ -24,7 +24,7 @@ from lumos_ray.errors import (
     InputValidationError,
     NotFoundError,
 )
-from lumos_ray.platform import _audit, _slots, _usage
+from lumos_ray.platform import _audit, _slots, _storage, _usage
 from lumos_ray.platform._keys import hash_secret, new_key, parse_key, secret_matches
 from lumos_ray.platform._plans import Plan, Plans, load_plans
 from lumos_ray.platform._roles import check_action, parse_role
@@ -59,6 +59,9 @@ PLAN_CACHE_S = 5.0
 #: At most one ``login.failed`` audit entry per key id per this many seconds and
 #: process: a flood of bad secrets must not become a flood of writes.
 LOGIN_FAILURE_AUDIT_EVERY_S = 60.0
+#: A storage refusal re-measures first when the measurement is older than this, so a
+#: tenant that just deleted data is not refused on the old number.
+STORAGE_RECHECK_S = 2.0
 
 
 def _tenant_name(name: Any) -> str:
@@ -116,15 +119,28 @@ class Platform:
     """
 
     def __init__(
-        self, store_url: str | None = None, *, plans: Plans | None = None, shared: bool = True
+        self,
+        store_url: str | None = None,
+        *,
+        plans: Plans | None = None,
+        shared: bool = True,
+        home: str | None = None,
+        adapters_root: str | None = None,
     ) -> None:
-        url = store_url or LumosSettings.from_env().resolved_store_url()
+        settings = LumosSettings.from_env()
+        url = store_url or settings.resolved_store_url()
+        #: Where the tenants' RAG collections live (``<home>/rag/<tenant>``) and, with
+        #: ``adapters_root`` unset, the adapter registry (``<home>/adapters``): the
+        #: files part of :meth:`storage`.
+        self.home: str = home or settings.home
+        self.adapters_root: str | None = adapters_root
         # shared: the process's one connection pool per URL (the cheap default);
         # otherwise a pool of this Platform's own, released by close().
         self._db: Database = open_database(url) if shared else Database(url)
         self._owns_db = not shared
         self.plans: Plans = plans or load_plans()
-        self._plan_cache: dict[str, tuple[float, str]] = {}
+        self._plan_cache: dict[str, tuple[float, str, bool]] = {}
+        self._storage_cache: dict[str, _storage.StorageReport] = {}
         self._failures: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -232,7 +248,7 @@ class Platform:
                 ).scalar()
             name = str(found) if found is not None else self.plans.default_plan
             with self._lock:
-                self._plan_cache[tenant] = (now, name)
+                self._plan_cache[tenant] = (now, name, found is not None)
         if name not in self.plans.plans:  # a plan removed from the config since
             raise InputValidationError(
                 f"Tenant {tenant!r} is on plan {name!r}, which the plans config does not define.",
@@ -240,6 +256,13 @@ class Platform:
                 "`lumos tenants set-plan`.",
             )
         return name, self.plans.plans[name]
+
+    def _is_platform_tenant(self, tenant: str) -> bool:
+        """Whether ``tenant`` has a row (read through the plan cache)."""
+        self._plan_of(tenant)
+        with self._lock:
+            hit = self._plan_cache.get(tenant)
+        return bool(hit and hit[2])
 
     # -- users ----------------------------------------------------------------------
     def create_user(
@@ -514,7 +537,84 @@ class Platform:
                 "limit": plan.concurrent_agents,
             },
             "storage_bytes_limit": plan.storage_bytes,
+            "storage": {
+                "used": (report := self.storage(tenant)).total,
+                "limit": plan.storage_bytes,
+                "measured_at": report.measured_at,
+                "truncated": report.truncated,
+                "detail": report.to_dict(),
+            },
         }
+
+    def tenant_usage(
+        self,
+        principal: Principal,
+        tenant: str | None = None,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> dict[str, Any]:
+        """What a caller may see of usage: its own tenant's days and quota status
+        (``{"tenant", "days", "quota"}``). Naming another tenant is NotFoundError with
+        the same message as a tenant that does not exist (HTTP 404: no existence leak),
+        whatever the caller's role."""
+        tenant = principal.tenant if tenant is None else tenant
+        if tenant != principal.tenant:
+            raise NotFoundError(
+                f"No tenant {str(tenant)[:64]!r}.", fix="Ask for your own tenant's usage."
+            )
+        check_action(principal, "read", tenant)
+        days = self.usage(tenant, since=since, until=until)
+        return {
+            "tenant": tenant,
+            "days": [d.to_dict() for d in days],
+            "quota": self.quota_status(tenant),
+        }
+
+    # -- storage --------------------------------------------------------------------
+    def storage(self, tenant: str, *, fresh: bool = False) -> _storage.StorageReport:
+        """``tenant``'s stored bytes (store rows, RAG collection folders, its adapters;
+        see ``lumos_ray.platform._storage``). A measurement is reused for
+        ``STORAGE_SCAN_S`` seconds per process unless ``fresh``; each new one is also
+        metered as the day's ``storage_bytes`` gauge."""
+        _tenant_name(tenant)
+        now = time.time()
+        with self._lock:
+            hit = self._storage_cache.get(tenant)
+        if not fresh and hit is not None and now - hit.measured_at < _storage.STORAGE_SCAN_S:
+            return hit
+        report = _storage.measure(self._db, tenant, self.home, self.adapters_root)
+        _usage.record(self._db, tenant, dict.fromkeys(_usage.COUNTERS, 0), 0.0, report.total)
+        with self._lock:
+            if len(self._storage_cache) > 10_000:
+                self._storage_cache.clear()
+            self._storage_cache[tenant] = report
+        return report
+
+    def check_storage(self, tenant: str, incoming_bytes: int = 0) -> None:
+        """Refuse a new write of ``tenant`` with QuotaExceededError (HTTP 429, metric
+        ``storage_bytes``, ``used``, ``limit``, and a fix) when its stored bytes are at
+        its plan's limit, or would pass it by ``incoming_bytes`` (when the caller knows
+        the size). Tenants with no platform row (``default`` on a single-user machine)
+        and plans without a storage limit are not limited. A refusal is decided on a
+        measurement at most ``STORAGE_RECHECK_S`` old, so data deleted just before is
+        seen."""
+        _usage.check_amounts(storage_bytes=incoming_bytes)
+        if not self._is_platform_tenant(tenant):
+            return
+        plan_name, plan = self._plan_of(tenant)
+        limit = plan.storage_bytes
+        if limit is None:
+            return
+        report = self.storage(tenant)
+
+        def over(r: _storage.StorageReport) -> bool:
+            return r.total >= limit or (incoming_bytes > 0 and r.total + incoming_bytes > limit)
+
+        if over(report) and time.time() - report.measured_at > STORAGE_RECHECK_S:
+            report = self.storage(tenant, fresh=True)
+        if over(report):
+            raise _storage.storage_error(tenant, plan_name, report, limit, incoming_bytes)
 
     # -- agent concurrency ----------------------------------------------------------
     def acquire_agent_slot(

@@ -10,6 +10,7 @@ only: never pickled code, never secrets. See docs/store.md.
 
 from __future__ import annotations
 
+from lumos_ray.store._bytes import TENANT_DATA_TABLES, tenant_bytes
 from lumos_ray.store._database import Database, open_database
 from lumos_ray.store._errors import StoreError
 from lumos_ray.store._schedules import MAX_SCHEDULES, ScheduleStore
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_READ",
     "MAX_SCHEDULES",
     "RUN_STATES",
+    "TENANT_DATA_TABLES",
     "TERMINAL_STATES",
     "CheckpointWrite",
     "Database",
@@ -54,6 +56,7 @@ __all__ = [
     "open_database",
     "open_store",
     "quota_usage",
+    "tenant_bytes",
     "tenants",
     "usage_daily",
     "users",

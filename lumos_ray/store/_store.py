@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lumos_ray._files import private_dir
-from lumos_ray.errors import InputValidationError, NotFoundError
+from lumos_ray.errors import InputValidationError, NotFoundError, RunStateError
 from lumos_ray.store import _migrate
 from lumos_ray.store._engine import connect_error, guard, make_engines
 from lumos_ray.store._errors import StoreError
@@ -392,6 +392,30 @@ class RunStore:
                 .values(**values)
             )
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete a finished run with its checkpoints and events (to free storage).
+
+        NotFoundError when this tenant has no such run (another tenant's run is not
+        found either); RunStateError while it is pending, running or suspended
+        (cancel it first): a runner may still be writing it."""
+        with self._write() as c:
+            status = c.execute(
+                select(runs.c.status).where(runs.c.tenant_id == self.tenant_id, runs.c.id == run_id)
+            ).scalar()
+            if status is None:
+                raise NotFoundError(
+                    f"No run with id {str(run_id)[:200]!r}.",
+                    fix="List runs with `lumos runs list`.",
+                )
+            if status not in TERMINAL_STATES:
+                raise RunStateError(
+                    f"Run {run_id!r} is {status}; only a finished run can be deleted.",
+                    fix=f"Cancel it first (`lumos runs cancel {run_id}`).",
+                )
+            for table, col in ((events, events.c.run_id), (checkpoints, checkpoints.c.run_id)):
+                c.execute(delete(table).where(table.c.tenant_id == self.tenant_id, col == run_id))
+            c.execute(delete(runs).where(runs.c.tenant_id == self.tenant_id, runs.c.id == run_id))
+
     # -- leases: one runner executes a run at a time ------------------------------
     def claim(self, run_id: str, owner: str, stale_after_s: float) -> bool:
         """Atomically take the run's lease if it is free, ours, or its owner went quiet."""
@@ -646,6 +670,74 @@ class RunStore:
         )
         with self._write() as c:
             c.execute(stmt)
+
+    # -- threads: list, read, delete ------------------------------------------------
+    def list_threads(self, agent: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """This tenant's agent threads that hold messages: (agent, thread_id, messages),
+        by agent and thread id (``agent`` filters)."""
+        q = select(messages.c.agent, messages.c.thread_id, func.count().label("messages")).where(
+            messages.c.tenant_id == self.tenant_id
+        )
+        if agent is not None:
+            q = q.where(messages.c.agent == _check("agent", agent))
+        q = (
+            q.group_by(messages.c.agent, messages.c.thread_id)
+            .order_by(messages.c.agent, messages.c.thread_id)
+            .limit(_check_limit(limit))
+        )
+        with self._read() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def thread_messages(self, agent: str, thread_id: str) -> list[dict[str, Any]]:
+        """The thread's messages in order; NotFoundError when this tenant has no such
+        thread (neither messages nor working memory), whoever else may have one."""
+        _check("agent", agent)
+        _check("thread_id", thread_id)
+        found = self.load_messages_many(agent, [thread_id])[thread_id]
+        if not found and not self._has_notes(agent, thread_id):
+            raise _no_thread(agent, thread_id)
+        return found
+
+    def _has_notes(self, agent: str, thread_id: str) -> bool:
+        with self._read() as c:
+            return (
+                c.execute(
+                    select(working_memory.c.thread_id).where(
+                        working_memory.c.tenant_id == self.tenant_id,
+                        working_memory.c.agent == agent,
+                        working_memory.c.thread_id == thread_id,
+                    )
+                ).first()
+                is not None
+            )
+
+    def delete_thread(self, agent: str, thread_id: str) -> int:
+        """Delete the thread's messages and working memory (to free storage, or to
+        forget); returns how many rows went. NotFoundError when there is no such
+        thread of this tenant. A running agent that cached the thread keeps its copy
+        until its actor restarts."""
+        _check("agent", agent)
+        _check("thread_id", thread_id)
+        n = 0
+        with self._write() as c:
+            for table in (messages, working_memory):
+                n += c.execute(
+                    delete(table).where(
+                        table.c.tenant_id == self.tenant_id,
+                        table.c.agent == agent,
+                        table.c.thread_id == thread_id,
+                    )
+                ).rowcount
+        if n == 0:
+            raise _no_thread(agent, thread_id)
+        return n
+
+
+def _no_thread(agent: str, thread_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"No thread {thread_id[:200]!r} of agent {agent[:200]!r}.",
+        fix="List threads with RunStore.list_threads() (GET /v1/threads over HTTP).",
+    )
 
 
 _stores: dict[tuple[str, str], RunStore] = {}
