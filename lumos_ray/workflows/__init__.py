@@ -1,17 +1,21 @@
 """Workflows: definitions (Python and YAML), expressions, the durable engine, the
-runner actor, and the Python API for runs (start, follow, wait, resume, cancel)."""
+runner actor, and the Python API for runs (start, follow, wait, resume, cancel).
+Multi-agent patterns (supervisor, handoff, group chat) are steps like the others."""
 
 from __future__ import annotations
 
 from lumos_ray.workflows._definition import (
     AgentStep,
     FunctionStep,
+    GroupChatStep,
+    HandoffStep,
     HumanStep,
     IfStep,
     LoopStep,
     MapStep,
     ParallelStep,
     SequenceStep,
+    SupervisorStep,
     ToolStep,
     Workflow,
     WorkflowStep,
@@ -48,6 +52,8 @@ __all__ = [
     "AgentStep",
     "CheckpointInfo",
     "FunctionStep",
+    "GroupChatStep",
+    "HandoffStep",
     "HumanStep",
     "IfStep",
     "LoopStep",
@@ -57,6 +63,7 @@ __all__ = [
     "RunInfo",
     "ScheduleInfo",
     "SequenceStep",
+    "SupervisorStep",
     "ToolStep",
     "Workflow",
     "WorkflowStep",

@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -33,6 +34,8 @@ from lumos_ray.errors import NotFoundError, WorkflowDefinitionError
 __all__ = [
     "AgentStep",
     "FunctionStep",
+    "GroupChatStep",
+    "HandoffStep",
     "HumanStep",
     "IfStep",
     "LoopStep",
@@ -40,6 +43,7 @@ __all__ = [
     "ParallelStep",
     "SequenceStep",
     "Step",
+    "SupervisorStep",
     "ToolStep",
     "Workflow",
     "WorkflowStep",
@@ -158,6 +162,119 @@ class WorkflowStep(StepBase):
     input: Any = Field(default_factory=dict)
 
 
+# -- multi-agent patterns (executed by _patterns) --------------------------------------
+class _PatternStep(StepBase):
+    """A step that runs a conversation of several agents, one checkpoint per turn."""
+
+    # Agent specs derived for this step (a supervisor with its sub-agents as tools, a
+    # handoff agent with its transfer tools), built once per step object so the
+    # runner's agent handles, kept by spec identity, are reused across runs.
+    _specs: dict[str, Agent] = PrivateAttr(default_factory=dict)
+
+
+class SupervisorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent: str = Field(description="The supervising agent (of the workflow's `agents`).")
+    agents: list[str] = Field(
+        min_length=1, description="Sub-agents it may ask, each offered to it as a tool."
+    )
+    input: Any = Field(default="{{ input }}", description="The request (expression).")
+    thread: str | None = Field(
+        default=None, description="The supervisor's thread (expression); default per step."
+    )
+
+
+class SupervisorStep(_PatternStep):
+    """The supervisor asks its sub-agents (each in its own actor) and answers. Output:
+    ``{"output", "transcript"}``."""
+
+    supervisor: SupervisorSpec
+
+
+class HandoffSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agents: list[str] = Field(
+        min_length=2, description="Agents of the conversation; the first one starts."
+    )
+    routes: dict[str, list[str]] | None = Field(
+        default=None, description="Who may hand over to whom; default: anyone to anyone."
+    )
+    input: Any = Field(default="{{ input }}", description="The user message (expression).")
+    max_handoffs: int = Field(
+        default=10, ge=0, le=1000, description="More handoffs than this fail the step."
+    )
+
+
+class HandoffStep(_PatternStep):
+    """The conversation moves between agents through ``transfer_to_<agent>`` tools; the
+    agent that answers without transferring ends it. Output: ``{"output", "agent",
+    "transcript", "handoffs"}``."""
+
+    handoff: HandoffSpec
+
+
+class GroupChatSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agents: list[str] = Field(min_length=2, description="The participants.")
+    speaker: Literal["round_robin", "model"] = Field(
+        default="round_robin", description="How the next speaker is chosen."
+    )
+    selector: str | None = Field(
+        default=None, description="The agent that picks each speaker (speaker: model)."
+    )
+    max_rounds: int = Field(default=10, le=10_000, description="Speaker turns at most.")
+    keyword: str | None = Field(
+        default=None, description="Stop after a message that contains this text."
+    )
+    until: str | None = Field(
+        default=None,
+        description="Stop when true after a message (expression over `message`, "
+        "`transcript`, `round`, `state`, `input`).",
+    )
+    input: Any = Field(default="{{ input }}", description="The opening message (expression).")
+
+    @field_validator("max_rounds")
+    @classmethod
+    def _rounds(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(
+                f"max_rounds is {v}: a group chat needs at least 1 round (one speaker turn)"
+            )
+        return v
+
+    @field_validator("until")
+    @classmethod
+    def _expr(cls, v: str | None) -> str | None:
+        if v is not None:
+            from lumos_ray.workflows._expr import _compiled
+
+            try:
+                _compiled(v.strip().removeprefix("{{").removesuffix("}}"))
+            except WorkflowDefinitionError as exc:
+                raise ValueError(exc.message) from None
+        return v
+
+    @model_validator(mode="after")
+    def _selector(self) -> GroupChatSpec:
+        if self.speaker == "model" and not self.selector:
+            raise ValueError("speaker: model needs `selector`, the agent that picks speakers")
+        if self.speaker == "round_robin" and self.selector:
+            raise ValueError("`selector` is used only with speaker: model")
+        return self
+
+
+class GroupChatStep(_PatternStep):
+    """Agents take turns on one conversation (round robin, or chosen by a selector
+    agent) until a termination condition. Output: ``{"output", "transcript",
+    "rounds", "stopped"}``."""
+
+    group_chat: GroupChatSpec
+
+    @property
+    def kind(self) -> str:
+        return "group_chat"
+
+
 _KINDS: dict[str, type[StepBase]] = {
     "agent": AgentStep,
     "tool": ToolStep,
@@ -169,6 +286,9 @@ _KINDS: dict[str, type[StepBase]] = {
     "if": IfStep,
     "loop": LoopStep,
     "workflow": WorkflowStep,
+    "supervisor": SupervisorStep,
+    "handoff": HandoffStep,
+    "group_chat": GroupChatStep,
 }
 
 
@@ -191,7 +311,10 @@ Step = Annotated[
     | Annotated[MapStep, Tag("map")]
     | Annotated[IfStep, Tag("if")]
     | Annotated[LoopStep, Tag("loop")]
-    | Annotated[WorkflowStep, Tag("workflow")],
+    | Annotated[WorkflowStep, Tag("workflow")]
+    | Annotated[SupervisorStep, Tag("supervisor")]
+    | Annotated[HandoffStep, Tag("handoff")]
+    | Annotated[GroupChatStep, Tag("group_chat")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -242,6 +365,9 @@ class Workflow(BaseModel):
                         f"step uses agent {step.agent!r}, which is not defined under `agents` "
                         f"(defined: {sorted(names) or 'none'})"
                     )
+        from lumos_ray.workflows._pattern_checks import check_agents
+
+        check_agents(self, iter_steps(self.steps))
         return self
 
     def agent(self, name: str) -> Agent:

@@ -34,18 +34,22 @@ from lumos_ray.runtime import (
 from lumos_ray.workflows._definition import (
     AgentStep,
     FunctionStep,
+    GroupChatStep,
+    HandoffStep,
     HumanStep,
     IfStep,
     LoopStep,
     MapStep,
     ParallelStep,
     SequenceStep,
+    SupervisorStep,
     ToolStep,
     Workflow,
     WorkflowStep,
     get_workflow,
 )
 from lumos_ray.workflows._expr import evaluate, render, truthy
+from lumos_ray.workflows._patterns import AgentTurn, run_pattern, turn_output
 
 __all__ = ["Engine", "Suspend", "validate_json"]
 
@@ -243,6 +247,9 @@ class Engine:
             return branch is step.then
         if isinstance(step, LoopStep):
             return await self._loop(wf, step, scope, path)
+        if isinstance(step, SupervisorStep | HandoffStep | GroupChatStep):
+            # Composite: each agent turn is a checkpointed leaf (see _patterns).
+            return await run_pattern(self, wf, step, scope, path)
         if isinstance(step, HumanStep):
             raise Suspend(path, render(step.human.prompt, scope), step.human.input_schema)
         if isinstance(step, WorkflowStep):
@@ -375,7 +382,8 @@ class Engine:
         handle = await self._handle(spec)
         await handle.ensure_current()
         thread = render(step.thread, scope) if step.thread else f"{self.run_id}/{path}"
-        fresh = self.fresh and not step.thread and attempt == 1
+        new_thread = not step.thread or (isinstance(step, AgentTurn) and step.new_thread)
+        fresh = self.fresh and new_thread and attempt == 1
         message = render(step.input, scope)
         actor = handle.actor(thread)
         if spec.stream:
@@ -394,6 +402,8 @@ class Engine:
                 return None
 
             result = await _with_timeout(consume(), step.timeout_s, path)
+            if result is None:
+                return None
         else:
             ref = actor.run.remote(
                 message, thread, run_id=self.run_id, carrier=carrier, fresh=fresh
@@ -401,6 +411,8 @@ class Engine:
             result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:
                 self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})
+        if isinstance(step, AgentTurn):
+            return turn_output(result)
         return result.output
 
 
