@@ -153,6 +153,20 @@ def _old_layout_error(name: str, tenant: str, snapshot_dir: str) -> RagError | N
     )
 
 
+def _router_handle(cfg: CollectionConfig, root: str) -> Any:
+    """The collection's router, created (detached, named) if it is not running."""
+    from lumos_ray import runtime
+    from lumos_ray.rag._router import RagRouter
+
+    return runtime.get_or_create_actor(
+        router_actor_name(cfg.name, cfg.tenant),
+        runtime.remote_class(RagRouter),
+        cfg.model_dump(),
+        root,
+        options=runtime.merge_actor_options(ROUTER_OPTIONS, cfg.placement),
+    )
+
+
 class RagCollection:
     """A collection in the cluster (router + shards). Sync methods; ``a*`` are async."""
 
@@ -182,7 +196,6 @@ class RagCollection:
         shard count is an error (re-sharding is a re-ingest).
         """
         from lumos_ray import runtime
-        from lumos_ray.rag._router import RagRouter
 
         tenant = _tenant(tenant or (config.tenant if config else None))
         base = config or CollectionConfig(name=name, tenant=tenant)
@@ -243,14 +256,7 @@ class RagCollection:
         _register(name, tenant, home, root)
         if not runtime.is_connected():
             runtime.connect()
-        router = runtime.get_or_create_actor(
-            router_actor_name(cfg.name, cfg.tenant),
-            runtime.remote_class(RagRouter),
-            cfg.model_dump(),
-            root,
-            options=ROUTER_OPTIONS,
-        )
-        return cls(router, cfg, root)
+        return cls(_router_handle(cfg, root), cfg, root)
 
     # -- writes -------------------------------------------------------------------
     def ingest(self, paths: Iterable[str | Path], batch_docs: int = 32) -> IngestReport:

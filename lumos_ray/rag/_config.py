@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lumos_ray.runtime import Placement
+
 __all__ = [
     "SEARCH_MODES",
     "ChunkingConfig",
@@ -311,6 +313,12 @@ class CollectionConfig(BaseModel):
     extractor: ExtractorConfig = Field(default_factory=ExtractorConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
     guide: GuideConfig = Field(default_factory=GuideConfig)
+    placement: Placement | None = Field(
+        default=None,
+        description="Where the collection's router and shards run (custom resources, "
+        "node labels, a node, spread across nodes); None = Ray's default. Kept with "
+        "the collection: it applies when its actors are (re)started.",
+    )
 
     @field_validator("name", "tenant")
     @classmethod

@@ -15,17 +15,20 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from lumos_ray.rag._config import CollectionConfig, Document
 from lumos_ray.rag._fusion import fuse, merge_topk, mix_rrf, seeds_from_probes
-from lumos_ray.rag._multihop import run_sharded
 from lumos_ray.rag._names import shard_actor_name, shard_dir
-from lumos_ray.rag._pipeline import prepare_documents, query_entities, shard_of, split_by_shard
-from lumos_ray.rag._state import PreparedChunks
 from lumos_ray.rag._validate import check_query, entity_keys
+
+# numpy and the pipeline (networkx, the extractor) are imported where they are used:
+# a client that finds this actor by name loads this module (Ray unpickles the class),
+# and `lumos rag query` should not pay their ~0.5 s import for a query it only sends.
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lumos_ray.rag._state import PreparedChunks
 
 __all__ = ["SHARD_OPTIONS", "RagRouter"]
 
@@ -101,14 +104,14 @@ class RagRouter:
     # -- shards -------------------------------------------------------------------
     def _shard_handle(self, i: int) -> Any:
         from lumos_ray.rag._shard import RagShard
-        from lumos_ray.runtime import remote_class
+        from lumos_ray.runtime import merge_actor_options, remote_class
 
         remote = remote_class(RagShard)
         return remote.options(
             name=shard_actor_name(self.cfg.name, self.cfg.tenant, i),
             lifetime="detached",
             get_if_exists=True,
-            **SHARD_OPTIONS,
+            **merge_actor_options(SHARD_OPTIONS, self.cfg.placement),
         ).remote(self.cfg.model_dump(), i, shard_dir(self.root, i))
 
     async def _call(self, i: int, method: str, *args: Any) -> Any:
@@ -180,6 +183,8 @@ class RagRouter:
     async def upsert_documents(self, docs: list[dict[str, Any]]) -> dict[str, Any]:
         """Add or replace documents (whole-document replace keyed by doc_id)."""
         t0 = time.perf_counter()
+        from lumos_ray.rag._pipeline import prepare_documents
+
         parsed = [Document.model_validate(d) for d in docs]
         emb, ext = self._pipeline()
         batch = await asyncio.to_thread(prepare_documents, parsed, self.cfg, emb, ext)
@@ -214,6 +219,8 @@ class RagRouter:
         )
 
     async def _upsert_prepared(self, batch: PreparedChunks, doc_ids: list[str]) -> dict[str, Any]:
+        from lumos_ray.rag._pipeline import shard_of, split_by_shard
+
         n = len(self.shards)
         groups = split_by_shard(batch, n)
         # Documents that produced no chunks still replace (i.e. remove) an old version.
@@ -230,6 +237,8 @@ class RagRouter:
         return {"documents": len(doc_ids), "chunks": len(batch.chunks), "replaced": replaced}
 
     async def delete_documents(self, doc_ids: list[str]) -> int:
+        from lumos_ray.rag._pipeline import shard_of
+
         n = len(self.shards)
         by_shard: dict[int, list[str]] = {}
         for d in doc_ids:
@@ -289,6 +298,10 @@ class RagRouter:
         self, qvec: np.ndarray, query: str, mode: str = "hybrid", k: int = 5
     ) -> list[dict[str, Any]]:
         """Search with a precomputed query vector (the text still names entities)."""
+        import numpy as np
+
+        from lumos_ray.rag._pipeline import query_entities
+
         check_query(query, mode, k)
         qvec = np.asarray(qvec, dtype=np.float32).reshape(-1)
         if qvec.shape != (self.cfg.embedding.dim,):
@@ -308,6 +321,8 @@ class RagRouter:
     async def _search_locked(
         self, qvec: np.ndarray, query: str, ents: list[str], mode: str, k: int
     ) -> list[dict[str, Any]]:
+        from lumos_ray.rag._multihop import run_sharded
+
         if len(self.shards) == 1:
             return await self._call(0, "search", qvec, ents, mode, k, query)
         if mode == "naive":
@@ -331,6 +346,7 @@ class RagRouter:
         """mode guided: the multi-hop search with the guide model's choices (_guide).
         Each round of shard reads holds the read lock; the model calls do not."""
         from lumos_ray.rag._guide import Guide
+        from lumos_ray.rag._multihop import run_sharded
 
         if self._guide is None:
             self._guide = Guide(self.cfg.guide)  # RagError when no model is configured
@@ -372,6 +388,8 @@ class RagRouter:
         }
 
     async def doc_chunks(self, doc_id: str) -> list[dict[str, Any]]:
+        from lumos_ray.rag._pipeline import shard_of
+
         return await self._call(shard_of(doc_id, len(self.shards)), "doc_chunks", doc_id)
 
     async def entity_chunks(self, key: str) -> list[str]:

@@ -53,6 +53,7 @@ from lumos_ray.runtime._local_cluster import (  # noqa: E402
     cluster_status,
     cluster_up,
 )
+from lumos_ray.runtime._placement import Placement, merge_actor_options  # noqa: E402
 from lumos_ray.runtime._tasks import TaskHandle, TaskOptions, submit_task  # noqa: E402
 from lumos_ray.runtime._up_state import local_cluster_address, read_cluster_state  # noqa: E402
 
@@ -61,6 +62,7 @@ __all__ = [
     "FileResultStore",
     "JobInfo",
     "JobLauncher",
+    "Placement",
     "RemoteFunction",
     "ResultStore",
     "RuntimeInfo",
@@ -87,6 +89,7 @@ __all__ = [
     "jobs_auth_headers",
     "kill_actor",
     "local_cluster_address",
+    "merge_actor_options",
     "read_cluster_state",
     "remote_class",
     "remote_function",

@@ -137,6 +137,7 @@ def start_ray_node(
     address: str | None = None,
     num_cpus: int | None = None,
     resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     dashboard: bool = True,
     multi_node: bool = False,
     env: dict[str, str] | None = None,
@@ -145,6 +146,8 @@ def start_ray_node(
 ) -> RayNode:
     """``ray start`` a node on 127.0.0.1 with its own temp dir and free ports; the
     processes it started are recorded. ``address``: the head's GCS (worker nodes).
+    ``resources`` / ``labels``: custom resources and node labels that placements
+    (:class:`lumos_ray.runtime.Placement`) select nodes by.
     ``multi_node``: a head that worker nodes will join (Ray's single-node loopback
     mode refuses them). On a loaded machine the raylet can abort while waiting for
     its dashboard agent (a fixed wait in Ray); such a start is retried from scratch."""
@@ -156,6 +159,7 @@ def start_ray_node(
                 address=address,
                 num_cpus=num_cpus,
                 resources=resources,
+                labels=labels,
                 dashboard=dashboard,
                 multi_node=multi_node,
                 env=env,
@@ -174,6 +178,7 @@ def _start_once(
     address: str | None = None,
     num_cpus: int | None = None,
     resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     dashboard: bool = True,
     multi_node: bool = False,
     env: dict[str, str] | None = None,
@@ -227,6 +232,8 @@ def _start_once(
         cmd += [f"--num-cpus={num_cpus}"]
     if resources:
         cmd += [f"--resources={json.dumps(resources)}"]
+    if labels:
+        cmd += ["--labels=" + ",".join(f"{k}={v}" for k, v in labels.items())]
     proc_env = {**os.environ, **(env or {})}
     # Every process of the node inherits this marker (workers rename themselves, so
     # their command line does not name the temp dir).

@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lumos_ray.config import load_yaml_model
+from lumos_ray.runtime import Placement
 
 __all__ = [
     "TINY_ENGINE_KWARGS",
@@ -104,6 +105,19 @@ class ServedModelConfig(BaseModel):
         default=0, ge=0, description="Replica CPUs on top of the 1 CPU the engine reserves."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra replica env vars.")
+    placement: Placement | None = Field(
+        default=None,
+        description="Where the replicas run: custom resources, node labels, a node "
+        "(by its ray.io/node-id label), max_per_node to spread them; None = Serve's "
+        "default (replicas spread across nodes).",
+    )
+
+    @field_validator("placement")
+    @classmethod
+    def _serve_placement(cls, v: Placement | None) -> Placement | None:
+        if v is not None and v.soft:
+            raise ValueError("placement.soft is not available for Serve replicas; drop it")
+        return v
 
 
 class ServedEmbeddingConfig(BaseModel):

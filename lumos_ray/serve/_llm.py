@@ -63,6 +63,10 @@ def llm_deployment_options(
     }
     if model.accelerator == "gpu":
         opts["ray_actor_options"]["num_gpus"] = _engine_gpus(model)
+    if model.placement is not None:  # where the replicas run (custom resources, labels)
+        placed = model.placement.serve_options()
+        opts["ray_actor_options"].update(placed.pop("ray_actor_options"))
+        opts.update(placed)
     if model.autoscaling is not None:
         opts["autoscaling_config"] = model.autoscaling.model_dump()
     else:
