@@ -26,6 +26,14 @@ from lumos_ray.actors._concurrency import (
     close_interrupted,
     interrupted_error,
 )
+from lumos_ray.actors._memory import (
+    Recalled,
+    SemanticMemory,
+    Summariser,
+    collection_name,
+    format_recalled,
+    turn_document,
+)
 from lumos_ray.actors._slot import AgentSlotKeeper
 from lumos_ray.actors.models import build_model
 from lumos_ray.tools._api import ToolContext
@@ -65,6 +73,8 @@ class AgentActor:
         self.replica = replica
         self.tenant = tenant
         self._notes: dict[str, dict[str, Any]] = {}
+        self._semantic: tuple[tuple[Any, ...], SemanticMemory] | None = None
+        self._summaries: Summariser | None = None
         self._apply(spec, fingerprint)
         self._threads: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._gates: dict[str, ThreadGate] = {}
@@ -95,6 +105,8 @@ class AgentActor:
         if spec.memory.working:
             for t in self._memory_tools():
                 self.tools[t.name] = t
+        if spec.memory.semantic and spec.memory.recall == "tool":
+            self.tools["recall"] = self._recall_tool()
 
     async def current_fingerprint(self) -> str:
         return self.fingerprint
@@ -209,6 +221,109 @@ class AgentActor:
     async def working_memory(self, thread_id: str) -> dict[str, Any]:
         return dict(await self._load_notes(thread_id))
 
+    # -- semantic memory and summaries (_memory) -------------------------------------
+    def _semantic_memory(self) -> SemanticMemory | None:
+        """This actor's semantic memory (None when off); a new one when the spec
+        names another collection or backend."""
+        from lumos_ray._imports import import_object
+
+        m = self.spec.memory
+        if not m.semantic:
+            return None
+        tenant = self.tenant or "default"
+        key = (m.backend, collection_name(self.spec.name, m.scope), tenant, m.recall_timeout_s)
+        if self._semantic is None or self._semantic[0] != key:
+            factory = import_object(m.backend)  # ConfigError naming a bad path
+            mem = SemanticMemory(
+                lambda: factory(tenant, key[1]),
+                agent=self.spec.name,
+                recall_timeout_s=m.recall_timeout_s,
+            )
+            self._semantic = (key, mem)
+        return self._semantic[1]
+
+    def _summariser(self) -> Summariser | None:
+        m = self.spec.memory
+        if not m.summarize or m.max_messages is None:
+            return None
+        s = self._summaries
+        if s is None or s.model is not self.model or s.max_chars != m.summary_max_chars:
+            s = self._summaries = Summariser(
+                self.model, self.spec.step_timeout_s, m.summary_max_chars
+            )
+        return s
+
+    def _recall_tool(self) -> Any:
+        from lumos_ray.tools._api import tool
+
+        async def recall(query: str) -> list[dict[str, Any]]:
+            """Search your past conversations (other threads) for what was said about
+            something; returns the most relevant passages, best first.
+
+            Args:
+                query: What to look for, in natural language.
+            """
+            mem = self._semantic_memory()
+            hits = await mem.recall(query, self.spec.memory.recall_k) if mem else []
+            return [
+                {"thread": r.thread_id, "text": r.text, "score": round(r.score, 4)} for r in hits
+            ]
+
+        return tool(recall, category="memory")
+
+    async def _memory_context(
+        self, input: Any, thread_id: str, hist: list[dict[str, Any]], shown_from: int
+    ) -> str:
+        """The instructions' memory sections: the thread's summary, then recall."""
+        extra = ""
+        summariser = self._summariser()
+        summary = summariser.summary(thread_id) if summariser and shown_from > 0 else ""
+        if summary:
+            extra += (
+                "\n\nSummary of the earlier part of this conversation (those messages "
+                f"are no longer shown): {summary}"
+            )
+        mem = self._semantic_memory()
+        if mem is not None and self.spec.memory.recall == "auto":
+            name = self.spec.name
+
+            def seen(r: Recalled) -> bool:  # already in the window (or the summary)
+                return r.agent == name and r.thread_id == thread_id and r.index >= shown_from
+
+            query = input if isinstance(input, str) else json.dumps(input, default=str)
+            hits = await mem.recall(query, self.spec.memory.recall_k, skip=seen)
+            if hits:
+                extra += format_recalled(hits)
+        return extra
+
+    def _after_turn(self, thread_id: str, start: int, result: AgentResult) -> None:
+        """Memory work of a finished turn, queued, never awaited (off the hot path)."""
+        mem = self._semantic_memory()
+        if mem is not None:
+            mem.remember(turn_document(self.spec.name, thread_id, start, result.new_messages))
+        summariser = self._summariser()
+        limit = self.spec.memory.max_messages
+        hist = self._threads.get(thread_id)
+        if summariser is not None and limit is not None and hist and len(hist) > limit:
+
+            def store(text: str) -> None:
+                if mem is not None:
+                    doc = {"doc_id": f"mem:{self.spec.name}:summary:{thread_id}", "title": ""}
+                    mem.remember({**doc, "text": f"summary: {text}"})
+
+            summariser.update(thread_id, hist[:-limit], store)
+
+    async def flush_memory(self) -> dict[str, int]:
+        """Wait for queued semantic-memory writes and running summaries."""
+        if self._summaries is not None:
+            await self._summaries.wait_all()
+        mem = self._semantic[1] if self._semantic else None
+        return await mem.flush() if mem else {"written": 0, "pending": 0}
+
+    async def summary(self, thread_id: str) -> str:
+        """The thread's running summary ('' when none), after any in progress."""
+        return await self._summaries.wait(thread_id) if self._summaries else ""
+
     def _get_store(self) -> Any:
         if self._store is None:
             from lumos_ray.store._sql import open_store
@@ -310,6 +425,9 @@ class AgentActor:
             while window and window[0].get("role") == "tool":
                 window = window[1:]
             instructions = self.spec.instructions
+            shown_from = len(hist) - len(window)
+            if self.spec.memory.semantic or self.spec.memory.summarize:
+                instructions += await self._memory_context(input, thread_id, hist, shown_from)
             if self.spec.memory.working:
                 notes = await self._load_notes(thread_id)
                 instructions += (
@@ -341,8 +459,11 @@ class AgentActor:
                 transcript=turn.transcript,
             )
             turn.committing = True  # the commit point: newer input no longer cancels it
+            start = len(hist)
             if self.spec.memory.history:
                 await asyncio.shield(self._commit(thread_id, hist, result.new_messages))
+            if self.spec.memory.semantic or self.spec.memory.summarize:
+                self._after_turn(thread_id, start, result)
             return result
 
     async def run(

@@ -13,7 +13,7 @@ import re
 import uuid
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -68,6 +68,9 @@ class RestartPolicy(BaseModel):
 
 
 class MemoryConfig(BaseModel):
+    """What an agent remembers: the thread's history, working notes, and (opt-in)
+    semantic recall over past threads and summaries of what left the window."""
+
     model_config = ConfigDict(extra="forbid")
 
     history: bool = Field(default=True, description="Keep conversation history per thread.")
@@ -79,6 +82,42 @@ class MemoryConfig(BaseModel):
         default=False,
         description="Working memory: `remember`/`forget` tools whose notes (per thread, "
         "persisted) are shown to the model in its instructions.",
+    )
+    semantic: bool = Field(
+        default=False,
+        description="Semantic memory: each turn (user message and answer) is written, in "
+        "the background, to a memory collection of the RAG pool, and recalled by meaning "
+        "in later turns of any thread of the same agent (or tenant, see `scope`).",
+    )
+    scope: Literal["agent", "tenant"] = Field(
+        default="agent",
+        description="Whose past threads semantic memory recalls: this agent's, or every "
+        "agent's of the tenant that also has scope 'tenant'. Never another tenant's.",
+    )
+    recall: Literal["auto", "tool"] = Field(
+        default="auto",
+        description="auto: before each turn the input is searched and the best passages "
+        "are shown in the instructions; tool: the model calls a `recall` tool itself.",
+    )
+    recall_k: int = Field(default=3, ge=1, le=20, description="Passages recalled at most.")
+    recall_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How long auto recall may hold up a turn; past it the turn goes on "
+        "without recall.",
+    )
+    summarize: bool = Field(
+        default=False,
+        description="Keep a running summary (written by the agent's model, after the turn, "
+        "in the background) of the messages that fell out of the `max_messages` window, "
+        "and show it in the instructions.",
+    )
+    summary_max_chars: int = Field(default=2000, ge=100, le=20_000)
+    backend: str = Field(
+        default="lumos_ray.rag._agent_memory:open_memory",
+        description="'module:function(tenant, collection)' returning the semantic-memory "
+        "backend (default: the RAG pool).",
     )
 
 
@@ -282,6 +321,11 @@ class AgentHandle:
     async def working_memory(self, thread_id: str) -> dict[str, Any]:
         """The thread's notes (see ``MemoryConfig.working``)."""
         return await self.actor(thread_id).working_memory.remote(thread_id)
+
+    async def flush_memory(self) -> list[dict[str, int]]:
+        """Wait until every replica's queued semantic-memory writes reached the pool
+        (they are sent in the background); each replica's counts."""
+        return list(await asyncio.gather(*(a.flush_memory.remote() for a in self._actors)))
 
 
 def _check_concurrent(value: Any) -> None:
