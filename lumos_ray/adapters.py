@@ -8,6 +8,15 @@ shared filesystem, and can be synced to/from an object store::
     <root>/<name>/adapter/            copy of the peft adapter dir
     <root>/<name>/metadata.json       AdapterRecord fields (written atomically)
 
+Tenants: an adapter registered with ``tenant=`` (what a tenant's fine-tuning job
+publishes) belongs to that tenant: :meth:`AdapterRegistry.list_for`,
+:meth:`~AdapterRegistry.get_for` and :meth:`~AdapterRegistry.exists_for` show it to that
+tenant only, and to any other it is "unknown", exactly like a name that was never
+registered (the gateway answers 404). An adapter registered without a tenant (by the
+operator, ``lumos serve adapters register``, and every adapter from before) is shared:
+every tenant may use it. Names are one namespace: a second tenant cannot register a
+name that is taken (the error does not say by whom).
+
 Versions: :meth:`AdapterRegistry.register_version` publishes ``<name>-v<N>`` with the
 next free N, claimed atomically and never over an existing entry, so a producer that
 runs again (a federated run, a retrained job) cannot replace the adapter a gateway is
@@ -16,6 +25,7 @@ serving; clients move to the new version by name (:meth:`AdapterRegistry.latest`
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -49,6 +59,13 @@ class AdapterRecord(BaseModel):
         None, description="For ``<name>-v<N>`` entries: the name they are a version of."
     )
     version: int | None = Field(None, description="N of ``<name>-v<N>``.")
+    tenant: str | None = Field(
+        None, description="The tenant it belongs to; None: shared by every tenant."
+    )
+
+    def visible_to(self, tenant: str) -> bool:
+        """Whether ``tenant`` may see and use it (its own, or a shared one)."""
+        return self.tenant is None or self.tenant == tenant
 
 
 def default_adapter_root() -> Path:
@@ -78,11 +95,13 @@ class AdapterRegistry:
         base_model: str,
         metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
+        tenant: str | None = None,
     ) -> AdapterRecord:
         """Copy a peft adapter dir into the registry and record its metadata.
 
         The copy is staged in a temp dir and renamed into place so a reader (the
-        serving layer) never sees a half-copied adapter.
+        serving layer) never sees a half-copied adapter. ``tenant``: the tenant it
+        belongs to (None: shared); overwriting never moves another tenant's adapter.
         """
         _check_name(name)
         src = Path(adapter_dir).expanduser()
@@ -93,6 +112,9 @@ class AdapterRegistry:
             )
         self.root.mkdir(parents=True, exist_ok=True)
         dest = self.root / name
+        if dest.exists() and overwrite and tenant is not None and self.exists(name):
+            if self.get(name).tenant != tenant:
+                overwrite = False  # a tenant replaces only its own adapters
         if dest.exists() and not overwrite:
             raise AdapterError(
                 f"Adapter {name!r} already exists in {self.root}; pass overwrite=True "
@@ -104,6 +126,7 @@ class AdapterRegistry:
             base_model=base_model,
             metadata=dict(metadata or {}),
             created_at=datetime.now(UTC),
+            tenant=tenant,
         )
         stage = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.root))
         try:
@@ -128,6 +151,7 @@ class AdapterRegistry:
         *,
         base_model: str,
         metadata: dict[str, Any] | None = None,
+        tenant: str | None = None,
     ) -> AdapterRecord:
         """Register ``adapter_dir`` as ``<name>-v<N>``, N one past the highest version
         of ``name``. Never overwrites: the entry is claimed with an exclusive ``mkdir``
@@ -160,6 +184,7 @@ class AdapterRegistry:
             created_at=datetime.now(UTC),
             version_of=name,
             version=version,
+            tenant=tenant,
         )
         stage = Path(tempfile.mkdtemp(prefix=f".{versioned}-", dir=self.root))
         try:
@@ -231,6 +256,27 @@ class AdapterRegistry:
             except AdapterError:
                 continue
         return out
+
+    # -- what one tenant sees ---------------------------------------------------------
+    def list_for(self, tenant: str) -> builtins.list[AdapterRecord]:
+        """The adapters ``tenant`` may use: its own and the shared ones, by name."""
+        return [r for r in self.list() if r.visible_to(tenant)]
+
+    def get_for(self, name: str, tenant: str) -> AdapterRecord:
+        """The record of ``name`` if ``tenant`` may use it; otherwise AdapterError with
+        the same message as for a name that is not registered (no existence leak)."""
+        record = self.get(name) if self.exists(name) else None
+        if record is None or not record.visible_to(tenant):
+            raise AdapterError(f"Unknown adapter {name!r} in {self.root}.")
+        return record
+
+    def exists_for(self, name: str, tenant: str) -> bool:
+        """Whether ``name`` is registered and ``tenant`` may use it."""
+        try:
+            self.get_for(name, tenant)
+        except AdapterError:
+            return False
+        return True
 
     def remove(self, name: str) -> None:
         """Delete an adapter; :class:`AdapterError` if it is not registered."""

@@ -6,6 +6,12 @@ can exit (or die) while training goes on. The job's result (:class:`FinetuneResu
 as JSON) or its error comes back through the launcher's result channel, never from a
 log line. Progress is for people: ``LUMOS_PROGRESS`` lines in the job's log, parsed
 for the progress bar and ``status``.
+
+Jobs belong to a tenant: ``submit_job`` records the submitter's tenant (``tenant=``,
+else ``LUMOS_TENANT``) in the job's metadata, and every other call here acts only on
+that tenant's jobs: another tenant's job id is NotFoundError with the same message as
+an id that does not exist, and ``list_jobs`` leaves them out. Jobs submitted before
+jobs carried a tenant count as the ``default`` tenant's.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lumos_ray.errors import ConnectionFailedError
+from lumos_ray.errors import ConnectionFailedError, NotFoundError
 from lumos_ray.finetune._spec import FinetuneJobSpec
 from lumos_ray.finetune._telemetry import parse_progress_line
 from lumos_ray.runtime import JobInfo, JobLauncher
@@ -34,6 +40,8 @@ __all__ = [
 ]
 
 KIND = "finetune"
+#: The job metadata key holding the submitter's tenant.
+TENANT_KEY = "lumos_tenant"
 _TARGET = "lumos_ray.finetune._job_main:job_main"
 
 
@@ -63,20 +71,43 @@ def make_client_or_none(address: str) -> JobLauncher | None:
         return None
 
 
-def submit_job(spec: FinetuneJobSpec, address: str | None) -> str:
-    """Submit; returns the job id at once (training goes on without the client)."""
+def _tenant(tenant: str | None) -> str:
+    from lumos_ray.config import LumosSettings
+
+    return tenant or LumosSettings.from_env().tenant_id
+
+
+def _own(launcher: JobLauncher, job_id: str, tenant: str | None) -> JobInfo:
+    """The job's info if it is ``tenant``'s fine-tuning job; NotFoundError otherwise,
+    worded like the launcher's answer for an id that does not exist."""
+    info = launcher.info(job_id)
+    if info.kind != KIND or info.metadata.get(TENANT_KEY, "default") != _tenant(tenant):
+        raise NotFoundError(
+            f"No job {job_id!r} on the cluster at {launcher.address}.",
+            fix=f"List the jobs there with `lumos jobs list --address {launcher.address}`.",
+            job_id=job_id,
+        )
+    return info
+
+
+def submit_job(spec: FinetuneJobSpec, address: str | None, *, tenant: str | None = None) -> str:
+    """Submit; returns the job id at once (training goes on without the client). The
+    job belongs to ``tenant`` (default: ``LUMOS_TENANT``) and runs as that tenant."""
     import uuid
 
     from lumos_ray.finetune._runner import preflight
 
     spec = spec.resolve_paths()
     preflight(spec)
+    owner = _tenant(tenant)
     return make_client(address).submit(
         _TARGET,
         {"spec": spec.model_dump(mode="json")},
         kind=KIND,
         name=spec.name,
         job_id=f"lumos-ft-{spec.name}-{uuid.uuid4().hex[:8]}",
+        env={"LUMOS_TENANT": owner},
+        metadata={TENANT_KEY: owner},
     )
 
 
@@ -108,27 +139,36 @@ def _as_ft(info: JobInfo, progress: dict[str, Any] | None = None) -> FinetuneJob
     )
 
 
-def get_job(address: str | None, job_id: str) -> FinetuneJobInfo:
+def get_job(address: str | None, job_id: str, *, tenant: str | None = None) -> FinetuneJobInfo:
     launcher = make_client(address)
-    info = launcher.info(job_id)
+    info = _own(launcher, job_id, tenant)
     return _as_ft(info, _progress(launcher.logs(job_id)))
 
 
-def list_jobs(address: str | None) -> list[FinetuneJobInfo]:
-    """Fine-tuning jobs on the cluster (other Ray jobs are left out), oldest first."""
-    return [_as_ft(i) for i in make_client(address).list_jobs(kind=KIND)]
+def list_jobs(address: str | None, *, tenant: str | None = None) -> list[FinetuneJobInfo]:
+    """The tenant's fine-tuning jobs on the cluster (other Ray jobs and other tenants'
+    jobs are left out), oldest first."""
+    owner = _tenant(tenant)
+    return [
+        _as_ft(i)
+        for i in make_client(address).list_jobs(kind=KIND)
+        if i.metadata.get(TENANT_KEY, "default") == owner
+    ]
 
 
-def job_logs(address: str | None, job_id: str) -> str:
+def job_logs(address: str | None, job_id: str, *, tenant: str | None = None) -> str:
     launcher = make_client(address)
-    launcher.info(job_id)
+    _own(launcher, job_id, tenant)
     return launcher.logs(job_id)
 
 
-def cancel_job(address: str | None, job_id: str, *, wait_s: float = 30.0) -> FinetuneJobInfo:
+def cancel_job(
+    address: str | None, job_id: str, *, wait_s: float = 30.0, tenant: str | None = None
+) -> FinetuneJobInfo:
     """Stop the job (its trainer and workers die with the driver); its checkpoints stay,
     so submitting the same spec again resumes."""
     launcher = make_client(address)
+    _own(launcher, job_id, tenant)
     info = launcher.stop(job_id, wait_s=wait_s)
     return _as_ft(info, _progress(launcher.logs(job_id)))
 
@@ -141,6 +181,7 @@ def follow_job(
     on_line: Callable[[str], None] | None = None,
     poll_s: float = 1.0,
     timeout_s: float | None = None,
+    tenant: str | None = None,
 ) -> FinetuneJobInfo:
     """Follow the job's log until it ends, calling back for each new progress event /
     other line; returns its result. Raises the job's own LumosError if it failed."""
@@ -153,5 +194,6 @@ def follow_job(
             on_line(line)
 
     launcher = make_client(address)
+    _own(launcher, job_id, tenant)
     info = launcher.follow(job_id, on_line=dispatch, poll_s=poll_s, timeout_s=timeout_s)
     return _as_ft(info)

@@ -158,8 +158,16 @@ def _merge(spec: FinetuneJobSpec, adapter_dir: Path, out: Path) -> Path:
 
 
 def _register(spec: FinetuneJobSpec, adapter_dir: Path, metadata: dict[str, Any]) -> str:
+    """Publish the adapter as the job's tenant's own (``LUMOS_TENANT``: other tenants
+    never see it), refused (QuotaExceededError) when it would take the tenant past its
+    plan's storage limit."""
     from lumos_ray.adapters import AdapterRegistry
+    from lumos_ray.config import LumosSettings
+    from lumos_ray.platform import default_platform
 
+    tenant = LumosSettings.from_env().tenant_id
+    size = sum(f.stat().st_size for f in Path(adapter_dir).rglob("*") if f.is_file())
+    default_platform().check_storage(tenant, incoming_bytes=size)
     reg = (
         AdapterRegistry(spec.output.registry_dir) if spec.output.registry_dir else AdapterRegistry()
     )
@@ -169,6 +177,7 @@ def _register(spec: FinetuneJobSpec, adapter_dir: Path, metadata: dict[str, Any]
         base_model=spec.base_model,
         metadata=metadata,
         overwrite=spec.output.overwrite,
+        tenant=tenant,
     )
     return str(getattr(rec, "path", None) or getattr(rec, "adapter_dir", None) or adapter_dir)
 

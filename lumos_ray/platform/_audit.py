@@ -44,6 +44,8 @@ AUDIT_EVENTS = frozenset(
         "run.cancelled",
         "job.submitted",
         "adapter.registered",
+        "run.deleted",
+        "thread.deleted",
     }
 )
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")

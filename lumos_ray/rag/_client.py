@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from lumos_ray.errors import NotFoundError, RagError
 from lumos_ray.rag._config import CollectionConfig, Document, IngestReport, SearchHit
 from lumos_ray.rag._names import (
+    check_names,
     collection_dir,
     registry_dir,
     router_actor_name,
@@ -73,6 +74,7 @@ def _tenant(tenant: str | None) -> str:
 
 # -- the registry: collection name -> snapshot root, per tenant ----------------------------
 def _entry_path(name: str, tenant: str, home: str) -> Path:
+    check_names(name, tenant)  # a name with '/' or '..' would leave the tenant's folder
     return Path(registry_dir(tenant, home)) / f"{name}.json"
 
 
@@ -119,6 +121,7 @@ def list_collections(tenant: str | None = None, home: str | None = None) -> list
     """Collections of a tenant: those registered by name (wherever their snapshots
     live), and those under ``<LUMOS_HOME>/rag/<tenant>/`` from before the registry."""
     tenant = _tenant(tenant)
+    check_names("x", tenant)
     home = home or _home()
     names = {p.stem for p in Path(registry_dir(tenant, home)).glob("*.json")}
     root = Path(home).expanduser() / "rag" / tenant
@@ -198,6 +201,9 @@ class RagCollection:
         from lumos_ray import runtime
 
         tenant = _tenant(tenant or (config.tenant if config else None))
+        # Checked before any path or actor name is made from them (a config given
+        # with the call is not re-validated by model_copy below).
+        check_names(name, tenant)
         base = config or CollectionConfig(name=name, tenant=tenant)
         base = base.model_copy(update={"name": name, "tenant": tenant})
         if num_shards is not None:
@@ -277,8 +283,13 @@ class RagCollection:
     def upsert(
         self, docs: Iterable[Document | dict[str, Any]], batch_docs: int = 32
     ) -> IngestReport:
-        """Add documents; one whose doc_id exists replaces the old version."""
+        """Add documents; one whose doc_id exists replaces the old version. Refused
+        (QuotaExceededError) while the collection's tenant is at its plan's storage
+        limit (platform tenants only; measured, not estimated per document)."""
+        from lumos_ray.platform import default_platform
         from lumos_ray.runtime import get_refs
+
+        default_platform().check_storage(self.config.tenant)
 
         report = IngestReport(collection=self.name)
         batch: list[dict[str, Any]] = []

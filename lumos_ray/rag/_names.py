@@ -4,17 +4,38 @@ two tenants' collections of the same name never share an actor or a file."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from lumos_ray.errors import InputValidationError
 from lumos_ray.rag._snapshot_store import is_uri, join
 
 __all__ = [
+    "check_names",
     "collection_dir",
     "registry_dir",
     "router_actor_name",
     "shard_actor_name",
     "shard_dir",
 ]
+
+
+#: A collection or tenant name as it may appear in a path or an actor name (the same
+#: rule as ``CollectionConfig``): no separators, no ``..``, so nothing can leave its
+#: tenant's folder.
+_SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_names(name: object, tenant: object) -> None:
+    """InputValidationError unless ``name`` and ``tenant`` are plain names: a name with
+    ``/`` or ``..`` would reach another tenant's registry entry, files or actors."""
+    for kind, value in (("collection name", name), ("tenant", tenant)):
+        if not isinstance(value, str) or not _SAFE.match(value):
+            raise InputValidationError(
+                f"Invalid RAG {kind} {str(value)[:80]!r}: 1-63 characters of a-z, 0-9, "
+                "'-' or '_', starting with a letter or digit.",
+                fix=f"Pass a plain {kind} such as 'docs'.",
+            )
 
 
 def _base(name: str, tenant: str) -> str:

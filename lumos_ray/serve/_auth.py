@@ -66,6 +66,12 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/schedules"): "read",
     ("POST", "/v1/workflows/{name}/schedules"): "run",
     ("POST", "/v1/schedules/{schedule_id}/cancel"): "cancel",
+    # Deleting (a finished run, a thread) frees storage: the developer's "cancel".
+    ("DELETE", "/v1/runs/{run_id}"): "cancel",
+    ("GET", "/v1/threads"): "read",
+    ("GET", "/v1/threads/{agent}/{thread_id:path}"): "read",
+    ("DELETE", "/v1/threads/{agent}/{thread_id:path}"): "cancel",
+    ("GET", "/v1/usage"): "read",
     # Scraping shows every tenant's traffic: the platform's admin-only observing action.
     ("GET", "/metrics"): "audit",
 }

@@ -196,13 +196,24 @@ class Gateway:
             return lora_models[0].name
         return None
 
-    def handle_for(self, model: str | None) -> tuple[Any, str]:
-        """(stream handle, model name) for a base model or a registered adapter."""
+    def handle_for(self, model: str | None, tenant: str | None = None) -> tuple[Any, str]:
+        """(stream handle, model name) for a base model or a registered adapter. With
+        ``tenant``, another tenant's adapter does not exist (404, like an unknown name)."""
         if not model:
             if len(self.config.models) == 1:
                 model = self.config.models[0].name
             else:
                 raise _BadRequest(400, "`model` is required.", param="model")
+        if (
+            tenant is not None
+            and model not in self.llm_handles
+            and self.registry.exists(model)
+            and not self.registry.exists_for(model, tenant)
+        ):
+            raise NotFoundError(
+                f"The model {model!r} does not exist. Served: "
+                f"{', '.join(self.list_model_ids(tenant))}."
+            )
         if model in self._stream_handles:
             return self._stream_handles[model], model
         if model in self.llm_handles:
@@ -222,12 +233,20 @@ class Gateway:
         self._stream_handles[model] = handle
         return handle, model
 
-    def list_model_ids(self) -> list[str]:
+    def list_model_ids(self, tenant: str | None = None) -> list[str]:
+        """Base models, the embedding model, and the adapters ``tenant`` may use (all
+        adapters when None)."""
         ids = self.base_model_names()
         if self.config.embeddings.enabled:
             ids.append(self.config.embeddings.name)
-        ids += [r.name for r in self.registry.list() if r.name not in ids]
+        records = self.registry.list() if tenant is None else self.registry.list_for(tenant)
+        ids += [r.name for r in records if r.name not in ids]
         return ids
+
+    def tenant_of(self, request: Request) -> str:
+        """The caller's tenant: its key's, or the replica's own when auth is off."""
+        principal = request.scope.get("state", {}).get("principal")
+        return principal.tenant if principal is not None else self.default_tenant()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -277,7 +296,7 @@ async def _llm_call(request: Request, kind: str) -> Response:
     model_name = body.model
     if model_name == gw.config.embeddings.name and gw.config.embeddings.enabled:
         raise _BadRequest(400, f"{model_name!r} is an embedding model; use /v1/embeddings.")
-    handle, resolved = gw.handle_for(model_name)
+    handle, resolved = gw.handle_for(model_name, gw.tenant_of(request))
     changed = model_name != resolved
     if changed:  # defaulted: the engine must see the model's name
         body.model = resolved
@@ -756,14 +775,15 @@ def build_app() -> FastAPI:
         return Response(_gw().metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", responses={200: {"model": ModelList}})
-    async def list_models() -> dict[str, Any]:
+    async def list_models(request: Request) -> dict[str, Any]:
         gw = _gw()
-        return {"object": "list", "data": [_model_card(gw, m) for m in gw.list_model_ids()]}
+        ids = gw.list_model_ids(gw.tenant_of(request))
+        return {"object": "list", "data": [_model_card(gw, m) for m in ids]}
 
     @app.get("/v1/models/{model_id:path}", responses={200: {"model": ModelCard}})
-    async def get_model(model_id: str) -> dict[str, Any]:
+    async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         gw = _gw()
-        if model_id not in gw.list_model_ids():
+        if model_id not in gw.list_model_ids(gw.tenant_of(request)):
             raise NotFoundError(f"The model {model_id!r} does not exist.")
         return _model_card(gw, model_id)
 
@@ -825,12 +845,11 @@ def build_app() -> FastAPI:
         )
 
     @app.get("/v1/adapters")
-    async def list_adapters() -> dict[str, Any]:
+    async def list_adapters(request: Request) -> dict[str, Any]:
+        """The adapters the caller's tenant may use: its own and the shared ones."""
         gw = _gw()
-        return {
-            "object": "list",
-            "data": [r.model_dump(mode="json") for r in gw.registry.list()],
-        }
+        records = gw.registry.list_for(gw.tenant_of(request))
+        return {"object": "list", "data": [r.model_dump(mode="json") for r in records]}
 
     if importlib.util.find_spec("lumos_ray.serve._runs_api") is not None:
         from lumos_ray.serve._runs_api import router
