@@ -59,6 +59,8 @@ class QuotaLedger:
         self._inflight: dict[tuple[str, str], dict[str, int]] = {}
         # (tenant, day) -> (counters, agent_seconds, storage gauge), not yet written
         self._meter: dict[tuple[str, str], _Meter] = {}
+        # tenant -> API calls lent out (see hold): counted as used, never written
+        self._held: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -71,7 +73,9 @@ class QuotaLedger:
             base = self._base[key] = _usage.month_usage(self.platform._db, tenant, period)
         pend = self._pending.get(key, {})
         infl = self._inflight.get(key, {})
-        return {m: base[m] + pend.get(m, 0) + infl.get(m, 0) for m in _usage.QUOTA_METRICS}
+        used = {m: base[m] + pend.get(m, 0) + infl.get(m, 0) for m in _usage.QUOTA_METRICS}
+        used["requests"] += self._held.get(key[0], 0)
+        return used
 
     def _add(
         self,
@@ -117,6 +121,39 @@ class QuotaLedger:
                 if not (used[metric] + n <= limit if n else used[metric] < limit):
                     raise _usage.quota_error(tenant, plan_name, metric, limit, now)
             self._add(tenant, now, counts)
+
+    def request_headroom(self, tenant: str) -> int | None:
+        """API calls ``tenant`` may still make this month, from memory (held calls
+        count as made): None when its plan has no call limit, 0 when any quota metric
+        is used up. The gateway's admission actor lends replicas a share of it."""
+        _, limits = self.platform._plan_of(tenant)
+        with self._lock:
+            used = self._used((tenant, _usage.month_of(time.time())))
+        for metric in _SORTED_METRICS:
+            limit = getattr(limits, _usage.QUOTA_METRICS[metric])
+            if limit is not None and used[metric] >= limit:
+                return 0
+        calls = limits.api_calls_per_month
+        return None if calls is None else max(0, int(calls) - used["requests"])
+
+    def hold(self, tenant: str, calls: int) -> None:
+        """Set ``calls`` API calls aside for ``tenant`` (a gateway replica's lease):
+        they count as used for every later decision but are not written until
+        :meth:`settle` says how many were made. The caller checked the headroom."""
+        with self._lock:
+            self._held[tenant] = self._held.get(tenant, 0) + int(calls)
+
+    def settle(self, tenant: str, held: int, used: int) -> None:
+        """End a hold of ``held`` calls of which ``used`` were made: those are counted
+        (quota and metering) like charges, the rest are free again."""
+        with self._lock:
+            left = self._held.get(tenant, 0) - int(held)
+            if left > 0:
+                self._held[tenant] = left
+            else:
+                self._held.pop(tenant, None)
+            if used:
+                self._add(tenant, time.time(), {"requests": int(used)})
 
     def try_charge(self, tenant: str, counts: dict[str, int]) -> QuotaExceededError | None:
         """:meth:`charge`, returning the refusal instead of raising (for batches)."""

@@ -12,6 +12,18 @@ arrive while one call is in flight as ONE batch (no timer: under light load each
 check goes alone, under heavy load many share a round trip); metering of finished
 answers is sent the same way without waiting for it.
 
+Leases: a round trip to the actor per request costs more than everything else the
+gateway does for a cheap route, so with each admitted call the actor may LEND the
+replica a share of what is left: up to ``LEASE_MAX`` calls of that key (rate-limit
+tokens taken from the key's and the tenant's buckets, the calls held in the ledger)
+for ``LEASE_S`` seconds. The replica admits those calls locally and settles the lease
+(how many it used) when it runs out or expires; unused tokens and calls go back. A
+share is at most 1/(2 x active replicas) of what is left and is not lent below
+``LEASE_MIN``: near a limit every call asks the actor, so no replica can admit past a
+limit, and a lease that a replica never uses costs the others little. A replica that
+dies holding a lease: its calls count as made once the lease is ``LEASE_GRACE_S`` past
+its end (never under-counted).
+
 Durability: the actor restarts after a crash (counters reloaded from the store); the
 increments of at most one flush interval are lost with it (docs/platform.md).
 """
@@ -19,14 +31,25 @@ increments of at most one flush interval are lost with it (docs/platform.md).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from lumos_ray.errors import QuotaExceededError
 from lumos_ray.serve._ratelimit import TokenBuckets, limiter_actor_name, rate_limit_error
 
-__all__ = ["AdmissionCore", "ClusterAdmission", "LedgerSpec", "LocalAdmission"]
+__all__ = [
+    "LEASE_MAX",
+    "LEASE_MIN",
+    "LEASE_S",
+    "AdmissionCore",
+    "ClusterAdmission",
+    "LedgerSpec",
+    "LocalAdmission",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +57,38 @@ log = logging.getLogger(__name__)
 Item = tuple[str, str, bool, dict[str, int] | None]
 #: (seconds to wait: 0.0 when the rate limit admits, the quota refusal or None)
 Verdict = tuple[float, QuotaExceededError | None]
+#: (lease id, calls lent, seconds it lasts)
+Lease = tuple[int, int, float]
+#: an Item plus what to lend: NO_LEASE, ADMIT_AND_LEASE, or LEASE_ONLY (a replica
+#: renewing a lease before it runs out: no call is admitted with it)
+LeaseItem = tuple[str, str, bool, dict[str, int] | None, int]
+NO_LEASE, ADMIT_AND_LEASE, LEASE_ONLY = 0, 1, 2
+#: + whether a refused call should ask again soon (leases of its key/tenant are out)
+LeaseVerdict = tuple[float, QuotaExceededError | None, Lease | None, bool]
+
+#: Most calls one lease covers.
+LEASE_MAX = 256
+#: A share smaller than this is not lent: the call-by-call path keeps limits exact.
+LEASE_MIN = 4
+#: How long a replica may use a lease.
+LEASE_S = 1.0
+#: A lease not used for this long goes back (so calls elsewhere are not refused
+#: while it sits idle).
+LEASE_IDLE_S = 0.05
+#: After this long past its end, an unsettled lease counts as used (its replica died).
+LEASE_GRACE_S = 10.0
+#: A replica that asked within this many seconds counts as active (for the share).
+_ACTIVE_S = 10.0
+
+
+@dataclass
+class _Grant:
+    key_id: str
+    tenant: str
+    calls: int
+    buckets: list[tuple[str, int]]  # (bucket, rpm) the tokens came from
+    held: bool  # calls held in the ledger (quota)
+    ends: float  # monotonic, actor's clock
 
 
 @dataclass(frozen=True)
@@ -56,6 +111,9 @@ class AdmissionCore:
 
             platform = Platform(spec.store_url, plans=spec.plans)
             self.ledger = QuotaLedger(platform, flush_s=spec.flush_s).start()
+        self.grants: dict[int, _Grant] = {}
+        self._ids = itertools.count(1)
+        self._seen: dict[str, float] = {}  # replica -> last asked
 
     def check(
         self, items: list[tuple[str, str]], key_rpm: int | None, tenant_rpm: int | None
@@ -79,14 +137,108 @@ class AdmissionCore:
             out.append((wait, err))
         return out
 
+    def admit_lease(
+        self,
+        items: list[LeaseItem],
+        key_rpm: int | None,
+        tenant_rpm: int | None,
+        replica: str,
+    ) -> list[LeaseVerdict]:
+        """:meth:`admit`, and for an admitted call that may lease, a share of what is
+        left for its key (one lease per key per batch)."""
+        now = time.monotonic()
+        self._seen[replica] = now
+        self._expire(now)
+        active = sum(1 for t in self._seen.values() if now - t < _ACTIVE_S)
+        share = 2 * max(1, active)
+        lent: set[tuple[str, str]] = set()
+        out: list[LeaseVerdict] = []
+        for key_id, tenant, rate, counts, lease in items:
+            wait, err = 0.0, None
+            if lease != LEASE_ONLY:
+                ((wait, err),) = self.admit([(key_id, tenant, rate, counts)], key_rpm, tenant_rpm)
+            grant = None
+            if lease and not wait and err is None and (key_id, tenant) not in lent:
+                grant = self._lend(key_id, tenant, rate, counts, key_rpm, tenant_rpm, share, now)
+                if grant is not None:
+                    lent.add((key_id, tenant))
+            # Refused while some of what is left is lent out: those leases come back
+            # within LEASE_IDLE_S when idle, so the caller asks again instead of
+            # seeing a limit that is not really reached.
+            again = bool((wait or err is not None) and self._lent_to(key_id, tenant))
+            out.append((wait, err, grant, again))
+        return out
+
+    def _lent_to(self, key_id: str, tenant: str) -> bool:
+        return any(g.tenant == tenant or g.key_id == key_id for g in self.grants.values())
+
+    def _lend(
+        self,
+        key_id: str,
+        tenant: str,
+        rate: bool,
+        counts: dict[str, int] | None,
+        key_rpm: int | None,
+        tenant_rpm: int | None,
+        share: int,
+        now: float,
+    ) -> Lease | None:
+        n = LEASE_MAX
+        buckets: list[tuple[str, int]] = []
+        if rate:
+            for name, rpm in (("k:" + key_id, key_rpm), ("t:" + tenant, tenant_rpm)):
+                if rpm:
+                    buckets.append((name, rpm))
+                    n = min(n, int(self.buckets.available(name, rpm, now)) // share)
+        held = counts is not None and self.ledger is not None
+        if held:
+            room = self.ledger.request_headroom(tenant)
+            if room is not None:
+                n = min(n, room // share)
+        if n < LEASE_MIN:
+            return None
+        for name, rpm in buckets:
+            self.buckets.take_many(name, n, rpm, now)
+        if held:
+            self.ledger.hold(tenant, n)
+        lease_id = next(self._ids)
+        self.grants[lease_id] = _Grant(key_id, tenant, n, buckets, held, now + LEASE_S)
+        return (lease_id, n, LEASE_S)
+
+    def settle(self, items: list[tuple[int, int]]) -> None:
+        """End leases: (lease id, calls used). Used calls are counted (quota and
+        metering); unused tokens go back to their buckets and unused calls are free."""
+        now = time.monotonic()
+        for lease_id, used in items:
+            g = self.grants.pop(lease_id, None)
+            if g is None:
+                continue  # already counted as used when it expired unsettled
+            used = max(0, min(int(used), g.calls))
+            for name, rpm in g.buckets:
+                self.buckets.give_back(name, g.calls - used, rpm, now)
+            if g.held:
+                self.ledger.settle(g.tenant, g.calls, used)
+
+    def _expire(self, now: float) -> None:
+        """Leases LEASE_GRACE_S past their end were never settled (their replica died):
+        count them as fully used rather than lose what was admitted under them."""
+        late = [i for i, g in self.grants.items() if now > g.ends + LEASE_GRACE_S]
+        for lease_id in late:
+            g = self.grants.pop(lease_id)
+            log.warning("Lease %s of %s calls was not settled; counted as used", lease_id, g.calls)
+            if g.held:
+                self.ledger.settle(g.tenant, g.calls, g.calls)
+
     def record(self, items: list[tuple[str, dict[str, int]]]) -> None:
         """Meter what finished answers used (never refused)."""
         if self.ledger is not None:
             for tenant, counts in items:
                 self.ledger.record(tenant, counts)
 
-    def flush(self) -> int:
-        """Write the ledger's counts to the store now (tests, shutdown)."""
+    def flush(self, final: bool = False) -> int:
+        """Write the ledger's counts to the store now (tests, shutdown). ``final``: the
+        app's replicas are gone, so leases they did not settle count as used now."""
+        self._expire(float("inf") if final else time.monotonic())
         return 0 if self.ledger is None else int(self.ledger.flush())
 
     def close(self) -> None:
@@ -133,19 +285,41 @@ class LocalAdmission:
         self.core.close()
 
 
+@dataclass
+class _Credit:
+    """A lease as the replica holds it."""
+
+    lease_id: int
+    left: int
+    used: int
+    ends: float  # monotonic, this replica's clock
+    last: float  # when a call last used it
+    calls: int  # lent
+    renewing: bool = False
+
+
+#: (key id, tenant, rate limited?, quota charged?) -> the replica's lease for it
+_CreditKey = tuple[str, str, bool, bool]
+
+
 class ClusterAdmission:
-    """Admission through the app's actor, batched while a call is in flight."""
+    """Admission through the app's actor, batched while a call is in flight; calls of
+    a key that holds a lease are admitted here without a round trip."""
 
     def __init__(
         self, app_name: str, key_rpm: int | None, tenant_rpm: int | None, spec: LedgerSpec | None
     ) -> None:
         self.key_rpm, self.tenant_rpm, self.spec = key_rpm, tenant_rpm, spec
         self.name = limiter_actor_name(app_name)
+        self.replica = uuid.uuid4().hex[:12]
         self._actor: Any = None
-        self._pending: list[tuple[Item, asyncio.Future[Verdict]]] = []
+        self._pending: list[tuple[LeaseItem, asyncio.Future[LeaseVerdict]]] = []
         self._sending = False
         self._records: list[tuple[str, dict[str, int]]] = []
         self._recording = False
+        self._credits: dict[_CreditKey, _Credit] = {}
+        self._settles: list[tuple[int, int]] = []
+        self._settling = False
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs until done
 
     def _spawn(self, coro: Any) -> None:
@@ -169,14 +343,99 @@ class ClusterAdmission:
         self, key_id: str, tenant: str, *, rate: bool = True, counts: dict[str, int] | None = None
     ) -> None:
         """QuotaExceededError (429) when a rate limit or the plan's quota refuses."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Verdict] = loop.create_future()
-        self._pending.append(((key_id, tenant, rate, counts), fut))
+        # Plain calls (one request, or rate limit only) may be covered by a lease.
+        leasable = counts is None or counts == {"requests": 1}
+        ck: _CreditKey = (key_id, tenant, rate, counts is not None)
+        if leasable:
+            credit = self._credits.get(ck)
+            if credit is not None:
+                now = time.monotonic()
+                if credit.left > 0 and now < credit.ends:
+                    credit.left -= 1
+                    credit.used += 1
+                    credit.last = now
+                    if not credit.left:
+                        self._end(ck, credit)
+                    elif credit.left * 4 <= credit.calls and not credit.renewing:
+                        # Ask for the next lease before this one runs out, so busy
+                        # keys never wait for the actor.
+                        credit.renewing = True
+                        self._spawn(self._renew(ck, (key_id, tenant, rate, counts, LEASE_ONLY)))
+                    return
+                self._end(ck, credit)
+        item: LeaseItem = (key_id, tenant, rate, counts, ADMIT_AND_LEASE if leasable else NO_LEASE)
+        give_up = time.monotonic() + LEASE_S + 1.0
+        while True:
+            wait, err, lease, again = await self._ask(item)
+            if lease is not None:
+                self._take(ck, lease)
+            if not again or time.monotonic() > give_up:
+                break
+            await asyncio.sleep(2 * LEASE_IDLE_S)  # leases out there come back; ask again
+        _error(wait, err, self.key_rpm, self.tenant_rpm)
+
+    async def _ask(self, item: LeaseItem) -> LeaseVerdict:
+        fut: asyncio.Future[LeaseVerdict] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
         if not self._sending:
             self._sending = True
             self._spawn(self._send())
-        wait, err = await fut
-        _error(wait, err, self.key_rpm, self.tenant_rpm)
+        return await fut
+
+    async def _renew(self, ck: _CreditKey, item: LeaseItem) -> None:
+        try:
+            _, _, lease, _ = await self._ask(item)
+        except Exception:  # the next call that finds no lease asks the actor itself
+            log.warning("Renewing an admission lease failed", exc_info=True)
+            return
+        if lease is not None:
+            self._take(ck, lease)
+
+    def _take(self, ck: _CreditKey, lease: Lease) -> None:
+        lease_id, calls, seconds = lease
+        old = self._credits.get(ck)
+        if old is not None:  # two batches both lent this key: keep one
+            self._end(ck, old)
+        now = time.monotonic()
+        credit = _Credit(lease_id, calls, 0, now + seconds, now, calls)
+        self._credits[ck] = credit
+        asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._expire, ck, credit)
+
+    def _expire(self, ck: _CreditKey, credit: _Credit) -> None:
+        """Give a lease back when it ran out of time or sat idle for LEASE_IDLE_S."""
+        if self._credits.get(ck) is not credit:
+            return
+        now = time.monotonic()
+        if now >= credit.ends or now - credit.last >= LEASE_IDLE_S:
+            self._end(ck, credit)
+        else:
+            delay = min(credit.ends - now, credit.last + LEASE_IDLE_S - now)
+            asyncio.get_running_loop().call_later(max(delay, 0.001), self._expire, ck, credit)
+
+    def _end(self, ck: _CreditKey, credit: _Credit) -> None:
+        """Stop using a lease and tell the actor how much of it was used (batched)."""
+        if self._credits.get(ck) is credit:
+            del self._credits[ck]
+        self._settles.append((credit.lease_id, credit.used))
+        credit.left = 0
+        if not self._settling:
+            self._settling = True
+            self._spawn(self._send_settles())
+
+    async def _send_settles(self) -> None:
+        from lumos_ray.runtime import is_actor_died
+
+        try:
+            while self._settles:
+                batch, self._settles = self._settles, []
+                try:
+                    await self._handle().settle.remote(batch)
+                except Exception as exc:  # counted as used when the lease ends unsettled
+                    if is_actor_died(exc):
+                        self._actor = None
+                    log.exception("Settling leases with the admission actor failed")
+        finally:
+            self._settling = False
 
     async def _send(self) -> None:
         from lumos_ray.runtime import is_actor_died
@@ -186,8 +445,8 @@ class ClusterAdmission:
                 batch, self._pending = self._pending, []
                 items = [item for item, _ in batch]
                 try:
-                    verdicts = await self._handle().admit.remote(
-                        items, self.key_rpm, self.tenant_rpm
+                    verdicts = await self._handle().admit_lease.remote(
+                        items, self.key_rpm, self.tenant_rpm, self.replica
                     )
                 except Exception as exc:
                     if is_actor_died(exc):
@@ -199,6 +458,8 @@ class ClusterAdmission:
                 for (_, fut), verdict in zip(batch, verdicts, strict=True):
                     if not fut.done():
                         fut.set_result(verdict)
+                    elif verdict[2] is not None:  # the caller went away: give it back
+                        self._settles.append((verdict[2][0], 0))
         finally:
             self._sending = False
 
@@ -225,6 +486,12 @@ class ClusterAdmission:
             self._recording = False
 
     async def flush(self) -> int:
+        """Settle this replica's leases, then write the actor's counts to the store."""
+        for ck, credit in list(self._credits.items()):
+            self._end(ck, credit)
+        batch, self._settles = self._settles, []
+        if batch:
+            await self._handle().settle.remote(batch)
         return int(await self._handle().flush.remote())
 
     def close(self) -> None:

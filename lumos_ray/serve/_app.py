@@ -295,7 +295,7 @@ def stop(app_name: str = "lumos-serve", *, address: str | None = None) -> bool:
         import ray
 
         try:
-            ray.get(actor.flush.remote(), timeout=30)
+            ray.get(actor.flush.remote(True), timeout=30)  # final: replicas are gone
         except Exception:  # an old actor without flush, or a store that is down
             log.warning("Could not flush the gateway's quota counts before stopping")
         runtime.kill_actor(actor)

@@ -40,6 +40,20 @@ class TokenBuckets:
                 del self._buckets[k]
         return 0.0
 
+    def available(self, name: str, rpm: int, now: float) -> float:
+        """Tokens in bucket ``name`` now (nothing taken)."""
+        tokens, last = self._buckets.get(name, (float(rpm), now))
+        return min(float(rpm), tokens + (now - last) * rpm / 60.0)
+
+    def take_many(self, name: str, n: int, rpm: int, now: float) -> None:
+        """Take ``n`` tokens at once (a lease; the caller checked :meth:`available`)."""
+        self._buckets[name] = (self.available(name, rpm, now) - n, now)
+
+    def give_back(self, name: str, n: int, rpm: int, now: float) -> None:
+        """Return ``n`` unused tokens (never above a full bucket)."""
+        if n > 0 and name in self._buckets:
+            self._buckets[name] = (min(float(rpm), self.available(name, rpm, now) + n), now)
+
     def check(
         self, items: list[tuple[str, str]], key_rpm: int | None, tenant_rpm: int | None
     ) -> list[float]:
