@@ -140,9 +140,10 @@ class SemanticMemory:
 
     # -- the backend, opened once, off the event loop ---------------------------------
     def _open(self) -> Awaitable[MemoryBackend]:
-        if self._opening is None or (
-            self._opening.done()
-            and self._opening.exception() is not None
+        task = self._opening
+        if task is None or (
+            task.done()
+            and (task.cancelled() or task.exception() is not None)
             and time.monotonic() - self._failed_at > 5.0
         ):
             self._opening = asyncio.create_task(self._open_once())
