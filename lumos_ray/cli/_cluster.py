@@ -41,6 +41,10 @@ def _status_text(d: dict[str, Any]) -> str:
             f"{k}={v:g}" for k, v in sorted(n["resources"].items()) if not k.startswith("node:")
         )
         lines.append(f"  node {n['node_id'][:12]} {'alive' if n['alive'] else 'dead'}: {res}")
+        if n.get("labels"):
+            lines.append(
+                "    labels: " + ", ".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))
+            )
     if d.get("available"):
         cpu = d["available"].get("CPU", 0.0)
         lines.append(f"  CPU free {cpu:g} of {d['resources'].get('CPU', 0.0):g}")

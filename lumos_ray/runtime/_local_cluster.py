@@ -143,6 +143,12 @@ def cluster_status(home: str | Path | None = None) -> dict[str, Any]:
             "alive": bool(n["Alive"]),
             "address": n.get("NodeManagerAddress"),
             "resources": {k: float(v) for k, v in (n.get("Resources") or {}).items()},
+            # What placements select nodes by (Ray's own ray.io/* labels left out).
+            "labels": {
+                k: str(v)
+                for k, v in (n.get("Labels") or {}).items()
+                if not str(k).startswith("ray.io/")
+            },
         }
         for n in ray.nodes()
     ]
