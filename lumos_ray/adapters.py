@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lumos_ray.errors import AdapterError
+from lumos_ray.errors import AdapterError, NotFoundError
 
 __all__ = ["AdapterRecord", "AdapterRegistry", "default_adapter_root"]
 
@@ -263,18 +263,23 @@ class AdapterRegistry:
         return [r for r in self.list() if r.visible_to(tenant)]
 
     def get_for(self, name: str, tenant: str) -> AdapterRecord:
-        """The record of ``name`` if ``tenant`` may use it; otherwise AdapterError with
-        the same message as for a name that is not registered (no existence leak)."""
+        """The record of ``name`` if ``tenant`` may use it; otherwise NotFoundError with
+        the same message whether the name is another tenant's or not registered at all
+        (no existence leak)."""
         record = self.get(name) if self.exists(name) else None
         if record is None or not record.visible_to(tenant):
-            raise AdapterError(f"Unknown adapter {name!r} in {self.root}.")
+            raise NotFoundError(
+                f"Unknown adapter {name!r}.",
+                fix="List the adapters you may use (GET /v1/adapters, or "
+                "AdapterRegistry.list_for(tenant)).",
+            )
         return record
 
     def exists_for(self, name: str, tenant: str) -> bool:
         """Whether ``name`` is registered and ``tenant`` may use it."""
         try:
             self.get_for(name, tenant)
-        except AdapterError:
+        except (AdapterError, NotFoundError):
             return False
         return True
 
