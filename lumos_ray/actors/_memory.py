@@ -146,8 +146,8 @@ class SemanticMemory:
             and (task.cancelled() or task.exception() is not None)
             and time.monotonic() - self._failed_at > 5.0
         ):
-            self._opening = asyncio.create_task(self._open_once())
-        return asyncio.shield(self._opening)
+            task = self._opening = asyncio.create_task(self._open_once())
+        return asyncio.shield(task)
 
     async def _open_once(self) -> MemoryBackend:
         try:
