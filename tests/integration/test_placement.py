@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,11 @@ def placed() -> Iterator[dict[str, Any]]:
         "RAY_AUTH_MODE": "token",
     }
     nodes: list[RayNode] = []
+    t0 = time.monotonic()
     try:
         with boosted():
             head = start_ray_node(
-                f"{home}/h", head=True, multi_node=True, num_cpus=1, dashboard=False, env=env
+                f"{home}/h", head=True, multi_node=True, num_cpus=2, dashboard=False, env=env
             )
         nodes.append(head)
         restore_priority(head.temp_dir)
@@ -58,13 +60,14 @@ def placed() -> Iterator[dict[str, Any]]:
                 f"{home}/w",
                 head=False,
                 address=head.gcs_address,
-                num_cpus=1,
+                num_cpus=2,  # 2 workers start at once (Ray starts at most num_cpus at a time)
                 resources={"site_a": 1.0},
                 labels={"zone": "a"},
                 env=env,
             )
         nodes.append(worker)
         restore_priority(worker.temp_dir)
+        t_nodes = time.monotonic() - t0
         child_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "LUMOS_"))}
         proc = subprocess.run(
             [
@@ -79,6 +82,8 @@ def placed() -> Iterator[dict[str, Any]]:
             timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-4000:]
+        t_driver = time.monotonic() - t0 - t_nodes
+        print(f"[placement] nodes up in {t_nodes:.1f} s, driver {t_driver:.1f} s")
         yield json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
         for node in reversed(nodes):
