@@ -215,10 +215,12 @@ def _register_usage(cli: click.Group) -> None:
     def show(tenant: str | None, since: str | None, until: str | None, as_json: bool) -> None:
         """Show usage per day (and, for one tenant, this month's quota)."""
         p = _platform()
+        # The quota first: it measures the tenant's storage, metered as today's gauge.
+        quota = p.quota_status(tenant) if tenant is not None else None
         days = [d.to_dict() for d in p.usage(tenant, since=since, until=until)]
         data: dict[str, Any] = {"days": days}
-        if tenant is not None:
-            data["quota"] = p.quota_status(tenant)
+        if quota is not None:
+            data["quota"] = quota
 
         def human(d: dict[str, Any]) -> str:
             lines = [
@@ -246,6 +248,18 @@ def _register_usage(cli: click.Group) -> None:
                     + f"; agents {q['concurrent_agents']['live']}/"
                     + f"{q['concurrent_agents']['limit'] or 'unlimited'}"
                 )
+                st = q.get("storage")
+                if st:
+                    limit = "unlimited" if st["limit"] is None else f"{st['limit']:,}"
+                    lines.append(
+                        f"storage {st['used']:,}/{limit} bytes"
+                        + (" (at least: the scan stopped early)" if st["truncated"] else "")
+                        + (
+                            " - OVER THE LIMIT: new data is refused"
+                            if st["limit"] is not None and st["used"] >= st["limit"]
+                            else ""
+                        )
+                    )
             return "\n".join(lines)
 
         emit(data, as_json, human)

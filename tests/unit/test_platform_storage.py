@@ -190,3 +190,29 @@ def test_delete_run_only_finished_and_only_own(stores: dict[str, RunStore]) -> N
     assert a.load_checkpoints("r1") == {} and a.read_events("r1") == []
     with pytest.raises(NotFoundError):
         a.get_run("r1")
+
+
+def test_lumos_usage_show_reports_storage_against_the_limit(
+    store_url: str,
+    stores: dict[str, RunStore],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lumos_ray.cli import main
+
+    plans = tmp_path / "plans.yaml"
+    plans.write_text(
+        "default_plan: tiny\nplans:\n"
+        f"  tiny: {{api_calls_per_month: null, concurrent_agents: 1, storage_bytes: {LIMIT}}}\n"
+    )
+    monkeypatch.setenv("LUMOS_STORE_URL", store_url)
+    monkeypatch.setenv("LUMOS_PLANS_FILE", str(plans))
+    monkeypatch.setenv("LUMOS_HOME", str(tmp_path / "home"))
+    Platform(store_url, plans=PLANS, shared=False).create_tenant("acme", "tiny")
+    stores["acme"].create_run("big", "wf", "v1", {"text": "x" * LIMIT})
+    main(["usage", "show", "--tenant", "acme"])  # returns (no SystemExit) on success
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("storage "))
+    assert f"/{LIMIT:,} bytes" in line and "OVER THE LIMIT" in line
+    assert "(no usage recorded)" not in out  # the measurement is metered, then listed
