@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 10_000  # memory writes waiting for the pool; the oldest are dropped beyond
 BATCH = 64  # documents per write to the pool
+#: A write waits this long for others to join it: the pool embeds one batch at a time
+#: and a recall waits behind it, so one write per turn of a busy agent would hold up
+#: every next turn's recall (measured: benchmarks/RESULTS.md, memory recall).
+COALESCE_S = 0.5
 _HIT_CHARS = 600  # a recalled passage shown to the model is cut at this length
 _SUMMARY_INPUT_CHARS = 8_000  # transcript per summariser call
 _SUMMARY_CALLS = 4  # summariser calls per turn at most (a long backlog catches up slowly)
@@ -136,6 +140,7 @@ class SemanticMemory:
         self._failed_at = 0.0
         self._pending: list[dict[str, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._now = asyncio.Event()  # set by flush(): stop coalescing, write now
         self.stats = {"written": 0, "dropped": 0, "errors": 0}
 
     # -- the backend, opened once, off the event loop ---------------------------------
@@ -171,6 +176,12 @@ class SemanticMemory:
 
     async def _flush(self) -> None:
         failures = 0
+        if not self._now.is_set():
+            try:
+                async with asyncio.timeout(COALESCE_S):
+                    await self._now.wait()
+            except TimeoutError:
+                pass
         while self._pending:
             batch = self._pending[:BATCH]
             try:
@@ -190,12 +201,14 @@ class SemanticMemory:
 
     async def flush(self) -> dict[str, int]:
         """Wait until every queued write reached the pool (tests, shutdown)."""
+        self._now.set()
         while self._pending:
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush())
             await asyncio.shield(self._flusher)
             if self._pending and self.stats["errors"]:
                 break
+        self._now.clear()
         return {**self.stats, "pending": len(self._pending)}
 
     # -- recall ------------------------------------------------------------------------
