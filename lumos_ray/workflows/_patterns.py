@@ -13,10 +13,16 @@ earlier turns are its history; each turn's input is what the others said since i
 last turn, one ``name: text`` paragraph per message (a lone user message as is).
 The transcript the step returns lists every message as ``{"agent", "content"}``
 (``"to"`` marks a request to a sub-agent or a handoff).
+
+A replayed or forked run is a new run, so its agents' threads are new: before an
+agent speaks again there, the messages of its earlier turns in the conversation (kept
+in their checkpoints) are copied into its new thread once, so it continues with its
+own history as it would have in the original run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any, Protocol
@@ -57,11 +63,14 @@ def turn_output(result: Any) -> dict[str, Any]:
         "output": result.output,
         "messages": result.new_messages,
         "calls": [c["name"] for c in result.tool_calls if c.get("ok")],
+        "thread": result.thread_id,
     }
 
 
 class _Engine(Protocol):
     run_id: str
+    tenant: str | None
+    done: dict[str, Any]
 
     def emit(self, kind: str, data: dict[str, Any]) -> None: ...
 
@@ -108,6 +117,56 @@ async def _turn(
     scope = {"turn_input": message, "turn_thread": thread}
     out: dict[str, Any] = await engine._step(wf, turn, scope, path, keep=False)
     return out
+
+
+#: Per speaker of one conversation: the thread of its last turn, and the messages of
+#: all its turns so far (from their checkpoints).
+_Past = dict[str, tuple[str, list[dict[str, Any]]]]
+
+
+async def _spoken(
+    engine: _Engine,
+    wf: Workflow,
+    pattern: Any,
+    spec: Agent,
+    message: Any,
+    thread: str,
+    path: str,
+    past: _Past,
+    key: str,
+) -> dict[str, Any]:
+    """A turn of a speaker that may have spoken before in this conversation: its
+    earlier turns are carried into a new thread first (replayed or forked runs)."""
+    prev = past.get(key)
+    if prev is not None and path not in engine.done:
+        await _carry(engine, spec, thread, path, prev)
+    out = await _turn(engine, wf, pattern, spec, message, thread, path, prev is None)
+    before = prev[1] if prev is not None else []
+    past[key] = (str(out.get("thread") or thread), [*before, *out["messages"]])
+    return out
+
+
+async def _carry(
+    engine: _Engine, spec: Agent, thread: str, path: str, prev: tuple[str, list[Any]]
+) -> None:
+    old, messages = prev
+    if old == thread or not messages or not (spec.memory.history and spec.memory.persist):
+        return
+    from lumos_ray.store import open_store
+
+    store = open_store(tenant_id=engine.tenant)
+
+    def copy() -> bool:
+        if store.load_messages_many(spec.name, [thread]).get(thread):
+            return False  # carried already (a resumed replay)
+        store.append_messages_many(spec.name, [(thread, messages)])
+        return True
+
+    if await asyncio.to_thread(copy):
+        engine.emit(
+            "thread_carried",
+            {"step": path, "agent": spec.name, "from": old, "messages": len(messages)},
+        )
 
 
 def _text(value: Any) -> str:
@@ -223,13 +282,21 @@ async def _handoff(
     tools = {handoff_tool_name(n): n for n in ho.agents}
     transcript = [_user(render(ho.input, scope))]
     seen: dict[str, int] = {}
+    past: _Past = {}
     current, chain, k = ho.agents[0], [ho.agents[0]], 0
     while True:
         message = _unseen(transcript, seen.get(current, 0), current)
-        first = current not in seen
         thread = f"{engine.run_id}/{path}/{current}"
-        out = await _turn(
-            engine, wf, step, specs[current], message, thread, f"{path}/{k}.{current}", first
+        out = await _spoken(
+            engine,
+            wf,
+            step,
+            specs[current],
+            message,
+            thread,
+            f"{path}/{k}.{current}",
+            past,
+            current,
         )
         k += 1
         moved = _transfer(out, tools, current)
@@ -281,6 +348,7 @@ async def _select(
     r: int,
     path: str,
     previous: str | None,
+    past: _Past,
 ) -> str:
     gc = step.group_chat
     assert gc.selector is not None  # the definition requires it for speaker: model
@@ -288,9 +356,8 @@ async def _select(
         _unseen(transcript, seen.get(_SELECT, 0), None)
         + f"\n\nWho speaks next? Answer with exactly one name from: {', '.join(gc.agents)}."
     )
-    first = _SELECT not in seen
     seen[_SELECT] = len(transcript)
-    out = await _turn(
+    out = await _spoken(
         engine,
         wf,
         step,
@@ -298,7 +365,8 @@ async def _select(
         message,
         f"{engine.run_id}/{path}/select",
         f"{path}/{r}.select",
-        first,
+        past,
+        _SELECT,
     )
     name = pick_speaker(out["output"], gc.agents)
     if name is None:  # no usable answer: the next in turn speaks, and the run says so
@@ -317,16 +385,16 @@ async def _group_chat(
     gc = step.group_chat
     transcript = [_user(render(gc.input, scope))]
     seen: dict[str, int] = {}
+    past: _Past = {}
     speaker: str | None = None
     stopped, rounds = "max_rounds", 0
     for r in range(gc.max_rounds):
         if gc.speaker == "model":
-            speaker = await _select(engine, wf, step, transcript, seen, r, path, speaker)
+            speaker = await _select(engine, wf, step, transcript, seen, r, path, speaker, past)
         else:
             speaker = gc.agents[r % len(gc.agents)]
         message = _unseen(transcript, seen.get(speaker, 0), speaker)
-        first = speaker not in seen
-        out = await _turn(
+        out = await _spoken(
             engine,
             wf,
             step,
@@ -334,7 +402,8 @@ async def _group_chat(
             message,
             f"{engine.run_id}/{path}/{speaker}",
             f"{path}/{r}.{speaker}",
-            first,
+            past,
+            speaker,
         )
         entry = {"agent": speaker, "content": out["output"] or ""}
         transcript.append(entry)

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import ray
 
-from lumos_ray import Agent, Workflow, list_checkpoints, load_workflow, start_run, wait_run
+from lumos_ray import (
+    Agent,
+    Workflow,
+    list_checkpoints,
+    load_workflow,
+    replay_run,
+    start_run,
+    wait_run,
+)
 from lumos_ray.testing import FunctionModel, ScriptedModel, call_tool, reply
 from lumos_ray.tracing import read_jsonl_spans
 from lumos_ray.workflows import SupervisorStep
@@ -133,6 +141,16 @@ async def test_yaml_patterns_run_durably_with_the_right_transcripts(tmp_path):
         "0.parallel/3.picked/0.select",
         "0.parallel/3.picked/1.poet",
     } <= paths
+
+    # Replayed from the middle of the round-robin chat (a new run, so new threads): the
+    # critic continues with its earlier turn carried into its new thread, so every
+    # conversation ends as it did (without it, the critic would start over).
+    again_id = await replay_run(run_id, from_step="0.parallel/2.poem/3.critic")
+    again = await wait_run(again_id, timeout=120)
+    assert again.status == "succeeded", again.error
+    assert again.output == out
+    redone = {c.path: c.output for c in await list_checkpoints(again_id)}
+    assert redone["0.parallel/2.poem/3.critic"]["thread"].startswith(again_id)
 
     # Each sub-agent ran in its own actor process, under the run's one trace.
     span_dir = os.environ["LUMOS_TRACE_EXPORTER"].removeprefix("jsonl:")

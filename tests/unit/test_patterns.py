@@ -262,10 +262,12 @@ class FakeEngine:
     """Runs turns with a script instead of actors; records what each agent was told."""
 
     run_id = "run1"
+    tenant = None
 
     def __init__(self, script: dict[str, list[dict[str, Any]]]) -> None:
         self.script = {k: list(v) for k, v in script.items()}
         self.told: list[tuple[str, str, str]] = []
+        self.done: dict[str, Any] = {}
         self.events: list[tuple[str, dict[str, Any]]] = []
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
