@@ -10,6 +10,7 @@ Every method is synchronous and thread-safe (call it from a thread in async code
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 import time
@@ -51,6 +52,8 @@ from lumos_ray.store import (
 )
 
 __all__ = ["Platform", "default_platform"]
+
+log = logging.getLogger(__name__)
 
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
 _NAME_MAX = 200
@@ -141,6 +144,8 @@ class Platform:
         self.plans: Plans = plans or load_plans()
         self._plan_cache: dict[str, tuple[float, str, bool]] = {}
         self._storage_cache: dict[str, _storage.StorageReport] = {}
+        self._storage_locks: dict[str, threading.Lock] = {}
+        self._refreshing: set[str] = set()
         self._failures: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -575,30 +580,68 @@ class Platform:
     def storage(self, tenant: str, *, fresh: bool = False) -> _storage.StorageReport:
         """``tenant``'s stored bytes (store rows, RAG collection folders, its adapters;
         see ``lumos_ray.platform._storage``). A measurement is reused for
-        ``STORAGE_SCAN_S`` seconds per process unless ``fresh``; each new one is also
-        metered as the day's ``storage_bytes`` gauge."""
+        ``STORAGE_SCAN_S`` seconds per process unless ``fresh`` (then the result is of a
+        scan that started after this call); each new one is also metered as the day's
+        ``storage_bytes`` gauge. One scan per tenant at a time per Platform: callers
+        that arrive during a scan wait for it and share its result."""
         _tenant_name(tenant)
         now = time.time()
         with self._lock:
             hit = self._storage_cache.get(tenant)
         if not fresh and hit is not None and now - hit.measured_at < _storage.STORAGE_SCAN_S:
             return hit
-        report = _storage.measure(self._db, tenant, self.home, self.adapters_root)
-        _usage.record(self._db, tenant, dict.fromkeys(_usage.COUNTERS, 0), 0.0, report.total)
+        return self._measure(tenant, now if fresh else now - _storage.STORAGE_SCAN_S)
+
+    def _measure(self, tenant: str, newer_than: float) -> _storage.StorageReport:
+        """A measurement that started at or after ``newer_than``: the cached one if it
+        is that recent (another caller just scanned), else a new scan."""
         with self._lock:
-            if len(self._storage_cache) > 10_000:
-                self._storage_cache.clear()
-            self._storage_cache[tenant] = report
-        return report
+            lock = self._storage_locks.setdefault(tenant, threading.Lock())
+        with lock:
+            with self._lock:
+                hit = self._storage_cache.get(tenant)
+            if hit is not None and hit.measured_at >= newer_than:
+                return hit
+            report = _storage.measure(self._db, tenant, self.home, self.adapters_root)
+            _usage.record(self._db, tenant, dict.fromkeys(_usage.COUNTERS, 0), 0.0, report.total)
+            with self._lock:
+                if len(self._storage_cache) > 10_000:
+                    self._storage_cache.clear()
+                    self._storage_locks.clear()
+                self._storage_cache[tenant] = report
+            return report
+
+    def _refresh_storage(self, tenant: str) -> None:
+        """Measure ``tenant`` again in a background thread (one at a time per tenant):
+        a check on a request path uses the last measurement meanwhile, so it never
+        waits for a scan except the tenant's first."""
+        with self._lock:
+            if tenant in self._refreshing:
+                return
+            self._refreshing.add(tenant)
+
+        def run() -> None:
+            try:
+                self._measure(tenant, time.time())
+            except Exception:  # a failed scan keeps the last measurement; the next retries
+                log.warning("Measuring the storage of tenant %r failed", tenant, exc_info=True)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(tenant)
+
+        threading.Thread(target=run, name=f"lumos-storage-{tenant}", daemon=True).start()
 
     def check_storage(self, tenant: str, incoming_bytes: int = 0) -> None:
         """Refuse a new write of ``tenant`` with QuotaExceededError (HTTP 429, metric
         ``storage_bytes``, ``used``, ``limit``, and a fix) when its stored bytes are at
         its plan's limit, or would pass it by ``incoming_bytes`` (when the caller knows
         the size). Tenants with no platform row (``default`` on a single-user machine)
-        and plans without a storage limit are not limited. A refusal is decided on a
-        measurement at most ``STORAGE_RECHECK_S`` old, so data deleted just before is
-        seen."""
+        and plans without a storage limit are not limited.
+
+        Cheap on a request path: it decides on the last measurement and, once that is
+        ``STORAGE_SCAN_S`` old, starts a new one in the background (only the tenant's
+        first check waits for a scan). A refusal is decided on a measurement at most
+        ``STORAGE_RECHECK_S`` old, so data deleted just before is seen."""
         _usage.check_amounts(storage_bytes=incoming_bytes)
         if not self._is_platform_tenant(tenant):
             return
@@ -606,13 +649,18 @@ class Platform:
         limit = plan.storage_bytes
         if limit is None:
             return
-        report = self.storage(tenant)
+        with self._lock:
+            report = self._storage_cache.get(tenant)
+        if report is None:
+            report = self._measure(tenant, 0.0)
+        elif time.time() - report.measured_at >= _storage.STORAGE_SCAN_S:
+            self._refresh_storage(tenant)
 
         def over(r: _storage.StorageReport) -> bool:
             return r.total >= limit or (incoming_bytes > 0 and r.total + incoming_bytes > limit)
 
         if over(report) and time.time() - report.measured_at > STORAGE_RECHECK_S:
-            report = self.storage(tenant, fresh=True)
+            report = self._measure(tenant, time.time() - STORAGE_RECHECK_S)
         if over(report):
             raise _storage.storage_error(tenant, plan_name, report, limit, incoming_bytes)
 

@@ -19,9 +19,10 @@ would drift whenever a writer forgets it (files are written by RAG shard actors 
 training jobs in other processes; deletes shrink data). A scan is exact as of its
 time. Its cost is bounded: the database part is indexed aggregates; the files part
 stops after :data:`MAX_SCAN_ENTRIES` directory entries (the result then says
-``truncated``: the real use is at least that). Each process scans a tenant at most
-once per :data:`STORAGE_SCAN_S` (``Platform.storage``), so a tenant can overshoot its
-limit by what it writes in one interval, never more.
+``truncated``: the real use is at least that). ``Platform.check_storage`` decides on
+the last measurement and, once it is :data:`STORAGE_SCAN_S` old, starts the next one
+in the background (only a tenant's first check in a process waits for a scan), so a
+tenant can overshoot its limit by about what it writes in one interval.
 
 The file layout is the RAG and adapter packages' convention, read here by path (the
 platform sits below them and must not import them).
@@ -63,6 +64,7 @@ class StorageReport:
     store: dict[str, int]
     rag: int
     adapters: int
+    #: When the scan started (Unix time): it includes everything written before.
     measured_at: float
     truncated: bool = False
     #: Object-store collection roots that were not counted.
@@ -174,6 +176,7 @@ def measure(
 ) -> StorageReport:
     """Measure ``tenant``'s stored bytes now (see the module's docstring for what
     counts). ``adapters_root`` defaults to ``<home>/adapters``."""
+    started = time.time()  # what the report is "as of": writes after it may be missed
     home_path = Path(home).expanduser().resolve()
     adapters = home_path / "adapters"
     if adapters_root:
@@ -189,7 +192,7 @@ def measure(
         store=store,
         rag=rag,
         adapters=adapter_bytes,
-        measured_at=time.time(),
+        measured_at=started,
         truncated=budget.truncated,
         skipped=tuple(skipped),
     )

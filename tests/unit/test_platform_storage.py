@@ -216,3 +216,25 @@ def test_lumos_usage_show_reports_storage_against_the_limit(
     line = next(x for x in out.splitlines() if x.startswith("storage "))
     assert f"/{LIMIT:,} bytes" in line and "OVER THE LIMIT" in line
     assert "(no usage recorded)" not in out  # the measurement is metered, then listed
+
+
+def test_a_stale_measurement_is_used_and_refreshed_in_the_background(
+    platform: Platform, stores: dict[str, RunStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from lumos_ray.platform import _storage
+
+    platform.create_tenant("acme", "tiny")
+    platform.check_storage("acme")  # the first check measures (empty)
+    first = platform.storage("acme")
+    stores["acme"].create_run("big", "wf", "v1", {"text": "x" * LIMIT}, status="succeeded")
+    monkeypatch.setattr(_storage, "STORAGE_SCAN_S", 0.0)  # every measurement is stale now
+    platform.check_storage("acme")  # decided on the stale (empty) one: not refused
+    deadline = time.monotonic() + 60
+    while platform._storage_cache["acme"].measured_at == first.measured_at:
+        assert time.monotonic() < deadline, "no background measurement happened"
+        time.sleep(0.05)
+    assert platform._storage_cache["acme"].total > LIMIT
+    with pytest.raises(QuotaExceededError):
+        platform.check_storage("acme")
