@@ -159,13 +159,23 @@ def table(data: list[dict[str, Any]]) -> str:
         lines.append("")
         pts = r["points"]
         if r["series"] == "sessions":
-            lines.append("| sessions | actor RSS (MiB) | KiB/session | fill (s) | load |")
-            lines.append("|---|---|---|---|---|")
-            lines += [
-                f"| {p['sessions']:,} | {p['rss_mib']} | {p['kib_per_session']} "
-                f"| {p['fill_s']} | {p['load_1m']} |"
-                for p in pts
-            ]
+            lines.append(
+                "| sessions | actor RSS (MiB) | KiB/session (all) | KiB/session (marginal) "
+                "| fill (s) | load |"
+            )
+            lines.append("|---|---|---|---|---|---|")
+            prev = None
+            for p in pts:
+                # Growth since the previous level over the sessions added since then.
+                marginal = "-"
+                if prev:
+                    grew_kib = (p["rss_mib"] - prev["rss_mib"]) * 1024
+                    marginal = f"{grew_kib / (p['sessions'] - prev['sessions']):.2f}"
+                lines.append(
+                    f"| {p['sessions']:,} | {p['rss_mib']} | {p['kib_per_session']} | {marginal} "
+                    f"| {p['fill_s']} | {p['load_1m']} |"
+                )
+                prev = p
         else:
             lines.append(
                 "| concurrent runs | runs | runs/s | p50 (ms) | p95 (ms) | failed | load |"
