@@ -4,6 +4,7 @@ thread of the same tenant, and not in another tenant's thread of the same agent.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -38,9 +39,14 @@ async def test_fact_told_in_thread_1_is_recalled_in_thread_2_of_the_same_tenant_
     acme = AgentHandle(spec, tenant="acme-mem")
     globex = AgentHandle(spec, tenant="globex-mem")
 
-    await acme.run("My dog is named Pixel and she loves the beach.", thread_id="t1")
-    await acme.run("I work as a lighthouse keeper in Norway.", thread_id="t1")
-    await globex.run("Our quarterly budget review is on Friday.", thread_id="t1")
+    async def tell_acme() -> None:
+        await acme.run("My dog is named Pixel and she loves the beach.", thread_id="t1")
+        await acme.run("I work as a lighthouse keeper in Norway.", thread_id="t1")
+
+    # The two tenants' pools start (and load the embedding model) side by side.
+    await asyncio.gather(
+        tell_acme(), globex.run("Our quarterly budget review is on Friday.", thread_id="t1")
+    )
     # Written in the background after each turn; wait until they are in the pool.
     for h in (acme, globex):
         (counts,) = await h.flush_memory()
