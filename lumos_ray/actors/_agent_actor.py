@@ -343,7 +343,7 @@ class AgentActor:
             while len(self._threads) > _CACHE_THREADS:
                 old, _ = self._threads.popitem(last=False)
                 gate = self._gates.get(old)
-                if gate is not None and not gate.lock.locked():
+                if gate is not None and not gate.inflight:
                     del self._gates[old]
         else:
             self._threads.move_to_end(thread_id)
@@ -365,21 +365,25 @@ class AgentActor:
             gate = self._gates[thread_id] = ThreadGate()
         # Before any await: inputs are judged in the order they reached the actor.
         gate.admit(strategy, self.spec.name, thread_id)
-        async with gate.lock:
-            turn = Turn()
-            turn.task = asyncio.create_task(
-                self._turn_body(input, thread_id, run_id, carrier, emit, fresh, turn)
-            )
-            gate.current = turn
-            try:
-                return await turn.task
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if turn.cancelled_by is None or (me is not None and me.cancelling()):
-                    raise  # our own caller cancelled (timeout, ray.cancel): nothing kept
-                raise await self._settle(thread_id, input, turn) from None
-            finally:
-                gate.current = None
+        gate.inflight += 1
+        try:
+            async with gate.lock:
+                turn = Turn()
+                turn.task = asyncio.create_task(
+                    self._turn_body(input, thread_id, run_id, carrier, emit, fresh, turn)
+                )
+                gate.current = turn
+                try:
+                    return await turn.task
+                except asyncio.CancelledError:
+                    me = asyncio.current_task()
+                    if turn.cancelled_by is None or (me is not None and me.cancelling()):
+                        raise  # our own caller cancelled (timeout, ray.cancel): nothing kept
+                    raise await self._settle(thread_id, input, turn) from None
+                finally:
+                    gate.current = None
+        finally:
+            gate.inflight -= 1
 
     async def _settle(self, thread_id: str, input: Any, turn: Turn) -> Exception:
         """A turn a newer input cancelled: keep its messages so far (interrupt) or

@@ -86,18 +86,21 @@ class Turn:
 
 
 class ThreadGate:
-    """One thread's turn order: a FIFO lock and the turn holding it."""
+    """One thread's turn order: a FIFO lock, the turn holding it, and how many inputs
+    hold or wait for it (``inflight``: the lock alone looks free for a moment between
+    one turn's release and the next waiter's start)."""
 
-    __slots__ = ("current", "lock")
+    __slots__ = ("current", "inflight", "lock")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.current: Turn | None = None
+        self.inflight = 0
 
     def admit(self, strategy: ConcurrentInput, agent: str, thread_id: str) -> None:
         """Apply ``strategy`` to a new input, synchronously (before any ``await``, so
         inputs are judged in the order they reached the actor)."""
-        if not self.lock.locked() or strategy == "enqueue":
+        if self.inflight == 0 or strategy == "enqueue":
             return
         if strategy == "reject":
             raise ThreadBusyError(

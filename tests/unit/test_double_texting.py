@@ -225,6 +225,7 @@ async def test_a_cancelled_caller_keeps_nothing_and_gets_plain_cancellation():
 async def test_a_turn_past_its_commit_point_is_not_cancelled():
     gate = ThreadGate()
     await gate.lock.acquire()
+    gate.inflight = 1
     task = asyncio.create_task(asyncio.sleep(10))
     gate.current = Turn(task=task, committing=True)
     gate.admit("rollback", "dt", "t")
@@ -234,6 +235,23 @@ async def test_a_turn_past_its_commit_point_is_not_cancelled():
     assert gate.current.cancelled_by == "rollback"
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_reject_counts_inputs_waiting_for_the_lock_as_busy():
+    """Between one turn's release and the next waiter's start the lock looks free; a
+    rejecting input arriving then is still refused (the thread is not idle)."""
+    s = Script()
+    actor = _actor(s)
+    first = asyncio.create_task(actor.run("slow", "t"))
+    await _until(s.started)
+    second = asyncio.create_task(actor.run("second", "t"))  # enqueued
+    await asyncio.sleep(0)
+    s.release.set()
+    while not first.done():  # first has released; second has not started yet
+        await asyncio.sleep(0)
+    with pytest.raises(ThreadBusyError):
+        await actor.run("third", "t", concurrent_input="reject")
+    await second
 
 
 async def test_unknown_strategy_is_a_clear_error():
