@@ -37,10 +37,10 @@ def sandbox(ws: Path, isolation: str = "none", **extra: object) -> ToolContext:
 
 
 async def test_calculator_refuses_a_huge_power_in_under_two_seconds():
-    t0 = time.monotonic()
+    t0 = time.process_time()  # CPU seconds: computing the power would take minutes
     with pytest.raises(ToolNotAllowedError, match="refused before computing"):
         await call("calculator", {"expression": "(9**9999)**3000"}, bound_s=60)
-    assert time.monotonic() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     assert await call("calculator", {"expression": "2 ** 100"}) == 2**100
 
 
@@ -68,10 +68,12 @@ async def test_convert_format_refuses_a_recursive_alias():
 async def test_search_files_stops_a_catastrophic_regex(ws: Path):
     (ws / "f.txt").write_text("a" * 34 + "!\n")
     ctx = ToolContext(workspace=str(ws))
-    t0 = time.monotonic()
+    # The regex budget is in CPU seconds of the matching thread (the wall clock of a
+    # loaded machine runs longer): bound the CPU this process spent, not wall time.
+    t0 = time.process_time()
     with pytest.raises(ToolNotAllowedError, match="took longer than"):
         await call("search_files", {"contains": "^(a|a)+$"}, ctx)
-    assert time.monotonic() - t0 < 20.0
+    assert time.process_time() - t0 < 20.0
     with pytest.raises(ToolNotAllowedError, match="limit is 1000"):
         await call("search_files", {"contains": "a" * 1001}, ctx)
     found = await call("search_files", {"contains": "a{3}!"}, ctx)
@@ -80,7 +82,7 @@ async def test_search_files_stops_a_catastrophic_regex(ws: Path):
 
 async def test_json_validate_stops_a_catastrophic_pattern():
     evil = "a" * 34 + "!"
-    t0 = time.monotonic()
+    t0 = time.process_time()  # CPU seconds, as the regex budget counts them
     with pytest.raises(ToolNotAllowedError, match="took longer than"):
         await call("json_validate", {"data": evil, "json_schema": {"pattern": "^(a|a)+$"}})
     with pytest.raises(ToolNotAllowedError, match="took longer than"):
@@ -89,7 +91,7 @@ async def test_json_validate_stops_a_catastrophic_pattern():
             {"data": {evil: 1}, "json_schema": {"patternProperties": {"^(a|a)+$": {}},
                                                 "additionalProperties": False}},
         )  # fmt: skip
-    assert time.monotonic() - t0 < 20.0
+    assert time.process_time() - t0 < 20.0
     r = await call(
         "json_validate",
         {"data": {"id": "x-1", "zz": 2}, "json_schema": {
@@ -108,11 +110,11 @@ async def test_sql_query_stops_an_endless_recursive_cte(ws: Path):
     sqlite3.connect(ws / "d.db").execute("CREATE TABLE t (x)").connection.commit()
     ctx = ToolContext(workspace=str(ws), settings={"sql": {"timeout_s": 1}})
     endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
-    t0 = time.monotonic()
+    t0 = time.process_time()  # the CTE runs in this process; endless without the bound
     with pytest.raises(ToolNotAllowedError, match="longer than 1 s"):
         await call("sql_query", {"database": "d.db", "query": endless + "SELECT count(*) FROM c"},
                    ctx)  # fmt: skip
-    assert time.monotonic() - t0 < 5.0
+    assert time.process_time() - t0 < 5.0
     r = await call("sql_query", {"database": "d.db", "query": endless + "SELECT x FROM c",
                                  "max_rows": 5}, ctx)  # fmt: skip
     assert r["rows"] == [[1], [2], [3], [4], [5]] and r["truncated"] is True
@@ -124,7 +126,7 @@ async def test_shell_timeout_kills_children_started_with_setsid(ws: Path):
     cmd = "setsid sh -c 'echo $$ > escaped.pid; exec sleep 60' & echo started; sleep 60"
     t0 = time.monotonic()
     r = await call("shell", {"command": cmd, "timeout_s": 1}, sandbox(ws))
-    assert time.monotonic() - t0 < 8.0
+    assert time.monotonic() - t0 < 30.0  # not the 60 s it would hang (a loaded box is slow)
     assert r["timed_out"] is True and r["stdout"] == "started\n"
     escaped = int((ws / "escaped.pid").read_text())
     with pytest.raises(ProcessLookupError):
@@ -140,7 +142,7 @@ async def test_python_exec_timeout_kills_a_detached_grandchild(ws: Path):
     )
     t0 = time.monotonic()
     r = await call("python_exec", {"code": code, "timeout_s": 1}, sandbox(ws))
-    assert time.monotonic() - t0 < 8.0 and r["timed_out"] is True
+    assert time.monotonic() - t0 < 30.0 and r["timed_out"] is True  # not the 60 s sleep
     with pytest.raises(ProcessLookupError):
         os.kill(int((ws / "child.pid").read_text()), 0)
 
