@@ -55,10 +55,10 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/lumos demo
 
+# The type check and the unit tier run beside the integration tier (see tests/run_tiers.sh).
 test: $(STAMP) postgres bwrap
 	$(BIN)/ruff check lumos_ray tests benchmarks
-	$(TYPECHECK)
-	$(BIN)/python -m pytest -q -ra tests/unit tests/integration $(PYTEST_ARGS)
+	tests/run_tiers.sh $(BIN)/python "$(TYPECHECK)" $(PYTEST_ARGS)
 
 test-unit: $(STAMP) postgres bwrap
 	$(BIN)/python -m pytest -q -ra tests/unit $(PYTEST_ARGS)
