@@ -287,8 +287,9 @@ class AgentActor:
         if mem is not None and self.spec.memory.recall == "auto":
             name = self.spec.name
 
-            def seen(r: Recalled) -> bool:  # already in the window (or the summary)
-                return r.agent == name and r.thread_id == thread_id and r.index >= shown_from
+            def seen(r: Recalled) -> bool:  # in the window, or its summary (index -1)
+                same = r.agent == name and r.thread_id == thread_id
+                return same and (r.index >= shown_from or r.index < 0)
 
             query = input if isinstance(input, str) else json.dumps(input, default=str)
             hits = await mem.recall(query, self.spec.memory.recall_k, skip=seen)
