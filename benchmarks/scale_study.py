@@ -9,7 +9,9 @@ Two series are measured by this script, on an embedded cluster (or ``--address``
   cumulatively, 100 in flight; memory per session = growth / sessions added.
 * ``runs``: concurrent durable workflow runs. A one-step workflow (the built-in
   ``calculator`` tool: ``40 + 2``) run with ``lumos_ray.execute_run`` by C asyncio
-  workers in a closed loop for ``--seconds``; runs/s and p50/p95 latency per level.
+  workers in a closed loop for ``--seconds`` after one untimed round of C runs (which
+  starts the Ray worker processes C concurrent tool tasks need); runs/s and p50/p95
+  latency per level.
   Each run is created, checkpointed and finished in the run store (SQLite embedded).
 
 The other two series of the issue have their own, heavier benchmarks: gateway clients
@@ -126,6 +128,11 @@ async def runs(levels: list[int], seconds: float) -> dict[str, Any]:
                     failed[0] += 1
                 lat.append(time.perf_counter() - t)
 
+        # Warm-up, untimed: each tool step is a Ray task, and C steps at once need C
+        # worker processes; Ray starts missing ones on demand (seconds each on a busy
+        # machine), which would otherwise be most of a short level's time.
+        await asyncio.gather(*(lr.execute_run(wf, {}) for _ in range(conc)))
+        deadline = time.perf_counter() + seconds
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(lat, failed, deadline) for _ in range(conc)))
         wall = time.perf_counter() - t0
