@@ -10,8 +10,10 @@ test_gateway_platform.py. Fine-tuning jobs have no HTTP route and the session cl
 has no Jobs API (no dashboard): tests/unit/test_finetune_job_tenants.py checks them
 against a stand-in Jobs API. RAG collections have no HTTP route either: Python only.
 
-Serve's HTTP options belong to the cluster, so this module starts Serve on its own
-port and stops its app at the end; run it on its own, like test_gateway_platform.py.
+Serve's HTTP options belong to the cluster: this module deploys its app under
+``/isotest`` on the Serve that runs already (the session's engine app, when an earlier
+module started it), or starts Serve on a free port of its own; it deletes its app at
+the end (and Serve with it when nothing else is left).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def env(
     from lumos_ray import serve as lserve
     from lumos_ray.platform import Platform
     from lumos_ray.serve import GatewayConfig, ServeConfig, ServedEmbeddingConfig
-    from lumos_ray.serve._app import gateway_deployment
+    from lumos_ray.serve._app import _serve_running, _start_serve, _state_file, gateway_deployment
 
     work = tmp_path_factory.mktemp("iso")
     plans = work / "plans.yaml"
@@ -78,16 +80,27 @@ def env(
             embeddings=ServedEmbeddingConfig(enabled=False),
             adapters_dir=str(work / "adapters"),
         )
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(gateway_deployment(cfg, {}, None), name=cfg.app_name, route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
+        if _serve_running():  # keeps the port it was started with: find it
+            state = json.loads(_state_file().read_text())
+            base = str(state["url"]).removesuffix("/v1")
+        else:
+            _start_serve(cfg)  # retried: a saturated machine can fail the first start
+            base = f"http://127.0.0.1:{port}"
+        serve.run(gateway_deployment(cfg, {}, None), name=cfg.app_name, route_prefix="/isotest")
+        url = base + "/isotest"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        last = ""
+        while True:
             try:
-                if httpx.get(url + "/health", timeout=5).status_code == 200:
+                # /v1/models with a key: under a route prefix the open probes (/health)
+                # are not matched as open routes, so they want a key too.
+                r = httpx.get(url + "/v1/models", headers=_h(keys[A]), timeout=5)
+                if r.status_code == 200:
                     break
-            except httpx.HTTPError:
-                pass
+                last = f"{r.status_code} {r.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            assert time.monotonic() < deadline, f"the test gateway at {url} never answered: {last}"
             time.sleep(0.5)
         yield {"url": url, "keys": keys, "platform": p, "work": work}
         lserve.stop(cfg.app_name)
