@@ -2,29 +2,31 @@
 
 The tool only holds a handle to the collection's router actor (looked up by name, so
 any process in the cluster reaches the same pool) and awaits it: no model, index or
-graph lives in the agent. The tenant comes from the process settings (LUMOS_TENANT),
-so an agent can only reach its own tenant's collections.
+graph lives in the agent. The tenant is the calling agent's own (its actor's tenant,
+passed in the tool context; the process settings only when a tool is called outside
+an agent), so an agent can only reach its own tenant's collections, whatever the
+model asks for.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from lumos_ray.tools._api import Tool, register_tool, tool
+from lumos_ray.tools._api import Tool, ToolContext, register_tool, tool
 
 __all__ = ["rag_search", "register_rag_tools"]
 
 _handles: dict[str, Any] = {}
 
 
-def _router(collection: str) -> Any:
+def _router(collection: str, tenant: str | None) -> Any:
     from lumos_ray import runtime
     from lumos_ray.rag._client import RagCollection
     from lumos_ray.rag._names import router_actor_name
 
     if not runtime.is_connected():
         runtime.connect()
-    tenant = runtime.current_settings().tenant_id
+    tenant = tenant or runtime.current_settings().tenant_id
     name = router_actor_name(collection, tenant)
     handle = _handles.get(name)
     if handle is None:
@@ -42,6 +44,7 @@ async def rag_search(
     collection: str,
     mode: Literal["naive", "local", "global", "hybrid", "multihop", "mix", "guided"] = "hybrid",
     k: int = 5,
+    ctx: ToolContext | None = None,
 ) -> list[dict[str, Any]]:
     """Search a knowledge collection (vector index + knowledge graph) and return the
     best passages with where they came from.
@@ -61,7 +64,7 @@ async def rag_search(
 
     if not 1 <= k <= 50:
         raise RagError(f"k must be between 1 and 50, got {k}")
-    router = _router(collection)
+    router = _router(collection, ctx.tenant if ctx is not None else None)
     try:
         from lumos_ray import tracing
 
