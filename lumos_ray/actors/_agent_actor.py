@@ -528,7 +528,7 @@ class AgentActor:
 def actor_for(spec: Agent, replica: int, fingerprint: str, tenant: str) -> Any:
     """The named actor of replica ``replica`` of ``spec`` for ``tenant``, created on
     first use."""
-    from lumos_ray.runtime import get_or_create_actor, remote_class
+    from lumos_ray.runtime import get_or_create_actor, merge_actor_options, remote_class
 
     opts: dict[str, Any] = {
         "max_restarts": spec.restart.max_restarts,
@@ -536,6 +536,7 @@ def actor_for(spec: Agent, replica: int, fingerprint: str, tenant: str) -> Any:
         "max_concurrency": 10_000,
         **spec.resources.ray_options(),
     }
+    opts = merge_actor_options(opts, spec.placement)
     return get_or_create_actor(
         actor_name(spec.name, replica, tenant),
         remote_class(AgentActor),

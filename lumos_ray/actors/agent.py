@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lumos_ray.actors._agent_loop import AgentResult
 from lumos_ray.actors._concurrency import ConcurrentInput
 from lumos_ray.actors.models import ChatModel, ModelConfig
+from lumos_ray.runtime import Placement
 
 __all__ = ["Agent", "AgentHandle", "AgentResult", "MemoryConfig", "Resources", "RestartPolicy"]
 
@@ -151,6 +152,11 @@ class Agent(BaseModel):
         default=None, description="Root the file tools are confined to (default: LUMOS_HOME)."
     )
     resources: Resources = Field(default_factory=Resources)
+    placement: Placement | None = Field(
+        default=None,
+        description="Where the agent's actors run: custom resources, node labels, a node, "
+        "or spread (see docs/operations.md).",
+    )
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     replicas: int = Field(default=1, ge=1, description="Actor replicas (threads are sharded).")
     concurrent_input: ConcurrentInput = Field(

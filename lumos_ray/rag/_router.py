@@ -111,7 +111,7 @@ class RagRouter:
             name=shard_actor_name(self.cfg.name, self.cfg.tenant, i),
             lifetime="detached",
             get_if_exists=True,
-            **merge_actor_options(SHARD_OPTIONS, self.cfg.placement),
+            **merge_actor_options(SHARD_OPTIONS, self.cfg.placement, member=i),
         ).remote(self.cfg.model_dump(), i, shard_dir(self.root, i))
 
     async def _call(self, i: int, method: str, *args: Any) -> Any:

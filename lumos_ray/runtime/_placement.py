@@ -146,13 +146,55 @@ class Placement(BaseModel):
         return out
 
 
-def merge_actor_options(base: dict[str, Any], placement: Placement | None) -> dict[str, Any]:
+def merge_actor_options(
+    base: dict[str, Any], placement: Placement | None, member: int | None = None
+) -> dict[str, Any]:
     """``base`` actor options with ``placement``'s on top; custom resources are added
-    to the actor's own (a shard's ``{"site_a": 0.01}`` plus any it already asks for)."""
+    to the actor's own (a shard's ``{"site_a": 0.01}`` plus any it already asks for).
+
+    ``member``: the actor is the member-th of a group created together (a collection's
+    shards). With ``spread``, Ray's SPREAD decides each actor alone on a load snapshot
+    that the group's other actors have not changed yet, so two shards could share a
+    node; instead member i goes to the i-th alive node that fits, so N members land on
+    N nodes when there are N. The affinity is hard: with ``soft=True`` Ray put both
+    shards of a two-node test on one node (it falls back as soon as a node looks busy);
+    a member whose node died is re-created by its owner, and this choice is made again
+    over the nodes alive then.
+    """
     if placement is None:
         return dict(base)
     extra = placement.actor_options()
+    if member is not None and placement.strategy == "spread":
+        nodes = _fitting_nodes(placement)
+        if nodes:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            node = nodes[member % len(nodes)]
+            extra["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
     merged = {**base, **extra}
     if "resources" in base and "resources" in extra:
         merged["resources"] = {**base["resources"], **extra["resources"]}
     return merged
+
+
+def _fitting_nodes(placement: Placement) -> list[str]:
+    """Ids of the alive nodes offering ``placement``'s custom resources and carrying its
+    plain-valued labels (a selector with an operator is left to Ray), sorted."""
+    import ray
+
+    out = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        offered = node.get("Resources") or {}
+        labels = node.get("Labels") or {}
+        if any(name not in offered for name in placement.resources):
+            continue
+        if any(
+            labels.get(key) != value
+            for key, value in placement.node_labels.items()
+            if not value.startswith(("!", "in("))
+        ):
+            continue
+        out.append(str(node["NodeID"]))
+    return sorted(out)

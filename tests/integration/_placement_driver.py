@@ -6,7 +6,8 @@ and the labels of every node.
 - ``pinned``: two shards (and their router) on the node labelled ``zone=a``
   (``CollectionConfig.placement.node_labels``, as a YAML file would give it);
 - ``spread``: two shards with ``strategy: spread``;
-- an agent pinned by the ``site_a`` custom resource (``Agent.resources.resources``).
+- an agent pinned by the ``site_a`` custom resource (``Agent.resources.resources``);
+- an agent placed by node label (``Agent.placement.node_labels``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def main(address: str) -> None:
         resources=Resources(num_cpus=0, resources={"site_a": 0.01}),
     ).deploy()
     out["agent"] = _node_of(agent.actor("t"))
+    labelled = lr.Agent(
+        name="labelled",
+        model=TestModel(),
+        resources=Resources(num_cpus=0),
+        placement=Placement(node_labels={"zone": "a"}),
+    ).deploy()
+    out["agent_by_label"] = _node_of(labelled.actor("t"))
     print(json.dumps(out), flush=True)
 
 

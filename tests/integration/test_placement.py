@@ -113,3 +113,7 @@ def test_agent_asking_for_a_custom_resource_runs_on_the_node_that_offers_it(
     placed: dict[str, Any],
 ) -> None:
     assert placed["agent"] == _labelled(placed, "zone", "a")  # the node started with site_a
+
+
+def test_agent_placed_by_node_label_runs_on_the_labelled_node(placed: dict[str, Any]) -> None:
+    assert placed["agent_by_label"] == _labelled(placed, "zone", "a")
