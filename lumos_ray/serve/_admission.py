@@ -66,8 +66,9 @@ NO_LEASE, ADMIT_AND_LEASE, LEASE_ONLY = 0, 1, 2
 #: + whether a refused call should ask again soon (leases of its key/tenant are out)
 LeaseVerdict = tuple[float, QuotaExceededError | None, Lease | None, bool]
 
-#: Most calls one lease covers.
-LEASE_MAX = 256
+#: Most calls one lease covers (a busy replica's next lease is asked for when half
+#: of this one is left, so a round trip slowed by load does not stall its calls).
+LEASE_MAX = 1024
 #: A share smaller than this is not lent: the call-by-call path keeps limits exact.
 LEASE_MIN = 4
 #: How long a replica may use a lease.
@@ -356,7 +357,7 @@ class ClusterAdmission:
                     credit.last = now
                     if not credit.left:
                         self._end(ck, credit)
-                    elif credit.left * 4 <= credit.calls and not credit.renewing:
+                    elif credit.left * 2 <= credit.calls and not credit.renewing:
                         # Ask for the next lease before this one runs out, so busy
                         # keys never wait for the actor.
                         credit.renewing = True
