@@ -316,11 +316,10 @@ class ClusterAdmission:
         self._actor: Any = None
         self._pending: list[tuple[LeaseItem, asyncio.Future[LeaseVerdict]]] = []
         self._sending = False
-        self._records: list[tuple[str, dict[str, int]]] = []
-        self._recording = False
         self._credits: dict[_CreditKey, _Credit] = {}
-        self._settles: list[tuple[int, int]] = []
-        self._settling = False
+        # actor method -> items waiting to be sent (metering, lease settlements)
+        self._outbox: dict[str, list[Any]] = {"record": [], "settle": []}
+        self._posting: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs until done
 
     def _spawn(self, coro: Any) -> None:
@@ -417,26 +416,33 @@ class ClusterAdmission:
         """Stop using a lease and tell the actor how much of it was used (batched)."""
         if self._credits.get(ck) is credit:
             del self._credits[ck]
-        self._settles.append((credit.lease_id, credit.used))
         credit.left = 0
-        if not self._settling:
-            self._settling = True
-            self._spawn(self._send_settles())
+        self._post("settle", (credit.lease_id, credit.used))
 
-    async def _send_settles(self) -> None:
+    def _post(self, method: str, item: Any) -> None:
+        """Queue ``item`` for the actor's ``method``; the caller does not wait. Items
+        that arrive while one call is in flight go together in the next."""
+        self._outbox[method].append(item)
+        if method not in self._posting:
+            self._posting.add(method)
+            self._spawn(self._drain(method))
+
+    async def _drain(self, method: str) -> None:
         from lumos_ray.runtime import is_actor_died
 
         try:
-            while self._settles:
-                batch, self._settles = self._settles, []
+            while self._outbox[method]:
+                batch, self._outbox[method] = self._outbox[method], []
                 try:
-                    await self._handle().settle.remote(batch)
-                except Exception as exc:  # counted as used when the lease ends unsettled
+                    await getattr(self._handle(), method).remote(batch)
+                except Exception as exc:
+                    # Never fails an answer: lost metering, or a lease the actor counts
+                    # as used once it is LEASE_GRACE_S past its end.
                     if is_actor_died(exc):
                         self._actor = None
-                    log.exception("Settling leases with the admission actor failed")
+                    log.exception("Sending %s to the admission actor failed", method)
         finally:
-            self._settling = False
+            self._posting.discard(method)
 
     async def _send(self) -> None:
         from lumos_ray.runtime import is_actor_died
@@ -460,39 +466,23 @@ class ClusterAdmission:
                     if not fut.done():
                         fut.set_result(verdict)
                     elif verdict[2] is not None:  # the caller went away: give it back
-                        self._settles.append((verdict[2][0], 0))
+                        self._post("settle", (verdict[2][0], 0))
         finally:
             self._sending = False
 
     def record(self, tenant: str, counts: dict[str, int]) -> None:
         """Queue metering for the actor (sent in batches; the caller does not wait)."""
-        self._records.append((tenant, counts))
-        if not self._recording:
-            self._recording = True
-            self._spawn(self._send_records())
-
-    async def _send_records(self) -> None:
-        from lumos_ray.runtime import is_actor_died
-
-        try:
-            while self._records:
-                batch, self._records = self._records, []
-                try:
-                    await self._handle().record.remote(batch)
-                except Exception as exc:  # metering must not fail answers
-                    if is_actor_died(exc):
-                        self._actor = None
-                    log.exception("Sending usage to the admission actor failed")
-        finally:
-            self._recording = False
+        self._post("record", (tenant, counts))
 
     async def flush(self) -> int:
-        """Settle this replica's leases, then write the actor's counts to the store."""
+        """Settle this replica's leases and send its queued metering, then write the
+        actor's counts to the store."""
         for ck, credit in list(self._credits.items()):
             self._end(ck, credit)
-        batch, self._settles = self._settles, []
-        if batch:
-            await self._handle().settle.remote(batch)
+        for method, items in self._outbox.items():
+            batch, self._outbox[method] = items, []
+            if batch:
+                await getattr(self._handle(), method).remote(batch)
         return int(await self._handle().flush.remote())
 
     def close(self) -> None:
