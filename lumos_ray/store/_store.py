@@ -25,7 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lumos_ray._files import private_dir
@@ -366,6 +378,35 @@ class RunStore:
         with self._read() as c:
             return [dict(r._mapping) for r in c.execute(q)]
 
+    def runs_page(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """This tenant's runs oldest first by (created_at, id), filtered; pass the last
+        row's (created_at, id) as ``after`` for the next page, so a reader of a large
+        store (the dataset export) holds one page at a time."""
+        q = select(runs).where(runs.c.tenant_id == self.tenant_id)
+        if status:
+            q = q.where(runs.c.status == self._check_status(status))
+        if workflow:
+            q = q.where(runs.c.workflow == _check("workflow", workflow))
+        if since is not None:
+            q = q.where(runs.c.created_at >= float(since))
+        if until is not None:
+            q = q.where(runs.c.created_at < float(until))
+        if after is not None:
+            t, rid = float(after[0]), str(after[1])
+            q = q.where(or_(runs.c.created_at > t, and_(runs.c.created_at == t, runs.c.id > rid)))
+        q = q.order_by(runs.c.created_at, runs.c.id).limit(_check_limit(limit))
+        with self._read() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
     @staticmethod
     def _check_status(status: Any) -> str:
         if status not in RUN_STATES:
@@ -571,8 +612,12 @@ class RunStore:
         with self._write() as c:
             self._insert_events(c, {run_id: evs}, time.time())
 
-    def read_events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """The run's events with ``seq > after``, in order (seq, ts, type, data)."""
+    def read_events(
+        self, run_id: str, after: int = 0, limit: int = 1000, *, type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's events with ``seq > after``, in order (seq, ts, type, data);
+        ``type`` keeps only events of that type (e.g. a run's ``score`` events)."""
+        kind = [events.c.type == _check("event_type", type)] if type is not None else []
         with self._read() as c:
             rows = c.execute(
                 select(events.c.seq, events.c.ts, events.c.type, events.c.data)
@@ -580,6 +625,7 @@ class RunStore:
                     events.c.tenant_id == self.tenant_id,
                     events.c.run_id == run_id,
                     events.c.seq > int(after),
+                    *kind,
                 )
                 .order_by(events.c.seq)
                 .limit(_check_limit(limit))
@@ -672,14 +718,19 @@ class RunStore:
             c.execute(stmt)
 
     # -- threads: list, read, delete ------------------------------------------------
-    def list_threads(self, agent: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def list_threads(
+        self, agent: str | None = None, limit: int = 1000, *, prefix: str | None = None
+    ) -> list[dict[str, Any]]:
         """This tenant's agent threads that hold messages: (agent, thread_id, messages),
-        by agent and thread id (``agent`` filters)."""
+        by agent and thread id (``agent`` filters; ``prefix`` keeps thread ids that
+        start with it, e.g. ``RUN_ID/`` for the threads of one workflow run)."""
         q = select(messages.c.agent, messages.c.thread_id, func.count().label("messages")).where(
             messages.c.tenant_id == self.tenant_id
         )
         if agent is not None:
             q = q.where(messages.c.agent == _check("agent", agent))
+        if prefix:
+            q = q.where(messages.c.thread_id.startswith(prefix, autoescape=True))
         q = (
             q.group_by(messages.c.agent, messages.c.thread_id)
             .order_by(messages.c.agent, messages.c.thread_id)
