@@ -387,10 +387,12 @@ class RunStore:
         until: float | None = None,
         after: tuple[float, str] | None = None,
         limit: int = 500,
+        newest_first: bool = False,
     ) -> list[dict[str, Any]]:
         """This tenant's runs oldest first by (created_at, id), filtered; pass the last
         row's (created_at, id) as ``after`` for the next page, so a reader of a large
-        store (the dataset export) holds one page at a time."""
+        store (the dataset export) holds one page at a time. ``newest_first``: the
+        other way round (the dashboard's list; ``after`` then pages to older runs)."""
         q = select(runs).where(runs.c.tenant_id == self.tenant_id)
         if status:
             q = q.where(runs.c.status == self._check_status(status))
@@ -402,8 +404,19 @@ class RunStore:
             q = q.where(runs.c.created_at < float(until))
         if after is not None:
             t, rid = float(after[0]), str(after[1])
-            q = q.where(or_(runs.c.created_at > t, and_(runs.c.created_at == t, runs.c.id > rid)))
-        q = q.order_by(runs.c.created_at, runs.c.id).limit(_check_limit(limit))
+            if newest_first:
+                q = q.where(
+                    or_(runs.c.created_at < t, and_(runs.c.created_at == t, runs.c.id < rid))
+                )
+            else:
+                q = q.where(
+                    or_(runs.c.created_at > t, and_(runs.c.created_at == t, runs.c.id > rid))
+                )
+        if newest_first:
+            q = q.order_by(runs.c.created_at.desc(), runs.c.id.desc())
+        else:
+            q = q.order_by(runs.c.created_at, runs.c.id)
+        q = q.limit(_check_limit(limit))
         with self._read() as c:
             return [dict(r._mapping) for r in c.execute(q)]
 
