@@ -26,6 +26,7 @@ from lumos_ray.runtime._calls import (  # noqa: E402
     get_refs,
     is_actor_died,
     is_remote_task_error,
+    pickle_by_value,
     remote_function,
     unwrap_error,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "kill_actor",
     "local_cluster_address",
     "merge_actor_options",
+    "pickle_by_value",
     "read_cluster_state",
     "remote_class",
     "remote_function",

@@ -18,9 +18,30 @@ __all__ = [
     "get_refs",
     "is_actor_died",
     "is_remote_task_error",
+    "pickle_by_value",
     "remote_function",
     "unwrap_error",
 ]
+
+
+def pickle_by_value(module_name: str) -> None:
+    """Send the functions and classes of the imported module ``module_name`` by value
+    (their code) in every Ray call from this process, instead of by import path.
+
+    ``lumos dev`` needs it: a long-lived agent actor that received a tool by path would
+    run the copy it imported first, however often the file changes; by value, the new
+    code travels with the spec that :meth:`AgentActor.reconfigure` takes in place (the
+    actor, its threads and its running turns stay). Registered in Ray's pickler and in
+    cloudpickle (which hashes agent specs), so both see the code."""
+    import sys
+
+    import cloudpickle
+    import ray.cloudpickle
+
+    module = sys.modules[module_name]
+    for pickler in (ray.cloudpickle, cloudpickle):
+        if module_name not in pickler.list_registry_pickle_by_value():
+            pickler.register_pickle_by_value(module)
 
 
 def _exceptions() -> Any:
