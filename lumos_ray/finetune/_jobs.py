@@ -7,11 +7,9 @@ as JSON) or its error comes back through the launcher's result channel, never fr
 log line. Progress is for people: ``LUMOS_PROGRESS`` lines in the job's log, parsed
 for the progress bar and ``status``.
 
-Jobs belong to a tenant: ``submit_job`` records the submitter's tenant (``tenant=``,
-else ``LUMOS_TENANT``) in the job's metadata, and every other call here acts only on
-that tenant's jobs: another tenant's job id is NotFoundError with the same message as
-an id that does not exist, and ``list_jobs`` leaves them out. Jobs submitted before
-jobs carried a tenant count as the ``default`` tenant's.
+Jobs belong to a tenant (``tenant=``, else ``LUMOS_TENANT``): the launcher records it
+at submit and acts only on that tenant's jobs (see :mod:`lumos_ray.runtime._jobs`);
+here a job of another kind is also NotFoundError, worded like an id that does not exist.
 """
 
 from __future__ import annotations
@@ -40,8 +38,6 @@ __all__ = [
 ]
 
 KIND = "finetune"
-#: The job metadata key holding the submitter's tenant.
-TENANT_KEY = "lumos_tenant"
 _TARGET = "lumos_ray.finetune._job_main:job_main"
 
 
@@ -58,30 +54,25 @@ class FinetuneJobInfo(BaseModel):
     result_note: str | None = None
 
 
-def make_client(address: str | None) -> JobLauncher:
-    """The launcher for ``address``'s Jobs API (ConnectionFailedError with the fix)."""
-    return JobLauncher(address)
+def make_client(address: str | None, *, tenant: str | None = None) -> JobLauncher:
+    """The launcher for ``address``'s Jobs API, acting for ``tenant`` (default
+    ``LUMOS_TENANT``); ConnectionFailedError with the fix."""
+    return JobLauncher(address, tenant=tenant)
 
 
-def make_client_or_none(address: str) -> JobLauncher | None:
+def make_client_or_none(address: str, *, tenant: str | None = None) -> JobLauncher | None:
     """A launcher if the Jobs API answers at ``address`` now, else None (for polling)."""
     try:
-        return JobLauncher(address, connect_timeout_s=10)
+        return JobLauncher(address, connect_timeout_s=10, tenant=tenant)
     except ConnectionFailedError:
         return None
 
 
-def _tenant(tenant: str | None) -> str:
-    from lumos_ray.config import LumosSettings
-
-    return tenant or LumosSettings.from_env().tenant_id
-
-
-def _own(launcher: JobLauncher, job_id: str, tenant: str | None) -> JobInfo:
-    """The job's info if it is ``tenant``'s fine-tuning job; NotFoundError otherwise,
-    worded like the launcher's answer for an id that does not exist."""
+def _own(launcher: JobLauncher, job_id: str) -> JobInfo:
+    """The job's info if it is a fine-tuning job of the launcher's tenant (the launcher
+    checks the tenant); NotFoundError otherwise, worded like an id that does not exist."""
     info = launcher.info(job_id)
-    if info.kind != KIND or info.metadata.get(TENANT_KEY, "default") != _tenant(tenant):
+    if info.kind != KIND:
         raise NotFoundError(
             f"No job {job_id!r} on the cluster at {launcher.address}.",
             fix=f"List the jobs there with `lumos jobs list --address {launcher.address}`.",
@@ -99,15 +90,12 @@ def submit_job(spec: FinetuneJobSpec, address: str | None, *, tenant: str | None
 
     spec = spec.resolve_paths()
     preflight(spec)
-    owner = _tenant(tenant)
-    return make_client(address).submit(
+    return make_client(address, tenant=tenant).submit(
         _TARGET,
         {"spec": spec.model_dump(mode="json")},
         kind=KIND,
         name=spec.name,
         job_id=f"lumos-ft-{spec.name}-{uuid.uuid4().hex[:8]}",
-        env={"LUMOS_TENANT": owner},
-        metadata={TENANT_KEY: owner},
     )
 
 
@@ -140,25 +128,20 @@ def _as_ft(info: JobInfo, progress: dict[str, Any] | None = None) -> FinetuneJob
 
 
 def get_job(address: str | None, job_id: str, *, tenant: str | None = None) -> FinetuneJobInfo:
-    launcher = make_client(address)
-    info = _own(launcher, job_id, tenant)
+    launcher = make_client(address, tenant=tenant)
+    info = _own(launcher, job_id)
     return _as_ft(info, _progress(launcher.logs(job_id)))
 
 
 def list_jobs(address: str | None, *, tenant: str | None = None) -> list[FinetuneJobInfo]:
     """The tenant's fine-tuning jobs on the cluster (other Ray jobs and other tenants'
     jobs are left out), oldest first."""
-    owner = _tenant(tenant)
-    return [
-        _as_ft(i)
-        for i in make_client(address).list_jobs(kind=KIND)
-        if i.metadata.get(TENANT_KEY, "default") == owner
-    ]
+    return [_as_ft(i) for i in make_client(address, tenant=tenant).list_jobs(kind=KIND)]
 
 
 def job_logs(address: str | None, job_id: str, *, tenant: str | None = None) -> str:
-    launcher = make_client(address)
-    _own(launcher, job_id, tenant)
+    launcher = make_client(address, tenant=tenant)
+    _own(launcher, job_id)
     return launcher.logs(job_id)
 
 
@@ -167,8 +150,8 @@ def cancel_job(
 ) -> FinetuneJobInfo:
     """Stop the job (its trainer and workers die with the driver); its checkpoints stay,
     so submitting the same spec again resumes."""
-    launcher = make_client(address)
-    _own(launcher, job_id, tenant)
+    launcher = make_client(address, tenant=tenant)
+    _own(launcher, job_id)
     info = launcher.stop(job_id, wait_s=wait_s)
     return _as_ft(info, _progress(launcher.logs(job_id)))
 
@@ -193,7 +176,7 @@ def follow_job(
         elif p is None and on_line:
             on_line(line)
 
-    launcher = make_client(address)
-    _own(launcher, job_id, tenant)
+    launcher = make_client(address, tenant=tenant)
+    _own(launcher, job_id)
     info = launcher.follow(job_id, on_line=dispatch, poll_s=poll_s, timeout_s=timeout_s)
     return _as_ft(info)

@@ -23,6 +23,16 @@ parsed out of log lines; logs are for people.
   the job side (``_job_entry``, which today only writes a file) then needs the
   matching writer. Until then a submitter that cannot see the file gets
   ``result=None`` and a note saying why.
+
+Jobs belong to a tenant
+-----------------------
+A launcher acts for one tenant (``tenant=``, else ``LUMOS_TENANT``): ``submit`` records
+it in the job's metadata (``lumos_tenant``) and runs the job as that tenant, and every
+other call acts only on that tenant's jobs. Another tenant's job id is NotFoundError
+worded exactly like an id that does not exist (no existence oracle), and ``list_jobs``
+leaves such jobs out. The filter lives here, in the one launcher, so fine-tuning,
+federated simulation and ``lumos submit`` cannot forget it. Jobs submitted before jobs
+carried a tenant count as the ``default`` tenant's.
 """
 
 from __future__ import annotations
@@ -59,6 +69,10 @@ __all__ = [
 ENV_CALL = "LUMOS_JOB_CALL"
 ENV_RESULT_PATH = "LUMOS_JOB_RESULT_PATH"
 ENV_JOB_ID = "LUMOS_JOB_ID"
+#: The job metadata key holding the submitting tenant.
+TENANT_KEY = "lumos_tenant"
+#: Tenant of jobs submitted before jobs carried one.
+LEGACY_TENANT = "default"
 #: The submitter's trace context (W3C), so the job's spans join the submitter's trace.
 ENV_TRACEPARENT = "TRACEPARENT"
 ENV_TRACESTATE = "TRACESTATE"
@@ -202,8 +216,13 @@ class JobLauncher:
         *,
         results: ResultStore | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        tenant: str | None = None,
     ) -> None:
+        from lumos_ray.config import LumosSettings
+
         self.address = jobs_address(address)
+        #: The tenant this launcher acts for: it sees and touches only its jobs.
+        self.tenant = tenant or LumosSettings.from_env().tenant_id
         self.results: ResultStore = results or FileResultStore()
         self._timeout_s = connect_timeout_s
         from ray.job_submission import JobSubmissionClient
@@ -290,6 +309,7 @@ class JobLauncher:
         if "LUMOS_HOME" in job_env:
             job_env["LUMOS_HOME"] = str(Path(job_env["LUMOS_HOME"]).expanduser().resolve())
         job_env.update(env or {})
+        job_env["LUMOS_TENANT"] = self.tenant  # the job runs as its submitter's tenant
         job_env[ENV_CALL] = call
         job_env[ENV_JOB_ID] = job_id
         job_env[ENV_RESULT_PATH] = self.results.location(job_id)
@@ -304,7 +324,8 @@ class JobLauncher:
             if excludes:
                 runtime_env["excludes"] = excludes
         entry = [python or self._python(), "-m", "lumos_ray.runtime._job_entry"]
-        meta = {"lumos_kind": kind, "lumos_job_name": name, **(metadata or {})}
+        meta = {**(metadata or {}), "lumos_kind": kind, "lumos_job_name": name}
+        meta[TENANT_KEY] = self.tenant
         self._call(
             "submit",
             lambda: self.client.submit_job(
@@ -325,9 +346,24 @@ class JobLauncher:
         return sys.executable if any(h in self.address for h in local) else "python"
 
     # -- read -------------------------------------------------------------------------
+    def _not_found(self, job_id: str) -> NotFoundError:
+        return NotFoundError(
+            f"No job {job_id!r} on the cluster at {self.address}.",
+            fix=f"List the jobs there with `lumos jobs list --address {self.address}`.",
+            job_id=job_id,
+        )
+
+    def _owns(self, meta: Mapping[str, str]) -> bool:
+        """A lumos job of this launcher's tenant (other Ray jobs are not ours either)."""
+        return "lumos_kind" in meta and meta.get(TENANT_KEY, LEGACY_TENANT) == self.tenant
+
     def info(self, job_id: str) -> JobInfo:
+        """The job's status, and its result or error once it ended. NotFoundError for
+        an id that does not exist and for another tenant's job alike."""
         d = self._call("get info", lambda: self.client.get_job_info(job_id), job_id)
         meta = dict(getattr(d, "metadata", None) or {})
+        if not self._owns(meta):
+            raise self._not_found(job_id)
         status = _status(d.status)
         info = JobInfo(
             job_id=job_id,
@@ -354,17 +390,26 @@ class JobLauncher:
         return info
 
     def status(self, job_id: str) -> str:
-        return _status(self._call("status", lambda: self.client.get_job_status(job_id), job_id))
+        self.info(job_id)  # ownership
+        return self._status_of(job_id)
 
     def logs(self, job_id: str) -> str:
+        self.info(job_id)  # ownership
+        return self._logs_of(job_id)
+
+    # Unchecked reads, for loops that checked ownership once before they started.
+    def _status_of(self, job_id: str) -> str:
+        return _status(self._call("status", lambda: self.client.get_job_status(job_id), job_id))
+
+    def _logs_of(self, job_id: str) -> str:
         return str(self._call("logs", lambda: self.client.get_job_logs(job_id), job_id))
 
     def list_jobs(self, kind: str | None = None) -> list[JobInfo]:
-        """lumos jobs on the cluster (of ``kind`` if given), oldest first."""
+        """This tenant's lumos jobs on the cluster (of ``kind`` if given), oldest first."""
         out = []
         for d in self._call("list", self.client.list_jobs):
             meta = dict(d.metadata or {})
-            if not d.submission_id or "lumos_kind" not in meta:
+            if not d.submission_id or not self._owns(meta):
                 continue
             if kind is not None and meta.get("lumos_kind") != kind:
                 continue
@@ -397,13 +442,13 @@ class JobLauncher:
         Raises the job's own LumosError (or JobError) when it did not succeed (unless
         ``raise_on_failure`` is False), and JobError when ``timeout_s`` passes first
         (the job goes on: stop it with :meth:`stop`)."""
-        self.info(job_id)  # unknown id -> NotFoundError now, not after a poll
+        self.info(job_id)  # unknown or another tenant's id -> NotFoundError now
         seen = 0
         deadline = time.monotonic() + timeout_s if timeout_s else None
         while True:
-            status = self.status(job_id)
+            status = self._status_of(job_id)
             if on_line is not None:
-                lines = self.logs(job_id).splitlines()
+                lines = self._logs_of(job_id).splitlines()
                 for line in lines[seen:]:
                     on_line(line)
                 seen = len(lines)
@@ -435,7 +480,7 @@ class JobLauncher:
         self._call("stop", lambda: self.client.stop_job(job_id), job_id)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if self.status(job_id) in TERMINAL:
+            if self._status_of(job_id) in TERMINAL:
                 break
             time.sleep(0.5)
         return self.info(job_id)

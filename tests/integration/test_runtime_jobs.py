@@ -154,6 +154,14 @@ def test_result_and_error_come_back_structured_and_the_trace_continues(
     assert "d.jsonl:3" in ei.value.message and ei.value.fix == "Fix line 3."
     assert launcher.info(bad).error["code"] == "LUMOS-E050"
     assert {j.job_id for j in launcher.list_jobs()} >= {job, bad}
+    # Another tenant's launcher on the same cluster neither sees nor reads these jobs.
+    other = runtime.JobLauncher(
+        head["address"], results=runtime.FileResultStore(tmp_path / "results"), tenant="other-t"
+    )
+    assert not {j.job_id for j in other.list_jobs()} & {job, bad}
+    for call in (other.info, other.logs, other.stop):
+        with pytest.raises(NotFoundError):
+            call(job)
 
 
 def test_stop_unknown_ids_and_bounded_waits(head: dict, tmp_path: Path) -> None:
