@@ -19,6 +19,7 @@ __all__ = ["cli", "main"]
 _COMMAND_MODULES = (
     "_project",
     "_cluster",
+    "_dev",
     "_runs",
     "_history",
     "_workflows",
