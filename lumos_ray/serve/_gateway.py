@@ -549,7 +549,9 @@ class _FrontMiddleware:
             if declared and declared.isdigit() and int(declared) > limit:
                 raise _BodyTooLarge()
             principal = None
-            if route not in OPEN_ROUTES:
+            # The dashboard (/ui) authenticates its session cookie itself, with this
+            # same gw.auth (a browser sends no Authorization header on a page load).
+            if route not in OPEN_ROUTES and not route.startswith("/ui"):
                 principal = await gw.auth.authenticate(_header(scope, b"authorization"))
                 if principal is not None:
                     action = action_for(method, route)
@@ -855,6 +857,10 @@ def build_app() -> FastAPI:
         from lumos_ray.serve._runs_api import router
 
         app.include_router(router)
+    if importlib.util.find_spec("lumos_ray.serve._dashboard") is not None:
+        from lumos_ray.serve._dashboard import router as dashboard
+
+        app.include_router(dashboard)
 
     _document_bodies(app)
     return app

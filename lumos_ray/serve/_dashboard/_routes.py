@@ -1,0 +1,556 @@
+"""The dashboard's routes under ``/ui``: login, runs, a run (live), usage, threads,
+adapters. Server-rendered pages; the gateway includes this router.
+
+Auth: the gateway's front middleware lets ``/ui`` through without an
+``Authorization`` header (a browser cannot send one on a page load); every route here
+authenticates the session cookie with the gateway's own authenticator
+(``gateway.auth``), so a dashboard page and an API call with the same key see the same
+tenant and role. A page runs with the key's principal in the request state, so the
+runs API's own handlers (events, resume, cancel) are reused as they are: same tenant
+scoping, same audit. Actions check the role first: a viewer gets 403 (and never sees
+the buttons). Page views count against the key's rate limit, not against the plan's
+monthly API-call quota.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import RedirectResponse, Response
+
+from lumos_ray.errors import (
+    AuthenticationError,
+    InputValidationError,
+    LumosError,
+    PermissionDeniedError,
+)
+from lumos_ray.platform import ACTIONS, Principal
+from lumos_ray.serve._dashboard import _data
+from lumos_ray.serve._dashboard._devstatus import dev_errors
+from lumos_ray.serve._dashboard._forms import MAX_VALUE_CHARS, form_fields, parse_form
+from lumos_ray.serve._dashboard._i18n import LANG_COOKIE, LANGS, negotiate, translate
+from lumos_ray.serve._dashboard._render import render
+from lumos_ray.serve._dashboard._security import (
+    MAX_KEY_CHARS,
+    SESSION_COOKIE,
+    csrf_token,
+    page_headers,
+    safe_next,
+    same_origin,
+    session_cookie,
+    valid_csrf,
+)
+from lumos_ray.store import RUN_STATES
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+_MAX_FORM_BYTES = 256 * 1024
+_MAX_FORM_FIELDS = 60
+#: Files /ui/static may serve (nothing else, whatever the path says).
+_STATIC_TYPES = {
+    "dashboard.css": "text/css",
+    "dashboard.js": "text/javascript",
+    "vendor/htmx.min.js": "text/javascript",
+    "vendor/uPlot.iife.min.js": "text/javascript",
+    "vendor/uPlot.min.css": "text/css",
+}
+
+
+class _LoginNeeded(Exception):
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who looks at a page: their principal (None when the gateway has auth off),
+    tenant, language, whether they may act (resume/cancel), and the form token."""
+
+    principal: Principal | None
+    key: str
+    tenant: str
+    lang: str
+    can_act: bool
+    csrf: str
+
+    def t(self, key: str, **values: Any) -> str:
+        return translate(self.lang, key, **values)
+
+
+def _gateway(request: Request) -> Any:
+    return request.scope["state"]["gateway"]
+
+
+def _root(request: Request) -> str:
+    """The app's route prefix ("" at /): links and cookies live under it."""
+    return str(request.scope.get("root_path") or "").rstrip("/")
+
+
+def _redirect(request: Request, path: str) -> Response:
+    """303 to ``path`` (already under the route prefix when it starts with it)."""
+    root = _root(request)
+    target = path if root and path.startswith(root + "/") else root + path
+    return RedirectResponse(target, status_code=303, headers=page_headers())
+
+
+def _lang(request: Request) -> str:
+    return negotiate(request.headers.get("accept-language"), request.cookies.get(LANG_COOKIE))
+
+
+def _may(principal: Principal | None, action: str) -> bool:
+    return principal is None or principal.role.rank >= ACTIONS[action].rank
+
+
+async def _session(request: Request) -> Session:
+    """The page's session from its cookie (LoginNeeded without a valid one)."""
+    gw = _gateway(request)
+    lang = _lang(request)
+    if not gw.auth.enabled:  # no keys configured: the API is open, so is the dashboard
+        return Session(None, "", gw.default_tenant(), lang, True, csrf_token(""))
+    key = request.cookies.get(SESSION_COOKIE) or ""
+    if not key or len(key) > MAX_KEY_CHARS:
+        raise _LoginNeeded()
+    try:
+        principal: Principal = await gw.auth.authenticate(f"Bearer {key}")
+    except AuthenticationError:
+        raise _LoginNeeded("login.expired") from None
+    if gw.admission is not None:
+        await gw.admission.admit(principal.key_id or "anonymous", principal.tenant)
+    request.scope.setdefault("state", {})["principal"] = principal
+    return Session(
+        principal, key, principal.tenant, lang, _may(principal, "resume"), csrf_token(key)
+    )
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The LumosError inside a Ray error (a runner's refusal), if there is one."""
+    cur: BaseException | None = exc
+    for _ in range(10):
+        if cur is None or isinstance(cur, LumosError):
+            return cur or exc
+        nxt = getattr(cur, "cause", None) or cur.__cause__
+        cur = nxt if isinstance(nxt, BaseException) else None
+    return exc
+
+
+def _status(err: LumosError) -> int:
+    from lumos_ray.serve._errors import status_for
+
+    return status_for(err)
+
+
+def _context(request: Request, s: Session, nav: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "s": s,
+        "t": s.t,
+        "lang": s.lang,
+        "langs": LANGS,
+        "nav": nav,
+        "root": _root(request),
+        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        "dev_errors": dev_errors(),
+        "auth_on": s.principal is not None,
+        **extra,
+    }
+
+
+def _error_page(request: Request, err: LumosError, status: int) -> Response:
+    lang = _lang(request)
+    s = Session(None, "", "", lang, False, "")
+    ctx = _context(request, s, "", err=err, status=status)
+    ctx["auth_on"] = True
+    return render("error.html", ctx, status=status)
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _page(fn: Handler) -> Handler:
+    """Turn a missing session into a redirect to the login page, and errors into an
+    error page with the right status (never a stack trace)."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return await fn(request, *args, **kwargs)
+        except _LoginNeeded as need:
+            root = _root(request)
+            target = safe_next(request.url.path if request.method == "GET" else None, root)
+            q = {"next": target, **({"why": need.reason} if need.reason else {})}
+            return _redirect(request, f"/ui/login?{urlencode(q)}")
+        except Exception as exc:
+            cause = _unwrap(exc)
+            if isinstance(cause, LumosError):
+                return _error_page(request, cause, _status(cause))
+            log.exception("Dashboard page failed", exc_info=exc)
+            return _error_page(request, LumosError("Internal error in the dashboard."), 500)
+
+    return wrapper
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form, bounded in size and fields (a file upload is refused)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
+        raise InputValidationError(
+            "The form is too large.", fix="Send less text (at most 256 KiB in all)."
+        )
+    form = await request.form(max_files=0, max_fields=_MAX_FORM_FIELDS)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _check_post(request: Request, s: Session, form: dict[str, str]) -> None:
+    """CSRF: a POST must come from our own origin AND carry the session's token."""
+    if not same_origin(request.headers, request.url.scheme, request.headers.get("host")):
+        raise PermissionDeniedError(
+            "This form was not sent from the dashboard's own page (Origin check).",
+            fix="Open the dashboard at its own address and use its buttons.",
+        )
+    if not valid_csrf(s.key, form.get("csrf")):
+        raise PermissionDeniedError(
+            "The form's security token is missing or stale.",
+            fix="Reload the page and send the form again.",
+        )
+
+
+def _require(s: Session, action: str) -> None:
+    if not _may(s.principal, action):
+        assert s.principal is not None
+        need = ACTIONS[action]
+        raise PermissionDeniedError(
+            f"This action needs the {need.value} role; key {s.principal.key_id} is "
+            f"{s.principal.role.value}.",
+            fix="Sign in with a key with a higher role (a tenant admin can create one).",
+        )
+
+
+# -- static assets, login, language ----------------------------------------------------
+@router.get("/static/{name:path}")
+async def static(name: str = Path(max_length=100)) -> Response:
+    """The dashboard's own CSS/JS and the vendored libraries (an allowlist)."""
+    media = _STATIC_TYPES.get(name)
+    if media is None:
+        return Response("Not found", status_code=404, headers=page_headers())
+    data = resources.files(__package__).joinpath("static", *name.split("/")).read_bytes()
+    headers = {**page_headers(), "Cache-Control": "public, max-age=3600"}
+    return Response(data, media_type=media, headers=headers)
+
+
+@router.get("")
+@router.get("/")
+async def home(request: Request) -> Response:
+    return _redirect(request, "/ui/runs")
+
+
+@router.get("/login")
+async def login_page(
+    request: Request,
+    next: str | None = Query(default=None, max_length=500),
+    why: str | None = Query(default=None, max_length=40),
+) -> Response:
+    lang = _lang(request)
+    s = Session(None, "", "", lang, False, "")
+    message = s.t(why) if why in ("login.expired", "login.invalid") else None
+    ctx = _context(request, s, "login", next=safe_next(next, _root(request)), message=message)
+    return render("login.html", ctx)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the pasted key exactly as an API call would; set the session cookie."""
+    lang = _lang(request)
+    s = Session(None, "", "", lang, False, "")
+    try:
+        form = await _form(request)
+    except InputValidationError as bad:
+        return _error_page(request, bad, 422)
+    target = safe_next(form.get("next"), _root(request))
+    if not same_origin(request.headers, request.url.scheme, request.headers.get("host")):
+        denied = PermissionDeniedError(
+            "The sign-in form was not sent from the dashboard's own page (Origin check).",
+            fix="Open the dashboard at its own address to sign in.",
+        )
+        return _error_page(request, denied, 403)
+    key = (form.get("key") or "").strip()
+    gw = _gateway(request)
+    principal = None
+    if key and len(key) <= MAX_KEY_CHARS:
+        try:
+            principal = await gw.auth.authenticate(f"Bearer {key}")
+        except AuthenticationError:
+            principal = None
+    if principal is None and gw.auth.enabled:
+        ctx = _context(request, s, "login", next=target, message=s.t("login.invalid"))
+        return render("login.html", ctx, status=401)
+    resp = _redirect(request, target)
+    if gw.auth.enabled:
+        resp.set_cookie(**session_cookie(key, request.url.scheme == "https", _root(request)))
+    return resp
+
+
+@router.post("/logout")
+@_page
+async def logout(request: Request) -> Response:
+    s = await _session(request)
+    _check_post(request, s, await _form(request))
+    resp = _redirect(request, "/ui/login")
+    resp.delete_cookie(
+        SESSION_COOKIE, path=f"{_root(request)}/ui", httponly=True, samesite="strict"
+    )
+    return resp
+
+
+@router.get("/lang/{code}")
+async def set_lang(
+    request: Request,
+    code: str = Path(max_length=5),
+    next: str | None = Query(default=None, max_length=500),
+) -> Response:
+    """The language switch: a cookie (a year) that overrides Accept-Language."""
+    root = _root(request)
+    resp = _redirect(request, safe_next(next, root))
+    if code in LANGS:
+        resp.set_cookie(
+            LANG_COOKIE,
+            code,
+            max_age=365 * 86400,
+            path=f"{root}/ui",
+            samesite="strict",
+            httponly=True,
+        )
+    return resp
+
+
+# -- runs ------------------------------------------------------------------------------
+@router.get("/runs")
+@_page
+async def runs(
+    request: Request,
+    status: str | None = Query(default=None, max_length=16),
+    workflow: str | None = Query(default=None, max_length=200),
+    cursor: str | None = Query(default=None, max_length=300),
+    limit: int = Query(default=50),
+) -> Response:
+    s = await _session(request)
+    if status and status not in RUN_STATES:
+        status = None
+    limit = limit if limit in _data.PAGE_SIZES else 50
+    gw = _gateway(request)
+    page = await gw.run_blocking(_data.runs_page, s.tenant, status, workflow, cursor, limit)
+    filters = {"status": status or "", "workflow": workflow or "", "limit": limit}
+    next_url = None
+    if page.next_cursor:
+        q = {k: v for k, v in filters.items() if v} | {"cursor": page.next_cursor}
+        next_url = f"{_root(request)}/ui/runs?" + urlencode(q)
+    ctx = _context(
+        request,
+        s,
+        "runs",
+        rows=page.rows,
+        filters=filters,
+        states=sorted(RUN_STATES),
+        page_sizes=_data.PAGE_SIZES,
+        next_url=next_url,
+        first_page=not cursor,
+    )
+    return render("runs.html", ctx)
+
+
+_RUN_ID = Path(max_length=64)
+
+
+async def _detail_context(request: Request, s: Session, run_id: str) -> dict[str, Any]:
+    from lumos_ray.serve._tenant_runs import check_run_id
+
+    check_run_id(run_id)
+    detail = await _gateway(request).run_blocking(_data.run_detail, s.tenant, run_id)
+    run = detail["run"]
+    suspended = run.get("suspended") if run["status"] == "suspended" else None
+    fields = form_fields((suspended or {}).get("schema")) if suspended else []
+    return _context(
+        request,
+        s,
+        "runs",
+        run=run,
+        steps=detail["steps"],
+        events=detail["events"],
+        last_seq=detail["last_seq"],
+        suspended=suspended,
+        fields=fields,
+        max_value=MAX_VALUE_CHARS,
+        input_json=_data.short_json(run.get("input")),
+        output_json=_data.short_json(run.get("output")),
+        error_json=_data.short_json(run.get("error")) if run.get("error") else None,
+        live=run["status"] in ("pending", "running"),
+        trace_id=_trace_id(run.get("trace")),
+    )
+
+
+def _trace_id(carrier: Any) -> str | None:
+    """The run's trace id, from the W3C ``traceparent`` it stored."""
+    if isinstance(carrier, dict):
+        parts = str(carrier.get("traceparent") or "").split("-")
+        if len(parts) == 4 and len(parts[1]) == 32:
+            return parts[1]
+    return None
+
+
+@router.get("/runs/{run_id}")
+@_page
+async def run_page(request: Request, run_id: str = _RUN_ID) -> Response:
+    s = await _session(request)
+    return render("run.html", await _detail_context(request, s, run_id))
+
+
+@router.get("/runs/{run_id}/steps")
+@_page
+async def run_steps(request: Request, run_id: str = _RUN_ID) -> Response:
+    """The step timeline alone (htmx refreshes it while the run is live)."""
+    s = await _session(request)
+    return render("_steps.html", await _detail_context(request, s, run_id))
+
+
+@router.get("/runs/{run_id}/events")
+@_page
+async def run_events(
+    request: Request,
+    run_id: str = _RUN_ID,
+    after: int = Query(0, ge=0, le=2**62),
+) -> Response:
+    """The runs API's own event stream (SSE), authenticated by the session cookie."""
+    from lumos_ray.serve._runs_api import events
+
+    await _session(request)
+    last = request.headers.get("last-event-id")
+    resp = await events(run_id, request, after, last[:20] if last else None)
+    resp.headers.update(page_headers())
+    return resp
+
+
+@router.post("/runs/{run_id}/resume")
+@_page
+async def resume(request: Request, run_id: str = _RUN_ID) -> Response:
+    """Resume a suspended run with the typed form's value (developer role)."""
+    from lumos_ray.serve._runs_api import ResumeRun
+    from lumos_ray.serve._runs_api import resume as api_resume
+
+    s = await _session(request)
+    _require(s, "resume")
+    form = await _form(request)
+    _check_post(request, s, form)
+    detail = await _gateway(request).run_blocking(_data.run_detail, s.tenant, run_id)
+    suspended = detail["run"].get("suspended") or {}
+    if detail["run"]["status"] != "suspended":
+        raise InputValidationError(
+            "This run is not waiting for input any more.", fix="Reload the run's page."
+        )
+    value = parse_form(suspended.get("schema"), form)
+    await api_resume(run_id, request, ResumeRun(input=value))
+    return _redirect(request, f"/ui/runs/{quote(run_id)}")
+
+
+@router.post("/runs/{run_id}/cancel")
+@_page
+async def cancel(request: Request, run_id: str = _RUN_ID) -> Response:
+    from lumos_ray.serve._runs_api import cancel as api_cancel
+
+    s = await _session(request)
+    _require(s, "cancel")
+    _check_post(request, s, await _form(request))
+    await api_cancel(run_id, request)
+    return _redirect(request, f"/ui/runs/{quote(run_id)}")
+
+
+# -- usage, threads, adapters ------------------------------------------------------------
+@router.get("/usage")
+@_page
+async def usage(request: Request) -> Response:
+    s = await _session(request)
+    gw = _gateway(request)
+    data: dict[str, Any] | None = None
+    if gw.platform is not None and s.principal is not None:
+        data = await gw.run_blocking(gw.platform.tenant_usage, s.principal, None)
+    days = (data or {}).get("days", [])[-366:]
+    chart = {
+        "days": [d["day"] for d in days],
+        "series": {
+            m: [d.get(m) or 0 for d in days]
+            for m in ("requests", "prompt_tokens", "completion_tokens", "embedding_inputs")
+        },
+        "labels": {
+            m: s.t(f"usage.{m}")
+            for m in ("requests", "prompt_tokens", "completion_tokens", "embedding_inputs")
+        },
+    }
+    ctx = _context(request, s, "usage", usage=data, days=days, chart=chart)
+    return render("usage.html", ctx)
+
+
+@router.get("/threads")
+@_page
+async def threads(
+    request: Request, agent: str | None = Query(default=None, max_length=200)
+) -> Response:
+    s = await _session(request)
+    from lumos_ray.store import open_store
+
+    store = open_store(tenant_id=s.tenant)
+    rows = await _gateway(request).run_blocking(store.list_threads, agent or None, 1000)
+    return render("threads.html", _context(request, s, "threads", rows=rows, agent=agent))
+
+
+@router.get("/threads/{agent}/{thread_id:path}")
+@_page
+async def thread(
+    request: Request, agent: str = Path(max_length=200), thread_id: str = Path(max_length=200)
+) -> Response:
+    s = await _session(request)
+    from lumos_ray.store import open_store
+
+    store = open_store(tenant_id=s.tenant)
+    msgs = await _gateway(request).run_blocking(store.thread_messages, agent, thread_id)
+    shown = msgs[-_data.MAX_MESSAGES :]
+    ctx = _context(
+        request,
+        s,
+        "threads",
+        agent=agent,
+        thread_id=thread_id,
+        messages=[_message(m) for m in shown],
+        hidden=len(msgs) - len(shown),
+    )
+    return render("thread.html", ctx)
+
+
+def _message(m: Any) -> dict[str, Any]:
+    if not isinstance(m, dict):
+        return {"role": "?", "content": _data.short_json(m)}
+    content = m.get("content")
+    extra = {k: v for k, v in m.items() if k not in ("role", "content")}
+    return {
+        "role": str(m.get("role") or "?")[:40],
+        "content": content if isinstance(content, str) else _data.short_json(content),
+        "extra": _data.short_json(extra) if extra else None,
+    }
+
+
+@router.get("/adapters")
+@_page
+async def adapters(request: Request) -> Response:
+    s = await _session(request)
+    gw = _gateway(request)
+    records = await gw.run_blocking(gw.registry.list_for, s.tenant)
+    rows = [r.model_dump(mode="json") for r in records]
+    return render("adapters.html", _context(request, s, "adapters", rows=rows))

@@ -1,0 +1,90 @@
+// The dashboard's own script (no inline scripts: the CSP allows only files of /ui/static).
+// Live events of a run over SSE, the step timeline bars, the usage chart (uPlot).
+(function () {
+  "use strict";
+
+  function layoutBars(root) {
+    root.querySelectorAll(".bar-fill").forEach(function (el) {
+      el.style.marginLeft = (parseFloat(el.dataset.offset) || 0) + "%";
+      el.style.width = (parseFloat(el.dataset.width) || 0.5) + "%";
+    });
+  }
+
+  function cell(text, code) {
+    var td = document.createElement("td");
+    if (code) {
+      var c = document.createElement("code");
+      c.textContent = text;
+      td.appendChild(c);
+    } else {
+      td.textContent = text;
+    }
+    return td;
+  }
+
+  function followEvents() {
+    var table = document.getElementById("events");
+    if (!table || !window.EventSource) return;
+    var state = document.getElementById("live-state");
+    var body = table.querySelector("tbody");
+    var seen = parseInt(table.dataset.after, 10) || 0;
+    var initial = seen;
+    var url = table.dataset.stream + "?after=" + seen;
+    var source = new EventSource(url);
+    if (state) state.textContent = state.dataset.live;
+    var types = ["run_started", "run_resumed", "run_suspended", "run_finished", "run_failed",
+      "run_cancelled", "step_started", "step_finished", "step_failed", "step_skipped",
+      "tool_call", "token", "message", "agent_turn", "error"];
+    function onEvent(ev) {
+      var data = {};
+      try { data = JSON.parse(ev.data); } catch (e) { return; }
+      if (typeof data.seq !== "number" || data.seq <= seen) return;
+      seen = data.seq;
+      var shown = Object.assign({}, data);
+      delete shown.seq; delete shown.ts; delete shown.type;
+      var tr = document.createElement("tr");
+      tr.className = "new";
+      tr.appendChild(cell(String(data.seq)));
+      tr.appendChild(cell(new Date(data.ts * 1000).toISOString().replace("T", " ").slice(0, 19)));
+      tr.appendChild(cell(ev.type || data.type, true));
+      tr.appendChild(cell(JSON.stringify(shown), true));
+      body.appendChild(tr);
+    }
+    source.onmessage = onEvent;
+    types.forEach(function (t) { source.addEventListener(t, onEvent); });
+    source.addEventListener("end", function (ev) {
+      source.close();
+      if (state) state.textContent = state.dataset.ended;
+      // The run ended or now waits for input since the page loaded: show its final
+      // state (and its resume form). A run already ended when the page loaded stays.
+      if (seen > initial) window.setTimeout(function () { window.location.reload(); }, 300);
+    });
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED && state) state.textContent = state.dataset.ended;
+    };
+  }
+
+  function usageChart() {
+    var holder = document.getElementById("usage-chart");
+    var raw = document.getElementById("usage-data");
+    if (!holder || !raw || !window.uPlot) return;
+    var d = JSON.parse(raw.textContent);
+    var xs = d.days.map(function (day) { return Date.parse(day + "T00:00:00Z") / 1000; });
+    var colors = ["#2563eb", "#16a34a", "#d97706", "#9333ea"];
+    var names = Object.keys(d.series);
+    var series = [{}].concat(names.map(function (m, i) {
+      return { label: d.labels[m], stroke: colors[i % colors.length], width: 2,
+        points: { show: true } };
+    }));
+    var data = [xs].concat(names.map(function (m) { return d.series[m]; }));
+    new window.uPlot({ width: Math.min(holder.clientWidth || 900, 1100), height: 320,
+      series: series, axes: [{}, {}], scales: { x: { time: true } } }, data, holder);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    layoutBars(document);
+    followEvents();
+    usageChart();
+  });
+  document.addEventListener("htmx:afterSwap", function (ev) { layoutBars(ev.target || document); });
+})();
