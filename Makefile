@@ -23,9 +23,9 @@ TYPECHECK ?= $(BIN)/mypy
 # server): found on PATH or in Debian's /usr/lib/postgresql/N/bin, else installed.
 PG_FOUND = $(or $(and $(shell command -v initdb),$(shell command -v pg_ctl)),$(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
 
-.PHONY: install postgres bwrap demo test test-unit test-integration lint bench clean
+.PHONY: install postgres bwrap chromium dashboard-assets demo test test-unit test-integration lint bench clean
 
-install: $(STAMP) postgres bwrap
+install: $(STAMP) postgres bwrap chromium
 
 # Debian's `postgresql` package (as root, or with sudo). The store tests fail, saying to
 # run `make install`, when the binaries are missing; LUMOS_TEST_NO_POSTGRES=1 skips them.
@@ -48,6 +48,23 @@ bwrap:
 	   DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bubblewrap) || \
 	  echo "bubblewrap not installed: sandboxed tools use the strongest fallback"; \
 	fi
+
+# Debian's `chromium` for the dashboard's browser test (Playwright drives it through
+# executable_path: it downloads no browser). The test fails, saying to run
+# `make install`, when chromium is missing.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "chromium not found: installing Debian's chromium for the dashboard browser test"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+
+# The dashboard's front-end libraries (pinned in dashboard-ui/package-lock.json), copied
+# as built files into lumos_ray/serve/_dashboard/static/vendor, which is committed and
+# shipped in the package: only whoever updates them needs Node and npm.
+dashboard-assets:
+	cd dashboard-ui && npm ci --no-audit --no-fund && ./copy-assets.sh
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
