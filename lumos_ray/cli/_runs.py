@@ -44,6 +44,25 @@ def _connect_for_reads(address: str | None) -> None:
         _connect(address)
 
 
+def _when(raw: str | None, flag: str) -> float | None:
+    """Unix seconds or an ISO date/time (local time when it has no zone)."""
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        raise InputValidationError(
+            f"{flag} {raw!r} is neither Unix seconds nor an ISO date/time.",
+            fix=f"Pass e.g. {flag} 2026-12-01 or {flag} 2026-12-01T08:00:00+00:00.",
+        ) from None
+
+
 def _event_line(ev: Any) -> str:
     d = dict(ev.data or {})
     d.pop("t", None)
@@ -245,6 +264,73 @@ def register(cli: click.Group) -> None:
                     echo_json(json.dumps(it, default=str))
 
         asyncio.run(go())
+
+    @runs.command("export")
+    @click.option("--out", "out", required=True, help="JSONL file to write.")
+    @click.option("--workflow", default=None, help="Only runs of this workflow.")
+    @click.option("--agent", default=None, help="Only this agent's threads.")
+    @click.option(
+        "--status", default="succeeded", show_default=True, help="Run state ('any' for all)."
+    )
+    @click.option("--since", default=None, help="Runs created at/after (Unix s or ISO time).")
+    @click.option("--until", default=None, help="Runs created before (Unix s or ISO time).")
+    @click.option("--min-score", type=float, default=None, help="Only runs scored at least.")
+    @click.option("--tool-calls-only", is_flag=True, help="Only threads that called a tool.")
+    @click.option("--max-row-bytes", default=1_000_000, show_default=True)
+    @click.option("--strict", is_flag=True, help="Fail on an oversized row (default: skip).")
+    @json_option
+    def runs_export(
+        out: str,
+        workflow: str | None,
+        agent: str | None,
+        status: str,
+        since: str | None,
+        until: str | None,
+        min_score: float | None,
+        tool_calls_only: bool,
+        max_row_bytes: int,
+        strict: bool,
+        as_json: bool,
+    ) -> None:
+        """Export finished runs' agent threads as a chat-with-tools JSONL dataset
+        (OpenAI fine-tuning shape), from this tenant's store."""
+        from lumos_ray.finetune import export_dataset
+
+        stats = export_dataset(
+            out,
+            workflow=workflow,
+            agent=agent,
+            status=None if status == "any" else status,
+            since=_when(since, "--since"),
+            until=_when(until, "--until"),
+            min_score=min_score,
+            require_tool_calls=tool_calls_only,
+            max_row_bytes=max_row_bytes,
+            strict=strict,
+        )
+
+        def human(d: dict[str, Any]) -> str:
+            skipped = {k: v for k, v in d.items() if k.startswith("skipped_") and v}
+            text = f"wrote {d['rows']} rows to {d['out']} ({d['runs_seen']} runs read"
+            text += "".join(
+                f", {k.removeprefix('skipped_')}: {v} skipped" for k, v in skipped.items()
+            )
+            return text + ")" + "".join(f"\nnote: {n}" for n in d["notes"])
+
+        emit(stats.to_dict(), as_json, human)
+
+    @runs.command("score")
+    @click.argument("run_id")
+    @click.argument("score", type=float)
+    @click.option("--note", default="", help="Why (kept with the score).")
+    @json_option
+    def runs_score(run_id: str, score: float, note: str, as_json: bool) -> None:
+        """Give a run a quality score; `runs export --min-score` filters on it."""
+        from lumos_ray.finetune import set_run_score
+        from lumos_ray.store import open_store
+
+        set_run_score(open_store(), run_id, score, note)
+        emit({"run_id": run_id, "score": score}, as_json, f"run {run_id}: score {score}")
 
     # -- Ray Jobs ------------------------------------------------------------------
     @cli.command("submit")

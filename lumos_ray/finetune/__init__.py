@@ -17,6 +17,13 @@ from lumos_ray.finetune._data import (
     load_splits,
     tokenize_examples,
 )
+from lumos_ray.finetune._export import (
+    ExportStats,
+    export_dataset,
+    iter_export_rows,
+    run_score,
+    set_run_score,
+)
 from lumos_ray.finetune._jobs import (
     FinetuneJobInfo,
     cancel_job,
@@ -54,6 +61,7 @@ __all__ = [
     "CheckpointSpec",
     "DatasetSpec",
     "Example",
+    "ExportStats",
     "FinetuneJobInfo",
     "FinetuneJobSpec",
     "FinetuneResult",
@@ -69,8 +77,10 @@ __all__ = [
     "cancel_job",
     "check_qlora_supported",
     "evaluate_loss",
+    "export_dataset",
     "follow_job",
     "get_job",
+    "iter_export_rows",
     "job_logs",
     "list_jobs",
     "load_base",
@@ -82,6 +92,8 @@ __all__ = [
     "parse_progress_line",
     "preflight",
     "run_finetune",
+    "run_score",
+    "set_run_score",
     "submit_job",
     "tokenize_examples",
     "train_epochs",
