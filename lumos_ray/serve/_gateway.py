@@ -551,7 +551,7 @@ class _FrontMiddleware:
             principal = None
             # The dashboard (/ui) authenticates its session cookie itself, with this
             # same gw.auth (a browser sends no Authorization header on a page load).
-            if route not in OPEN_ROUTES and not route.startswith("/ui"):
+            if route not in OPEN_ROUTES and not _dashboard_path(scope):
                 principal = await gw.auth.authenticate(_header(scope, b"authorization"))
                 if principal is not None:
                     action = action_for(method, route)
@@ -645,6 +645,15 @@ def _route_template(scope: dict[str, Any]) -> str:
 
 
 _STATIC_ROUTES: dict[int, set[str]] = {}
+
+
+def _dashboard_path(scope: dict[str, Any]) -> bool:
+    """Whether the request is for the dashboard (``/ui``, under the app's route prefix)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path") or ""
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path == "/ui" or path.startswith("/ui/")
 
 
 def _request_id(scope: dict[str, Any]) -> str:
