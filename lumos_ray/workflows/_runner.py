@@ -33,6 +33,7 @@ from lumos_ray.workflows._engine import Engine, Suspend, validate_json
 from lumos_ray.workflows._forks import ordered_checkpoints, plan_fork
 from lumos_ray.workflows._scheduler import Scheduler, check_schedule, first_tick
 from lumos_ray.workflows._serialize import definition_version, workflow_from_data
+from lumos_ray.workflows._storage_gate import StorageGate
 
 __all__ = ["RUNNER_NAME", "Runner", "runner_name"]
 
@@ -141,6 +142,8 @@ class Runner:
         self.auto_recover = auto_recover
         self.store = open_store(tenant_id=tenant)
         self.committer = GroupCommitter(self.store)
+        #: New runs (start, fork, schedule ticks) are refused at the plan's storage limit.
+        self.storage = StorageGate(self.store.tenant_id)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._keeper: asyncio.Task[None] | None = None
@@ -413,6 +416,7 @@ class Runner:
         if it cannot be stored the run is cancelled and the error raised. A caller's
         own id may be a retry of an earlier start, so it is created first."""
         await self._recover()
+        await self.storage.check()
         wf, version = await self._register(name, version, body)
         validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
         ours = run_id is None
@@ -604,6 +608,7 @@ class Runner:
         rest; the original run is not touched. ``new_input``: use ``input`` instead of
         the original's."""
         await self._recover()
+        await self.storage.check()
         src = await asyncio.to_thread(self.store.get_run, run_id)
         cps = await asyncio.to_thread(ordered_checkpoints, self.store, run_id)
         kept = plan_fork(cps, from_step, outputs)
