@@ -48,6 +48,8 @@ def _show_result(as_json: bool, result: Any, first: bool = False) -> None:
         "code_reloaded": result.code_reloaded,
         "workflows": result.workflows,
         "seconds": round(result.seconds, 3),
+        "check_s": round(result.check_s, 3),
+        "runner_s": round(result.runner_s, 3),
     }
     if as_json:
         _say(True, "loaded" if first else "reload", "", **data)
@@ -252,4 +254,6 @@ def _cleanup(
     if started_cluster:
         with contextlib.suppress(Exception):
             runtime.cluster_down(home)
+        if started_gateway:  # it went with the cluster
+            (home / "serve.json").unlink(missing_ok=True)
     (home / STATUS_FILE).unlink(missing_ok=True)

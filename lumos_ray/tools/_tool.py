@@ -98,7 +98,7 @@ class Tool:
         qual = getattr(self.fn, "__qualname__", "")
         if mod and mod != "__main__" and "<locals>" not in qual and "." not in qual:
             module = sys.modules.get(mod)
-            if module is not None and getattr(module, qual, None) is self:
+            if module is not None and getattr(module, qual, None) is self and not _by_value(mod):
                 return (_tool_by_reference, (mod, qual, self.category, self.source))
         return (_tool_from_state, (type(self), self.__getstate__()))
 
@@ -287,6 +287,17 @@ def _tool_from_state(cls: type[Tool], state: dict[str, Any]) -> Tool:
     t = cls.__new__(cls)
     t.__setstate__(state)
     return t
+
+
+def _by_value(module_name: str) -> bool:
+    """Whether the module's code is sent by value (``lumos_ray.runtime.pickle_by_value``:
+    ``lumos dev`` ships each reloaded version of the user's tools this way, so a
+    long-lived agent actor runs the new code, not the copy it imported first)."""
+    cloudpickle = sys.modules.get("cloudpickle")  # nothing is registered before its import
+    if cloudpickle is None:
+        return False
+    registry = cloudpickle.list_registry_pickle_by_value()
+    return any(module_name == m or module_name.startswith(m + ".") for m in registry)
 
 
 _POOL: ThreadPoolExecutor | None = None

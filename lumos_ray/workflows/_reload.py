@@ -105,6 +105,8 @@ class ReloadResult:
     code_reloaded: bool = False
     workflows: dict[str, str] = field(default_factory=dict)  # name -> version (new ones)
     seconds: float = 0.0
+    check_s: float = 0.0  # importing the new code in the check process
+    runner_s: float = 0.0  # replacing the runner
 
 
 def write_status(home: Path, problems: list[Problem]) -> dict[str, Any]:
@@ -295,13 +297,15 @@ class DevReloader:
         if self.code is not None and snap.version == self.code.version:
             self.code_problems = []
             return False
+        t0 = time.perf_counter()
         found = _run_check(snap, self.project)
+        result.check_s = time.perf_counter() - t0
         problems = [Problem(**p) for p in found["problems"]]
         if problems:
             self.code_problems = problems
             return False
         if self.install_runner:
-            install_runner(snap, self.project, self.tenant)
+            result.runner_s = install_runner(snap, self.project, self.tenant)
         self.code = snap
         self.code_problems = []
         self.modules = found["modules"]
