@@ -90,6 +90,13 @@ def _gateway(port: int) -> tuple[str, bool]:
     return url.removesuffix("/v1"), True
 
 
+def _gateway_into(port: int, out: dict[str, Any]) -> None:
+    try:
+        out["url"], out["started"] = _gateway(port)
+    except BaseException as exc:  # re-raised in the main thread
+        out["error"] = exc
+
+
 def _watch(project: Path, reloader: Any, quiet_s: float, stop: threading.Event, as_json: bool):
     from watchfiles import watch
 
@@ -197,8 +204,19 @@ def register(cli: click.Group) -> None:
             runtime.connect()
             reloader.tenant = runtime.current_settings().tenant_id
             installed = True
-            _show_result(as_json, reloader.full(), first=True)
-            url, started_gateway = _gateway(port)
+            # Serve's start is the slowest part: it goes on while the code is checked.
+            gateway: dict[str, Any] = {}
+            starter = threading.Thread(
+                target=_gateway_into, args=(port, gateway), name="lumos-dev-gateway"
+            )
+            starter.start()
+            try:
+                _show_result(as_json, reloader.full(), first=True)
+            finally:
+                starter.join()
+            if "error" in gateway:
+                raise gateway["error"]
+            url, started_gateway = gateway["url"], gateway["started"]
             ui = f"{url}/ui"
             _say(
                 as_json,
