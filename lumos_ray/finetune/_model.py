@@ -172,6 +172,7 @@ def peft_config(lora: LoraSpec) -> Any:
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
         bias=lora.bias,
+        modules_to_save=list(lora.modules_to_save) if lora.modules_to_save else None,
         task_type="CAUSAL_LM",
     )
 

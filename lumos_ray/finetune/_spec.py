@@ -107,6 +107,12 @@ class LoraSpec(_Strict):
     quantization: QuantizationSpec | None = Field(
         default=None, description="QLoRA: quantized base weights. None = plain LoRA."
     )
+    modules_to_save: list[str] | None = Field(
+        default=None,
+        description="Modules trained in full next to the adapter (peft's modules_to_save), "
+        "e.g. [embed_tokens, lm_head] to teach a new or random-init model its vocabulary. "
+        "They travel in the adapter (large); merge: true folds them into plain weights.",
+    )
 
     @model_validator(mode="before")
     @classmethod
