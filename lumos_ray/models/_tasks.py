@@ -1,0 +1,237 @@
+"""Generated tool-use tasks for ``lumos-tiny-tools``: arithmetic and unit conversion
+through ``calculator``, day counts through ``date_diff``.
+
+Why generated, with a split by construction: the claim "the model calls tools" is only
+worth something on prompts it never saw. The held-out set is built from operands and
+dates that never occur in training (numbers drawn from a reserved set) and from
+phrasings that never occur in training (a reserved core sentence per operation, and
+reserved lead-ins and tails), so a model that memorised its training prompts fails it.
+
+Each task knows the exact call a correct agent makes (tool + arguments) and the answer
+it gives once the tool has answered, so a teacher can act it out and an evaluation can
+score a model's call and answer against it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["DEMO_INSTRUCTIONS", "DEMO_TOOLS", "ToolTask", "answer_for", "make_tasks"]
+
+#: The tools the demo agent is offered, in this order (training renders them the same).
+DEMO_TOOLS = ("calculator", "date_diff")
+
+#: The demo agent's instructions: the system turn of every training transcript.
+DEMO_INSTRUCTIONS = "You answer with the tools: calculator for arithmetic, date_diff for dates."
+
+Split = Literal["train", "heldout"]
+
+
+@dataclass(frozen=True)
+class ToolTask:
+    """One prompt with the tool call that answers it."""
+
+    prompt: str
+    tool: str
+    arguments: dict[str, Any]
+    kind: str  # add | sub | mul | div | convert | days
+    split: Split
+    #: Which held-out novelty the prompt has ("numbers", "phrasing"): for the report.
+    novelty: tuple[str, ...] = field(default=())
+
+
+# Core sentences per operation: {a} and {b} are the operands, in the order the
+# expression uses them. The LAST core of each list is reserved for held-out prompts.
+_CORES: dict[str, list[str]] = {
+    "add": [
+        "What is {a} plus {b}?",
+        "Add {a} and {b}.",
+        "What is the sum of {a} and {b}?",
+        "Calculate {a} + {b}.",
+        "How much is {a} plus {b}?",
+        "What do you get if you add {b} to {a}?",
+        "Work out {a} + {b} for me.",
+    ],
+    "sub": [
+        "What is {a} minus {b}?",
+        "Subtract {b} from {a}.",
+        "Calculate {a} - {b}.",
+        "How much is {a} minus {b}?",
+        "What is the difference between {a} and {b}?",
+        "Take {b} away from {a}.",
+        "Work out {a} - {b} for me.",
+    ],
+    "mul": [
+        "What is {a} times {b}?",
+        "Multiply {a} by {b}.",
+        "What is the product of {a} and {b}?",
+        "Calculate {a} * {b}.",
+        "How much is {a} times {b}?",
+        "What is {a} multiplied by {b}?",
+        "Work out {a} * {b} for me.",
+    ],
+    "div": [
+        "What is {a} divided by {b}?",
+        "Divide {a} by {b}.",
+        "Calculate {a} / {b}.",
+        "How much is {a} divided by {b}?",
+        "What is {a} over {b}?",
+        "Work out {a} / {b} for me.",
+    ],
+    "days": [
+        "How many days are there between {a} and {b}?",
+        "How many days from {a} to {b}?",
+        "Count the days from {a} until {b}.",
+        "What is the number of days between {a} and {b}?",
+        "How many days pass from {a} to {b}?",
+        "Work out the days from {a} to {b} for me.",
+    ],
+}
+
+# Unit conversions as a multiplication: (core sentence with {a}, factor). The last
+# one is reserved for held-out prompts.
+_CONVERSIONS: list[tuple[str, int]] = [
+    ("Convert {a} km to meters.", 1000),
+    ("How many minutes are in {a} hours?", 60),
+    ("How many seconds are in {a} minutes?", 60),
+    ("Convert {a} kg to grams.", 1000),
+    ("How many hours are in {a} days?", 24),
+    ("How many inches are in {a} feet?", 12),
+    ("How many days are in {a} weeks?", 7),
+    ("Convert {a} liters to milliliters.", 1000),
+    ("How many eggs are in {a} dozen?", 12),
+    ("How many meters are in {a} kilometers?", 1000),
+]
+
+# Lead-ins and tails; the last two of each are reserved for held-out prompts.
+_LEADS = [
+    "",
+    "",
+    "Please tell me: ",
+    "Quick question. ",
+    "Hi! ",
+    "I need help. ",
+    "Use a tool. ",
+    "Can you check this? ",
+    "Hey there. ",
+    "One more question: ",
+]
+_TAILS = ["", "", " Thanks.", " Please be exact.", " Thank you!", " Be precise.", " Cheers."]
+
+_N_HELD_LEADS = 2
+_N_HELD_TAILS = 2
+
+
+def _split_numbers(seed: int) -> tuple[list[int], list[int]]:
+    """Operands 2..999, a seeded fifth of them reserved for held-out prompts."""
+    nums = list(range(2, 1000))
+    random.Random(seed * 7919 + 1).shuffle(nums)
+    cut = len(nums) // 5
+    return sorted(nums[cut:]), sorted(nums[:cut])
+
+
+def _split_dates(seed: int) -> tuple[list[dt.date], list[dt.date]]:
+    """Dates of 2024-2029, a seeded fifth of them reserved for held-out prompts."""
+    start = dt.date(2024, 1, 1)
+    days = [start + dt.timedelta(days=i) for i in range(6 * 365)]
+    random.Random(seed * 7919 + 2).shuffle(days)
+    cut = len(days) // 5
+    return sorted(days[cut:]), sorted(days[:cut])
+
+
+def _phrase(rng: random.Random, core: str, split: Split, held_core: bool) -> tuple[str, bool]:
+    """Core sentence with a lead-in and tail; True when the phrasing is unseen in
+    training (reserved core, lead-in or tail)."""
+    if split == "train":
+        lead = rng.choice(_LEADS[:-_N_HELD_LEADS])
+        tail = rng.choice(_TAILS[:-_N_HELD_TAILS])
+        return lead + core + tail, False
+    # Held-out: a reserved core, or a seen core with a reserved lead-in or tail.
+    if held_core:
+        lead = rng.choice(_LEADS[:-_N_HELD_LEADS])
+        tail = rng.choice(_TAILS[:-_N_HELD_TAILS])
+    elif rng.random() < 0.5:
+        lead = rng.choice(_LEADS[-_N_HELD_LEADS:])
+        tail = rng.choice(_TAILS)
+    else:
+        lead = rng.choice(_LEADS)
+        tail = rng.choice(_TAILS[-_N_HELD_TAILS:])
+    return lead + core + tail, True
+
+
+def _one(rng: random.Random, split: Split, nums: list[int], dates: list[dt.date]) -> ToolTask:
+    kind = rng.choice(["add", "sub", "mul", "div", "convert", "days"])
+    held = split == "heldout"
+    novelty = ("numbers",) if held else ()
+    if kind == "convert":
+        choices = _CONVERSIONS[-1:] if held and rng.random() < 0.5 else _CONVERSIONS[:-1]
+        core_t, factor = rng.choice(choices)
+        held_core = core_t == _CONVERSIONS[-1][0]
+        a = rng.choice(nums)
+        text, new_phrase = _phrase(rng, core_t.format(a=a), split, held_core)
+        return ToolTask(
+            prompt=text,
+            tool="calculator",
+            arguments={"expression": f"{a} * {factor}"},
+            kind=kind,
+            split=split,
+            novelty=novelty + (("phrasing",) if new_phrase else ()),
+        )
+    cores = _CORES[kind]
+    held_core = held and rng.random() < 0.5
+    core_t = cores[-1] if held_core else rng.choice(cores[:-1])
+    if kind == "days":
+        d1, d2 = sorted(rng.sample(dates, 2))
+        a_s, b_s = d1.isoformat(), d2.isoformat()
+        text, new_phrase = _phrase(rng, core_t.format(a=a_s, b=b_s), split, held_core)
+        return ToolTask(
+            prompt=text,
+            tool="date_diff",
+            arguments={"start": a_s, "end": b_s},
+            kind=kind,
+            split=split,
+            novelty=novelty + (("phrasing",) if new_phrase else ()),
+        )
+    a, b = rng.choice(nums), rng.choice(nums)
+    if kind == "sub" and a < b:
+        a, b = b, a
+    if kind == "div":
+        # Exact quotients only (a = b * q with q also an allowed operand), so the
+        # answer is short and the same in every language's float printing.
+        q = rng.choice([n for n in nums if n < 100])
+        b = rng.choice([n for n in nums if n < 100])
+        a = b * q
+    op = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[kind]
+    text, new_phrase = _phrase(rng, core_t.format(a=a, b=b), split, held_core)
+    return ToolTask(
+        prompt=text,
+        tool="calculator",
+        arguments={"expression": f"{a} {op} {b}"},
+        kind=kind,
+        split=split,
+        novelty=novelty + (("phrasing",) if new_phrase else ()),
+    )
+
+
+def make_tasks(n: int, split: Split, seed: int = 0) -> list[ToolTask]:
+    """``n`` tasks of one split; the same (n, split, seed) gives the same tasks.
+
+    Train and held-out draw operands and dates from disjoint sets, and held-out
+    prompts always carry an unseen phrasing part (core sentence, lead-in or tail)."""
+    if n < 0 or n > 1_000_000:
+        raise ValueError("n must be between 0 and 1,000,000")
+    train_nums, held_nums = _split_numbers(seed)
+    train_dates, held_dates = _split_dates(seed)
+    nums, dates = (train_nums, train_dates) if split == "train" else (held_nums, held_dates)
+    rng = random.Random(f"{seed}-{split}")
+    return [_one(rng, split, nums, dates) for _ in range(n)]
+
+
+def answer_for(task: ToolTask, tool_result: Any) -> str:
+    """The answer a correct agent gives once the tool has answered."""
+    if task.tool == "date_diff" and isinstance(tool_result, dict):
+        return f"There are {tool_result['days']} days."
+    return f"The answer is {tool_result}."

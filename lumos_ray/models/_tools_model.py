@@ -1,0 +1,42 @@
+"""Where ``lumos-tiny-tools`` lives: a trained copy ships inside the package.
+
+Why committed rather than trained on first use: teaching the model takes longer than a
+newcomer's first ``make demo`` should (teacher runs plus a fine-tuning job on CPU), and
+the weights are a few MB. ``make demo-model`` rebuilds the copy from scratch with the
+exact recipe (:mod:`._pipeline`), and a test retrains a smaller one in CI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lumos_ray.errors import ModelError
+
+__all__ = ["TOOLS_MODEL_NAME", "packaged_tools_model_dir", "tools_model_build", "tools_model_path"]
+
+TOOLS_MODEL_NAME = "lumos-tiny-tools"
+
+
+def packaged_tools_model_dir() -> Path:
+    """The committed model's directory (it may not exist in a trimmed install)."""
+    return Path(__file__).resolve().parent / "_artifacts" / TOOLS_MODEL_NAME
+
+
+def tools_model_path() -> Path:
+    """The trained lumos-tiny-tools directory, ready for vLLM or transformers."""
+    path = packaged_tools_model_dir()
+    if not (path / "config.json").is_file() or not (path / "lumos_build.json").is_file():
+        raise ModelError(
+            f"{TOOLS_MODEL_NAME} is not in this install ({path} is missing or incomplete)",
+            fix="Rebuild it with `make demo-model` (teacher runs + a fine-tuning job, "
+            "about 30-60 minutes on 2 CPU cores), or reinstall the package.",
+        )
+    return path
+
+
+def tools_model_build() -> dict[str, Any]:
+    """How the packaged model was made (recipe, training time, tokens/s, losses)."""
+    data: dict[str, Any] = json.loads((tools_model_path() / "lumos_build.json").read_text())
+    return data
