@@ -1,0 +1,178 @@
+"""lumos-tiny-tools without Ray: the task split, the tokenizer, the teacher, the rows,
+and the committed model itself (greedy decoding in transformers).
+
+The vLLM measurement and the from-scratch retrain through the fine-tuning job are in
+tests/integration/test_demo_model.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+
+from lumos_ray.errors import ModelError
+from lumos_ray.models._tasks import (
+    _CONVERSIONS,
+    _CORES,
+    _LEADS,
+    _N_HELD_LEADS,
+    _N_HELD_TAILS,
+    _TAILS,
+    DEMO_INSTRUCTIONS,
+    DEMO_TOOLS,
+    answer_for,
+    make_tasks,
+)
+from lumos_ray.models._teacher import TeacherModel
+from lumos_ray.models._transcripts import thread_to_row
+
+
+def _drawn(task) -> set[str]:
+    """The operands or dates the generator drew for a task (not a conversion factor,
+    not a product it computed)."""
+    if task.tool == "date_diff":
+        return {task.arguments["start"], task.arguments["end"]}
+    a, _, b = task.arguments["expression"].split(" ")
+    if task.kind == "convert":
+        return {a}
+    if task.kind == "div":
+        return {b, str(int(a) // int(b))}
+    return {a, b}
+
+
+def test_heldout_operands_and_dates_never_occur_in_training() -> None:
+    seen = set().union(*(_drawn(t) for t in make_tasks(3000, "train")))
+    for t in make_tasks(400, "heldout"):
+        assert not (_drawn(t) & seen), (t, _drawn(t) & seen)
+
+
+def test_heldout_prompts_have_a_phrasing_part_training_never_uses() -> None:
+    train_prompts = {t.prompt for t in make_tasks(3000, "train")}
+    reserved = (
+        [c[-1].split("{")[0] for c in _CORES.values()]
+        + [_CONVERSIONS[-1][0].split("{")[0]]
+        + [x for x in _LEADS[-_N_HELD_LEADS:]]
+        + [x for x in _TAILS[-_N_HELD_TAILS:]]
+    )
+    for p in train_prompts:
+        assert not any(r and r in p for r in reserved), p
+    for t in make_tasks(400, "heldout"):
+        assert "phrasing" in t.novelty
+        assert t.prompt not in train_prompts
+        assert any(r and r in t.prompt for r in reserved), t.prompt
+
+
+def test_tasks_are_deterministic_and_their_calls_run_on_the_real_tools() -> None:
+    from lumos_ray.tools import get_tool
+
+    a, b = make_tasks(50, "heldout", seed=3), make_tasks(50, "heldout", seed=3)
+    assert a == b
+    for t in a:
+        result = get_tool(t.tool).call(t.arguments)
+        assert answer_for(t, result).startswith(("The answer is ", "There are "))
+
+
+def test_tokenizer_gives_every_digit_its_own_token_and_keeps_turn_headers_apart() -> None:
+    from lumos_ray.models._tools_base import train_tools_tokenizer
+
+    tok = train_tools_tokenizer()
+    pieces = [tok.decode([i]) for i in tok.encode("482 * 17 = 8194", add_special_tokens=False)]
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == list("482178194")
+    # The generation prompt ends with the assistant header; the answer must start a new
+    # token there, exactly as in the training text.
+    full = tok.encode("<|im_start|>assistant\nThe answer is 5.", add_special_tokens=False)
+    head = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
+    assert full[: len(head)] == head
+
+
+def _msgs(prompt: str) -> list[dict]:
+    return [{"role": "system", "content": DEMO_INSTRUCTIONS}, {"role": "user", "content": prompt}]
+
+
+def test_teacher_calls_the_tasks_tool_then_answers_from_the_result() -> None:
+    from lumos_ray.models._tools_base import tool_specs
+
+    task = make_tasks(1, "train")[0]
+    teacher = TeacherModel([task])
+    specs = tool_specs(DEMO_TOOLS)
+    first = asyncio.run(teacher.chat(_msgs(task.prompt), specs))
+    assert [(c.name, json.loads(c.arguments)) for c in first.tool_calls] == [
+        (task.tool, task.arguments)
+    ]
+    history = [
+        *_msgs(task.prompt),
+        first.to_message(),
+        {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "1234"},
+    ]
+    second = asyncio.run(teacher.chat(history, specs))
+    assert second.content == "The answer is 1234." and not second.tool_calls
+
+
+def test_teacher_refuses_prompts_it_was_not_given_and_missing_tools() -> None:
+    task = make_tasks(1, "train")[0]
+    with pytest.raises(ModelError, match="only answers the generated tasks"):
+        asyncio.run(TeacherModel([task]).chat(_msgs("What is love?"), []))
+    with pytest.raises(ModelError, match="does not offer"):
+        asyncio.run(TeacherModel([task]).chat(_msgs(task.prompt), []))
+
+
+def test_thread_rows_have_openai_chat_with_tools_shape() -> None:
+    history = [
+        {"role": "user", "content": "What is 2 plus 3?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression": "2 + 3"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "5"},
+        {"role": "assistant", "content": "The answer is 5."},
+    ]
+    row = thread_to_row(history, "sys", [{"type": "function", "function": {"name": "x"}}])
+    assert [m["role"] for m in row["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    assert row["messages"][2]["tool_calls"][0]["function"]["name"] == "calculator"
+    assert row["messages"][3]["tool_call_id"] == "c1"
+    assert row["tools"][0]["function"]["name"] == "x"
+
+
+def test_packaged_model_calls_the_right_tool_on_heldout_prompts() -> None:
+    """The committed weights, greedy in transformers (vLLM: the integration test)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lumos_ray.models import tools_model_build, tools_model_path
+    from lumos_ray.models._tools_base import tool_specs
+
+    path = tools_model_path()
+    assert tools_model_build()["recipe"] == "demo"
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    specs = tool_specs(DEMO_TOOLS)
+    tasks = make_tasks(20, "heldout", seed=11)
+    ok = 0
+    for t in tasks:
+        ids = tok.apply_chat_template(
+            _msgs(t.prompt), tools=specs, add_generation_prompt=True, return_tensors="pt"
+        )
+        ids = ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=48, do_sample=False)
+        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=False)
+        m = re.match(r"<tool_call>(.*?)</tool_call>", text)
+        call = json.loads(m.group(1)) if m else None
+        ok += call == {"name": t.tool, "arguments": t.arguments}
+    assert ok >= 16, f"{ok}/20 held-out prompts got the exact call"
