@@ -50,14 +50,15 @@ bwrap:
 	fi
 
 # Debian's `chromium` for the dashboard's browser test (Playwright drives it through
-# executable_path: it downloads no browser). The test fails, saying to run
+# executable_path: it downloads no browser), with a CJK font so Chinese pages render
+# legibly in its screenshots. The test fails, saying to run
 # `make install`, when chromium is missing.
 chromium:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  echo "chromium not found: installing Debian's chromium for the dashboard browser test"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-wqy-zenhei; \
 	fi
 
 # The dashboard's front-end libraries (pinned in dashboard-ui/package-lock.json), copied

@@ -65,12 +65,12 @@ def _suspended_run(tenant: str = "acme", run_id: str = "run-wait", workflow: str
         run_id,
         [
             ("run_started", {"workflow": workflow}),
-            ("step_started", {"step": "fee", "kind": "tool", "attempt": 1}),
-            ("step_finished", {"step": "fee", "attempt": 1}),
+            ("step_started", {"step": "0.fee", "kind": "tool", "attempt": 1}),
+            ("step_finished", {"step": "0.fee", "attempt": 1}),
             ("run_suspended", {"step": "approve", "prompt": "Pay 10?"}),
         ],
     )
-    store.save_checkpoint(run_id, "fee", 0.2)
+    store.save_checkpoint(run_id, "0.fee", 0.2)
     schema = {
         "type": "object",
         "required": ["approved"],
@@ -142,7 +142,7 @@ def test_run_page_shows_steps_and_the_typed_resume_form_to_a_developer(
     _suspended_run()
     _login(client, DEV)
     html = client.get("/ui/runs/run-wait").text
-    assert 'data-step="fee"' in html and "0.2" in html  # the step and its output
+    assert 'data-step="0.fee"' in html and "0.2" in html  # the step and its output
     assert 'id="resume-form"' in html and 'id="cancel-form"' in html
     assert 'type="checkbox" name="approved"' in html and 'name="note"' in html
     assert 'data-stream="/ui/runs/run-wait/events"' in html

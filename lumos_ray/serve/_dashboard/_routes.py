@@ -14,6 +14,7 @@ monthly API-call quota.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -422,6 +423,13 @@ async def run_steps(request: Request, run_id: str = _RUN_ID) -> Response:
     return render("_steps.html", await _detail_context(request, s, run_id))
 
 
+#: Longest one event stream stays open (the page then shows "stream ended").
+MAX_STREAM_S = 900.0
+#: How often a stream of a run waiting for input asks whether it moved on.
+SUSPENDED_POLL_S = 1.0
+_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
 @router.get("/runs/{run_id}/events")
 @_page
 async def run_events(
@@ -429,14 +437,47 @@ async def run_events(
     run_id: str = _RUN_ID,
     after: int = Query(0, ge=0, le=2**62),
 ) -> Response:
-    """The runs API's own event stream (SSE), authenticated by the session cookie."""
-    from lumos_ray.serve._runs_api import events
+    """The run's events as server-sent events, read through the same runner call as
+    the runs API's stream (``/v1/runs/{id}/events``, same data), but kept open
+    while the run waits for input: a page of a suspended run shows its resumption,
+    by whoever, as it happens. Ends when the run ends (an ``end`` event) or after
+    MAX_STREAM_S; a client that leaves ends it at once."""
+    import json
+    import time
 
-    await _session(request)
-    last = request.headers.get("last-event-id")
-    resp = await events(run_id, request, after, last[:20] if last else None)
-    resp.headers.update(page_headers())
-    return resp
+    from starlette.responses import StreamingResponse
+
+    from lumos_ray.serve._tenant_runs import tenant_runs
+
+    s = await _session(request)
+    runs = tenant_runs(s.tenant)
+    await runs.get(run_id)  # 404 before the stream starts
+    last = request.headers.get("last-event-id") or ""
+    start = int(last) if last.isdigit() and len(last) < 19 else after
+
+    async def stream() -> Any:
+        seq, status = start, ""
+        deadline = time.monotonic() + MAX_STREAM_S
+        while time.monotonic() < deadline:
+            items, status = await runs.events(run_id, seq, 5.0)
+            for ev in items:
+                seq = ev["seq"]
+                data = json.dumps(
+                    {"seq": ev["seq"], "ts": ev["ts"], "type": ev["type"], **(ev.get("data") or {})}
+                )
+                # No `event:` field: the page's one onmessage handler gets every type
+                # (the type is in the data, as in the runs API's stream).
+                yield f"id: {ev['seq']}\ndata: {data}\n\n".encode()
+            if not items:
+                if status in _TERMINAL:
+                    break
+                yield b": waiting\n\n"  # a comment: keeps proxies from closing the stream
+                if status == "suspended":  # the runner answers at once: poll each second
+                    await asyncio.sleep(SUSPENDED_POLL_S)
+        yield f"event: end\ndata: {json.dumps({'status': status})}\n\n".encode()
+
+    headers = {**page_headers(), "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
 @router.post("/runs/{run_id}/resume")

@@ -32,9 +32,6 @@
     var url = table.dataset.stream + "?after=" + seen;
     var source = new EventSource(url);
     if (state) state.textContent = state.dataset.live;
-    var types = ["run_started", "run_resumed", "run_suspended", "run_finished", "run_failed",
-      "run_cancelled", "step_started", "step_finished", "step_failed", "step_skipped",
-      "tool_call", "token", "message", "agent_turn", "error"];
     function onEvent(ev) {
       var data = {};
       try { data = JSON.parse(ev.data); } catch (e) { return; }
@@ -46,18 +43,29 @@
       tr.className = "new";
       tr.appendChild(cell(String(data.seq)));
       tr.appendChild(cell(new Date(data.ts * 1000).toISOString().replace("T", " ").slice(0, 19)));
-      tr.appendChild(cell(ev.type || data.type, true));
+      tr.appendChild(cell(data.type, true));
       tr.appendChild(cell(JSON.stringify(shown), true));
       body.appendChild(tr);
+      // Someone answered the waiting step (here or elsewhere): its form is stale.
+      if (data.type === "input_received" || data.type === "run_cancelled") {
+        var waiting = document.getElementById("waiting");
+        if (waiting) waiting.remove();
+      }
     }
     source.onmessage = onEvent;
-    types.forEach(function (t) { source.addEventListener(t, onEvent); });
     source.addEventListener("end", function (ev) {
       source.close();
+      var end = {};
+      try { end = JSON.parse(ev.data); } catch (e) { end = {}; }
+      if (["succeeded", "failed", "cancelled"].indexOf(end.status) >= 0) {
+        var cancel = document.getElementById("cancel-form");
+        if (cancel) cancel.remove();
+      }
       if (state) state.textContent = state.dataset.ended;
-      // The run ended or now waits for input since the page loaded: show its final
-      // state (and its resume form). A run already ended when the page loaded stays.
-      if (seen > initial) window.setTimeout(function () { window.location.reload(); }, 300);
+      // The run moved on while the page was open: show its steps' final state.
+      if (seen > initial && window.htmx && table.dataset.steps) {
+        window.htmx.ajax("GET", table.dataset.steps, { target: "#steps", swap: "outerHTML" });
+      }
     });
     source.onerror = function () {
       if (source.readyState === EventSource.CLOSED && state) state.textContent = state.dataset.ended;
