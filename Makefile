@@ -78,6 +78,13 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/lumos demo
 
+# Rebuild the demo model lumos-tiny-tools from scratch into the package (the committed
+# copy under lumos_ray/models/_artifacts/): teacher agents act generated tool tasks out
+# on an embedded Ray cluster, the fine-tuning job teaches a random-init model, the
+# merged weights replace the packaged ones. See docs/demo-model.md.
+demo-model: $(STAMP)
+	$(BIN)/python -m lumos_ray.models._build_main --recipe demo
+
 # The type check and the unit tier run beside the integration tier (see tests/run_tiers.sh).
 test: $(STAMP) postgres bwrap
 	$(BIN)/ruff check lumos_ray tests benchmarks
