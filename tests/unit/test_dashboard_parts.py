@@ -1,0 +1,257 @@
+"""Pieces of the dashboard that need no gateway: message catalogs (en/zh complete and
+covering every key the templates use), language negotiation, CSRF token and Origin
+checks, redirect targets, autoescaping and JSON escaping in templates, the typed
+resume form, the runs-list cursor, the step timeline, the `lumos dev` status file."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from lumos_ray.errors import InputValidationError
+from lumos_ray.serve._dashboard import _data
+from lumos_ray.serve._dashboard._devstatus import MAX_STATUS_BYTES, dev_errors
+from lumos_ray.serve._dashboard._forms import form_fields, parse_form
+from lumos_ray.serve._dashboard._i18n import LANGS, catalog, negotiate, translate
+from lumos_ray.serve._dashboard._render import environment
+from lumos_ray.serve._dashboard._security import (
+    csrf_token,
+    page_headers,
+    safe_next,
+    same_origin,
+    valid_csrf,
+)
+from lumos_ray.store import RUN_STATES
+
+PKG = resources.files("lumos_ray.serve._dashboard")
+DYNAMIC = {
+    "status.": sorted(RUN_STATES),
+    "step.": ["running", "finished", "failed", "skipped"],
+    "role.": ["viewer", "developer", "admin"],
+    "lang.": list(LANGS),
+}
+
+
+def _used_keys() -> set[str]:
+    """Every catalog key the templates and routes name (literal and built)."""
+    keys: set[str] = set()
+    texts = [p.read_text("utf-8") for p in PKG.joinpath("templates").iterdir()]
+    texts.append(PKG.joinpath("_routes.py").read_text("utf-8"))
+    for text in texts:
+        keys |= set(re.findall(r"""\bt\(\s*["']([a-z_]+\.[a-z_.]+)["']""", text))
+        keys |= set(re.findall(r"""s\.t\(\s*f?["']([a-z_]+\.[a-z_]+)["']""", text))
+        for prefix in re.findall(r"""\bt\(\s*["']([a-z_]+\.)["']\s*~""", text):
+            keys |= {prefix + v for v in DYNAMIC[prefix]}
+    keys |= {"login.invalid", "login.expired"}
+    keys |= {f"usage.{m}" for m in ("requests", "prompt_tokens", "completion_tokens")}
+    return keys
+
+
+def test_both_catalogs_hold_the_same_keys_and_every_key_in_use() -> None:
+    en, zh = catalog("en"), catalog("zh")
+    assert set(en) == set(zh)
+    used = _used_keys()
+    assert len(used) > 60
+    assert used <= set(en), sorted(used - set(en))
+    # Chinese strings are Chinese (not copies of the English), except names.
+    same = [k for k in en if en[k] == zh[k] and not k.startswith("lang.")]
+    assert same == [], same
+    # Placeholders match between languages.
+    for k in en:
+        assert set(re.findall(r"{(\w+)}", en[k])) == set(re.findall(r"{(\w+)}", zh[k])), k
+
+
+def test_language_from_the_cookie_then_accept_language_then_english() -> None:
+    assert negotiate("zh-CN,zh;q=0.9,en;q=0.8", None) == "zh"
+    assert negotiate("en-US,en;q=0.9,zh;q=0.8", None) == "en"
+    assert negotiate("fr-FR, zh;q=0.5, en;q=0.4", None) == "zh"
+    assert negotiate("fr-FR", None) == "en"
+    assert negotiate(None, None) == "en"
+    assert negotiate("zh-CN", "en") == "en"
+    assert negotiate("en", "zh") == "zh"
+    assert negotiate("en", "xx") == "en"
+    assert negotiate("zh;q=abc, en;q=0.1", None) == "en"
+    assert negotiate(("x," * 100_000) + "zh", None) == "en"  # bounded parse
+    assert translate("zh", "step.attempts", n=3) == "3 次尝试"
+    assert translate("zh", "no.such.key") == "no.such.key"
+
+
+def test_csrf_token_is_tied_to_the_key() -> None:
+    t = csrf_token("sk-one")
+    assert valid_csrf("sk-one", t)
+    assert not valid_csrf("sk-two", t)
+    assert not valid_csrf("sk-one", None)
+    assert not valid_csrf("sk-one", "")
+    assert not valid_csrf("sk-one", t + "0" * 200)
+    assert "sk-one" not in t
+
+
+def test_origin_check() -> None:
+    host = "127.0.0.1:8000"
+    assert same_origin({"origin": "http://127.0.0.1:8000"}, "http", host)
+    assert not same_origin({"origin": "http://evil.example"}, "http", host)
+    assert not same_origin({"origin": "https://127.0.0.1:8000"}, "http", host)
+    assert not same_origin({"origin": "null"}, "http", host)
+    assert same_origin({"referer": "http://127.0.0.1:8000/ui/runs/x"}, "http", host)
+    assert not same_origin({"referer": "http://127.0.0.1:8000.evil.example/"}, "http", host)
+    assert not same_origin({}, "http", host)  # neither header
+    assert not same_origin({"origin": "http://127.0.0.1:8000"}, "http", None)
+    # An Origin header wins over a matching Referer.
+    both = {"origin": "http://evil.example", "referer": "http://127.0.0.1:8000/ui"}
+    assert not same_origin(both, "http", host)
+
+
+def test_redirect_targets_stay_on_the_dashboard() -> None:
+    assert safe_next("/ui/runs/run-1") == "/ui/runs/run-1"
+    assert safe_next("/pre/ui/runs?status=failed", "/pre") == "/pre/ui/runs?status=failed"
+    for bad in ["//evil.example/ui", "https://evil.example/ui", "/v1/runs", "/ui\\evil", None]:
+        assert safe_next(bad) == "/ui/runs", bad
+    assert safe_next("/ui/runs", "/pre") == "/pre/ui/runs"
+    assert safe_next("/ui" + "x" * 600) == "/ui/runs"
+
+
+def test_headers_forbid_inline_script_and_framing() -> None:
+    h = page_headers()
+    csp = h["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe" not in csp
+    assert "frame-ancestors 'none'" in csp and "form-action 'self'" in csp
+    assert h["X-Content-Type-Options"] == "nosniff"
+
+
+def test_templates_autoescape_and_script_data_is_json_escaped() -> None:
+    env = environment()
+    assert env.autoescape is True
+    evil = "</script><script>alert(1)</script>"
+    out = env.from_string("<p>{{ v }}</p><script type='application/json'>{{ d | tojson }}</script>")
+    html = out.render(v=evil, d={"x": evil})
+    assert "<script>alert(1)" not in html
+    assert "&lt;/script&gt;" in html
+    assert "\\u003c/script\\u003e" in html
+    data = re.search(r"application/json'>(.*)</script>", html)
+    assert data and json.loads(data.group(1)) == {"x": evil}
+
+
+APPROVAL = {
+    "type": "object",
+    "required": ["approved"],
+    "properties": {
+        "approved": {"type": "boolean"},
+        "note": {"type": "string", "description": "why"},
+        "count": {"type": "integer"},
+        "ratio": {"type": "number"},
+        "level": {"type": "string", "enum": ["low", "high"]},
+    },
+}
+
+
+def test_the_resume_form_is_typed_from_the_schema() -> None:
+    kinds = {f.name: f.kind for f in form_fields(APPROVAL)}
+    assert kinds == {
+        "approved": "boolean",
+        "note": "string",
+        "count": "integer",
+        "ratio": "number",
+        "level": "enum",
+    }
+    value = parse_form(APPROVAL, {"approved": "on", "note": "ok", "count": "3", "ratio": "0.5"})
+    assert value == {"approved": True, "note": "ok", "count": 3, "ratio": 0.5}
+    # An unticked box is false, not missing.
+    assert parse_form(APPROVAL, {}) == {"approved": False}
+    assert parse_form({"type": "boolean"}, {"value": "on"}) is True
+    assert parse_form({"type": "integer"}, {"value": "42"}) == 42
+    assert parse_form({"type": "string", "enum": ["a", "b"]}, {"value": "b"}) == "b"
+    nested = {"type": "object", "properties": {"items": {"type": "array"}}}
+    assert [f.kind for f in form_fields(nested)] == ["json"]
+    assert parse_form(nested, {"json": '{"items": [1, 2]}'}) == {"items": [1, 2]}
+    assert [f.kind for f in form_fields(None)] == ["json"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "form", "says"),
+    [
+        (APPROVAL, {"count": "three"}, "whole number"),
+        (APPROVAL, {"ratio": "nan"}, "finite"),
+        (APPROVAL, {"level": "medium"}, "one of the listed"),
+        (APPROVAL, {"note": "x" * 20_001}, "longer than"),
+        (
+            {"type": "object", "required": ["n"], "properties": {"n": {"type": "number"}}},
+            {},
+            "required",
+        ),
+        (None, {"json": "{not json"}, "not valid JSON"),
+        ({"type": "integer"}, {}, "required"),
+    ],
+)
+def test_bad_form_values_get_a_clear_error(schema: object, form: dict, says: str) -> None:
+    with pytest.raises(InputValidationError) as info:
+        parse_form(schema, form)
+    assert says in info.value.message
+
+
+def test_runs_cursor_round_trips_and_refuses_garbage() -> None:
+    c = _data.encode_cursor(1796159268.062977, "run-abc")
+    assert _data.decode_cursor(c) == (1796159268.062977, "run-abc")
+    assert _data.decode_cursor(None) is None
+    for bad in ["nope", "1.5~", "~run", "nan~run", "x~run"]:
+        with pytest.raises(InputValidationError):
+            _data.decode_cursor(bad)
+
+
+def test_step_timeline_from_events() -> None:
+    ev = [
+        {"seq": 1, "ts": 10.0, "type": "run_started", "data": {}},
+        {
+            "seq": 2,
+            "ts": 10.0,
+            "type": "step_started",
+            "data": {"step": "0.a", "kind": "tool", "attempt": 1},
+        },
+        {
+            "seq": 3,
+            "ts": 11.0,
+            "type": "step_failed",
+            "data": {"step": "0.a", "attempt": 1, "error": "x"},
+        },
+        {
+            "seq": 4,
+            "ts": 11.0,
+            "type": "step_started",
+            "data": {"step": "0.a", "kind": "tool", "attempt": 2},
+        },
+        {"seq": 5, "ts": 12.0, "type": "step_finished", "data": {"step": "0.a", "attempt": 2}},
+        {
+            "seq": 6,
+            "ts": 12.0,
+            "type": "step_started",
+            "data": {"step": "1.b", "kind": "agent", "attempt": 1},
+        },
+    ]
+    steps = _data.step_timeline(ev)
+    assert [(s["step"], s["status"], s["attempts"]) for s in steps] == [
+        ("0.a", "finished", 2),
+        ("1.b", "running", 1),
+    ]
+    # A step's time spans its attempts: first start to last end.
+    assert steps[0]["duration_s"] == 2.0 and steps[0]["offset_pct"] == 0.0
+    assert steps[1]["duration_s"] is None and steps[1]["offset_pct"] == 100.0
+
+
+def test_dev_status_is_read_with_bounds(tmp_path: Path) -> None:
+    f = tmp_path / "dev-status.json"
+    assert dev_errors(f) == []  # missing
+    f.write_text(json.dumps({"ok": True, "errors": []}))
+    assert dev_errors(f) == []
+    errs = [{"file": "wf.yaml", "line": 3, "message": "m" * 1500}] * 30
+    f.write_text(json.dumps({"ok": False, "errors": errs}))
+    shown = dev_errors(f)
+    assert len(shown) == 20 and len(shown[0]["message"]) == 1000 and shown[0]["line"] == 3
+    f.write_text("{not json")
+    assert dev_errors(f) == []
+    f.write_text(json.dumps({"ok": False, "errors": [{"file": "x", "line": "7"}, "junk"]}))
+    assert dev_errors(f) == [{"file": "x", "line": 0, "message": ""}]
+    f.write_bytes(b" " * (MAX_STATUS_BYTES + 1))
+    assert "too large" in dev_errors(f)[0]["message"]
