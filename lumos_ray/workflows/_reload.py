@@ -245,6 +245,8 @@ class DevReloader:
         self.code_problems: list[Problem] = []
         self.workflow_problems: dict[str, Problem] = {}
         self.versions: dict[str, str] = {}  # workflow name -> registered version
+        self._python_staged: set[str] = set()
+        self._python_problem_keys: set[str] = set()
 
     # -- public ----------------------------------------------------------------------
     def full(self) -> ReloadResult:
@@ -271,8 +273,7 @@ class DevReloader:
             }
         for rel in sorted(names):
             self._reload_workflow(rel, result)
-        if code_changed:
-            self._stage_python_workflows(result)
+        self._stage_python_workflows(result)
         problems = self.problems()
         result.problems = problems
         result.ok = not problems
@@ -364,14 +365,27 @@ class DevReloader:
     def _stage_python_workflows(self, result: ReloadResult) -> None:
         from lumos_ray.workflows._serialize import definition_version
 
+        for key in self._python_problem_keys:
+            self.workflow_problems.pop(key, None)
+        self._python_problem_keys.clear()
+        for gone in self._python_staged - set(self.python_workflows):
+            (self.staging / f"{gone}.yaml").unlink(missing_ok=True)
+        self._python_staged = set()
         for name, item in self.python_workflows.items():
             body = item["body"]
-            yaml_twin = self.project / WORKFLOWS_DIR / f"{name}.yaml"
-            if yaml_twin.is_file():
-                self.workflow_problems[item["file"]] = Problem(
-                    item["file"], 1, f"workflow {name!r} is also defined in {yaml_twin.name}"
+            twins = [
+                f
+                for ext in (".yaml", ".yml")
+                if (f := self.project / WORKFLOWS_DIR / f"{name}{ext}").is_file()
+            ]
+            if twins:
+                key = f"{item['file']}#{name}"
+                self.workflow_problems[key] = Problem(
+                    item["file"], 1, f"workflow {name!r} is also defined in {twins[0].name}"
                 )
+                self._python_problem_keys.add(key)
                 continue
+            self._python_staged.add(name)
             # JSON is YAML: the gateway loads it like the other staged files.
             write_private_text(self.staging / f"{name}.yaml", json.dumps(body, indent=1))
             self._register(name, definition_version(body), body, result)

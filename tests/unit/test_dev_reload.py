@@ -257,3 +257,38 @@ def test_a_bad_workflow_is_not_staged_and_the_good_copy_stays(tmp_path, monkeypa
     assert fixed.ok and set(fixed.workflows) == {"a"}
     assert "s2" in staged.read_text()
     assert json.loads((home / STATUS_FILE).read_text())["ok"] is True
+
+
+def test_python_workflows_are_found_staged_and_registered(tmp_path, monkeypatch):
+    p = _project(tmp_path)
+    (p / "flows.py").write_text(
+        "import lumos_ray as lr\n\n"
+        "pyflow = lr.Workflow(name='pyflow', steps=[lr.FunctionStep(id='s', function='tools:f')])\n"
+    )
+    home = tmp_path / "home"
+    monkeypatch.setenv("LUMOS_HOME", str(home))
+    monkeypatch.setenv("LUMOS_STORE_URL", f"sqlite:///{tmp_path / 'runs.db'}")
+    r = DevReloader(p, home, tenant="default", install_runner=False)
+    first = r.full()
+    assert first.ok, first.problems
+    assert set(first.workflows) == {"a", "pyflow"}
+    staged = json.loads((r.staging / "pyflow.yaml").read_text())  # JSON is YAML
+    assert staged["steps"][0]["function"] == "tools:f"
+    from lumos_ray.store import open_store
+
+    row = open_store(tenant_id="default").get_definition("workflow", "pyflow")
+    assert row["version"] == first.workflows["pyflow"]
+    # The same name in a YAML file too: an error, the YAML one serves.
+    (p / "configs/workflows/pyflow.yaml").write_text(
+        "name: pyflow\nsteps:\n  - {id: y, function: tools:f}\n"
+    )
+    (p / "flows.py").write_text((p / "flows.py").read_text() + "# touched\n")
+    again = r.reload(ChangeSet(python={"flows.py"}, workflows={"configs/workflows/pyflow.yaml"}))
+    assert [(x.file, x.line) for x in again.problems] == [("flows.py", 1)]
+    assert "also defined in pyflow.yaml" in again.problems[0].message
+    assert (r.staging / "pyflow.yaml").read_text().startswith("name: pyflow")
+    # The YAML twin removed: the Python one serves again, the error is gone.
+    (p / "configs/workflows/pyflow.yaml").unlink()
+    back = r.reload(ChangeSet(workflows={"configs/workflows/pyflow.yaml"}))
+    assert back.ok, back.problems
+    assert json.loads((r.staging / "pyflow.yaml").read_text())["steps"][0]["id"] == "s"
