@@ -177,8 +177,10 @@ def register(cli: click.Group) -> None:
         from lumos_ray import runtime
         from lumos_ray._files import private_dir
         from lumos_ray.workflows._reload import STATUS_FILE, DevReloader, stop_runner
+        from lumos_ray.workflows._reload_changes import project_files
 
         project = Path(directory).resolve()
+        project_files(project)  # within the bounds, before anything starts
         home = Path(os.environ.get("LUMOS_HOME") or project / ".lumos").expanduser().resolve()
         os.environ["LUMOS_HOME"] = str(home)
         reloader = DevReloader(project, home, tenant="default", install_runner=True)
