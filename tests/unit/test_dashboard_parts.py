@@ -255,3 +255,52 @@ def test_dev_status_is_read_with_bounds(tmp_path: Path) -> None:
     assert dev_errors(f) == [{"file": "x", "line": 0, "message": ""}]
     f.write_bytes(b" " * (MAX_STATUS_BYTES + 1))
     assert "too large" in dev_errors(f)[0]["message"]
+
+
+def test_trace_waterfall_from_jsonl_spans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lumos_ray.serve._dashboard._traces import waterfall
+
+    tid, other = "a" * 32, "b" * 32
+    spans = [
+        {
+            "name": "workflow.run",
+            "trace_id": tid,
+            "span_id": "1" * 16,
+            "parent_id": None,
+            "start": 1_000_000_000,
+            "end": 3_000_000_000,
+            "status": "UNSET",
+            "attributes": {},
+        },
+        {
+            "name": "workflow.step",
+            "trace_id": tid,
+            "span_id": "2" * 16,
+            "parent_id": "1" * 16,
+            "start": 2_000_000_000,
+            "end": 3_000_000_000,
+            "status": "ERROR",
+            "attributes": {"step": "0.fee"},
+        },
+        {
+            "name": "elsewhere",
+            "trace_id": other,
+            "span_id": "3" * 16,
+            "parent_id": None,
+            "start": 1,
+            "end": 2,
+            "status": "UNSET",
+            "attributes": {},
+        },
+    ]
+    (tmp_path / "spans-1.jsonl").write_text("\n".join(json.dumps(s) for s in spans) + "\n{bad\n")
+    monkeypatch.setenv("LUMOS_TRACE_EXPORTER", "otlp")
+    assert waterfall(tid) == {"source": "otlp", "readable": False, "spans": []}
+    monkeypatch.setenv("LUMOS_TRACE_EXPORTER", f"jsonl:{tmp_path}")
+    w = waterfall(tid)
+    assert [(s["name"], s["depth"], s["offset_pct"]) for s in w["spans"]] == [
+        ("workflow.run", 0, 0.0),
+        ("workflow.step", 1, 50.0),
+    ]
+    assert w["spans"][1]["duration_ms"] == 1000.0 and w["spans"][1]["status"] == "ERROR"
+    assert waterfall("c" * 32)["spans"] == []

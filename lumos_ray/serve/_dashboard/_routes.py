@@ -415,6 +415,24 @@ async def run_page(request: Request, run_id: str = _RUN_ID) -> Response:
     return render("run.html", await _detail_context(request, s, run_id))
 
 
+@router.get("/runs/{run_id}/trace")
+@_page
+async def run_trace(request: Request, run_id: str = _RUN_ID) -> Response:
+    """The run's trace as a span waterfall (when this gateway can read the spans)."""
+    from lumos_ray.serve._dashboard._traces import waterfall
+    from lumos_ray.serve._tenant_runs import check_run_id
+    from lumos_ray.store import open_store
+
+    s = await _session(request)
+    check_run_id(run_id)
+    gw = _gateway(request)
+    run = await gw.run_blocking(open_store(tenant_id=s.tenant).get_run, run_id)
+    trace_id = _trace_id(run.get("trace"))
+    trace = await gw.run_blocking(waterfall, trace_id) if trace_id else None
+    ctx = _context(request, s, "runs", run=run, trace_id=trace_id, trace=trace)
+    return render("trace.html", ctx)
+
+
 @router.get("/runs/{run_id}/steps")
 @_page
 async def run_steps(request: Request, run_id: str = _RUN_ID) -> Response:

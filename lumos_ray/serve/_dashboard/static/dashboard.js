@@ -8,6 +8,9 @@
       el.style.marginLeft = (parseFloat(el.dataset.offset) || 0) + "%";
       el.style.width = (parseFloat(el.dataset.width) || 0.5) + "%";
     });
+    root.querySelectorAll(".indent").forEach(function (el) {
+      el.style.paddingLeft = (parseInt(el.dataset.depth, 10) || 0) * 14 + "px";
+    });
   }
 
   function cell(text, code) {
