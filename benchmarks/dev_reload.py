@@ -108,6 +108,7 @@ def _dev_rounds(root: Path, rounds: int) -> dict[str, list[float]]:
     project, tools, wf = _project(root / "dev")
     home = root / "dev" / "home"
     lines: queue.Queue[dict[str, Any]] = queue.Queue()
+    log = (root / "dev-stderr.log").open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -123,7 +124,7 @@ def _dev_rounds(root: Path, rounds: int) -> dict[str, list[float]]:
             "100",
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         stdin=subprocess.DEVNULL,
         text=True,
         env=_env(home),
@@ -133,13 +134,19 @@ def _dev_rounds(root: Path, rounds: int) -> dict[str, list[float]]:
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("{"):
+            try:
                 lines.put(json.loads(line))
+            except ValueError:  # an error report (indented JSON) or other output
+                continue
+        lines.put({"event": "exited"})
 
     threading.Thread(target=pump, daemon=True).start()
     base = ""
     while not base:
         ev = lines.get(timeout=600)
+        if ev["event"] == "exited":
+            tail = (root / "dev-stderr.log").read_text()[-3000:]
+            raise SystemExit(f"lumos dev exited ({proc.wait()}): {tail}")
         base = ev.get("gateway", "") if ev["event"] == "ready" else ""
     out: dict[str, list[float]] = {"tool": [], "workflow": [], "tool_reload": []}
     try:

@@ -193,6 +193,7 @@ def register(cli: click.Group) -> None:
         signal.signal(signal.SIGTERM, _interrupt)
         started_cluster = started_gateway = installed = False
         try:
+            _say(as_json, "starting", f"[dev] project {project}, home {home}", home=str(home))
             up = runtime.cluster_up(home, num_cpus=num_cpus, dashboard=False)
             started_cluster = not up["already_running"]
             _say(
