@@ -229,3 +229,13 @@ def test_static_assets_are_an_allowlist(client: TestClient) -> None:
     assert client.get("/ui/static/_routes.py").status_code == 404
     assert client.get("/ui/static/vendor%2F..%2F..%2F_routes.py").status_code == 404
     assert client.get("/ui/static/messages/en.json").status_code == 404
+
+
+def test_jobs_page_says_how_to_list_jobs_when_no_jobs_api_is_set(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LUMOS_JOBS_ADDRESS", raising=False)
+    _login(client, VIEW)
+    page = client.get("/ui/jobs")
+    assert page.status_code == 200 and "LUMOS_JOBS_ADDRESS" in page.text
+    assert client.get("/ui/jobs/lumos-ft-x-1").status_code == 404

@@ -304,3 +304,26 @@ def test_trace_waterfall_from_jsonl_spans(tmp_path: Path, monkeypatch: pytest.Mo
     ]
     assert w["spans"][1]["duration_ms"] == 1000.0 and w["spans"][1]["status"] == "ERROR"
     assert waterfall("c" * 32)["spans"] == []
+
+
+def test_loss_curve_from_a_jobs_progress_lines() -> None:
+    from lumos_ray.serve._dashboard._jobs import loss_curve
+
+    logs = "\n".join(
+        [
+            "loading the model",
+            'LUMOS_PROGRESS {"event": "start", "step": 0}',
+            'LUMOS_PROGRESS {"event": "step", "step": 1, "loss": 2.5}',
+            'LUMOS_PROGRESS {"event": "step", "step": 2, "loss": 2.0}',
+            'LUMOS_PROGRESS {"event": "eval", "step": 2, "eval_loss": 2.2}',
+            'LUMOS_PROGRESS {"event": "step", "step": 3, "loss": NaN}',
+            "LUMOS_PROGRESS {broken",
+            'LUMOS_PROGRESS {"event": "step", "step": 4, "loss": 1.5}',
+        ]
+    )
+    assert loss_curve(logs) == {
+        "step": [1, 2, 4],
+        "loss": [2.5, 2.0, 1.5],
+        "eval_loss": [None, 2.2, None],
+    }
+    assert loss_curve("") == {"step": [], "loss": [], "eval_loss": []}

@@ -30,6 +30,7 @@ from lumos_ray.errors import (
     AuthenticationError,
     InputValidationError,
     LumosError,
+    NotFoundError,
     PermissionDeniedError,
 )
 from lumos_ray.platform import ACTIONS, Principal
@@ -603,6 +604,65 @@ def _message(m: Any) -> dict[str, Any]:
         "content": content if isinstance(content, str) else _data.short_json(content),
         "extra": _data.short_json(extra) if extra else None,
     }
+
+
+@router.get("/jobs")
+@_page
+async def jobs(request: Request) -> Response:
+    """The tenant's fine-tuning jobs (Ray Jobs API at LUMOS_JOBS_ADDRESS)."""
+    from lumos_ray.serve._dashboard._jobs import jobs_address
+
+    s = await _session(request)
+    address = jobs_address()
+    rows: list[dict[str, Any]] = []
+    problem = None
+    if address is not None:
+        from lumos_ray.finetune import list_jobs
+
+        try:
+            found = await _gateway(request).run_blocking(list_jobs, address, tenant=s.tenant)
+            rows = [j.model_dump(mode="json") for j in found][-500:][::-1]
+        except LumosError as err:
+            problem = err
+    ctx = _context(request, s, "jobs", rows=rows, address=address, problem=problem)
+    return render("jobs.html", ctx)
+
+
+@router.get("/jobs/{job_id}")
+@_page
+async def job(request: Request, job_id: str = Path(max_length=200)) -> Response:
+    """One fine-tuning job: status, result, and its loss curve (uPlot)."""
+    from lumos_ray.serve._dashboard._jobs import jobs_address, loss_curve
+
+    s = await _session(request)
+    address = jobs_address()
+    if address is None:
+        raise NotFoundError(
+            "This gateway lists no jobs.",
+            fix="Set LUMOS_JOBS_ADDRESS (the Ray dashboard URL) for the gateway.",
+        )
+    from lumos_ray.finetune import get_job, job_logs
+
+    gw = _gateway(request)
+    info = await gw.run_blocking(get_job, address, job_id, tenant=s.tenant)
+    logs = await gw.run_blocking(job_logs, address, job_id, tenant=s.tenant)
+    curve = loss_curve(logs)
+    chart = {
+        "steps": curve["step"],
+        "series": {"loss": curve["loss"], "eval_loss": curve["eval_loss"]},
+        "labels": {"loss": s.t("jobs.loss"), "eval_loss": s.t("jobs.eval_loss")},
+    }
+    ctx = _context(
+        request,
+        s,
+        "jobs",
+        job=info.model_dump(mode="json"),
+        chart=chart,
+        points=len(curve["step"]),
+        result_json=_data.short_json(info.result) if info.result else None,
+        error_json=_data.short_json(info.error) if info.error else None,
+    )
+    return render("job.html", ctx)
 
 
 @router.get("/adapters")

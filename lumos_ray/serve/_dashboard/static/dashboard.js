@@ -75,27 +75,32 @@
     };
   }
 
-  function usageChart() {
-    var holder = document.getElementById("usage-chart");
-    var raw = document.getElementById("usage-data");
+  // A uPlot line chart from a JSON block: {days | steps, series: {name: [...]}, labels}.
+  function chart(holderId, dataId) {
+    var holder = document.getElementById(holderId);
+    var raw = document.getElementById(dataId);
     if (!holder || !raw || !window.uPlot) return;
     var d = JSON.parse(raw.textContent);
-    var xs = d.days.map(function (day) { return Date.parse(day + "T00:00:00Z") / 1000; });
+    var time = Array.isArray(d.days);
+    var xs = time
+      ? d.days.map(function (day) { return Date.parse(day + "T00:00:00Z") / 1000; })
+      : d.steps;
     var colors = ["#2563eb", "#16a34a", "#d97706", "#9333ea"];
     var names = Object.keys(d.series);
     var series = [{}].concat(names.map(function (m, i) {
       return { label: d.labels[m], stroke: colors[i % colors.length], width: 2,
-        points: { show: true } };
+        points: { show: true }, spanGaps: true };
     }));
     var data = [xs].concat(names.map(function (m) { return d.series[m]; }));
     new window.uPlot({ width: Math.min(holder.clientWidth || 900, 1100), height: 320,
-      series: series, axes: [{}, {}], scales: { x: { time: true } } }, data, holder);
+      series: series, axes: [{}, {}], scales: { x: { time: time } } }, data, holder);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     layoutBars(document);
     followEvents();
-    usageChart();
+    chart("usage-chart", "usage-data");
+    chart("loss-chart", "loss-data");
   });
   document.addEventListener("htmx:afterSwap", function (ev) { layoutBars(ev.target || document); });
 })();
