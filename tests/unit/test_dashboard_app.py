@@ -239,3 +239,15 @@ def test_jobs_page_says_how_to_list_jobs_when_no_jobs_api_is_set(
     page = client.get("/ui/jobs")
     assert page.status_code == 200 and "LUMOS_JOBS_ADDRESS" in page.text
     assert client.get("/ui/jobs/lumos-ft-x-1").status_code == 404
+
+
+def test_rag_page_lists_only_the_tenants_collections(client: TestClient, home: Path) -> None:
+    for tenant, name in [("acme", "handbook"), ("globex", "secret-plans")]:
+        folder = home / "rag" / tenant / name
+        folder.mkdir(parents=True)
+        (folder / "collection.json").write_text("{}")
+    _login(client, VIEW)
+    page = client.get("/ui/rag").text
+    assert "handbook" in page and "secret-plans" not in page
+    r = client.get("/ui/rag", params={"name": "secret-plans", "q": "plans"})
+    assert r.status_code == 404

@@ -665,6 +665,56 @@ async def job(request: Request, job_id: str = Path(max_length=200)) -> Response:
     return render("job.html", ctx)
 
 
+_MAX_QUERY = 1000
+
+
+@router.get("/rag")
+@_page
+async def rag(
+    request: Request,
+    name: str | None = Query(default=None, max_length=100),
+    q: str | None = Query(default=None, max_length=_MAX_QUERY),
+    mode: str = Query(default="hybrid", max_length=20),
+    k: int = Query(default=5, ge=1, le=20),
+) -> Response:
+    """The tenant's RAG collections, and a query box: each hit with its citation path
+    through the knowledge graph. A query opens the collection's actors (its router and
+    shards, as ``rag_search`` does) if they are not running."""
+    from lumos_ray.rag import list_collections
+    from lumos_ray.rag._config import SEARCH_MODES
+
+    s = await _session(request)
+    gw = _gateway(request)
+    names = await gw.run_blocking(list_collections, s.tenant)
+    mode = mode if mode in SEARCH_MODES else "hybrid"
+    hits: list[dict[str, Any]] | None = None
+    if name and q and q.strip():
+        if name not in names:
+            raise NotFoundError(
+                f"No RAG collection {name[:100]!r} for your tenant.",
+                fix="Pick one of the listed collections.",
+            )
+        from lumos_ray.rag import RagCollection
+
+        col = await gw.run_blocking(RagCollection.open, name, tenant=s.tenant, create=False)
+        found = await col.aquery(q.strip(), mode, k)
+        hits = [h.model_dump(mode="json") for h in found]
+    ctx = _context(
+        request,
+        s,
+        "rag",
+        names=names,
+        name=name,
+        q=q or "",
+        mode=mode,
+        modes=SEARCH_MODES,
+        k=k,
+        hits=hits,
+        max_query=_MAX_QUERY,
+    )
+    return render("rag.html", ctx)
+
+
 @router.get("/adapters")
 @_page
 async def adapters(request: Request) -> Response:
