@@ -66,6 +66,9 @@ def spec_fingerprint(spec: Agent) -> str:
 
 
 class AgentActor:
+    #: Threads kept warm in memory (least recently used leave; the store has them all).
+    cache_threads: int = _CACHE_THREADS
+
     def __init__(
         self, spec: Agent, replica: int = 0, fingerprint: str = "", tenant: str | None = None
     ) -> None:
@@ -341,7 +344,7 @@ class AgentActor:
             if self.spec.memory.history and self.spec.memory.persist and not fresh:
                 hist = await self._load(thread_id)
             self._threads[thread_id] = hist
-            while len(self._threads) > _CACHE_THREADS:
+            while len(self._threads) > self.cache_threads:
                 old, _ = self._threads.popitem(last=False)
                 gate = self._gates.get(old)
                 if gate is not None and not gate.inflight:
@@ -527,8 +530,14 @@ class AgentActor:
 
 def actor_for(spec: Agent, replica: int, fingerprint: str, tenant: str) -> Any:
     """The named actor of replica ``replica`` of ``spec`` for ``tenant``, created on
-    first use."""
+    first use; for ``hosting="shared"`` its stand-in in the tenant's host pool (same
+    method surface: ``.run.remote(...)``)."""
     from lumos_ray.runtime import get_or_create_actor, merge_actor_options, remote_class
+
+    if spec.hosting == "shared":
+        from lumos_ray.actors._agent_host import hosted_agent
+
+        return hosted_agent(spec, replica, fingerprint, tenant)
 
     opts: dict[str, Any] = {
         "max_restarts": spec.restart.max_restarts,

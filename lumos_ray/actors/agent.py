@@ -15,7 +15,7 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lumos_ray.actors._agent_loop import AgentResult
 from lumos_ray.actors._concurrency import ConcurrentInput
@@ -159,6 +159,13 @@ class Agent(BaseModel):
     )
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     replicas: int = Field(default=1, ge=1, description="Actor replicas (threads are sharded).")
+    hosting: Literal["dedicated", "shared"] = Field(
+        default="dedicated",
+        description="'dedicated': the agent is its own Ray actor (a process). 'shared': "
+        "it lives with many others in one of its tenant's host actors (LUMOS_AGENT_HOSTS "
+        "per tenant): thousands fit on a machine and a new one answers at once; for "
+        "agents that ask for no resources or placement of their own.",
+    )
     concurrent_input: ConcurrentInput = Field(
         default="enqueue",
         description="What a new input on a thread whose turn is still running does: "
@@ -175,6 +182,16 @@ class Agent(BaseModel):
                 "must start with a letter and contain only letters, digits, '_', '.', '-'"
             )
         return v
+
+    @model_validator(mode="after")
+    def _check_hosting(self) -> Agent:
+        if self.hosting == "shared" and (self.resources.ray_options() or self.placement):
+            raise ValueError(
+                "hosting='shared' puts the agent in a shared host process, which cannot "
+                "give it resources or a placement of its own: use hosting='dedicated' "
+                "(the default) or drop resources/placement"
+            )
+        return self
 
     def deploy(self) -> AgentHandle:
         """Find or create this agent's actors on the cluster."""
@@ -318,8 +335,13 @@ class AgentHandle:
         await asyncio.gather(
             *(await_ref(a.release_slot.remote()) for a in self._actors), return_exceptions=True
         )
+        from lumos_ray.actors._agent_host import HostedAgent
+
         for a in self._actors:
-            kill_actor(a)
+            if isinstance(a, HostedAgent):
+                await a.drop()  # the host stays: other agents live in it
+            else:
+                kill_actor(a)
 
     async def history(self, thread_id: str) -> list[dict[str, Any]]:
         return await self.actor(thread_id).history.remote(thread_id)

@@ -1,0 +1,160 @@
+"""Agent density: shared hosting (many agents per host actor) vs dedicated actors.
+
+Side by side in one run on an embedded cluster (issue 17's targets: >= 2,000 distinct
+idle agents on one 24 GB machine with shared hosting, a new agent's first turn <= 50 ms
+in a warm pool, a dedicated agent actor ready in <= 1.5 s):
+
+* ``shared``: N distinct agents (``hosting="shared"``, a function model that answers
+  at once) each answer one turn, 100 in flight; then the host processes' memory (USS,
+  psutil) added per agent (after the hosts started), and the first turn of M *new*
+  agents one after another (deploy + first answer, the pool already warm): p50/p95.
+* ``dedicated``: K distinct agents (the default: one actor each), the same turn; the
+  time each took from deploy to first answer (p50/p95) and the USS per actor.
+
+    .venv/bin/python benchmarks/agent_density.py --shared 2000 --dedicated 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def answer(messages: list[dict], tools: list[dict]) -> str:
+    """Answers at once: what is measured is hosting, not a model."""
+    return "ok"
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def _uss_of_actors(prefix: str) -> tuple[int, float]:
+    """(processes, total USS MiB) of Ray worker processes running actors of ``prefix``."""
+    import psutil
+
+    n, total = 0, 0.0
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "ray::" in cmd and prefix in cmd:
+                total += p.memory_full_info().uss / 2**20
+                n += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return n, total
+
+
+async def _bounded(coros: list[Any], limit: int) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c: Any) -> Any:
+        async with sem:
+            return await c
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def shared(n: int, m: int) -> dict[str, Any]:
+    from lumos_ray import Agent
+    from lumos_ray.testing import FunctionModel
+
+    model = FunctionModel(answer)
+
+    async def first_turn(i: int, tag: str) -> float:
+        t0 = time.perf_counter()
+        h = Agent(name=f"{tag}-{i}", model=model, hosting="shared").deploy()
+        r = await h.run("hi", thread_id="t")
+        assert r.output == "ok"
+        return time.perf_counter() - t0
+
+    # Start every host actor (a few agents land on each), then measure from there.
+    await asyncio.gather(*(first_turn(i, "warmup") for i in range(8)))
+    _, base_uss = _uss_of_actors("AgentHost")
+    t0 = time.perf_counter()
+    await _bounded([first_turn(i, "sh") for i in range(n)], 100)
+    fill_s = time.perf_counter() - t0
+    procs, uss = _uss_of_actors("AgentHost")
+    new = [await first_turn(i, "new") for i in range(m)]
+    return {
+        "agents": n,
+        "fill_s": round(fill_s, 2),
+        "agents_per_s": round(n / fill_s, 1),
+        "host_processes": procs,
+        "host_uss_mib": round(uss, 1),
+        "host_uss_before_mib": round(base_uss, 1),
+        "kib_per_agent": round((uss - base_uss) * 1024 / max(n, 1), 1),
+        "first_turn_warm_p50_ms": round(statistics.median(new) * 1000, 1),
+        "first_turn_warm_p95_ms": round(_pct(new, 0.95) * 1000, 1),
+    }
+
+
+async def dedicated(k: int) -> dict[str, Any]:
+    from lumos_ray import Agent
+    from lumos_ray.testing import FunctionModel
+
+    model = FunctionModel(answer)
+
+    async def first_turn(i: int) -> float:
+        t0 = time.perf_counter()
+        h = Agent(name=f"ded-{i}", model=model).deploy()
+        r = await h.run("hi", thread_id="t")
+        assert r.output == "ok"
+        return time.perf_counter() - t0
+
+    one_by_one = [await first_turn(i) for i in range(min(k, 5))]
+    t0 = time.perf_counter()
+    together = await asyncio.gather(*(first_turn(i) for i in range(5, k)))
+    fill_s = time.perf_counter() - t0
+    procs, uss = _uss_of_actors("AgentActor")
+    return {
+        "agents": k,
+        "ready_alone_p50_s": round(statistics.median(one_by_one), 2),
+        "ready_alone_max_s": round(max(one_by_one), 2),
+        "ready_together_p50_s": round(statistics.median(together), 2) if together else None,
+        "fill_together_s": round(fill_s, 2),
+        "actor_processes": procs,
+        "uss_mib_per_actor": round(uss / max(procs, 1), 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    from lumos_ray import runtime
+
+    os.environ.setdefault("LUMOS_HOME", "/tmp/lumos-density")
+    runtime.connect(None)
+    print(f"load at start: {os.getloadavg()}", flush=True)
+    sh = await shared(args.shared, args.new)
+    print("shared:", sh, flush=True)
+    de = await dedicated(args.dedicated)
+    print("dedicated:", de, flush=True)
+    print(f"load at end: {os.getloadavg()}")
+    ratio = de["uss_mib_per_actor"] * 1024 / max(sh["kib_per_agent"], 0.1)
+    print(
+        "\n| hosting | agents | first turn of a new agent | memory per agent |\n"
+        "|---|---:|---:|---:|\n"
+        f"| shared | {sh['agents']} | p50 {sh['first_turn_warm_p50_ms']} ms, "
+        f"p95 {sh['first_turn_warm_p95_ms']} ms (warm pool) | {sh['kib_per_agent']} KiB "
+        f"(hosts: {sh['host_processes']} processes, {sh['host_uss_mib']} MiB) |\n"
+        f"| dedicated | {de['agents']} | alone p50 {de['ready_alone_p50_s']} s "
+        f"(max {de['ready_alone_max_s']} s); together p50 {de['ready_together_p50_s']} s "
+        f"| {de['uss_mib_per_actor']} MiB |\n\nmemory per agent: dedicated / shared = {ratio:.0f}x"
+    )
+    runtime.shutdown()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=int, default=2000, help="distinct shared agents")
+    p.add_argument("--new", type=int, default=50, help="new agents timed one by one (warm)")
+    p.add_argument("--dedicated", type=int, default=20, help="distinct dedicated agents")
+    asyncio.run(main(p.parse_args()))
