@@ -17,7 +17,10 @@ and the resume form). Then each page and its JSON counterpart are fetched
 * usage page (chart data)           vs ``GET /v1/usage``
 
     .venv/bin/python benchmarks/dashboard_pages.py [--runs 10000] [--repeat 30]
-        [--store-url postgresql+psycopg://...]
+        [--postgres | --store-url postgresql+psycopg://...]
+
+``--postgres`` starts a throwaway PostgreSQL server (tests/_postgres.py: Debian's
+binaries, a free 127.0.0.1 port) and stops it at the end.
 """
 
 from __future__ import annotations
@@ -80,8 +83,25 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--store-url", default=None, help="default: SQLite in a temp LUMOS_HOME")
+    ap.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL server")
     args = ap.parse_args()
+    pg = None
+    if args.postgres:
+        import sys
 
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from tests._postgres import start_postgres
+
+        pg = start_postgres()
+        args.store_url = pg.create_database("dashbench")
+    try:
+        _bench(args)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def _bench(args: argparse.Namespace) -> None:
     home = tempfile.mkdtemp(prefix="lumos-bench-dash-")
     os.environ["LUMOS_HOME"] = home
     if args.store_url:
