@@ -205,6 +205,12 @@ def test_developer_signs_in_follows_a_run_live_and_resumes_it_through_the_form(
     assert done["output"]["approved"] is True
     assert float(done["output"]["total"]) == pytest.approx(122.4)
     assert page.locator("#resume-form").count() == 0
+
+    # Its trace as a waterfall: the session's processes write spans as JSON lines.
+    page.click("#trace-link")
+    page.wait_for_selector("#waterfall")
+    assert page.locator("#waterfall tr.span").count() >= 2
+    page.screenshot(path=str(artifacts / "07-trace.png"), full_page=True)
     ctx.close()
 
 
