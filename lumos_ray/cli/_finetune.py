@@ -217,6 +217,45 @@ def list_cmd(address: str | None, as_json: bool) -> None:
     emit(jobs, as_json, human)
 
 
+@finetune.command("eval")
+@click.argument("tasks_file", type=click.Path(dir_okay=False))
+@click.option("--base-url", required=True, help="OpenAI-compatible endpoint (gateway or vLLM).")
+@click.option(
+    "--model", "models", multiple=True, required=True, help="Served model (repeat to compare)."
+)
+@click.option("--api-key-env", default=None, help="Environment variable holding the API key.")
+@click.option("--concurrency", default=4, show_default=True, help="Requests in flight.")
+@click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Per request, s.")
+@json_option
+def eval_cmd(
+    tasks_file: str,
+    base_url: str,
+    models: tuple[str, ...],
+    api_key_env: str | None,
+    concurrency: int,
+    timeout_s: float,
+    as_json: bool,
+) -> None:
+    """Tool-call accuracy of served models on a task set (right tool, arguments valid
+    against the schema and equal to the expected ones, right final answer)."""
+    import asyncio
+    import os
+
+    from lumos_ray.finetune import evaluate_tool_calls, format_reports, load_tasks
+
+    tasks = load_tasks(tasks_file)
+    key = os.environ.get(api_key_env) if api_key_env else None
+    reports = [
+        asyncio.run(
+            evaluate_tool_calls(
+                base_url, m, tasks, api_key=key, concurrency=concurrency, timeout_s=timeout_s
+            )
+        )
+        for m in models
+    ]
+    emit([r.to_dict() for r in reports], as_json, format_reports(reports))
+
+
 @finetune.command("cancel")
 @click.argument("job_id")
 @address_option

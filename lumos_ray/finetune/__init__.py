@@ -17,6 +17,13 @@ from lumos_ray.finetune._data import (
     load_splits,
     tokenize_examples,
 )
+from lumos_ray.finetune._eval import (
+    EvalReport,
+    EvalTask,
+    evaluate_tool_calls,
+    format_reports,
+    load_tasks,
+)
 from lumos_ray.finetune._export import (
     ExportStats,
     export_dataset,
@@ -60,6 +67,8 @@ from lumos_ray.finetune._train import evaluate_loss, train_epochs
 __all__ = [
     "CheckpointSpec",
     "DatasetSpec",
+    "EvalReport",
+    "EvalTask",
     "Example",
     "ExportStats",
     "FinetuneJobInfo",
@@ -77,8 +86,10 @@ __all__ = [
     "cancel_job",
     "check_qlora_supported",
     "evaluate_loss",
+    "evaluate_tool_calls",
     "export_dataset",
     "follow_job",
+    "format_reports",
     "get_job",
     "iter_export_rows",
     "job_logs",
@@ -87,6 +98,7 @@ __all__ = [
     "load_examples",
     "load_job_spec",
     "load_splits",
+    "load_tasks",
     "load_tokenizer",
     "make_client_or_none",
     "parse_progress_line",
