@@ -537,7 +537,7 @@ def actor_for(spec: Agent, replica: int, fingerprint: str, tenant: str) -> Any:
     if spec.hosting == "shared":
         from lumos_ray.actors._agent_host import hosted_agent
 
-        return hosted_agent(spec, replica, fingerprint, tenant)
+        return hosted_agent(spec, replica, fingerprint, tenant, AgentActor)
 
     opts: dict[str, Any] = {
         "max_restarts": spec.restart.max_restarts,

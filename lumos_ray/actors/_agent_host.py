@@ -30,13 +30,9 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lumos_ray.errors import ConfigError
-
-if TYPE_CHECKING:
-    from lumos_ray.actors._agent_actor import AgentActor
-    from lumos_ray.actors.agent import Agent
 
 __all__ = ["AgentHost", "HostedAgent", "check_shareable", "host_count", "hosted_agent"]
 
@@ -68,7 +64,7 @@ def host_count() -> int:
     return n
 
 
-def check_shareable(spec: Agent) -> None:
+def check_shareable(spec: Any) -> None:
     """Shared hosting is for agents that ask for nothing of their own."""
     if spec.resources.ray_options() or spec.placement is not None:
         raise ConfigError(
@@ -80,16 +76,18 @@ def check_shareable(spec: Agent) -> None:
 
 
 class AgentHost:
-    """An async actor holding many agents (:class:`AgentActor` objects) by key."""
+    """An async actor holding many agents (``AgentActor`` objects) by key.
 
-    def __init__(self, tenant: str, index: int) -> None:
+    ``agent_cls`` is the AgentActor class, handed in (it travels by reference) so that
+    this module and the agent actor's do not import each other."""
+
+    def __init__(self, tenant: str, index: int, agent_cls: type) -> None:
         self.tenant = tenant
         self.index = index
-        self._agents: dict[str, tuple[str, AgentActor]] = {}
+        self._agent_cls = agent_cls
+        self._agents: dict[str, tuple[str, Any]] = {}
 
-    def _agent(self, key: str, fingerprint: str, blob: bytes) -> AgentActor:
-        from lumos_ray.actors._agent_actor import AgentActor
-
+    def _agent(self, key: str, fingerprint: str, blob: bytes) -> Any:
         held = self._agents.get(key)
         if held is not None and held[0] == fingerprint:
             return held[1]
@@ -107,7 +105,7 @@ class AgentHost:
                 fix=f"Raise {HOSTS_ENV} (host actors per tenant), or stop agents that "
                 "are no longer used (AgentHandle.shutdown).",
             )
-        agent = AgentActor(spec, replica, fingerprint, self.tenant)
+        agent = self._agent_cls(spec, replica, fingerprint, self.tenant)
         agent.cache_threads = HOSTED_CACHE_THREADS
         self._agents[key] = (fingerprint, agent)
         return agent
@@ -190,31 +188,39 @@ class HostedAgent:
         return bool(await await_ref(self.host.drop.remote(self.key)))
 
 
-def _host(tenant: str, index: int) -> Any:
+#: A host restarts like a dedicated agent by default (RestartPolicy's defaults): forever,
+#: retrying a turn whose process died at most twice.
+HOST_OPTIONS: dict[str, Any] = {
+    "max_restarts": -1,
+    "max_task_retries": 2,
+    "max_concurrency": 10_000,
+}
+
+
+def _host(tenant: str, index: int, agent_cls: type) -> Any:
     """The tenant's host actor ``index``, created on first use (one lookup per agent
     handle; handles are cached by their users, as for dedicated agents)."""
-    from lumos_ray.actors.agent import RestartPolicy
     from lumos_ray.runtime import get_or_create_actor, remote_class
 
-    policy = RestartPolicy()
     return get_or_create_actor(
         f"lumos-agent-host-{index}@{tenant}",
         remote_class(AgentHost),
         tenant,
         index,
-        options={
-            "max_restarts": policy.max_restarts,
-            "max_task_retries": policy.max_task_retries,
-            "max_concurrency": 10_000,
-        },
+        agent_cls,
+        options=dict(HOST_OPTIONS),
     )
 
 
-def hosted_agent(spec: Agent, replica: int, fingerprint: str, tenant: str) -> HostedAgent:
-    """Replica ``replica`` of ``spec`` in its tenant's host pool."""
+def hosted_agent(
+    spec: Any, replica: int, fingerprint: str, tenant: str, agent_cls: type
+) -> HostedAgent:
+    """Replica ``replica`` of ``spec`` in its tenant's host pool (``agent_cls``: the
+    AgentActor class the host builds it with)."""
     import cloudpickle
 
     check_shareable(spec)
     key = f"{spec.name}/{replica}"
     index = zlib.crc32(key.encode()) % host_count()
-    return HostedAgent(_host(tenant, index), key, fingerprint, cloudpickle.dumps((spec, replica)))
+    blob = cloudpickle.dumps((spec, replica))
+    return HostedAgent(_host(tenant, index, agent_cls), key, fingerprint, blob)
