@@ -30,7 +30,7 @@ from lumos_ray.store import RUN_STATES
 PKG = resources.files("lumos_ray.serve._dashboard")
 DYNAMIC = {
     "status.": sorted(RUN_STATES),
-    "step.": ["running", "finished", "failed", "skipped"],
+    "step.": ["running", "finished", "failed", "skipped", "waiting"],
     "role.": ["viewer", "developer", "admin"],
     "lang.": list(LANGS),
 }
@@ -235,6 +235,13 @@ def test_step_timeline_from_events() -> None:
         ("0.a", "finished", 2),
         ("1.b", "running", 1),
     ]
+    # A human step waits from run_suspended until input_received.
+    waits = {"seq": 7, "ts": 13.0, "type": "run_suspended", "data": {"step": "1.ok"}}
+    answered = {"seq": 8, "ts": 14.0, "type": "input_received", "data": {"step": "1.ok"}}
+    human = _data.step_timeline([*ev[:5], waits])[-1]
+    assert (human["step"], human["status"], human["kind"]) == ("1.ok", "waiting", "human")
+    human = _data.step_timeline([*ev[:5], waits, answered])[-1]
+    assert (human["status"], human["duration_s"]) == ("finished", 1.0)
     # A step's time spans its attempts: first start to last end.
     assert steps[0]["duration_s"] == 2.0 and steps[0]["offset_pct"] == 0.0
     assert steps[1]["duration_s"] is None and steps[1]["offset_pct"] == 100.0

@@ -86,7 +86,8 @@ def runs_page(
 
 def step_timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Steps in the order they started, from the run's events: start and end times,
-    attempts, status (running, finished, failed, skipped) and the last error."""
+    attempts, status (running, finished, failed, skipped; waiting for a human step
+    until its input arrives) and the last error."""
     steps: dict[str, dict[str, Any]] = {}
     for ev in events:
         data = ev.get("data") or {}
@@ -94,6 +95,14 @@ def step_timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(path, str):
             continue
         kind = ev.get("type")
+        if kind == "run_suspended":  # a human step waits: it shows as a step
+            steps.setdefault(path, {"step": path, "kind": "human", "start": ev["ts"]}).update(
+                status="waiting", end=None
+            )
+            continue
+        if kind == "input_received" and path in steps:
+            steps[path].update(status="finished", end=ev["ts"])
+            continue
         if kind not in ("step_started", "step_finished", "step_failed", "step_skipped"):
             continue
         step = steps.setdefault(
@@ -110,6 +119,8 @@ def step_timeline(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif kind == "step_started":
             step.update(status="running", end=None)
     out = list(steps.values())
+    for s in out:
+        s.setdefault("attempts", 1)
     t0 = min((s["start"] for s in out), default=0.0)
     t1 = max((s.get("end") or s["start"] for s in out), default=0.0)
     span = max(t1 - t0, 1e-3)
