@@ -256,6 +256,41 @@ def eval_cmd(
     emit([r.to_dict() for r in reports], as_json, format_reports(reports))
 
 
+@finetune.command("flywheel")
+@click.argument("spec_file", type=click.Path(dir_okay=False))
+@json_option
+def flywheel_cmd(spec_file: str, as_json: bool) -> None:
+    """Export runs -> LoRA job -> adapter hot-loaded by the running gateway -> base vs
+    adapter tool-call accuracy on held-out tasks (SPEC_FILE: a FlywheelSpec in YAML)."""
+    from lumos_ray import runtime
+    from lumos_ray.finetune import load_flywheel_spec, parse_progress_line, run_flywheel
+
+    spec = load_flywheel_spec(spec_file)
+    bar = _Bar(enabled=not as_json)
+
+    def sink(line: str) -> None:
+        ev = parse_progress_line(line)
+        if ev is not None:
+            bar.update(ev)
+        elif line.startswith("flywheel:") and not as_json:
+            click.echo(line, err=True)
+
+    embedded = spec.address is None
+    if embedded:
+        runtime.connect()
+    try:
+        res = run_flywheel(spec, log=sink)
+    finally:
+        if embedded:
+            runtime.shutdown()
+
+    def human(d: dict[str, Any]) -> str:
+        stages = "  ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in d["stages"].items())
+        return f"{d['table']}\nstages: {stages}"
+
+    emit(res.model_dump(mode="json"), as_json, human)
+
+
 @finetune.command("cancel")
 @click.argument("job_id")
 @address_option

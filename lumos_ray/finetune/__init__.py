@@ -31,6 +31,13 @@ from lumos_ray.finetune._export import (
     run_score,
     set_run_score,
 )
+from lumos_ray.finetune._flywheel import (
+    FlywheelResult,
+    FlywheelSpec,
+    flywheel_workflow,
+    load_flywheel_spec,
+    run_flywheel,
+)
 from lumos_ray.finetune._jobs import (
     FinetuneJobInfo,
     cancel_job,
@@ -74,6 +81,8 @@ __all__ = [
     "FinetuneJobInfo",
     "FinetuneJobSpec",
     "FinetuneResult",
+    "FlywheelResult",
+    "FlywheelSpec",
     "LoraSpec",
     "OptimizerSpec",
     "OutputSpec",
@@ -88,6 +97,7 @@ __all__ = [
     "evaluate_loss",
     "evaluate_tool_calls",
     "export_dataset",
+    "flywheel_workflow",
     "follow_job",
     "format_reports",
     "get_job",
@@ -96,6 +106,7 @@ __all__ = [
     "list_jobs",
     "load_base",
     "load_examples",
+    "load_flywheel_spec",
     "load_job_spec",
     "load_splits",
     "load_tasks",
@@ -104,6 +115,7 @@ __all__ = [
     "parse_progress_line",
     "preflight",
     "run_finetune",
+    "run_flywheel",
     "run_score",
     "set_run_score",
     "submit_job",
