@@ -106,7 +106,7 @@ def env(
             last = repr(exc)
         assert time.monotonic() < deadline, f"the test gateway at {url} never answered: {last}"
         time.sleep(0.5)
-    yield {"url": url, "keys": keys}
+    yield {"url": url, "keys": keys, "platform": p}
     lserve.stop(cfg.app_name)
 
 
@@ -269,4 +269,19 @@ def test_a_chinese_browser_gets_the_chinese_dashboard(
     page.click("#lang-en")
     page.wait_for_selector("#run-filters")
     assert page.inner_text("h1") == "Runs"
+    ctx.close()
+
+
+def test_usage_page_draws_the_tenants_metered_days(
+    env: dict[str, Any], browser: Any, artifacts: Path
+) -> None:
+    env["platform"].record_usage(TENANT, prompt_tokens=1234, completion_tokens=567)
+    ctx = browser.new_context(locale="en-US")
+    page = ctx.new_page()
+    _login(page, env["url"], env["keys"]["viewer"])
+    page.goto(env["url"] + "/ui/usage")
+    page.wait_for_selector("#usage-chart canvas")  # uPlot drew the chart
+    assert page.locator("#usage-table tbody tr").count() >= 1
+    assert "Prompt tokens" in page.inner_text("#usage-chart")  # the series legend
+    page.screenshot(path=str(artifacts / "08-usage.png"), full_page=True)
     ctx.close()
