@@ -75,6 +75,11 @@
     };
   }
 
+  function xRange(xs, pad) {
+    var lo = Math.min.apply(null, xs), hi = Math.max.apply(null, xs);
+    return [lo - pad, hi + pad];
+  }
+
   // A uPlot line chart from a JSON block: {days | steps, series: {name: [...]}, labels}.
   function chart(holderId, dataId) {
     var holder = document.getElementById(holderId);
@@ -93,7 +98,11 @@
     }));
     var data = [xs].concat(names.map(function (m) { return d.series[m]; }));
     new window.uPlot({ width: Math.min(holder.clientWidth || 900, 1100), height: 320,
-      series: series, axes: [{}, {}], scales: { x: { time: time } } }, data, holder);
+      series: series, axes: [{}, {}],
+      // Pad the x range (half a day, or half a step): one point alone otherwise
+      // stretches the axis over years.
+      scales: { x: { time: time, auto: false, range: xRange(xs, time ? 43200 : 0.5) } } },
+      data, holder);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
