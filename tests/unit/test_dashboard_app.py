@@ -251,3 +251,18 @@ def test_rag_page_lists_only_the_tenants_collections(client: TestClient, home: P
     assert "handbook" in page and "secret-plans" not in page
     r = client.get("/ui/rag", params={"name": "secret-plans", "q": "plans"})
     assert r.status_code == 404
+
+
+def test_threads_pages_show_the_tenants_threads_only(client: TestClient) -> None:
+    said = [{"role": "user", "content": "<b>hi</b>"}, {"role": "assistant", "content": "ok"}]
+    open_store(tenant_id="acme").append_messages_many("helper", [("t-1", said)])
+    open_store(tenant_id="globex").append_messages_many(
+        "helper", [("t-secret", [{"role": "user", "content": "the globex secret"}])]
+    )
+    _login(client, VIEW)
+    listing = client.get("/ui/threads").text
+    assert "t-1" in listing and "t-secret" not in listing
+    thread = client.get("/ui/threads/helper/t-1").text
+    assert "&lt;b&gt;hi&lt;/b&gt;" in thread and "assistant" in thread
+    assert client.get("/ui/threads/helper/t-secret").status_code == 404
+    assert "No adapters" in client.get("/ui/adapters").text
