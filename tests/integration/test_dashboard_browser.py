@@ -214,7 +214,7 @@ def test_developer_signs_in_follows_a_run_live_and_resumes_it_through_the_form(
     ctx.close()
 
 
-def test_viewer_sees_no_actions_and_is_refused_by_the_api(
+def test_viewer_sees_no_actions_and_is_refused_but_a_developer_may_cancel(
     env: dict[str, Any], browser: Any, artifacts: Path
 ) -> None:
     url = env["url"]
@@ -248,6 +248,16 @@ def test_viewer_sees_no_actions_and_is_refused_by_the_api(
     )
     assert status == 403
     assert _wait_status(env, run_id, "suspended")["status"] == "suspended"
+    ctx.close()
+    # A developer may: cancel it from its page.
+    ctx = browser.new_context(locale="en-US")
+    page = ctx.new_page()
+    _login(page, url, env["keys"]["dev"])
+    page.goto(f"{url}/ui/runs/{run_id}")
+    page.click("#cancel-submit")
+    page.wait_for_selector("#run-status.st-cancelled", timeout=60_000)
+    assert _wait_status(env, run_id, "cancelled")["status"] == "cancelled"
+    assert page.locator("#cancel-form").count() == 0
     ctx.close()
 
 
