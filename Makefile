@@ -86,7 +86,7 @@ demo-model: $(STAMP)
 	$(BIN)/python -m lumos_ray.models._build_main --recipe demo
 
 # The type check and the unit tier run beside the integration tier (see tests/run_tiers.sh).
-test: $(STAMP) postgres bwrap
+test: $(STAMP) postgres bwrap chromium
 	$(BIN)/ruff check lumos_ray tests benchmarks
 	tests/run_tiers.sh $(BIN)/python "$(TYPECHECK)" $(PYTEST_ARGS)
 
