@@ -127,3 +127,108 @@ async def test_runs_with_tool_calls_export_and_round_trip_through_the_template(
     learnt = [p for p, learn in pieces if learn]
     assert learnt[0].startswith('<tool_call>{"name": "calculator"')
     assert learnt[-1] == f"{row['messages'][-1]['content']}<|im_end|>\n"
+
+
+# -- the whole flywheel through the real gateway (vLLM) -------------------------------
+_QUESTION = re.compile(r"What is (\d+) times (\d+)\?")
+_INSTRUCTIONS = "Answer with the calculator."
+
+
+def teacher(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+    """A scripted teacher: calls the calculator for the question, then answers with
+    the tool's result (a FunctionModel, so one agent serves every run)."""
+    if messages[-1]["role"] == "tool":
+        return reply(f"The answer is {messages[-1]['content']}.")
+    a, b = _QUESTION.search(messages[-1]["content"]).groups()  # type: ignore[union-attr]
+    return call_tool("calculator", expression=f"{a} * {b}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tasks(path: Path, pairs: list[tuple[int, int]]) -> Path:
+    from lumos_ray.tools import get_tool
+
+    schema = get_tool("calculator").openai_schema()
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": _INSTRUCTIONS},
+                {"role": "user", "content": f"What is {a} times {b}?"},
+            ],
+            "tools": [schema],
+            "expected": {"name": "calculator", "arguments": {"expression": f"{a} * {b}"}},
+        }
+        for a, b in pairs
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.slow
+async def test_flywheel_adapter_beats_the_base_through_the_gateway(tmp_path: Path) -> None:
+    import asyncio as aio
+    import random
+
+    from lumos_ray import serve as lserve
+    from lumos_ray.finetune import FlywheelSpec, run_flywheel
+    from lumos_ray.models import tiny_model_path
+    from lumos_ray.serve import GatewayConfig, ServeConfig, ServedEmbeddingConfig
+    from lumos_ray.testing import FunctionModel
+
+    rng = random.Random(7)
+    pairs = [(rng.randint(2, 99), rng.randint(2, 99)) for _ in range(52)]
+    train, held_out = pairs[:40], pairs[40:]
+    agent = Agent(
+        name="calc-teacher",
+        instructions=_INSTRUCTIONS,
+        model=FunctionModel(teacher),
+        tools=["calculator"],
+    )
+    wf = Workflow(
+        name="flywheel-teacher", agents=[agent], steps=[AgentStep(agent="calc-teacher", id="ask")]
+    )
+    run_ids = [await start_run(wf, f"What is {a} times {b}?") for a, b in train]
+    infos = await aio.gather(*(wait_run(r, timeout=300) for r in run_ids))
+    assert all(i.status == "succeeded" for i in infos)
+
+    registry = tmp_path / "adapters"
+    registry.mkdir()
+    app = "lumos-serve-flywheel"
+    cfg = ServeConfig(
+        app_name=app,
+        gateway=GatewayConfig(port=_free_port()),
+        embeddings=ServedEmbeddingConfig(enabled=False),
+        adapters_dir=str(registry),
+    )
+    url = await aio.to_thread(lserve.start, cfg, timeout_s=900)
+    try:
+        spec = FlywheelSpec(
+            name="calc-flywheel",
+            base_model=str(tiny_model_path()),
+            gateway_url=url,
+            tasks_path=str(_tasks(tmp_path / "held_out.jsonl", held_out)),
+            dataset_path=str(tmp_path / "data.jsonl"),
+            export={"workflow": "flywheel-teacher", "require_tool_calls": True},
+            job={
+                "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "r": 16},
+                "optimizer": {"lr": 1e-2, "schedule": "constant"},
+                "training": {"max_steps": 60, "batch_size": 8, "seq_len": 768},
+                "output": {"storage_dir": str(tmp_path / "runs"), "registry_dir": str(registry)},
+            },
+        )
+        res = await aio.to_thread(run_flywheel, spec)
+    finally:
+        await aio.to_thread(lserve.stop, app)
+    print(res.table, res.stages)
+    assert res.export is not None and res.export["rows"] == 40
+    base, tuned = res.base["rates"], res.adapter["rates"]
+    # Served without a restart: the gateway listed it while running, and it answered.
+    assert res.adapter["errors"] == 0
+    assert tuned["right_tool"] >= 0.8 and base["right_tool"] <= 0.2, res.table
+    assert tuned["args_valid"] >= base["args_valid"] + 0.5, res.table
