@@ -177,3 +177,41 @@ def test_many_runs_stream_through_pages(store: RunStore, tmp_path: Path) -> None
     assert stats.rows == 450 and stats.runs_seen == 450
     firsts = [json.loads(x)["messages"][1]["content"] for x in (tmp_path / "many.jsonl").open()]
     assert len(set(firsts)) == 450
+
+
+def _lumos(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from lumos_ray.cli import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_scores_and_exports_for_the_callers_tenant_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    seed = RunStore(url, "acme")
+    _add_run(seed, _workflow(), "a1", "succeeded", _transcript(1))
+    _add_run(seed, _workflow(), "a2", "succeeded", _transcript(2))
+    _add_run(seed.for_tenant("globex"), _workflow(), "g1", "succeeded", _transcript(3))
+    seed.close()
+    monkeypatch.setenv("LUMOS_STORE_URL", url)
+    monkeypatch.setenv("LUMOS_TENANT", "acme")
+    code, out, _ = _lumos(capsys, "runs", "score", "a2", "0.9")
+    assert code == 0 and "score 0.9" in out
+    code, _, err = _lumos(capsys, "runs", "score", "g1", "0.9")  # another tenant's run
+    assert code != 0 and "LUMOS-E003" in err
+    dest = tmp_path / "out.jsonl"
+    code, out, _ = _lumos(capsys, "runs", "export", "--out", str(dest), "--min-score", "0.5")
+    assert code == 0 and "wrote 1 rows" in out and "score: 1 skipped" in out
+    (row,) = [json.loads(x) for x in dest.read_text().splitlines()]
+    assert row["messages"][1]["content"] == "what is 2 + 2?"
+    code, out, _ = _lumos(capsys, "runs", "export", "--out", str(dest), "--json")
+    assert code == 0 and json.loads(out)["rows"] == 2  # acme's two, never globex's
+    code, _, err = _lumos(capsys, "runs", "export", "--out", str(dest), "--since", "soon")
+    assert code != 0 and "LUMOS-E012" in err and "ISO" in err
