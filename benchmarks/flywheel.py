@@ -184,6 +184,7 @@ def main() -> None:
         "train_tokens_per_s": metrics.get("tokens_per_s"),
         "base": res.base["rates"],
         "adapter": res.adapter["rates"],
+        "adapter_failures": res.adapter["failures"][:3],
     }
     print(table)
     print(json.dumps(out, indent=2))
