@@ -1,7 +1,6 @@
-"""lumos-tiny-tools without Ray: the task split, the tokenizer, the teacher, the rows,
-and the committed model itself (greedy decoding in transformers).
+"""lumos-tiny-tools without Ray: the task split, the tokenizer, the teacher, the rows.
 
-The vLLM measurement and the from-scratch retrain through the fine-tuning job are in
+The from-scratch retrain through the fine-tuning job is in
 tests/integration/test_demo_model.py.
 """
 
@@ -9,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 
 import pytest
 
@@ -147,32 +145,3 @@ def test_thread_rows_have_openai_chat_with_tools_shape() -> None:
     assert row["messages"][2]["tool_calls"][0]["function"]["name"] == "calculator"
     assert row["messages"][3]["tool_call_id"] == "c1"
     assert row["tools"][0]["function"]["name"] == "x"
-
-
-def test_packaged_model_calls_the_right_tool_on_heldout_prompts() -> None:
-    """The committed weights, greedy in transformers (vLLM: the integration test)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lumos_ray.models import tools_model_build, tools_model_path
-    from lumos_ray.models._tools_base import tool_specs
-
-    path = tools_model_path()
-    assert tools_model_build()["recipe"] == "demo"
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    specs = tool_specs(DEMO_TOOLS)
-    tasks = make_tasks(20, "heldout", seed=11)
-    ok = 0
-    for t in tasks:
-        ids = tok.apply_chat_template(
-            _msgs(t.prompt), tools=specs, add_generation_prompt=True, return_tensors="pt"
-        )
-        ids = ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids
-        with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=48, do_sample=False)
-        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=False)
-        m = re.match(r"<tool_call>(.*?)</tool_call>", text)
-        call = json.loads(m.group(1)) if m else None
-        ok += call == {"name": t.tool, "arguments": t.arguments}
-    assert ok >= 16, f"{ok}/20 held-out prompts got the exact call"
