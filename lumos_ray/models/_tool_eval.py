@@ -57,10 +57,10 @@ class ToolEvalReport:
         }
 
 
-def _tool_result(task: ToolTask) -> Any:
+async def _tool_result(task: ToolTask) -> Any:
     from lumos_ray.tools import get_tool
 
-    return get_tool(task.tool).call(task.arguments)
+    return await get_tool(task.tool).acall(task.arguments)
 
 
 async def _one(
@@ -93,7 +93,7 @@ async def _one(
     if not ok and len(rep.failures) < 8:
         rep.failures.append({"prompt": task.prompt, "want": task.arguments, "got": msg})
 
-    result = _tool_result(task)
+    result = await _tool_result(task)
     call = {
         "id": "call_0",
         "type": "function",
