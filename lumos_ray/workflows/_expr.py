@@ -11,7 +11,7 @@ import functools
 import re
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from lumos_ray.errors import WorkflowDefinitionError
@@ -49,11 +49,22 @@ def _template(text: str) -> Any:
 
 
 def evaluate(expr: str, scope: dict[str, Any]) -> Any:
+    """The expression's value. A name that is not there (a step skipped by ``when``, a
+    key the input lacks) is an error that names it, never a value: Jinja hands back an
+    ``Undefined`` object here, which no step can use and the store cannot keep (a run
+    whose output held one could not be finished)."""
     m = _WHOLE.match(expr)
     try:
-        return _compiled(m.group(1) if m else expr)(**scope)
+        value = _compiled(m.group(1) if m else expr)(**scope)
     except TemplateError as exc:
         raise WorkflowDefinitionError(f"cannot evaluate {expr!r}: {exc}") from None
+    if isinstance(value, Undefined):
+        raise WorkflowDefinitionError(
+            f"cannot evaluate {expr!r}: {value._undefined_message}",
+            fix="A step skipped by `when` has no output: write `default`, e.g. "
+            "'{{ state.total | default(none) }}', or check it with `is defined`.",
+        )
+    return value
 
 
 def truthy(expr: str, scope: dict[str, Any]) -> bool:

@@ -316,7 +316,17 @@ class Runner:
                 err = _error_dict(exc, "")
                 await self._set(run_id, "failed", [("run_failed", {"error": err})], error=err)
                 return
-            await asyncio.shield(last)
+            try:
+                await asyncio.shield(last)
+            except Exception as exc:
+                # The final write itself was refused (e.g. an output the store cannot
+                # keep): the run must end, failed with the reason, never stay "running".
+                if status == "failed":
+                    raise
+                from lumos_ray.workflows._engine import _error_dict
+
+                err = _error_dict(exc, "")
+                await self._set(run_id, "failed", [("run_failed", {"error": err})], error=err)
 
         parent = row.get("trace") or None
         with tracing.span("workflow.run", parent, run_id=run_id, workflow=wf.name) as sp:
@@ -522,8 +532,12 @@ class Runner:
             waiter = self._changed.setdefault(run_id, asyncio.Event())
             run = await asyncio.to_thread(self.store.get_run, run_id)
             left = deadline - time.monotonic()
-            if run["status"] in _ENDED or left <= 0 or self._known(run_id) is not None:
+            if run["status"] in _ENDED or left <= 0:
                 return run
+            if self._known(run_id) is not None:
+                # It started executing here while we read (a resume launched it): wait
+                # on it in memory, not return its "running" row at once.
+                return await self.wait(run_id, left)
             try:
                 await asyncio.wait_for(waiter.wait(), left)
             except TimeoutError:
