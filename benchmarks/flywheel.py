@@ -127,7 +127,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lumos-flywheel-bench-"))
     registry = work / "adapters"
     registry.mkdir()
-    runtime.connect()
+    # Logical CPUs as the integration tests use: the vLLM replica, the gateway and the
+    # teacher agent hold CPUs, and Ray Train's workers must still be schedulable (with
+    # the 2 real cores as logical CPUs the job waited for resources forever).
+    from lumos_ray.config import LumosSettings
+
+    runtime.connect(settings=LumosSettings.from_env(num_cpus=8))
     app = "lumos-serve-flywheel-bench"
     try:
         runs_s = asyncio.run(_teacher_runs(pairs[: args.train]))
