@@ -78,8 +78,9 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/lumos demo
 
-# Rebuild the demo model lumos-tiny-tools from scratch into the package (the committed
-# copy under lumos_ray/models/_artifacts/): teacher agents act generated tool tasks out
+# Build the demo model lumos-tiny-tools from scratch into the package
+# (lumos_ray/models/_artifacts/; no copy is committed yet: it misses its accuracy
+# target, see docs/demo-model.md): teacher agents act generated tool tasks out
 # on an embedded Ray cluster, the fine-tuning job teaches a random-init model, the
 # merged weights replace the packaged ones. See docs/demo-model.md.
 demo-model: $(STAMP)
