@@ -83,10 +83,23 @@ def private_dir(path: str | Path, *, tighten_existing: bool = True) -> Path:
 
 def private_file(path: str | Path) -> Path:
     """Make sure ``path`` exists as a ``0600`` file (created empty when missing, never
-    truncated); an existing file of this user is tightened to ``0600``."""
+    truncated); an existing file of this user is tightened to ``0600``.
+
+    An existing file is never opened here, only stat'ed and chmod'ed. Why: closing any
+    descriptor of a file drops *every* POSIX advisory lock this process holds on it,
+    and SQLite locks its database with them. Opening and closing the store's file
+    while another connection of the same process was mid-transaction (a second store
+    or platform object opened in an agent host or a runner) silently dropped that
+    connection's locks, let another process write at the same time, and corrupted the
+    database ("database disk image is malformed")."""
     p = Path(path).expanduser()
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT, FILE_MODE)
-    os.close(fd)
+    if not p.exists():
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:  # made by someone else just now: only tighten it
+            pass
+        else:
+            os.close(fd)
     tighten(p, FILE_MODE)
     return p
 

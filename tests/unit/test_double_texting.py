@@ -4,6 +4,7 @@ test holds the first turn open with an event, so every interleaving is exact."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ class Script:
         self.release = asyncio.Event()
         self.started = asyncio.Event()
         self.tool_started = asyncio.Event()
+        self.quick_done = threading.Event()  # set from quick's worker thread
 
     async def __call__(self, messages: list[dict[str, Any]], tools: Any) -> Any:
         last_user = next(m for m in reversed(messages) if m["role"] == "user")
@@ -56,6 +58,7 @@ def _actor(script: Script, **spec: Any) -> AgentActor:
     @tool
     def quick() -> str:
         """Answer at once."""
+        script.quick_done.set()
         return "quick done"
 
     agent = Agent(
@@ -165,6 +168,13 @@ async def test_interrupt_keeps_the_results_of_tools_that_finished():
     actor = _actor(s)
     first = asyncio.create_task(actor.run("two-tools", "t"))
     await _until(s.tool_started)
+    # quick (a sync tool) runs in a worker thread: on a loaded machine it may not have
+    # returned yet when hold starts; the interrupt must come after it did.
+    for _ in range(1000):
+        if s.quick_done.is_set():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # its result reaches the turn
     await actor.run("second", "t", concurrent_input="interrupt")
     with pytest.raises(TurnInterruptedError) as err:
         await first
