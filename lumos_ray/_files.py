@@ -87,11 +87,9 @@ def private_file(path: str | Path) -> Path:
 
     An existing file is never opened here, only stat'ed and chmod'ed. Why: closing any
     descriptor of a file drops *every* POSIX advisory lock this process holds on it,
-    and SQLite locks its database with them. Opening and closing the store's file
-    while another connection of the same process was mid-transaction (a second store
-    or platform object opened in an agent host or a runner) silently dropped that
-    connection's locks, let another process write at the same time, and corrupted the
-    database ("database disk image is malformed")."""
+    and SQLite locks its database with them (SQLite's "How To Corrupt Your Database
+    Files" lists this). A process that opens a second store or platform object on the
+    same file while another of its connections holds a lock must not touch the file."""
     p = Path(path).expanduser()
     if not p.exists():
         try:

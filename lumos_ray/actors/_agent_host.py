@@ -19,10 +19,10 @@ What an agent keeps when it is hosted (the actor's guarantees, per agent):
 * placement: the host pool is placed as a group; an agent that asks for resources or a
   placement of its own is refused shared hosting (it gets its own actor).
 
-Why the spec travels with every call (pickled once per handle, a few KiB, inlined in
-the task by Ray): a restarted host has lost its objects, and rebuilding from the call
-needs no "unknown agent" protocol between handle and host. The host unpickles it only
-when it does not hold that agent at that spec fingerprint.
+Why a reference to the spec travels with every call (put in Ray's object store once per
+handle): a restarted host has lost its objects, and rebuilding from the call needs no
+"unknown agent" protocol between handle and host. The host fetches the spec only when
+it does not hold that agent at that spec fingerprint.
 """
 
 from __future__ import annotations
@@ -87,13 +87,16 @@ class AgentHost:
         self._agent_cls = agent_cls
         self._agents: dict[str, tuple[str, Any]] = {}
 
-    def _agent(self, key: str, fingerprint: str, blob: bytes) -> Any:
+    async def _agent(self, key: str, fingerprint: str, spec_ref: Any) -> Any:
         held = self._agents.get(key)
         if held is not None and held[0] == fingerprint:
             return held[1]
-        import cloudpickle
+        from lumos_ray.runtime import await_ref
 
-        spec, replica = cloudpickle.loads(blob)
+        spec, replica = await await_ref(spec_ref[0])
+        held = self._agents.get(key)  # another call may have built it meanwhile
+        if held is not None and held[0] == fingerprint:
+            return held[1]
         if held is not None:  # the same agent with a changed spec: reconfigure in place
             held[1]._apply(spec, fingerprint)
             self._agents[key] = (fingerprint, held[1])
@@ -114,27 +117,27 @@ class AgentHost:
         self,
         key: str,
         fingerprint: str,
-        blob: bytes,
+        blob: list[Any],
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        """Call ``method`` of the hosted agent ``key`` (built from ``blob`` if absent)."""
+        """Call ``method`` of the hosted agent ``key`` (built from its spec if absent)."""
         if method.startswith("_") or method in _NOT_FORWARDED:
             raise ConfigError(f"{method!r} is not an agent method that can be called")
-        agent = self._agent(key, fingerprint, blob)
+        agent = await self._agent(key, fingerprint, blob)
         return await getattr(agent, method)(*args, **kwargs)
 
     async def call_stream(
         self,
         key: str,
         fingerprint: str,
-        blob: bytes,
+        blob: list[Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> AsyncIterator[dict[str, Any]]:
         """``run_stream`` of the hosted agent ``key``: its events as they happen."""
-        agent = self._agent(key, fingerprint, blob)
+        agent = await self._agent(key, fingerprint, blob)
         async for event in agent.run_stream(*args, **kwargs):
             yield event
 
@@ -174,7 +177,7 @@ class HostedAgent:
     """Stands where a dedicated agent's actor handle stands (``.run.remote(...)``,
     ``.history.remote(...)``, ...), forwarding to the agent in its host."""
 
-    def __init__(self, host: Any, key: str, fingerprint: str, blob: bytes) -> None:
+    def __init__(self, host: Any, key: str, fingerprint: str, blob: list[Any]) -> None:
         self.host, self.key, self.fingerprint, self.blob = host, key, fingerprint, blob
 
     def __getattr__(self, name: str) -> _Method:
@@ -217,10 +220,12 @@ def hosted_agent(
 ) -> HostedAgent:
     """Replica ``replica`` of ``spec`` in its tenant's host pool (``agent_cls``: the
     AgentActor class the host builds it with)."""
-    import cloudpickle
+    from lumos_ray.runtime import put_object
 
     check_shareable(spec)
     key = f"{spec.name}/{replica}"
     index = zlib.crc32(key.encode()) % host_count()
-    blob = cloudpickle.dumps((spec, replica))
+    # In a list: Ray resolves a ref passed as a top-level argument on every call; one
+    # nested in a list is fetched only when the host awaits it (an agent it lacks).
+    blob = [put_object((spec, replica))]
     return HostedAgent(_host(tenant, index, agent_cls), key, fingerprint, blob)

@@ -27,6 +27,7 @@ from lumos_ray.runtime._calls import (  # noqa: E402
     is_actor_died,
     is_remote_task_error,
     pickle_by_value,
+    put_object,
     remote_function,
     unwrap_error,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "local_cluster_address",
     "merge_actor_options",
     "pickle_by_value",
+    "put_object",
     "read_cluster_state",
     "remote_class",
     "remote_function",

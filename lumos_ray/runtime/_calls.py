@@ -89,6 +89,14 @@ async def await_ref(ref: Any) -> Any:
     return await asyncio.wrap_future(ref.future())
 
 
+def put_object(value: Any) -> Any:
+    """Store ``value`` once in the object store; its ref travels cheaply in calls and is
+    fetched (deserialised by Ray) only by a receiver that awaits it."""
+    import ray
+
+    return ray.put(value)
+
+
 def get_refs(refs: Any, timeout_s: float | None = None) -> Any:
     """Block for one ref or a list of refs (sync callers only, never an event loop)."""
     import ray
