@@ -36,7 +36,7 @@ from lumos_ray.actors._memory import (
 )
 from lumos_ray.actors._slot import AgentSlotKeeper
 from lumos_ray.actors.models import build_model
-from lumos_ray.tools._api import ToolContext
+from lumos_ray.tools._api import ToolContext, redact_arguments
 
 if TYPE_CHECKING:
     from lumos_ray.actors.agent import Agent
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["AgentActor", "actor_for", "actor_name", "spec_fingerprint"]
 
 _CACHE_THREADS = int(os.environ.get("LUMOS_AGENT_CACHE_THREADS", "100000"))
+#: Turn ids remembered per cached thread (a retry is of one of the latest turns).
+_TURNS_KEPT = 32
 
 
 def actor_name(agent_name: str, replica: int, tenant: str) -> str:
@@ -80,11 +82,13 @@ class AgentActor:
         self._summaries: Summariser | None = None
         self._apply(spec, fingerprint)
         self._threads: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        # thread id -> turn id -> where the turn starts in the thread (the latest turns)
+        self._turn_starts: dict[str, dict[str, int]] = {}
         self._gates: dict[str, ThreadGate] = {}
         self._store: Any = None
-        self._writes: list[tuple[str, list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._writes: list[tuple[str, list[dict[str, Any]], str | None, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._loads: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
+        self._loads: dict[str, asyncio.Future[tuple[list[dict[str, Any]], dict[str, int]]]] = {}
         self._loader: asyncio.Task[None] | None = None
         # Replica 0 holds the agent's slot of its tenant's plan (platform tenants only).
         self._slot = (
@@ -128,20 +132,22 @@ class AgentActor:
                 await asyncio.to_thread(
                     self._get_store().append_messages_many,
                     self.spec.name,
-                    [(t, m) for t, m, _ in batch],
+                    [(t, m, turn) for t, m, turn, _ in batch],
                 )
             except BaseException as exc:
-                for _, _, f in batch:
+                for *_, f in batch:
                     if not f.done():
                         f.set_exception(exc)
             else:
-                for _, _, f in batch:
+                for *_, f in batch:
                     if not f.done():
                         f.set_result(None)
 
-    async def _persist(self, thread_id: str, new: list[dict[str, Any]]) -> None:
+    async def _persist(
+        self, thread_id: str, new: list[dict[str, Any]], turn_id: str | None
+    ) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._writes.append((thread_id, new, fut))
+        self._writes.append((thread_id, new, turn_id, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._flush_writes())
         await fut
@@ -153,7 +159,7 @@ class AgentActor:
                 del self._loads[t]
             try:
                 res = await asyncio.to_thread(
-                    self._get_store().load_messages_many, self.spec.name, list(batch)
+                    self._get_store().load_threads, self.spec.name, list(batch)
                 )
             except BaseException as exc:
                 for f in batch.values():
@@ -164,7 +170,7 @@ class AgentActor:
                     if not f.done():
                         f.set_result(res[t])
 
-    async def _load(self, thread_id: str) -> list[dict[str, Any]]:
+    async def _load(self, thread_id: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
         fut = self._loads.get(thread_id)
         if fut is None:
             fut = self._loads[thread_id] = asyncio.get_running_loop().create_future()
@@ -342,10 +348,13 @@ class AgentActor:
         if hist is None:
             hist = []
             if self.spec.memory.history and self.spec.memory.persist and not fresh:
-                hist = await self._load(thread_id)
+                hist, turns = await self._load(thread_id)
+                latest = sorted(turns.items(), key=lambda kv: kv[1])[-_TURNS_KEPT:]
+                self._turn_starts[thread_id] = dict(latest)
             self._threads[thread_id] = hist
             while len(self._threads) > self.cache_threads:
                 old, _ = self._threads.popitem(last=False)
+                self._turn_starts.pop(old, None)
                 gate = self._gates.get(old)
                 if gate is not None and not gate.inflight:
                     del self._gates[old]
@@ -362,6 +371,7 @@ class AgentActor:
         emit: Any,
         fresh: bool = False,
         concurrent_input: str | None = None,
+        turn_id: str | None = None,
     ) -> AgentResult:
         strategy = check_strategy(concurrent_input or self.spec.concurrent_input)
         gate = self._gates.get(thread_id)
@@ -374,7 +384,7 @@ class AgentActor:
             async with gate.lock:
                 turn = Turn()
                 turn.task = asyncio.create_task(
-                    self._turn_body(input, thread_id, run_id, carrier, emit, fresh, turn)
+                    self._turn_body(input, thread_id, run_id, carrier, emit, fresh, turn, turn_id)
                 )
                 gate.current = turn
                 try:
@@ -383,33 +393,81 @@ class AgentActor:
                     me = asyncio.current_task()
                     if turn.cancelled_by is None or (me is not None and me.cancelling()):
                         raise  # our own caller cancelled (timeout, ray.cancel): nothing kept
-                    raise await self._settle(thread_id, input, turn) from None
+                    raise await self._settle(thread_id, input, turn, turn_id) from None
                 finally:
                     gate.current = None
         finally:
             gate.inflight -= 1
 
-    async def _settle(self, thread_id: str, input: Any, turn: Turn) -> Exception:
+    async def _settle(
+        self, thread_id: str, input: Any, turn: Turn, turn_id: str | None
+    ) -> Exception:
         """A turn a newer input cancelled: keep its messages so far (interrupt) or
         nothing (rollback), and the error its caller gets."""
         partial = list(turn.transcript) or [user_message(input)]
         kept: list[dict[str, Any]] = []
         if turn.cancelled_by == "interrupt" and self.spec.memory.history:
             kept = close_interrupted(partial)
-            await asyncio.shield(self._commit(thread_id, await self._history(thread_id), kept))
+            hist = await self._history(thread_id)
+            await asyncio.shield(self._commit(thread_id, hist, kept, turn_id))
         return interrupted_error(
             turn.cancelled_by or "interrupt", self.spec.name, thread_id, partial, len(kept)
         )
 
     async def _commit(
-        self, thread_id: str, hist: list[dict[str, Any]], new: list[dict[str, Any]]
+        self,
+        thread_id: str,
+        hist: list[dict[str, Any]],
+        new: list[dict[str, Any]],
+        turn_id: str | None = None,
     ) -> None:
         """Save a turn's messages, then add them to the cached history: the cache never
         holds what the store does not (a failed write leaves both as they were). Run
         shielded: once the write is queued, the cache must follow it."""
         if self.spec.memory.persist:
-            await self._persist(thread_id, new)
+            await self._persist(thread_id, new, turn_id)
+        if turn_id is not None and new:
+            turns = self._turn_starts.setdefault(thread_id, {})
+            turns[turn_id] = len(hist)
+            while len(turns) > _TURNS_KEPT:
+                del turns[next(iter(turns))]
         hist.extend(new)
+
+    def _answered(
+        self, thread_id: str, hist: list[dict[str, Any]], turn_id: str
+    ) -> AgentResult | None:
+        """The result of turn ``turn_id`` if the thread already holds it: the call is a
+        retry (Ray re-ran it after the actor died between saving the turn and replying),
+        so it is answered from the saved messages instead of being run again."""
+        turns = self._turn_starts.get(thread_id, {})
+        start = turns.get(turn_id)
+        if start is None:
+            return None
+        end = min((i for i in turns.values() if i > start), default=len(hist))
+        new = hist[start:end]
+        replies = [m for m in new if m.get("role") == "assistant"]
+        results = {m.get("tool_call_id"): m.get("content") for m in new if m.get("role") == "tool"}
+        calls = []
+        for m in replies:
+            for c in m.get("tool_calls") or []:
+                fn = c.get("function") or {}
+                # The loop's own failure messages start so (``_agent_loop._run_tool``).
+                ok = not str(results.get(c.get("id"), "")).startswith("Error: ")
+                calls.append(
+                    {
+                        "name": fn.get("name"),
+                        "arguments": redact_arguments(fn.get("arguments")),
+                        "ok": ok,
+                    }
+                )
+        output = replies[-1].get("content") if replies else None
+        return AgentResult(
+            output if isinstance(output, str) or output is None else json.dumps(output),
+            thread_id,
+            list(new),
+            len(replies),
+            calls,
+        )
 
     async def _turn_body(
         self,
@@ -420,6 +478,7 @@ class AgentActor:
         emit: Any,
         fresh: bool,
         turn: Turn,
+        turn_id: str | None,
     ) -> AgentResult:
         if self._slot is not None:
             await self._slot.ensure()  # AgentConcurrencyError over the plan's limit
@@ -427,6 +486,10 @@ class AgentActor:
             "agent.turn", carrier, agent=self.spec.name, thread_id=thread_id, run_id=run_id
         ):
             hist = await self._history(thread_id, fresh)
+            if turn_id is not None:
+                done = self._answered(thread_id, hist, turn_id)
+                if done is not None:
+                    return done
             limit = self.spec.memory.max_messages
             window = hist[-limit:] if hist and limit is not None else hist
             # Never start the window on a tool result: it needs its assistant call.
@@ -469,7 +532,7 @@ class AgentActor:
             turn.committing = True  # the commit point: newer input no longer cancels it
             start = len(hist)
             if self.spec.memory.history:
-                await asyncio.shield(self._commit(thread_id, hist, result.new_messages))
+                await asyncio.shield(self._commit(thread_id, hist, result.new_messages, turn_id))
             if self.spec.memory.semantic or self.spec.memory.summarize:
                 self._after_turn(thread_id, start, result)
             return result
@@ -482,12 +545,17 @@ class AgentActor:
         carrier: dict[str, str] | None = None,
         fresh: bool = False,
         concurrent_input: str | None = None,
+        turn_id: str | None = None,
     ) -> AgentResult:
         """One turn. ``fresh``: the caller knows ``thread_id`` has never been used (the
         runner's per-step thread of a run's first attempt), so no history is read.
         ``concurrent_input``: what this input does if the thread is busy (default: the
-        agent's ``concurrent_input``)."""
-        return await self._turn(input, thread_id, run_id, carrier, None, fresh, concurrent_input)
+        agent's ``concurrent_input``). ``turn_id``: the caller's id for this turn (the
+        same when Ray retries the call): a turn the thread already holds is answered
+        from the store, not run and saved twice."""
+        return await self._turn(
+            input, thread_id, run_id, carrier, None, fresh, concurrent_input, turn_id
+        )
 
     async def run_stream(
         self,
@@ -497,6 +565,7 @@ class AgentActor:
         carrier: dict[str, str] | None = None,
         fresh: bool = False,
         concurrent_input: str | None = None,
+        turn_id: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -506,7 +575,7 @@ class AgentActor:
         async def work() -> AgentResult:
             try:
                 return await self._turn(
-                    input, thread_id, run_id, carrier, emit, fresh, concurrent_input
+                    input, thread_id, run_id, carrier, emit, fresh, concurrent_input, turn_id
                 )
             finally:
                 queue.put_nowait(None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import uuid
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -142,7 +143,13 @@ def _agent_tool(sub: _SubAgent) -> Tool:
             if hist and hist[-1].get("role") == "assistant" and not hist[-1].get("tool_calls"):
                 return str(hist[-1].get("content") or "")
             result = await await_ref(
-                actor.run.remote(request, thread, run_id=ctx.run_id, carrier=tracing.inject())
+                actor.run.remote(
+                    request,
+                    thread,
+                    run_id=ctx.run_id,
+                    carrier=tracing.inject(),
+                    turn_id=uuid.uuid4().hex,  # the same if Ray retries the call
+                )
             )
         except Exception as exc:
             if is_remote_task_error(exc) and isinstance(unwrap_error(exc), LumosError):

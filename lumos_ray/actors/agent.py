@@ -280,6 +280,7 @@ class AgentHandle:
                 run_id=run_id,
                 carrier=carrier or tracing.inject(),
                 concurrent_input=concurrent_input,
+                turn_id=uuid.uuid4().hex,  # the same in a retry: the turn is not run twice
             )
         except Exception as exc:  # our own errors arrive as themselves, not a traceback
             if is_remote_task_error(exc) and isinstance(unwrap_error(exc), LumosError):
@@ -301,7 +302,11 @@ class AgentHandle:
         _check_concurrent(concurrent_input)
         self._ensure_current_sync()
         ref = self.actor(thread_id).run.remote(
-            input, thread_id, carrier=tracing.inject(), concurrent_input=concurrent_input
+            input,
+            thread_id,
+            carrier=tracing.inject(),
+            concurrent_input=concurrent_input,
+            turn_id=uuid.uuid4().hex,
         )
         result: AgentResult = get_refs(ref)
         return result
@@ -322,7 +327,11 @@ class AgentHandle:
         _check_concurrent(concurrent_input)
         await self.ensure_current()
         gen = self.actor(thread_id).run_stream.remote(
-            input, thread_id, carrier=tracing.inject(), concurrent_input=concurrent_input
+            input,
+            thread_id,
+            carrier=tracing.inject(),
+            concurrent_input=concurrent_input,
+            turn_id=uuid.uuid4().hex,
         )
         async for ref in gen:
             yield await ref

@@ -67,6 +67,7 @@ KEY_LIMITS: dict[str, int] = {
     "owner": 64,
     "status": 16,
     "event_type": 64,
+    "turn_id": 64,
 }
 
 # Explicit constraint names: the same on both backends, and never colliding with the
@@ -138,6 +139,9 @@ messages = Table(
     Column("thread_id", String(200), primary_key=True),
     Column("seq", Integer, primary_key=True, autoincrement=False),  # 1, 2, ... per thread
     Column("message", JSON, nullable=False),
+    # Set on a turn's first message: the id its caller gave the turn (a retried turn
+    # finds it and is answered from here, not run again).
+    Column("turn_id", String(64)),
 )
 
 working_memory = Table(

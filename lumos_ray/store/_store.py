@@ -647,13 +647,23 @@ class RunStore:
 
     # -- agent memory -----------------------------------------------------------
     def append_messages_many(
-        self, agent: str, items: list[tuple[str, list[dict[str, Any]]]]
+        self,
+        agent: str,
+        items: list[tuple[str, list[dict[str, Any]]]]
+        | list[tuple[str, list[dict[str, Any]], str | None]],
     ) -> None:
-        """Several threads' new messages in ONE transaction (group commit)."""
+        """Several threads' new messages in ONE transaction (group commit). An item
+        ``(thread_id, messages, turn_id)`` marks its first message with the turn's id
+        (see :meth:`load_threads`)."""
         _check("agent", agent)
-        by_thread: dict[str, list[dict[str, Any]]] = {}
-        for thread_id, new in items:
-            by_thread.setdefault(_check("thread_id", thread_id), []).extend(new)
+        by_thread: dict[str, list[tuple[dict[str, Any], str | None]]] = {}
+        for item in items:
+            thread_id, new = item[0], item[1]
+            turn_id = item[2] if len(item) > 2 else None
+            if turn_id is not None:
+                _check("turn_id", turn_id)
+            rows_of = by_thread.setdefault(_check("thread_id", thread_id), [])
+            rows_of.extend((m, turn_id if i == 0 else None) for i, m in enumerate(new))
         by_thread = {t: m for t, m in by_thread.items() if m}
         if not by_thread:
             return
@@ -671,21 +681,25 @@ class RunStore:
                     "thread_id": t,
                     "seq": last[t] + i,
                     "message": m,
+                    "turn_id": turn,
                 }
                 for t, new in by_thread.items()
-                for i, m in enumerate(new, start=1)
+                for i, (m, turn) in enumerate(new, start=1)
             ]
             c.execute(insert(messages), rows)
 
-    def load_messages_many(
+    def load_threads(
         self, agent: str, thread_ids: list[str]
-    ) -> dict[str, list[dict[str, Any]]]:
-        """thread id -> its messages in order, for each of ``thread_ids``."""
-        out: dict[str, list[dict[str, Any]]] = {t: [] for t in thread_ids}
+    ) -> dict[str, tuple[list[dict[str, Any]], dict[str, int]]]:
+        """thread id -> (its messages in order, turn id -> index of the turn's first
+        message), for each of ``thread_ids``."""
+        out: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
+            t: ([], {}) for t in thread_ids
+        }
         with self._read() as c:
             for part in _chunks(list(out)):
                 rows = c.execute(
-                    select(messages.c.thread_id, messages.c.message)
+                    select(messages.c.thread_id, messages.c.message, messages.c.turn_id)
                     .where(
                         messages.c.tenant_id == self.tenant_id,
                         messages.c.agent == agent,
@@ -693,9 +707,18 @@ class RunStore:
                     )
                     .order_by(messages.c.thread_id, messages.c.seq)
                 ).tuples()
-                for t, m in rows:
-                    out[str(t)].append(m)
+                for t, m, turn in rows:
+                    msgs, turns = out[str(t)]
+                    if turn is not None:
+                        turns[str(turn)] = len(msgs)
+                    msgs.append(m)
         return out
+
+    def load_messages_many(
+        self, agent: str, thread_ids: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """thread id -> its messages in order, for each of ``thread_ids``."""
+        return {t: msgs for t, (msgs, _) in self.load_threads(agent, thread_ids).items()}
 
     def load_working_memory(self, agent: str, thread_id: str) -> dict[str, Any]:
         with self._read() as c:

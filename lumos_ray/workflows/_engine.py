@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -400,7 +401,12 @@ class Engine:
 
             async def consume() -> Any:
                 gen = actor.run_stream.remote(
-                    message, thread, run_id=self.run_id, carrier=carrier, fresh=fresh
+                    message,
+                    thread,
+                    run_id=self.run_id,
+                    carrier=carrier,
+                    fresh=fresh,
+                    turn_id=uuid.uuid4().hex,  # the same if Ray retries the call
                 )
                 async for ref in gen:
                     ev = await ref
@@ -416,7 +422,12 @@ class Engine:
                 return None
         else:
             ref = actor.run.remote(
-                message, thread, run_id=self.run_id, carrier=carrier, fresh=fresh
+                message,
+                thread,
+                run_id=self.run_id,
+                carrier=carrier,
+                fresh=fresh,
+                turn_id=uuid.uuid4().hex,
             )
             result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:

@@ -139,6 +139,12 @@ def test_messages_and_working_memory(store_backend: str, make_store: MakeStore) 
     assert s.load_messages_many("agent", []) == {}
     many = [f"t{i}" for i in range(1200)]  # more ids than one IN (...) clause takes
     assert set(s.load_messages_many("agent", many)) == set(many)
+    # A turn id marks where its turn starts in the thread (a retried turn finds it).
+    s.append_messages_many("agent", [("t1", [{"role": "user"}, {"role": "assistant"}], "tn")])
+    msgs, turns = s.load_threads("agent", ["t1"])["t1"]
+    assert len(msgs) == 4 and turns == {"tn": 2}
+    with pytest.raises(InputValidationError, match="turn_id"):
+        s.append_messages_many("agent", [("t1", [{"role": "user"}], "x" * 65)])
 
     assert s.load_working_memory("agent", "t1") == {}
     s.save_working_memory("agent", "t1", {"notes": ["a"], "n": 1})
