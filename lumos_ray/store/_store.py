@@ -645,6 +645,33 @@ class RunStore:
             )
             return [dict(r._mapping) for r in rows]
 
+    def event_logs(self, prefix: str, limit: int = 100) -> list[dict[str, Any]]:
+        """This tenant's event logs whose run id starts with ``prefix``, most recently
+        written first: ``{"run_id", "first_ts", "last_ts", "events"}``. Why: federated
+        runs keep events under ``federated:<name>`` without a runs row (the dashboard
+        lists them). A range on the key, not LIKE: no wildcards, and it uses the index."""
+        _check("run_id", prefix)
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        last = func.max(events.c.ts)
+        query = (
+            select(
+                events.c.run_id,
+                func.min(events.c.ts).label("first_ts"),
+                last.label("last_ts"),
+                func.count().label("events"),
+            )
+            .where(
+                events.c.tenant_id == self.tenant_id,
+                events.c.run_id >= prefix,
+                events.c.run_id < upper,
+            )
+            .group_by(events.c.run_id)
+            .order_by(last.desc(), events.c.run_id)
+            .limit(_check_limit(limit))
+        )
+        with self._read() as c:
+            return [dict(r._mapping) for r in c.execute(query)]
+
     # -- agent memory -----------------------------------------------------------
     def append_messages_many(
         self,
