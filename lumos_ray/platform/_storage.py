@@ -9,8 +9,9 @@ What counts (everything the tenant put there, nothing the platform keeps about i
   snapshot roots and the registry) plus the root of every registered collection that
   lives in another local folder; collections in an object store (``s3://...``) are
   not counted (listing a bucket is not cheap: the store's own metering bills them);
-* its adapters: entries of the adapter registry whose ``metadata.json`` names the
-  tenant (shared adapters, published with no tenant, count for no one).
+* its adapters: entries of its namespace in the adapter registry
+  (``<adapters>/_tenants/<tenant>/``), and old-layout entries whose ``metadata.json``
+  names the tenant (shared adapters, published with no tenant, count for no one).
 
 Why a scan and not a counter kept on write: the store is written on the hot path of
 every run step and agent turn, by many processes; a counter would add a row update
@@ -149,12 +150,18 @@ def _rag_roots(tenant: str, home: Path) -> tuple[list[Path], list[str]]:
 
 
 def _adapter_dirs(tenant: str, adapters_root: Path) -> list[Path]:
-    """Registry entries that belong to ``tenant`` (their metadata names it)."""
+    """Registry entries that belong to ``tenant``: those in its own namespace
+    (``<root>/_tenants/<tenant>/``) and old-layout ones whose metadata names it."""
     out = []
+    try:
+        own = sorted(adapters_root.joinpath("_tenants", tenant).iterdir())
+        out += [e for e in own[:100_000] if not e.name.startswith(".")]
+    except OSError:
+        pass
     try:
         entries = sorted(adapters_root.iterdir())
     except OSError:
-        return []
+        return out
     for entry in entries[:100_000]:
         meta = entry / _ADAPTER_META
         try:
