@@ -212,19 +212,33 @@ def adapters() -> None:
     """LoRA adapters in the registry (served by name, no restart needed)."""
 
 
+_TENANT_HELP = "The tenant's own namespace (default: the shared adapters every tenant may use)."
+
+
 @adapters.command("list")
 @click.option("--dir", "root", default=None, help="Registry dir (default $LUMOS_HOME/adapters).")
+@click.option(
+    "--tenant",
+    default=None,
+    help="Only what this tenant may use: its own adapters and the shared ones it does "
+    "not shadow (default: every namespace).",
+)
 @json_option
-def adapters_list(root: str | None, as_json: bool) -> None:
-    """List registered adapters."""
+def adapters_list(root: str | None, tenant: str | None, as_json: bool) -> None:
+    """List registered adapters (every tenant's namespace and the shared one)."""
     from lumos_ray.adapters import AdapterRegistry
 
-    records = [r.model_dump(mode="json") for r in AdapterRegistry(root).list()]
+    reg = AdapterRegistry(root)
+    found = reg.list() if tenant is None else reg.list_for(tenant)
+    records = [r.model_dump(mode="json") for r in found]
 
     def human(rs: list[dict[str, Any]]) -> str:
         if not rs:
             return "No adapters registered."
-        return "\n".join(f"{r['name']}\tbase={r['base_model']}\t{r['path']}" for r in rs)
+        return "\n".join(
+            f"{r['name']}\ttenant={r['tenant'] or '(shared)'}\tbase={r['base_model']}\t{r['path']}"
+            for r in rs
+        )
 
     emit(records, as_json, human)
 
@@ -234,6 +248,7 @@ def adapters_list(root: str | None, as_json: bool) -> None:
 @click.argument("adapter_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--base-model", default="lumos-tiny", show_default=True)
 @click.option("--overwrite", is_flag=True)
+@click.option("--tenant", default=None, help=_TENANT_HELP)
 @click.option("--dir", "root", default=None, help="Registry dir (default $LUMOS_HOME/adapters).")
 @json_option
 def adapters_add(
@@ -241,6 +256,7 @@ def adapters_add(
     adapter_dir: str,
     base_model: str,
     overwrite: bool,
+    tenant: str | None,
     root: str | None,
     as_json: bool,
 ) -> None:
@@ -248,9 +264,23 @@ def adapters_add(
     from lumos_ray.adapters import AdapterRegistry
 
     rec = AdapterRegistry(root).register(
-        name, adapter_dir, base_model=base_model, overwrite=overwrite
+        name, adapter_dir, base_model=base_model, overwrite=overwrite, tenant=tenant
     )
     emit(rec.model_dump(mode="json"), as_json, f"Registered {rec.name} -> {rec.path}")
+
+
+@adapters.command("remove")
+@click.argument("name")
+@click.option("--tenant", default=None, help=_TENANT_HELP)
+@click.option("--dir", "root", default=None, help="Registry dir (default $LUMOS_HOME/adapters).")
+@json_option
+def adapters_remove(name: str, tenant: str | None, root: str | None, as_json: bool) -> None:
+    """Delete adapter NAME from one namespace: the gateway answers 404 for it from
+    then on (a tenant's own NAME falls back to a shared NAME, if there is one)."""
+    from lumos_ray.adapters import AdapterRegistry
+
+    AdapterRegistry(root).remove(name, tenant)
+    emit({"removed": name, "tenant": tenant}, as_json, f"Removed {name}.")
 
 
 def register(cli: click.Group) -> None:

@@ -25,7 +25,7 @@ import re
 import secrets
 import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match
 
-from lumos_ray.adapters import AdapterRegistry
+from lumos_ray.adapters import AdapterRecord, AdapterRegistry
 from lumos_ray.errors import AdapterError, LumosError, NotFoundError, ServeError
 from lumos_ray.platform import Principal
 from lumos_ray.serve import _trace
@@ -50,10 +50,11 @@ from lumos_ray.serve._auth import (
     check_role,
     resolve_static_keys,
 )
-from lumos_ray.serve._config import ServeConfig
+from lumos_ray.serve._config import ServeConfig, ServedModelConfig
 from lumos_ray.serve._errors import REQUEST_ID, error_response, lumos_error_response
 from lumos_ray.serve._metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from lumos_ray.serve._schemas import (
+    _MAX_TOKENS,
     ChatCompletionBody,
     ChatCompletionResponse,
     CompletionBody,
@@ -98,6 +99,19 @@ class _BadRequest(Exception):
         self.status = status
         self.message = message
         self.param = param
+
+
+class ModelRoute(NamedTuple):
+    """Where one model request goes (:meth:`Gateway.route`)."""
+
+    handle: Any
+    #: The name the client asked for (what its answer carries back).
+    name: str
+    #: The id the model deployment knows it by: a base model's name, an adapter's
+    #: :attr:`~lumos_ray.adapters.AdapterRecord.serve_id`, or an object-store name.
+    serve_id: str
+    #: The base model it runs on (its limits apply).
+    base: str
 
 
 class Gateway:
@@ -181,14 +195,18 @@ class Gateway:
     def base_model_names(self) -> list[str]:
         return [m.name for m in self.config.models]
 
-    def _base_for_adapter(self, name: str) -> str | None:
-        """The base model an adapter runs on: registered adapters by their record;
-        other names go to the first LoRA model with an object store to fetch from."""
+    def served_model(self, name: str) -> ServedModelConfig | None:
+        """The config of the base model ``name`` (None: not a configured LLM)."""
+        return next((m for m in self.config.models if m.name == name), None)
+
+    def _base_for_adapter(self, record: AdapterRecord | None) -> str | None:
+        """The base model an adapter runs on: a registered adapter by its record; a
+        name in no registry namespace goes to the first LoRA model with an object store
+        to fetch from."""
         lora_models = [m for m in self.config.models if m.lora.enabled]
-        if not self.registry.exists(name):
+        if record is None:
             remote = [m for m in lora_models if m.lora.object_store_path]
             return remote[0].name if remote else None
-        record = self.registry.get(name)
         for m in lora_models:
             if record.base_model in (m.name, m.source):
                 return m.name
@@ -196,51 +214,48 @@ class Gateway:
             return lora_models[0].name
         return None
 
-    def handle_for(self, model: str | None, tenant: str | None = None) -> tuple[Any, str]:
-        """(stream handle, model name) for a base model or a registered adapter. With
-        ``tenant``, another tenant's adapter does not exist (404, like an unknown name)."""
+    def route(self, model: str | None, tenant: str) -> ModelRoute:
+        """Where a request for ``model`` from ``tenant`` goes: a base model, else the
+        tenant's own adapter of that name, else a shared one, else (a well-formed name,
+        with a LoRA model that has an object store) an object-store adapter.
+
+        Only the tenant's own namespace and the shared one are read, so a name another
+        tenant holds answers exactly like a name nobody holds (404). The serving id
+        that reaches Serve multiplexing and vLLM comes from the registry record (or is
+        a validated shared name), never from the request as sent."""
         if not model:
             if len(self.config.models) == 1:
                 model = self.config.models[0].name
             else:
                 raise _BadRequest(400, "`model` is required.", param="model")
-        if (
-            tenant is not None
-            and model not in self.llm_handles
-            and self.registry.exists(model)
-            and not self.registry.exists_for(model, tenant)
-        ):
+        if model in self.llm_handles:
+            handle = self._stream_handles.get(model)
+            if handle is None:
+                handle = self._stream_handles[model] = self.llm_handles[model].options(stream=True)
+            return ModelRoute(handle, model, model, model)
+        record = self.registry.find_for(model, tenant)
+        base = self._base_for_adapter(record)
+        if base is None or (record is None and not AdapterRegistry.valid_name(model)):
             raise NotFoundError(
                 f"The model {model!r} does not exist. Served: "
                 f"{', '.join(self.list_model_ids(tenant))}."
             )
-        if model in self._stream_handles:
-            return self._stream_handles[model], model
-        if model in self.llm_handles:
-            handle = self.llm_handles[model].options(stream=True)
-        else:
-            base = self._base_for_adapter(model)
-            if base is None:
-                raise NotFoundError(
-                    f"The model {model!r} does not exist. Served: "
-                    f"{', '.join(self.list_model_ids())}."
-                )
+        serve_id = record.serve_id if record is not None else model
+        handle = self._stream_handles.get(serve_id)
+        if handle is None:
             # Multiplexed routing: Serve sends an adapter's requests to replicas that
             # already loaded it; LumosLLMServer loads it from the registry otherwise.
-            handle = self.llm_handles[base].options(stream=True, multiplexed_model_id=model)
-            if not self.registry.exists(model):
-                return handle, model  # an object-store name: not cached (unbounded set)
-        self._stream_handles[model] = handle
-        return handle, model
+            handle = self.llm_handles[base].options(stream=True, multiplexed_model_id=serve_id)
+            if record is not None:  # object-store names are not cached (unbounded set)
+                self._stream_handles[serve_id] = handle
+        return ModelRoute(handle, model, serve_id, base)
 
-    def list_model_ids(self, tenant: str | None = None) -> list[str]:
-        """Base models, the embedding model, and the adapters ``tenant`` may use (all
-        adapters when None)."""
+    def list_model_ids(self, tenant: str) -> list[str]:
+        """Base models, the embedding model, and the adapters ``tenant`` may use."""
         ids = self.base_model_names()
         if self.config.embeddings.enabled:
             ids.append(self.config.embeddings.name)
-        records = self.registry.list() if tenant is None else self.registry.list_for(tenant)
-        ids += [r.name for r in records if r.name not in ids]
+        ids += [r.name for r in self.registry.list_for(tenant) if r.name not in ids]
         return ids
 
     def tenant_of(self, request: Request) -> str:
@@ -296,10 +311,15 @@ async def _llm_call(request: Request, kind: str) -> Response:
     model_name = body.model
     if model_name == gw.config.embeddings.name and gw.config.embeddings.enabled:
         raise _BadRequest(400, f"{model_name!r} is an embedding model; use /v1/embeddings.")
-    handle, resolved = gw.handle_for(model_name, gw.tenant_of(request))
+    route = gw.route(model_name, gw.tenant_of(request))
+    _check_request_tokens(body, gw.served_model(route.base), gw.config.gateway.max_request_tokens)
+    resolved = route.serve_id
     changed = model_name != resolved
-    if changed:  # defaulted: the engine must see the model's name
+    if changed:  # defaulted, or a tenant's adapter: the engine must see its serving id
         body.model = resolved
+    # A tenant adapter's answer names the model as the client did, not by serving id.
+    rename = _Rename(resolved, route.name) if resolved != route.name else None
+    handle = route.handle
     # A stream is metered from its final usage chunk: ask the engine for it, and hide
     # it again from a client that did not ask (see _StreamUsage).
     hide_usage = False
@@ -334,7 +354,8 @@ async def _llm_call(request: Request, kind: str) -> Response:
             )
         if first.status != 200:
             return _model_error(first)
-        return Response(first.body, status_code=first.status, media_type="application/json")
+        answer = first.body if rename is None else rename.json_bytes(first.body)
+        return Response(answer, status_code=first.status, media_type="application/json")
     usage = _StreamUsage(hide_usage)
 
     async def metered() -> None:
@@ -344,7 +365,29 @@ async def _llm_call(request: Request, kind: str) -> Response:
             gw.metrics.tokens.labels(resolved, "completion").inc(completion)
             await _meter(gw, request, prompt_tokens=prompt, completion_tokens=completion)
 
-    return StreamingResponse(_relay(first, gen, usage, metered), media_type="text/event-stream")
+    return StreamingResponse(
+        _relay(first, gen, usage, metered, rename), media_type="text/event-stream"
+    )
+
+
+class _Rename:
+    """Puts the client's model name back into an answer that carries the serving id.
+
+    vLLM writes compact JSON (``"model":"<id>"``); that exact key-value text cannot
+    occur inside a JSON string value (its quotes would be escaped there), so a plain
+    replace changes the ``model`` fields only."""
+
+    def __init__(self, serve_id: str, name: str) -> None:
+        import json
+
+        self.old = f'"model":{json.dumps(serve_id)}'
+        self.new = f'"model":{json.dumps(name)}'
+
+    def text(self, chunk: str) -> str:
+        return chunk.replace(self.old, self.new) if self.old in chunk else chunk
+
+    def json_bytes(self, body: bytes) -> bytes:
+        return self.text(body.decode()).encode()
 
 
 class _StreamUsage:
@@ -394,22 +437,80 @@ class _StreamUsage:
         return (self.prompt, self.completion) if self.reported else (0, self.deltas)
 
 
-def _check_fanout(body: Any, limit: int) -> None:
-    """Refuse (422) a request that would start more than ``limit`` sequences: ``n``
-    (and vLLM's ``best_of``) times the prompts of a batch."""
+def _sequences(body: Any) -> int:
+    """How many sequences a request starts: ``n`` (or vLLM's ``best_of`` when larger)
+    times the prompts of a batch."""
     best_of = getattr(body, "best_of", None)
     n = max(body.n or 1, best_of if isinstance(best_of, int) else 1)
     prompts = 1
     prompt = getattr(body, "prompt", None)
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         prompts = len(prompt)
-    if n * prompts > limit:
+    return int(n * prompts)
+
+
+def _check_fanout(body: Any, limit: int) -> None:
+    """Refuse (422) a request that would start more than ``limit`` sequences: ``n``
+    (and vLLM's ``best_of``) times the prompts of a batch."""
+    sequences = _sequences(body)
+    if sequences > limit:
         raise _BadRequest(
             422,
-            f"This request would start {n * prompts} sequences (n x prompts); the gateway "
+            f"This request would start {sequences} sequences (n x prompts); the gateway "
             f"allows {limit} per request (gateway.max_fanout). Send fewer prompts or a smaller n.",
             param="n",
         )
+
+
+def _context_ceiling(model: ServedModelConfig | None) -> int | None:
+    """The most tokens one sequence of ``model`` can generate when the request sets no
+    max_tokens: vLLM stops a sequence at ``max_model_len`` (prompt included). None
+    when the config does not set it as a number (the engine then takes the model's
+    own, which the gateway does not know)."""
+    value = model.engine_kwargs.get("max_model_len") if model is not None else None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _check_request_tokens(body: Any, model: ServedModelConfig | None, limit: int) -> None:
+    """Refuse (422) a request that may generate more than ``limit`` tokens in all:
+    its sequences (:func:`_sequences`) x the tokens each may generate, which is
+    ``max_completion_tokens`` / ``max_tokens`` (capped by the model's
+    ``max_model_len``), or without them ``max_model_len``, or without that the
+    schema's ceiling (every sequence may then run that long as far as the gateway can
+    tell)."""
+    param = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else None
+    asked: int | None = getattr(body, "max_completion_tokens", None) or body.max_tokens
+    ceiling = _context_ceiling(model)
+    if asked is not None:
+        per = min(asked, ceiling) if ceiling else asked
+        why = ""
+    elif ceiling is not None:
+        per, why = ceiling, f"; max_tokens is not set, so each may run to max_model_len ({ceiling})"
+    else:
+        per = _MAX_TOKENS
+        why = (
+            "; max_tokens is not set and the model's engine_kwargs set no max_model_len, "
+            f"so each counts at the ceiling of {_MAX_TOKENS:,}"
+        )
+    sequences = _sequences(body)
+    total = sequences * per
+    if total <= limit:
+        return
+    fits = limit // sequences
+    fix = (
+        f"Set max_tokens to at most {fits:,}, or send fewer sequences (n, prompts)."
+        if fits >= 1
+        else "Send fewer sequences (n, prompts)."
+    )
+    raise _BadRequest(
+        422,
+        f"This request may generate {total:,} tokens ({sequences} sequences x {per:,} "
+        f"tokens{why}); the gateway allows {limit:,} per request "
+        f"(gateway.max_request_tokens). {fix}",
+        param=param or "max_tokens",
+    )
 
 
 async def _meter(gw: Gateway, request: Request, **amounts: int) -> None:
@@ -446,16 +547,19 @@ def _model_error(reply: JsonReply) -> Response:
     )
 
 
-async def _relay(first: str, gen: Any, usage: _StreamUsage, done: Any) -> Any:
+async def _relay(
+    first: str, gen: Any, usage: _StreamUsage, done: Any, rename: _Rename | None = None
+) -> Any:
     """The SSE text as it comes; a client that leaves cancels the model's request.
     What the stream used is metered at its end (also when the client left)."""
     finished = False
     try:
-        yield usage.feed(first)
+        out = usage.feed(first)
+        yield out if rename is None else rename.text(out)
         async for chunk in gen:
             out = usage.feed(chunk)
             if out:
-                yield out
+                yield out if rename is None else rename.text(out)
         finished = True
     finally:
         if not finished:
@@ -788,15 +892,17 @@ def build_app() -> FastAPI:
     @app.get("/v1/models", responses={200: {"model": ModelList}})
     async def list_models(request: Request) -> dict[str, Any]:
         gw = _gw()
-        ids = gw.list_model_ids(gw.tenant_of(request))
-        return {"object": "list", "data": [_model_card(gw, m) for m in ids]}
+        tenant = gw.tenant_of(request)
+        ids = gw.list_model_ids(tenant)
+        return {"object": "list", "data": [_model_card(gw, m, tenant) for m in ids]}
 
     @app.get("/v1/models/{model_id:path}", responses={200: {"model": ModelCard}})
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         gw = _gw()
-        if model_id not in gw.list_model_ids(gw.tenant_of(request)):
+        tenant = gw.tenant_of(request)
+        if model_id not in gw.list_model_ids(tenant):
             raise NotFoundError(f"The model {model_id!r} does not exist.")
-        return _model_card(gw, model_id)
+        return _model_card(gw, model_id, tenant)
 
     @app.post("/v1/chat/completions", responses=_answer(ChatCompletionResponse))
     async def chat(request: Request) -> Response:
@@ -945,7 +1051,7 @@ def _document_bodies(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _model_card(gw: Gateway, model_id: str) -> dict[str, Any]:
+def _model_card(gw: Gateway, model_id: str, tenant: str) -> dict[str, Any]:
     card: dict[str, Any] = {
         "id": model_id,
         "object": "model",
@@ -958,10 +1064,11 @@ def _model_card(gw: Gateway, model_id: str) -> dict[str, Any]:
         card["kind"] = "embedding"
     else:
         try:
-            rec = gw.registry.get(model_id)
-            card.update(kind="lora", parent=rec.base_model, created=int(rec.created_at.timestamp()))
+            rec = gw.registry.find_for(model_id, tenant)
         except AdapterError:
-            pass
+            rec = None
+        if rec is not None:
+            card.update(kind="lora", parent=rec.base_model, created=int(rec.created_at.timestamp()))
     return card
 
 

@@ -5,8 +5,9 @@ inside a function is pickled by value, dragging Ray's locks along); vLLM is impo
 only inside the replica (``_vllm``), never in the driver or the gateway.
 
 Per request (one handle call from the gateway): resolve a LoRA adapter named by Serve's
-``multiplexed_model_id`` (from the local :class:`~lumos_ray.adapters.AdapterRegistry`,
-else from ``lora.object_store_path``), run vLLM's OpenAI handler, and send back either
+``multiplexed_model_id`` (an adapter's serving id, unique across tenants: from the
+local :class:`~lumos_ray.adapters.AdapterRegistry`, else a shared name from
+``lora.object_store_path``), run vLLM's OpenAI handler, and send back either
 one :class:`~lumos_ray.serve._wire.JsonReply` or the stream's SSE text. Stream chunks
 that are ready together travel as one item (no added wait): each handle item is a Ray
 round trip, the costliest part of a token on 2 cores.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -38,8 +38,6 @@ __all__ = ["LumosLLMServer", "fetch_object_store_adapter"]
 
 log = logging.getLogger(__name__)
 
-#: The registry's own naming rule: a name is one path segment, never ``..``.
-_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 #: Unload tasks started from ``_Adapter.__del__`` (held so they are not collected).
 _PENDING: set[asyncio.Task[None]] = set()
 
@@ -53,7 +51,7 @@ def fetch_object_store_adapter(prefix: str, name: str, cache_dir: Path) -> str |
     """
     from pyarrow import fs
 
-    if not _ADAPTER_NAME.match(name) or ".." in name:
+    if not AdapterRegistry.valid_name(name):  # one path segment, never ``..``
         raise AdapterError(f"Invalid adapter name {name!r}.")
     src_fs, root = fs.FileSystem.from_uri(prefix.rstrip("/") + "/" + name)
     info = src_fs.get_file_info(root + "/adapter_config.json")
@@ -127,9 +125,16 @@ class LumosLLMServer:
             )(load)
 
     async def _load_adapter(self, name: str) -> _Adapter:
-        if self._registry.exists(name):
-            path = self._registry.get(name).path
-        elif self._model.lora.object_store_path:
+        """Load the adapter a serving id names (set by the gateway from the registry):
+        a tenant's own (``<name>~<tenant>``) or a shared one from the registry, else a
+        shared name from the object store."""
+        try:
+            record = await asyncio.to_thread(self._registry.get_by_serve_id, name)
+        except AdapterError:
+            record = None
+        if record is not None:
+            path = record.path
+        elif self._model.lora.object_store_path and AdapterRegistry.valid_name(name):
             got = await asyncio.to_thread(
                 fetch_object_store_adapter, self._model.lora.object_store_path, name, self._cache
             )

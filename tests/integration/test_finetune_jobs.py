@@ -284,7 +284,8 @@ output: {{storage_dir: runs, registry_dir: registry, adapter_name: resumed}}
     assert len(complete_checkpoints(run_dir)) == 2, _checkpoints_on_disk(run_dir)
     assert not list(run_dir.glob(".lumos-ckpt-tmp-*"))
 
-    rec = AdapterRegistry(tmp_path / "registry").get("resumed")
+    # Published in the job's tenant's namespace: list() is the operator's view of all.
+    (rec,) = [r for r in AdapterRegistry(tmp_path / "registry").list() if r.name == "resumed"]
     assert rec.metadata["metrics"]["resumed_from_step"] == m["resumed_from_step"]
 
     # 4. list / logs see both jobs; logs carry the progress lines (for people); the
