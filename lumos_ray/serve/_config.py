@@ -214,6 +214,14 @@ class GatewayConfig(BaseModel):
         ge=1,
         description="Most sequences one request may start (n x prompts, n x best_of); 422 above.",
     )
+    max_request_tokens: int = Field(
+        default=65_536,
+        ge=1,
+        description="Most tokens one request may generate: its sequences (n x prompts, "
+        "best_of) x max_tokens; 422 above. A request without max_tokens counts each "
+        "sequence at its model's engine_kwargs.max_model_len, or at the schema's ceiling "
+        "(1,000,000) when that is not set.",
+    )
     request_timeout_s: float = Field(default=300, gt=0)
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     num_replicas: int = Field(default=1, ge=1)
