@@ -266,3 +266,205 @@ def test_threads_pages_show_the_tenants_threads_only(client: TestClient) -> None
     assert "&lt;b&gt;hi&lt;/b&gt;" in thread and "assistant" in thread
     assert client.get("/ui/threads/helper/t-secret").status_code == 404
     assert "No adapters" in client.get("/ui/adapters").text
+
+
+# -- replay and fork from the run page -------------------------------------------------
+def _finished_run(tenant: str = "acme", run_id: str = "run-done"):
+    """A finished run whose parallel branches finished out of path order (b before a):
+    its checkpoints' order is the order their steps finished, not their paths'."""
+    store = open_store(tenant_id=tenant)
+    store.create_run(run_id, "approval", "v1", {"amount": 10})
+    store.append_events(run_id, [("run_started", {"workflow": "approval"})])
+    for path, output in [("0.fee", 0.2), ("1.par.b", {"b": 2}), ("1.par.a", {"a": 1})]:
+        store.append_events(run_id, [("step_started", {"step": path, "attempt": 1})])
+        store.save_checkpoint(run_id, path, output, [("step_finished", {"step": path})])
+    store.set_status(run_id, "succeeded", output={"total": 10.2})
+    return store
+
+
+def _tenant_run_ids(tenant: str = "acme") -> list[str]:
+    rows = open_store(tenant_id=tenant).runs_page(limit=100, newest_first=True)
+    return sorted(r["id"] for r in rows)
+
+
+def test_run_page_lists_checkpoints_in_the_runners_order_with_replay_and_fork(
+    client: TestClient,
+) -> None:
+    from lumos_ray.workflows._forks import ordered_checkpoints
+
+    store = _finished_run()
+    _login(client, DEV)
+    html = client.get("/ui/runs/run-done").text
+    shown = re.findall(r'<tr class="checkpoint" data-step="([^"]+)"', html)
+    # The order replay and fork count in (the runner's), not the paths' order.
+    assert shown == [c["path"] for c in ordered_checkpoints(store, "run-done")]
+    assert shown == ["0.fee", "1.par.b", "1.par.a"]
+    # Each row: when its step finished, a replay button; a fork link where a
+    # checkpoint is kept (not on the first row); a last row "after the last one".
+    finished = store.read_events("run-done", 0, 100, type="step_finished")
+    from lumos_ray.serve._dashboard._render import environment
+
+    when = environment().filters["when"]
+    assert all(when(ev["ts"]) in html for ev in finished)
+    assert html.count('class="inline replay-form"') == 4
+    forks = re.findall(r'class="fork-link"(?: id="fork-end")? href="([^"]+)"', html)
+    assert forks == [
+        "/ui/runs/run-done/fork?step=1.par.b",
+        "/ui/runs/run-done/fork?step=1.par.a",
+        "/ui/runs/run-done/fork?index=3",
+    ]
+    assert 'id="no-replay"' not in html
+
+
+def test_a_viewer_sees_no_replay_or_fork_and_gets_403_using_them(client: TestClient) -> None:
+    _finished_run()
+    _login(client, VIEW)
+    html = client.get("/ui/runs/run-done").text
+    assert 'data-step="1.par.a"' in html  # the checkpoints are listed
+    assert "replay-form" not in html and "fork-link" not in html
+    assert 'id="no-replay"' in html
+    token = _csrf(html)
+    r = client.post(
+        "/ui/runs/run-done/replay",
+        data={"csrf": token, "step": "0.fee"},
+        headers={"Origin": ORIGIN},
+    )
+    assert r.status_code == 403 and "developer" in r.text
+    r = client.post(
+        "/ui/runs/run-done/fork",
+        data={"csrf": token, "step": "1.par.a", "state": "{}"},
+        headers={"Origin": ORIGIN},
+    )
+    assert r.status_code == 403
+    assert client.get("/ui/runs/run-done/fork", params={"step": "1.par.a"}).status_code == 403
+    assert _tenant_run_ids() == ["run-done"]
+
+
+def test_replay_and_fork_need_same_origin_and_the_session_token(client: TestClient) -> None:
+    _finished_run()
+    _login(client, DEV)
+    token = _csrf(client.get("/ui/runs/run-done").text)
+    for action in ("replay", "fork"):
+        for data, headers in [
+            ({"csrf": token, "step": "0.fee"}, {"Origin": "http://evil.example"}),
+            ({"step": "0.fee"}, {"Origin": ORIGIN}),
+        ]:
+            r = client.post(f"/ui/runs/run-done/{action}", data=data, headers=headers)
+            assert r.status_code == 403, (action, data, headers)
+    assert _tenant_run_ids() == ["run-done"]
+
+
+def test_fork_form_holds_the_kept_outputs_and_the_input(client: TestClient) -> None:
+    _finished_run()
+    _finished_run("globex", "run-globex-done")
+    _login(client, DEV)
+    r = client.get("/ui/runs/run-done/fork", params={"step": "1.par.a"})
+    assert r.status_code == 200
+    area = re.search(r'<textarea name="state" id="fork-state"[^>]*>([^<]*)</textarea>', r.text)
+    assert area
+    kept = json.loads(area.group(1).replace("&#34;", '"').replace("&quot;", '"'))
+    assert kept == {"0.fee": 0.2, "1.par.b": {"b": 2}}  # the checkpoints before 1.par.a
+    assert 'name="step" value="1.par.a"' in r.text and 'enctype="multipart/form-data"' in r.text
+    assert "&#34;amount&#34;: 10" in r.text  # the run input, editable
+    end = client.get("/ui/runs/run-done/fork", params={"index": "3"})
+    assert end.status_code == 200 and 'name="index" value="3"' in end.text
+    # A checkpoint the run does not have, an index that is not "after the last", or
+    # another tenant's run: not found.
+    assert client.get("/ui/runs/run-done/fork", params={"step": "9.nope"}).status_code == 404
+    assert client.get("/ui/runs/run-done/fork", params={"index": "1"}).status_code == 404
+    r = client.get("/ui/runs/run-globex-done/fork", params={"step": "1.par.a"})
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("state", "new_input", "says", "says_zh"),
+    [
+        ("{not json", "", "not valid JSON", "不是有效的 JSON"),
+        ("[1, 2]", "", "must be a JSON object", "必须是 JSON 对象"),
+        ('{"1.par.a": 5}', "", "cannot be edited", "无法编辑"),
+        ("{" + " " * 40_000 + "}", "", "longer than 40000", "超过 40000"),
+        ("{}", '{"amount": ', "not valid JSON", "不是有效的 JSON"),
+    ],
+)
+def test_a_bad_fork_is_explained_on_the_form_which_keeps_the_text(
+    client: TestClient, state: str, new_input: str, says: str, says_zh: str
+) -> None:
+    _finished_run()
+    _login(client, DEV)
+    token = _csrf(client.get("/ui/runs/run-done").text)
+    fields = {"csrf": token, "step": "1.par.a", "state": state, "input": new_input}
+    for lang, text in (("en", says), ("zh", says_zh)):
+        client.cookies.set("lumos_lang", lang)
+        r = client.post(
+            "/ui/runs/run-done/fork",
+            files={k: (None, v) for k, v in fields.items()},  # multipart, as the page sends
+            headers={"Origin": ORIGIN},
+        )
+        assert r.status_code == 422, r.text[:500]
+        error = re.search(r'id="fork-error" role="alert"><p>([^<]*)</p>', r.text)
+        assert error and text in error.group(1), (lang, error and error.group(1))
+        assert 'id="fork-form"' in r.text
+        kept = state if len(state) < 100 else state[:50]
+        assert kept.replace('"', "&#34;") in r.text  # the user's text, escaped, kept
+    client.cookies.delete("lumos_lang")
+    assert _tenant_run_ids() == ["run-done"]  # no run was started
+
+
+# -- federated runs on the jobs page ---------------------------------------------------
+def _federated_run(name: str, rounds: list[tuple[float, float | None]], *, finish: bool) -> None:
+    """A federated run written by the federated code's own recorder (the store events
+    it writes as the process's tenant, LUMOS_TENANT)."""
+    from lumos_ray.federated._metrics import RoundRecord, RunRecorder
+
+    rec = RunRecorder(name, config={"app": "tabular", "rounds": len(rounds)}, mode="simulation")
+    for i, (loss, acc) in enumerate(rounds, start=1):
+        rec.record(
+            RoundRecord(
+                round=i,
+                sites_sampled=3,
+                sites_replied=3,
+                sites_failed=0,
+                sites_rejected=0,
+                bytes_sent=1000,
+                bytes_received=900,
+                duration_s=0.5,
+                global_loss=loss,
+                global_accuracy=acc,
+            )
+        )
+    if finish:
+        rec.finish("succeeded", final={"global_loss": rounds[-1][0]})
+
+
+def test_jobs_page_lists_the_tenants_federated_runs_with_rounds_and_curves(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LUMOS_JOBS_ADDRESS", raising=False)
+    monkeypatch.setenv("LUMOS_TENANT", "acme")
+    _federated_run("fed-done", [(0.9, 0.5), (0.6, None), (0.4, 0.8)], finish=True)
+    _federated_run("fed-live", [(1.1, 0.3)], finish=False)
+    monkeypatch.setenv("LUMOS_TENANT", "globex")
+    _federated_run("fed-secret", [(0.5, 0.5)], finish=True)
+    _login(client, VIEW)
+    jobs = client.get("/ui/jobs").text
+    table = re.search(r'<table class="list" id="federated-table">.*?</table>', jobs, re.S)
+    assert table and "fed-secret" not in jobs
+    rows = re.findall(r'class="fed-link" href="[^"]+">([^<]+)</a></td><td><span[^>]*>(\w+)<', jobs)
+    assert rows == [("fed-live", "running"), ("fed-done", "succeeded")]  # newest first
+    page = client.get("/ui/jobs/federated/fed-done")
+    assert page.status_code == 200
+    assert page.text.count('<tr class="fed-round">') == 3
+    charts = {}
+    for name in ("loss", "accuracy"):
+        block = re.search(rf'id="fed-{name}-data">(.*?)</script>', page.text, re.S)
+        assert block, name
+        charts[name] = json.loads(block.group(1))
+    assert charts["loss"]["steps"] == [1, 2, 3]
+    assert charts["loss"]["series"] == {"global_loss": [0.9, 0.6, 0.4]}
+    assert charts["accuracy"]["series"] == {"global_accuracy": [0.5, None, 0.8]}  # a gap
+    assert charts["loss"]["labels"] == {"global_loss": "Global loss"}
+    live = client.get("/ui/jobs/federated/fed-live").text
+    assert 'id="fed-state">running' in live and live.count('<tr class="fed-round">') == 1
+    # Another tenant's run, and one that does not exist: not found.
+    assert client.get("/ui/jobs/federated/fed-secret").status_code == 404
+    assert client.get("/ui/jobs/federated/nope").status_code == 404

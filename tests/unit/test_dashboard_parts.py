@@ -40,9 +40,11 @@ def _used_keys() -> set[str]:
     """Every catalog key the templates and routes name (literal and built)."""
     keys: set[str] = set()
     texts = [p.read_text("utf-8") for p in PKG.joinpath("templates").iterdir()]
-    texts.append(PKG.joinpath("_routes.py").read_text("utf-8"))
+    texts += [p.read_text("utf-8") for p in PKG.iterdir() if p.name.endswith(".py")]
     for text in texts:
         keys |= set(re.findall(r"""\bt\(\s*["']([a-z_]+\.[a-z_.]+)["']""", text))
+        # Problems of the fork form name the catalog message they are shown with.
+        keys |= set(re.findall(r"""_problem\(\s*["']([a-z_]+\.[a-z_]+)["']""", text))
         keys |= set(re.findall(r"""s\.t\(\s*f?["']([a-z_]+\.[a-z_]+)["']""", text))
         for prefix in re.findall(r"""\bt\(\s*["']([a-z_]+\.)["']\s*~""", text):
             keys |= {prefix + v for v in DYNAMIC[prefix]}
@@ -334,3 +336,33 @@ def test_loss_curve_from_a_jobs_progress_lines() -> None:
         "eval_loss": [None, 2.2, None],
     }
     assert loss_curve("") == {"step": [], "loss": [], "eval_loss": []}
+
+
+def test_fork_points_and_edits_are_checked_and_only_changes_are_sent() -> None:
+    from lumos_ray.errors import NotFoundError
+    from lumos_ray.serve._dashboard._timetravel import changed_outputs, fork_point, parse_input
+
+    cps = [{"path": p} for p in ("0.a", "1.b", "2.c")]
+    point = fork_point(cps, "2.c", None)
+    assert (point.from_step, point.kept) == ("2.c", ["0.a", "1.b"])
+    end = fork_point(cps, None, "3")  # after the last checkpoint: the runs API's index
+    assert (end.from_step, end.kept) == (3, ["0.a", "1.b", "2.c"])
+    for step, index in [("9.z", None), (None, "1"), (None, "x"), (None, None)]:
+        with pytest.raises(NotFoundError):
+            fork_point(cps, step, index)
+    outputs = {"0.a": 1, "1.b": {"x": 1}, "2.c": 3}
+    edited = changed_outputs('{"0.a": 1, "1.b": {"x": 2}}', point.kept, outputs)
+    assert edited == {"1.b": {"x": 2}}  # 0.a is unchanged: not sent
+    assert changed_outputs("  ", point.kept, outputs) == {}
+    problems = {
+        '{"2.c": 4}': "fork.not_kept",  # 2.c runs again: it is not kept
+        '"text"': "fork.not_object",
+        "{'a': 1}": "fork.bad_json",
+        json.dumps({f"k{i}": i for i in range(1001)}): "fork.too_many",
+    }
+    for text, ui in problems.items():
+        with pytest.raises(InputValidationError) as caught:
+            changed_outputs(text, point.kept, outputs)
+        assert caught.value.details["ui"] == ui, text
+    assert parse_input("") == (False, None)
+    assert parse_input(' {"amount": 3} ') == (True, {"amount": 3})

@@ -15,12 +15,15 @@ from typing import Any
 from lumos_ray.errors import InputValidationError
 
 __all__ = [
+    "MAX_CHECKPOINTS",
     "MAX_EVENTS",
     "MAX_MESSAGES",
     "PAGE_SIZES",
     "RunsPage",
+    "checkpoint_rows",
     "decode_cursor",
     "encode_cursor",
+    "run_checkpoints",
     "run_detail",
     "runs_page",
     "short_json",
@@ -30,6 +33,11 @@ __all__ = [
 PAGE_SIZES = (25, 50, 100, 200)
 MAX_EVENTS = 1000
 MAX_MESSAGES = 500
+#: Checkpoints a run page lists (replay and fork points); the rest are counted.
+MAX_CHECKPOINTS = 1000
+#: Events that go with a step's checkpoint (as in lumos_ray.workflows._forks).
+_FINISHED = ("step_finished", "input_received", "step_restored")
+_MAX_FINISHED_READ = 10_000
 _MAX_JSON_CHARS = 20_000
 
 
@@ -164,9 +172,53 @@ def step_definitions(body: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
+def checkpoint_rows(store: Any, run_id: str, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's checkpoints in the order their steps finished, with when:
+    ``[{"index", "path", "seq", "ts"}]``. The same order as the runner's
+    ``ordered_checkpoints`` (the first finishing event of each step, by sequence),
+    which replay and fork use; read with the store's type filter (only those events,
+    at most _MAX_FINISHED_READ of each type) instead of the whole event log."""
+    first: dict[str, tuple[int, float]] = {}
+    for kind in _FINISHED:
+        after, read = 0, 0
+        while read < _MAX_FINISHED_READ:
+            page = store.read_events(run_id, after, 1000, type=kind)
+            for ev in page:
+                data = ev.get("data") or {}
+                if not isinstance(data, dict) or "step" not in data:
+                    continue
+                step, seq = str(data["step"]), int(ev["seq"])
+                if step not in first or seq < first[step][0]:
+                    first[step] = (seq, float(ev["ts"]))
+            read += len(page)
+            if len(page) < 1000:
+                break
+            after = int(page[-1]["seq"])
+    big = 1 << 62
+    paths = sorted(outputs, key=lambda p: (first[p][0] if p in first else big, p))
+    return [
+        {
+            "index": i,
+            "path": p,
+            "seq": first[p][0] if p in first else None,
+            "ts": first[p][1] if p in first else None,
+        }
+        for i, p in enumerate(paths)
+    ]
+
+
+def run_checkpoints(tenant: str, run_id: str) -> dict[str, Any]:
+    """The run, its checkpoints' outputs and their order: what a fork form shows."""
+    store = _store(tenant)
+    run = store.get_run(run_id)
+    outputs = store.load_checkpoints(run_id)
+    return {"run": run, "outputs": outputs, "checkpoints": checkpoint_rows(store, run_id, outputs)}
+
+
 def run_detail(tenant: str, run_id: str) -> dict[str, Any]:
-    """The run, its checkpoints (step outputs), its first events, its step timeline
-    with each step's definition (its input as written) and output."""
+    """The run, its checkpoints (step outputs, and in the order they finished), its
+    first events, its step timeline with each step's definition (its input as
+    written) and output."""
     from lumos_ray.errors import NotFoundError
 
     store = _store(tenant)
@@ -190,5 +242,6 @@ def run_detail(tenant: str, run_id: str) -> dict[str, Any]:
         "steps": steps,
         "events": events,
         "outputs": outputs,
+        "checkpoints": checkpoint_rows(store, run_id, outputs),
         "last_seq": events[-1]["seq"] if events else 0,
     }

@@ -5,8 +5,7 @@ the cluster's Jobs API at ``LUMOS_JOBS_ADDRESS`` (the same setting as ``lumos jo
 as the tenant of the key, so another tenant's job is not listed and not found. A job
 records its progress as ``LUMOS_PROGRESS {json}`` lines in its log (step, loss, eval
 loss, tokens/s); the curve is read from the last MAX_LOG_CHARS of the log. Federated
-jobs are not listed anywhere the gateway can read (they run as Flower apps), so there
-is no page for them.
+runs are read from the store instead (``_federated``): they record their rounds there.
 """
 
 from __future__ import annotations

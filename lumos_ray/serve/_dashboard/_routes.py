@@ -397,6 +397,9 @@ async def _detail_context(request: Request, s: Session, run_id: str) -> dict[str
         error_json=_data.short_json(run.get("error")) if run.get("error") else None,
         live=run["status"] in ("pending", "running"),
         trace_id=_trace_id(run.get("trace")),
+        checkpoints=detail["checkpoints"][: _data.MAX_CHECKPOINTS],
+        checkpoints_total=len(detail["checkpoints"]),
+        can_run=_may(s.principal, "run"),
     )
 
 
@@ -609,10 +612,13 @@ def _message(m: Any) -> dict[str, Any]:
 @router.get("/jobs")
 @_page
 async def jobs(request: Request) -> Response:
-    """The tenant's fine-tuning jobs (Ray Jobs API at LUMOS_JOBS_ADDRESS)."""
+    """The tenant's fine-tuning jobs (Ray Jobs API at LUMOS_JOBS_ADDRESS) and its
+    federated runs (from the store: they need no Jobs API)."""
+    from lumos_ray.serve._dashboard._federated import federated_runs
     from lumos_ray.serve._dashboard._jobs import jobs_address
 
     s = await _session(request)
+    federated = await _gateway(request).run_blocking(federated_runs, s.tenant)
     address = jobs_address()
     rows: list[dict[str, Any]] = []
     problem = None
@@ -624,7 +630,9 @@ async def jobs(request: Request) -> Response:
             rows = [j.model_dump(mode="json") for j in found][-500:][::-1]
         except LumosError as err:
             problem = err
-    ctx = _context(request, s, "jobs", rows=rows, address=address, problem=problem)
+    ctx = _context(
+        request, s, "jobs", rows=rows, address=address, problem=problem, federated=federated
+    )
     return render("jobs.html", ctx)
 
 

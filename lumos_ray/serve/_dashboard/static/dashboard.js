@@ -1,5 +1,6 @@
 // The dashboard's own script (no inline scripts: the CSP allows only files of /ui/static).
-// Live events of a run over SSE, the step timeline bars, the usage chart (uPlot).
+// Live events of a run over SSE, the step timeline bars, the usage, loss and federated
+// metric charts (uPlot).
 (function () {
   "use strict";
 
@@ -110,6 +111,8 @@
     followEvents();
     chart("usage-chart", "usage-data");
     chart("loss-chart", "loss-data");
+    chart("fed-loss-chart", "fed-loss-data");
+    chart("fed-accuracy-chart", "fed-accuracy-data");
   });
   document.addEventListener("htmx:afterSwap", function (ev) { layoutBars(ev.target || document); });
 })();
