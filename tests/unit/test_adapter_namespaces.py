@@ -188,3 +188,29 @@ def test_storage_counts_a_tenants_namespace(tmp_path: Path) -> None:
         assert p.storage(B).adapters < 1000
     finally:
         p.close()
+
+
+def test_cli_registers_lists_and_removes_per_tenant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from lumos_ray.cli import _load_commands, cli
+
+    _load_commands()
+    monkeypatch.setenv("LUMOS_HOME", str(tmp_path / "home"))
+    run = CliRunner().invoke
+    src = str(_src(tmp_path, "a"))
+    for args in (["--tenant", A], ["--tenant", B], []):
+        r = run(cli, ["serve", "adapters", "add", "foo", src, *args, "--json"])
+        assert r.exit_code == 0, r.output
+    r = run(cli, ["serve", "adapters", "list", "--json"])
+    assert sorted(str(x["tenant"]) for x in json.loads(r.output)) == ["None", A, B]
+    r = run(cli, ["serve", "adapters", "list", "--tenant", A, "--json"])
+    assert [(x["name"], x["tenant"]) for x in json.loads(r.output)] == [("foo", A)]
+    assert run(cli, ["serve", "adapters", "remove", "foo", "--tenant", A]).exit_code == 0
+    r = run(cli, ["serve", "adapters", "list", "--tenant", A, "--json"])
+    assert [(x["name"], x["tenant"]) for x in json.loads(r.output)] == [("foo", None)]
+    r = run(cli, ["serve", "adapters", "add", "../x", src, "--tenant", A])
+    assert r.exit_code != 0 and "Invalid adapter name" in r.output
+    assert "Traceback" not in r.output
