@@ -319,6 +319,9 @@ async def _llm_call(request: Request, kind: str) -> Response:
         body.model = resolved
     # A tenant adapter's answer names the model as the client did, not by serving id.
     rename = _Rename(resolved, route.name) if resolved != route.name else None
+    # Metrics label by the name, never the serving id: /metrics is readable by any
+    # tenant's admin, and the id carries the owning tenant.
+    label = route.name
     handle = route.handle
     # A stream is metered from its final usage chunk: ask the engine for it, and hide
     # it again from a client that did not ask (see _StreamUsage).
@@ -344,8 +347,8 @@ async def _llm_call(request: Request, kind: str) -> Response:
         return error_response(500, "The model deployment sent no answer; retry.")
     if isinstance(first, JsonReply):
         if first.status == 200 and (first.prompt_tokens or first.completion_tokens):
-            gw.metrics.tokens.labels(resolved, "prompt").inc(first.prompt_tokens)
-            gw.metrics.tokens.labels(resolved, "completion").inc(first.completion_tokens)
+            gw.metrics.tokens.labels(label, "prompt").inc(first.prompt_tokens)
+            gw.metrics.tokens.labels(label, "completion").inc(first.completion_tokens)
             await _meter(
                 gw,
                 request,
@@ -361,8 +364,8 @@ async def _llm_call(request: Request, kind: str) -> Response:
     async def metered() -> None:
         prompt, completion = usage.totals()
         if prompt or completion:
-            gw.metrics.tokens.labels(resolved, "prompt").inc(prompt)
-            gw.metrics.tokens.labels(resolved, "completion").inc(completion)
+            gw.metrics.tokens.labels(label, "prompt").inc(prompt)
+            gw.metrics.tokens.labels(label, "completion").inc(completion)
             await _meter(gw, request, prompt_tokens=prompt, completion_tokens=completion)
 
     return StreamingResponse(

@@ -22,7 +22,7 @@ from lumos_ray.serve import ApiKeySpec, GatewayConfig, ServeConfig
 from lumos_ray.serve._gateway import _GATEWAY, Gateway, build_app
 from lumos_ray.serve._wire import JsonReply
 
-KEY_A, KEY_B = "sk-acme-00001", "sk-globex-001"
+KEY_A, KEY_B, ADMIN_A = "sk-acme-00001", "sk-globex-001", "sk-acme-admin"
 
 
 class _Gen:
@@ -70,7 +70,7 @@ class _RecordingModel:
                 chunk = f"data: {json.dumps(event, separators=compact)}\n\n"
                 return _Gen([chunk, "data: [DONE]\n\n"])
             answer = {"id": "c1", "object": "chat.completion", "model": body["model"]}
-            return _Gen([JsonReply(200, json.dumps(answer, separators=compact).encode())])
+            return _Gen([JsonReply(200, json.dumps(answer, separators=compact).encode(), 3, 5)])
 
         return _Method(run)
 
@@ -88,6 +88,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[TestClient, AdapterRegistry, list[
     keys: list[str | ApiKeySpec] = [
         ApiKeySpec(key=KEY_A, tenant="acme", role="developer"),
         ApiKeySpec(key=KEY_B, tenant="globex", role="developer"),
+        ApiKeySpec(key=ADMIN_A, tenant="acme", role="admin"),
     ]
     cfg = ServeConfig(
         gateway=GatewayConfig(api_keys=keys, api_keys_env=None),
@@ -118,6 +119,10 @@ def test_each_tenant_reaches_its_own_adapter_of_a_shared_name(gateway: Any) -> N
     stream = _chat(c, KEY_A, "foo", stream=True)
     assert stream.status_code == 200 and calls[-1][0] == mux_a
     assert '"model":"foo"' in stream.text and mux_a not in stream.text
+    # Token metrics are labelled by name: /metrics (any tenant's admin reads it) shows
+    # no serving id, which would name the tenant that owns the adapter.
+    metrics = c.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_A}"}).text
+    assert 'model="foo"' in metrics and mux_b not in metrics and "~" not in metrics
 
 
 def test_shared_adapters_route_by_name_for_every_tenant(gateway: Any) -> None:
