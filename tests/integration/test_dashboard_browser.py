@@ -4,9 +4,10 @@ on: tenants, hashed keys, roles) on the session's Ray cluster and store, running
 shipped ``approval`` workflow (it suspends for a human's approval).
 
 A developer signs in with a key, sees a run the test started, opens it, sees its steps
-and its events arriving live, and resumes a suspended run through the typed form (the
-run then finishes). A viewer sees no resume button and gets 403 from the API and from
-the dashboard's action route. A Chinese browser gets the Chinese catalog.
+and its events arriving live, resumes a suspended run through the typed form (the run
+then finishes), forks the finished run from a checkpoint with an edited output and
+replays the fork. A viewer sees no resume button and gets 403 from the API and from the
+dashboard's action route. A Chinese browser gets the Chinese catalog.
 
 Screenshots are kept under ``$LUMOS_TEST_ARTIFACTS`` (default: a temporary folder;
 the path is printed). The app is deployed under ``/dashtest`` on the Serve that runs
@@ -211,6 +212,33 @@ def test_developer_signs_in_follows_a_run_live_and_resumes_it_through_the_form(
     page.wait_for_selector("#waterfall")
     assert page.locator("#waterfall tr.span").count() >= 2
     page.screenshot(path=str(artifacts / "07-trace.png"), full_page=True)
+
+    # Fork the finished run from its last step with the fee edited: the new run keeps
+    # the checkpoints before that step (the edited fee, the approval) and adds again.
+    page.goto(f"{url}/ui/runs/{first}")
+    rows = page.locator("#checkpoints tr.checkpoint[data-step]")
+    steps = [str(rows.nth(i).get_attribute("data-step")) for i in range(rows.count())]
+    total = next(p for p in steps if p.endswith("total"))
+    page.click(f'tr.checkpoint[data-step="{total}"] a.fork-link')
+    page.wait_for_selector("#fork-form")
+    kept = json.loads(page.input_value("#fork-state"))
+    fee = next(p for p in kept if p.endswith("fee"))
+    assert float(kept[fee]) == pytest.approx(2.4)
+    page.fill("#fork-state", json.dumps({**kept, fee: 10}))
+    page.screenshot(path=str(artifacts / "09-fork-form.png"), full_page=True)
+    with page.expect_navigation():
+        page.click("#fork-submit")
+    forked = page.inner_text("#run-id")
+    assert forked != first
+    assert float(_wait_status(env, forked, "succeeded")["output"]["total"]) == pytest.approx(130)
+    page.reload()  # the page lists the checkpoints there were when it loaded
+    page.screenshot(path=str(artifacts / "10-forked-run.png"), full_page=True)
+    # Replay the fork from the same step: its kept checkpoints hold the edited fee.
+    with page.expect_navigation():
+        page.click(f'tr.checkpoint[data-step="{total}"] button.replay-submit')
+    replayed = page.inner_text("#run-id")
+    assert replayed not in (first, forked)
+    assert float(_wait_status(env, replayed, "succeeded")["output"]["total"]) == pytest.approx(130)
     ctx.close()
 
 

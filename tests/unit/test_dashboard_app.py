@@ -314,6 +314,12 @@ def test_run_page_lists_checkpoints_in_the_runners_order_with_replay_and_fork(
         "/ui/runs/run-done/fork?index=3",
     ]
     assert 'id="no-replay"' not in html
+    # A run made by a fork links back to the run and step it came from.
+    store.create_run("run-forked", "approval", "v1", {"amount": 10})
+    origin = {"from_run": "run-done", "from_step": "1.par.a", "kept": 2, "edited": []}
+    store.append_events("run-forked", [("run_forked", origin)])
+    forked = client.get("/ui/runs/run-forked").text
+    assert re.search(r'id="run-origin">[^<]*1\.par\.a[^<]*<a href="/ui/runs/run-done">', forked)
 
 
 def test_a_viewer_sees_no_replay_or_fork_and_gets_403_using_them(client: TestClient) -> None:

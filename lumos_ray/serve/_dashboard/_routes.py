@@ -397,10 +397,20 @@ async def _detail_context(request: Request, s: Session, run_id: str) -> dict[str
         error_json=_data.short_json(run.get("error")) if run.get("error") else None,
         live=run["status"] in ("pending", "running"),
         trace_id=_trace_id(run.get("trace")),
+        origin=_origin(detail["events"]),
         checkpoints=detail["checkpoints"][: _data.MAX_CHECKPOINTS],
         checkpoints_total=len(detail["checkpoints"]),
         can_run=_may(s.principal, "run"),
     )
+
+
+def _origin(events: list[dict[str, Any]]) -> dict[str, str] | None:
+    """The run this one was replayed or forked from (its first event says so)."""
+    if events and events[0].get("type") == "run_forked":
+        data = events[0].get("data") or {}
+        if isinstance(data.get("from_run"), str):
+            return {"run": data["from_run"][:64], "step": str(data.get("from_step"))[:200]}
+    return None
 
 
 def _trace_id(carrier: Any) -> str | None:
