@@ -366,3 +366,32 @@ def test_fork_points_and_edits_are_checked_and_only_changes_are_sent() -> None:
         assert caught.value.details["ui"] == ui, text
     assert parse_input("") == (False, None)
     assert parse_input(' {"amount": 3} ') == (True, {"amount": 3})
+
+
+def test_checkpoint_order_is_the_runners_from_the_log_or_from_typed_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lumos_ray.store import open_store
+    from lumos_ray.workflows._forks import ordered_checkpoints
+
+    monkeypatch.setenv("LUMOS_STORE_URL", f"sqlite:///{tmp_path}/runs.db")
+    store = open_store(tenant_id="acme")
+    store.create_run("r", "wf", "v1", {})
+    # Restored first (a fork), then other events past a page of the log, then steps
+    # finishing out of path order, one of them finishing twice (a retried write).
+    store.append_events("r", [("step_restored", {"step": "9.kept"})])
+    store.append_events("r", [("tick", {"i": i}) for i in range(1200)])
+    for path in ("3.c", "1.a", "2.b"):
+        store.save_checkpoint("r", path, path.upper(), [("step_finished", {"step": path})])
+    store.append_events("r", [("input_received", {"step": "3.c"})])
+    store.save_checkpoint("r", "9.kept", 9)
+    outputs = store.load_checkpoints("r")
+    want = [(c["index"], c["path"], c["seq"]) for c in ordered_checkpoints(store, "r")]
+    assert [p for _, p, _ in want] == ["9.kept", "3.c", "1.a", "2.b"]
+    log = store.read_events("r", 0, 10_000)
+    for rows in (
+        _data.checkpoint_rows(store, "r", outputs),
+        _data.checkpoint_rows(store, "r", outputs, log),
+    ):
+        assert [(c["index"], c["path"], c["seq"]) for c in rows] == want
+        assert all(isinstance(c["ts"], float) for c in rows)

@@ -172,28 +172,43 @@ def step_definitions(body: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
-def checkpoint_rows(store: Any, run_id: str, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+def _first_finished(first: dict[str, tuple[int, float]], events: list[dict[str, Any]]) -> None:
+    """Note in ``first`` each step's earliest finishing event: (seq, ts)."""
+    for ev in events:
+        data = ev.get("data") or {}
+        if ev.get("type") not in _FINISHED or not isinstance(data, dict) or "step" not in data:
+            continue
+        step, seq = str(data["step"]), int(ev["seq"])
+        if step not in first or seq < first[step][0]:
+            first[step] = (seq, float(ev["ts"]))
+
+
+def checkpoint_rows(
+    store: Any,
+    run_id: str,
+    outputs: dict[str, Any],
+    events: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """The run's checkpoints in the order their steps finished, with when:
     ``[{"index", "path", "seq", "ts"}]``. The same order as the runner's
     ``ordered_checkpoints`` (the first finishing event of each step, by sequence),
-    which replay and fork use; read with the store's type filter (only those events,
-    at most _MAX_FINISHED_READ of each type) instead of the whole event log."""
+    which replay and fork use. ``events``: the run's whole log when the caller read
+    it already (a run page, for runs of fewer than MAX_EVENTS events: no more
+    queries); else the finishing events are read with the store's type filter (at
+    most _MAX_FINISHED_READ of each type), not the whole log."""
     first: dict[str, tuple[int, float]] = {}
-    for kind in _FINISHED:
-        after, read = 0, 0
-        while read < _MAX_FINISHED_READ:
-            page = store.read_events(run_id, after, 1000, type=kind)
-            for ev in page:
-                data = ev.get("data") or {}
-                if not isinstance(data, dict) or "step" not in data:
-                    continue
-                step, seq = str(data["step"]), int(ev["seq"])
-                if step not in first or seq < first[step][0]:
-                    first[step] = (seq, float(ev["ts"]))
-            read += len(page)
-            if len(page) < 1000:
-                break
-            after = int(page[-1]["seq"])
+    if events is not None:
+        _first_finished(first, events)
+    else:
+        for kind in _FINISHED:
+            after, read = 0, 0
+            while read < _MAX_FINISHED_READ:
+                page = store.read_events(run_id, after, 1000, type=kind)
+                _first_finished(first, page)
+                read += len(page)
+                if len(page) < 1000:
+                    break
+                after = int(page[-1]["seq"])
     big = 1 << 62
     paths = sorted(outputs, key=lambda p: (first[p][0] if p in first else big, p))
     return [
@@ -242,6 +257,8 @@ def run_detail(tenant: str, run_id: str) -> dict[str, Any]:
         "steps": steps,
         "events": events,
         "outputs": outputs,
-        "checkpoints": checkpoint_rows(store, run_id, outputs),
+        "checkpoints": checkpoint_rows(
+            store, run_id, outputs, events if len(events) < MAX_EVENTS else None
+        ),
         "last_seq": events[-1]["seq"] if events else 0,
     }
