@@ -9,7 +9,9 @@ in a warm pool, a dedicated agent actor ready in <= 1.5 s):
   psutil) added per agent (after the hosts started), and the first turn of M *new*
   agents one after another (deploy + first answer, the pool already warm): p50/p95.
 * ``dedicated``: K distinct agents (the default: one actor each), the same turn; the
-  time each took from deploy to first answer (p50/p95) and the USS per actor.
+  time each took from deploy until its actor answers, and to its first answer (p50),
+  next to a bare Ray actor's start on the same cluster (the floor), and the USS per
+  actor.
 
     .venv/bin/python benchmarks/agent_density.py --shared 2000 --dedicated 20
 """
@@ -98,26 +100,54 @@ async def shared(n: int, m: int) -> dict[str, Any]:
     }
 
 
+class Echo:
+    """The floor: an actor that does nothing (Ray's own actor start on this cluster)."""
+
+    async def ping(self) -> int:
+        return 1
+
+
+async def plain_actor_start(times: int = 5) -> float:
+    """p50 seconds from creating a bare named actor to its first answer."""
+    from lumos_ray.runtime import await_ref, get_or_create_actor, remote_class
+
+    took = []
+    for i in range(times):
+        t0 = time.perf_counter()
+        a = get_or_create_actor(f"echo-{i}-{time.time_ns()}", remote_class(Echo))
+        await await_ref(a.ping.remote())
+        took.append(time.perf_counter() - t0)
+    return statistics.median(took)
+
+
 async def dedicated(k: int) -> dict[str, Any]:
     from lumos_ray import Agent
     from lumos_ray.testing import FunctionModel
 
     model = FunctionModel(answer)
 
+    actor_ready: list[float] = []
+
     async def first_turn(i: int) -> float:
         t0 = time.perf_counter()
         h = Agent(name=f"ded-{i}", model=model).deploy()
+        await h.ensure_current()  # the actor is up and answers (its __init__ ran)
+        actor_ready.append(time.perf_counter() - t0)
         r = await h.run("hi", thread_id="t")
         assert r.output == "ok"
         return time.perf_counter() - t0
 
+    floor = await plain_actor_start()
     one_by_one = [await first_turn(i) for i in range(min(k, 5))]
+    ready_alone = list(actor_ready)
     t0 = time.perf_counter()
     together = await asyncio.gather(*(first_turn(i) for i in range(5, k)))
     fill_s = time.perf_counter() - t0
     procs, uss = _uss_of_actors("AgentActor")
     return {
         "agents": k,
+        "plain_ray_actor_p50_s": round(floor, 2),
+        "actor_ready_alone_p50_s": round(statistics.median(ready_alone), 2),
         "ready_alone_p50_s": round(statistics.median(one_by_one), 2),
         "ready_alone_max_s": round(max(one_by_one), 2),
         "ready_together_p50_s": round(statistics.median(together), 2) if together else None,
@@ -145,7 +175,9 @@ async def main(args: argparse.Namespace) -> None:
         f"| shared | {sh['agents']} | p50 {sh['first_turn_warm_p50_ms']} ms, "
         f"p95 {sh['first_turn_warm_p95_ms']} ms (warm pool) | {sh['kib_per_agent']} KiB "
         f"(hosts: {sh['host_processes']} processes, {sh['host_uss_mib']} MiB) |\n"
-        f"| dedicated | {de['agents']} | alone p50 {de['ready_alone_p50_s']} s "
+        f"| dedicated | {de['agents']} | actor up p50 {de['actor_ready_alone_p50_s']} s "
+        f"(a bare Ray actor: {de['plain_ray_actor_p50_s']} s), "
+        f"first answer alone p50 {de['ready_alone_p50_s']} s "
         f"(max {de['ready_alone_max_s']} s); together p50 {de['ready_together_p50_s']} s "
         f"| {de['uss_mib_per_actor']} MiB |\n\nmemory per agent: dedicated / shared = {ratio:.0f}x"
     )

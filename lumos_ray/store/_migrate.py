@@ -6,7 +6,10 @@ release never needs a separate migration step. Several processes open the store 
 once when a cluster starts (the runner, agent actors, the CLI), so the upgrade runs
 under a lock: SQLite's write lock (``BEGIN IMMEDIATE``) or a PostgreSQL advisory
 lock held for the transaction. The check that comes first needs no lock, so opening
-an up-to-date store costs one query.
+an up-to-date store costs one query, and no Alembic import: Alembic (with Mako and
+Pygments behind it) takes ~0.5 s to import, paid by every new agent actor before its
+first turn when it was imported here at module level. :data:`HEAD_REVISION` names the
+newest migration for that check (a unit test keeps it equal to Alembic's head).
 
 A database written by a newer release (a revision this code does not know) is
 refused with a StoreError rather than used with a schema we do not understand. A
@@ -19,17 +22,25 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 
 from lumos_ray.store._errors import StoreError
 
-__all__ = ["MIGRATIONS_DIR", "VERSION_TABLE", "current_revision", "head_revision", "upgrade"]
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+__all__ = [
+    "HEAD_REVISION",
+    "MIGRATIONS_DIR",
+    "VERSION_TABLE",
+    "current_revision",
+    "head_revision",
+    "upgrade",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +48,25 @@ MIGRATIONS_DIR = Path(__file__).parent / "_migrations"
 #: Our own version table, so a database shared with an application that uses Alembic
 #: itself (``alembic_version``) keeps both histories apart.
 VERSION_TABLE = "lumos_store_version"
+#: The newest revision in ``_migrations/versions`` (update it with each new migration).
+HEAD_REVISION = "0004_message_turn_ids"
 # Any fixed 64-bit number: the PostgreSQL advisory lock that serialises upgrades.
 _PG_LOCK_KEY = 0x6C756D6F73  # "lumos"
 _LEGACY_TABLES = ("runs", "checkpoints", "events", "messages", "working_memory")
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
 
 
 def head_revision() -> str:
-    """The newest revision this release knows."""
+    """The newest revision this release knows (read from the migration scripts)."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None, "no migrations shipped"
     return head
@@ -57,6 +74,8 @@ def head_revision() -> str:
 
 def current_revision(conn: Connection) -> str | None:
     """The database's revision, or None when it has never been migrated."""
+    from alembic.runtime.migration import MigrationContext
+
     ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
     return ctx.get_current_revision()
 
@@ -64,13 +83,21 @@ def current_revision(conn: Connection) -> str | None:
 def upgrade(engine: Engine, masked_url: str, sqlite_path: Path | None = None) -> None:
     """Upgrade the database behind ``engine`` to the head revision (a no-op when it is
     there already). ``masked_url`` is only for messages."""
+    with engine.connect() as conn:
+        try:
+            at_head = conn.execute(
+                text(f"SELECT version_num FROM {VERSION_TABLE}")
+            ).scalars().all() == [HEAD_REVISION]
+        except Exception:  # no version table yet: a new or a pre-migration database
+            at_head = False
+        conn.rollback()
+    if at_head:
+        return
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_config())
     head = script.get_current_head()
-    with engine.connect() as conn:
-        current = current_revision(conn)
-        conn.rollback()
-    if current == head:
-        return
     with engine.connect() as conn:
         conn = conn.execution_options(lumos_write=True)  # SQLite: BEGIN IMMEDIATE
         with conn.begin():

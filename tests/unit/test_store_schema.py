@@ -288,3 +288,9 @@ def test_raw_rows_are_json_not_pickles(store_backend: str, store_url: str, make_
                             json.loads(v)  # SQLite keeps JSON as text: valid JSON
     finally:
         engine.dispose()
+
+
+def test_the_head_revision_constant_names_the_newest_migration() -> None:
+    from lumos_ray.store._migrate import HEAD_REVISION
+
+    assert HEAD_REVISION == head_revision()
