@@ -470,7 +470,8 @@ def test_jobs_page_lists_the_tenants_federated_runs_with_rounds_and_curves(
     assert charts["accuracy"]["series"] == {"global_accuracy": [0.5, None, 0.8]}  # a gap
     assert charts["loss"]["labels"] == {"global_loss": "Global loss"}
     live = client.get("/ui/jobs/federated/fed-live").text
-    assert 'id="fed-state">running' in live and live.count('<tr class="fed-round">') == 1
+    assert 'id="fed-state" data-state="running"' in live
+    assert live.count('<tr class="fed-round">') == 1
     # Another tenant's run, and one that does not exist: not found.
     assert client.get("/ui/jobs/federated/fed-secret").status_code == 404
     assert client.get("/ui/jobs/federated/nope").status_code == 404

@@ -33,6 +33,7 @@ async def federated(request: Request, name: str = Path(max_length=200 - len(PREF
     labels = {n: s.t(f"fed.{n}") for n in (*LOSS_SERIES, *ACCURACY_SERIES)}
     for chart in charts.values():
         chart["labels"] = {n: labels[n] for n in chart["series"]}
+        chart["xlabel"] = s.t("fed.round")
     ctx = _context(
         request,
         s,

@@ -81,7 +81,8 @@
     return [lo - pad, hi + pad];
   }
 
-  // A uPlot line chart from a JSON block: {days | steps, series: {name: [...]}, labels}.
+  // A uPlot line chart from a JSON block: {days | steps, series: {name: [...]}, labels,
+  // xlabel (optional: the x values' legend name)}.
   function chart(holderId, dataId) {
     var holder = document.getElementById(holderId);
     var raw = document.getElementById(dataId);
@@ -93,13 +94,14 @@
       : d.steps;
     var colors = ["#2563eb", "#16a34a", "#d97706", "#9333ea"];
     var names = Object.keys(d.series);
-    var series = [{}].concat(names.map(function (m, i) {
+    var series = [d.xlabel ? { label: d.xlabel } : {}].concat(names.map(function (m, i) {
       return { label: d.labels[m], stroke: colors[i % colors.length], width: 2,
         points: { show: true }, spanGaps: true };
     }));
     var data = [xs].concat(names.map(function (m) { return d.series[m]; }));
     new window.uPlot({ width: Math.min(holder.clientWidth || 900, 1100), height: 320,
-      series: series, axes: [{}, {}],
+      // Steps and rounds are whole numbers: no ticks between them.
+      series: series, axes: [time ? {} : { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] }, {}],
       // Pad the x range (half a day, or half a step): one point alone otherwise
       // stretches the axis over years.
       scales: { x: { time: time, auto: false, range: xRange(xs, time ? 43200 : 0.5) } } },
