@@ -7,13 +7,20 @@ and OpenTelemetry metrics.
 - The run store (``lumos_ray.store._sql``): events ``federated.started`` /
   ``federated.round`` / ``federated.finished`` under run id ``federated:<run>``. Only
   events, not a ``runs`` row: a row marked running would be adopted by the workflow
-  runner's lease takeover, which cannot execute a Flower run.
+  runner's lease takeover, which cannot execute a Flower run. The store keeps strict
+  JSON, and real training produces NaN/inf losses: such numbers are stored as null and
+  the event lists their keys under ``non_finite``. A write the store still refuses, or
+  a store that is down, costs that one event (a warning on stdout and in status.json's
+  ``store_warnings``), never the later ones: a lost ``federated.finished`` would leave
+  the run "running" on the dashboard forever.
 - OpenTelemetry meter ``lumos_ray.federated``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,12 +28,26 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_NON_FINITE_KEYS",
+    "MAX_STORE_WARNINGS",
     "RoundRecord",
     "RunRecorder",
     "federated_home",
+    "finite_json",
     "list_federated_runs",
     "read_federated_run",
 ]
+
+
+#: Keys an event's ``non_finite`` list names at most (bounds the event's size).
+MAX_NON_FINITE_KEYS = 50
+#: Store-write warnings status.json keeps (the newest), next to their total count.
+MAX_STORE_WARNINGS = 20
+#: Nesting followed when replacing non-finite numbers; deeper values go to the store
+#: as they are (and one that is still not JSON gets the event's fallback below).
+_MAX_DEPTH = 32
+#: Longest text field kept in the fallback event of a refused write.
+_MAX_TEXT = 2000
 
 
 def federated_home() -> Path:
@@ -72,33 +93,78 @@ class RunRecorder:
         (self.dir / "rounds.jsonl").write_text("")
         self._write_status()
         self._otel = _Instruments.get()
-        self._store_ok = True
+        self._store_failures = 0
         self._event("federated.started", {"mode": mode, "config": config})
 
     def _event(self, kind: str, data: dict[str, Any]) -> None:
-        """Best effort: a broken store must not stop a federated run."""
-        if not self._store_ok:
+        """Append one event to the run store, best effort: a broken store must not stop
+        a federated run, and one failed write must not stop the later ones.
+
+        Non-finite numbers become null and are named under ``non_finite``. When the
+        store still refuses the value (not JSON, too big), a smaller event with the
+        top-level numbers and text and the reason (``store_refused``) is written
+        instead, so the round and the run's state still show on the dashboard."""
+        from lumos_ray.errors import InputValidationError
+
+        clean, bad = finite_json(data)
+        if bad:
+            clean["non_finite"] = bad[:MAX_NON_FINITE_KEYS]
+        try:
+            self._append(kind, clean)
+            return
+        except InputValidationError as exc:
+            refused = exc.message
+        except Exception as exc:  # the store is down or misconfigured: skip this event
+            self._store_warning(kind, data, f"run store unavailable ({exc})")
             return
         try:
-            from lumos_ray.store._sql import open_store
-
-            open_store().append_events(f"federated:{self.run_name}", [(kind, data)])
-        except Exception as exc:
-            self._store_ok = False
-            print(
-                f"[lumos federate] run store unavailable ({exc}); metrics stay in {self.dir}",
-                flush=True,
+            self._append(kind, _fallback(clean, refused))
+            self._store_warning(
+                kind,
+                data,
+                f"run store refused the event ({refused}); stored "
+                "its top-level numbers and text only",
+                partly=True,
             )
+        except Exception as exc:
+            self._store_warning(
+                kind, data, f"run store refused the event ({refused}) and its smaller form ({exc})"
+            )
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        from lumos_ray.store._sql import open_store
+
+        open_store().append_events(f"federated:{self.run_name}", [(kind, data)])
+
+    def _store_warning(
+        self, kind: str, data: dict[str, Any], reason: str, *, partly: bool = False
+    ) -> None:
+        """Say on stdout and in status.json (``lumos federate status --json``) which
+        event the store lacks and why; the files here keep everything."""
+        where = f"{kind} (round {data['round']})" if "round" in data else kind
+        line = f"{where}: {reason}"[: 2 * _MAX_TEXT]
+        self._store_failures += 1
+        warnings = self._status.setdefault("store_warnings", [])
+        warnings.append({"at": time.time(), "event": kind, "warning": line})
+        del warnings[:-MAX_STORE_WARNINGS]
+        self._status["store_warnings_total"] = self._store_failures
+        self._write_status()
+        print(
+            f"[lumos federate] WARNING: {line}. The run store (what the dashboard shows) "
+            f"{'has only part of' if partly else 'lacks'} this event; all of it is in "
+            f"{self.dir}. Later events are still written.",
+            flush=True,
+        )
 
     def _write_status(self) -> None:
         tmp = self.dir / "status.json.tmp"
-        tmp.write_text(json.dumps(self._status, indent=2, default=str))
+        tmp.write_text(json.dumps(self._status, indent=2, default=_plain))
         tmp.replace(self.dir / "status.json")
 
     def record(self, rec: RoundRecord) -> None:
         self.rounds.append(rec)
         with (self.dir / "rounds.jsonl").open("a") as f:
-            f.write(json.dumps(asdict(rec)) + "\n")
+            f.write(json.dumps(asdict(rec), default=_plain) + "\n")
         self._status["rounds_done"] = rec.round
         self._status["last_round"] = asdict(rec)
         self._write_status()
@@ -115,6 +181,67 @@ class RunRecorder:
         self._status.update(state=state, finished_at=time.time(), **extra)
         self._write_status()
         self._event("federated.finished", {"state": state, **extra})
+
+
+def finite_json(value: Any) -> tuple[Any, list[str]]:
+    """A copy of ``value`` whose non-finite numbers (NaN, inf) are None, and the keys
+    where they were (``loss``, ``extra.loss``, ``final.losses[2]``).
+
+    Why: the store refuses NaN (strict JSON, as PostgreSQL's json type), and NumPy
+    scalars (a loss as ``np.float32``) are not JSON at all: real numbers become plain
+    ``float``/``int``."""
+    found: list[str] = []
+    return _finite(value, "", found, 0), found
+
+
+def _finite(value: Any, path: str, found: list[str], depth: int) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        x = float(value)
+        if math.isfinite(x):
+            return x
+        found.append(path or "value")
+        return None
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: _finite(v, f"{path}.{k}" if path else str(k), found, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_finite(v, f"{path}[{i}]", found, depth + 1) for i, v in enumerate(value)]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what json cannot write in the run's files: NumPy scalars as numbers
+    (a loss as ``np.float32`` must not fail the round), anything else as text."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)
+
+
+def _fallback(data: dict[str, Any], reason: str) -> dict[str, Any]:
+    """What is left of a refused event: its top-level numbers, booleans and (cut) text,
+    the ``non_finite`` list, and why the store refused the whole event."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if not isinstance(k, str):
+            continue
+        if v is None or isinstance(v, bool | int | float):
+            out[k] = v
+        elif isinstance(v, str):
+            out[k] = v[:_MAX_TEXT]
+    if isinstance(data.get("non_finite"), list):
+        out["non_finite"] = data["non_finite"]
+    out["store_refused"] = reason[:_MAX_TEXT]
+    return out
 
 
 def _progress_line(rec: RoundRecord) -> str:
