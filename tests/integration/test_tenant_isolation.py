@@ -219,6 +219,15 @@ def test_adapter_of_another_tenant_is_not_found(env: dict[str, Any], tmp_path: P
         served = r.json()["error"]["message"].split("Served:")[1]
         assert "iso-a-lora" not in served and "iso-shared-lora" in served  # B's own view
 
+    # B registers the same name: it gets its own and A's is untouched (one namespace
+    # for all refused this, which told B that some tenant had that name).
+    reg.register("iso-a-lora", src, base_model="lumos-tiny", tenant=B)
+    assert reg.get_for("iso-a-lora", B).tenant == B and reg.get_for("iso-a-lora", A).tenant == A
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for t in (A, B):
+            rows = c.get("/v1/adapters", headers=_h(keys[t])).json()["data"]
+            assert [r["tenant"] for r in rows if r["name"] == "iso-a-lora"] == [t]
+
 
 def test_usage_of_another_tenant_is_not_found(env: dict[str, Any]) -> None:
     from lumos_ray.errors import NotFoundError
