@@ -171,6 +171,9 @@ class Gateway:
         self.hosts = frozenset(h.lower() for h in gcfg.allowed_hosts)
         self.metrics = GatewayMetrics()
         self.registry = AdapterRegistry(self.config.resolved_adapters_dir())
+        # Old-layout tenant adapters move into their namespaces now, not inside the
+        # first tenant's request (that scan reads every tenant's old entries).
+        self.registry.migrate()
         self._stream_handles: dict[str, Any] = {}
         self._default_tenant: str | None = None
         _trace.setup()
