@@ -158,9 +158,10 @@ def _merge(spec: FinetuneJobSpec, adapter_dir: Path, out: Path) -> Path:
 
 
 def _register(spec: FinetuneJobSpec, adapter_dir: Path, metadata: dict[str, Any]) -> str:
-    """Publish the adapter as the job's tenant's own (``LUMOS_TENANT``: other tenants
-    never see it), refused (QuotaExceededError) when it would take the tenant past its
-    plan's storage limit."""
+    """Publish the adapter in the job's tenant's own namespace of the registry
+    (``LUMOS_TENANT``: other tenants never see it, and may hold the same name),
+    refused (QuotaExceededError) when it would take the tenant past its plan's storage
+    limit."""
     from lumos_ray.adapters import AdapterRegistry
     from lumos_ray.config import LumosSettings
     from lumos_ray.platform import default_platform
