@@ -372,6 +372,7 @@ class AgentActor:
         fresh: bool = False,
         concurrent_input: str | None = None,
         turn_id: str | None = None,
+        defer_save: bool = False,
     ) -> AgentResult:
         strategy = check_strategy(concurrent_input or self.spec.concurrent_input)
         gate = self._gates.get(thread_id)
@@ -384,7 +385,9 @@ class AgentActor:
             async with gate.lock:
                 turn = Turn()
                 turn.task = asyncio.create_task(
-                    self._turn_body(input, thread_id, run_id, carrier, emit, fresh, turn, turn_id)
+                    self._turn_body(
+                        input, thread_id, run_id, carrier, emit, fresh, turn, turn_id, defer_save
+                    )
                 )
                 gate.current = turn
                 try:
@@ -479,6 +482,7 @@ class AgentActor:
         fresh: bool,
         turn: Turn,
         turn_id: str | None,
+        defer_save: bool = False,
     ) -> AgentResult:
         if self._slot is not None:
             await self._slot.ensure()  # AgentConcurrencyError over the plan's limit
@@ -531,7 +535,13 @@ class AgentActor:
             )
             turn.committing = True  # the commit point: newer input no longer cancels it
             start = len(hist)
-            if self.spec.memory.history:
+            if defer_save and self.spec.memory.history and self.spec.memory.persist:
+                # The caller (the runner) saves the turn with its step's checkpoint.
+                # Until then the store lacks it, so the cache must not hold the thread:
+                # the next turn on it reads the store.
+                self._threads.pop(thread_id, None)
+                self._turn_starts.pop(thread_id, None)
+            elif self.spec.memory.history:
                 await asyncio.shield(self._commit(thread_id, hist, result.new_messages, turn_id))
             if self.spec.memory.semantic or self.spec.memory.summarize:
                 self._after_turn(thread_id, start, result)
@@ -546,15 +556,18 @@ class AgentActor:
         fresh: bool = False,
         concurrent_input: str | None = None,
         turn_id: str | None = None,
+        defer_save: bool = False,
     ) -> AgentResult:
         """One turn. ``fresh``: the caller knows ``thread_id`` has never been used (the
         runner's per-step thread of a run's first attempt), so no history is read.
         ``concurrent_input``: what this input does if the thread is busy (default: the
         agent's ``concurrent_input``). ``turn_id``: the caller's id for this turn (the
         same when Ray retries the call): a turn the thread already holds is answered
-        from the store, not run and saved twice."""
+        from the store, not run and saved twice. ``defer_save``: the caller saves the
+        turn's messages (``result.new_messages``) itself, with its own write (the
+        runner: in the step's checkpoint transaction); the actor does not."""
         return await self._turn(
-            input, thread_id, run_id, carrier, None, fresh, concurrent_input, turn_id
+            input, thread_id, run_id, carrier, None, fresh, concurrent_input, turn_id, defer_save
         )
 
     async def run_stream(
@@ -566,6 +579,7 @@ class AgentActor:
         fresh: bool = False,
         concurrent_input: str | None = None,
         turn_id: str | None = None,
+        defer_save: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -575,7 +589,15 @@ class AgentActor:
         async def work() -> AgentResult:
             try:
                 return await self._turn(
-                    input, thread_id, run_id, carrier, emit, fresh, concurrent_input, turn_id
+                    input,
+                    thread_id,
+                    run_id,
+                    carrier,
+                    emit,
+                    fresh,
+                    concurrent_input,
+                    turn_id,
+                    defer_save,
                 )
             finally:
                 queue.put_nowait(None)

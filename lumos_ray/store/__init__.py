@@ -31,6 +31,7 @@ from lumos_ray.store._store import (
     TERMINAL_STATES,
     CheckpointWrite,
     RunStore,
+    ThreadMessages,
     open_store,
 )
 from lumos_ray.store._url import CONNECT_TIMEOUT_S, mask_url
@@ -48,6 +49,7 @@ __all__ = [
     "RunStore",
     "ScheduleStore",
     "StoreError",
+    "ThreadMessages",
     "agent_slots",
     "api_keys",
     "audit_heads",

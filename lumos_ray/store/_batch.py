@@ -13,7 +13,9 @@ The writes it knows (each is one run's part of a batch):
 
 - :class:`RunCreate`: a new run row (status, lease and trace in the same insert);
 - :class:`~lumos_ray.store.CheckpointWrite`: a finished step's checkpoint and the
-  events emitted before it (``path=None``: events only);
+  events emitted before it (``path=None``: events only), and the step's agent turn
+  when the runner saves it (the turn's messages and its checkpoint are durable
+  together, and the agent's own write leaves a durable run's critical path);
 - :class:`RunUpdate`: a run's status and other fields, plus events written with it.
 
 Event sequence numbers are taken inside the transaction (as ``RunStore`` does) and
@@ -105,6 +107,13 @@ def check_write(store: RunStore, w: Write) -> None:
         if w.path is not None:
             _check("path", w.path)
         _check_events(w.events)
+        if w.thread is not None:
+            if w.path is None:
+                raise InputValidationError(
+                    "An agent turn is saved with a step's checkpoint; this write has none.",
+                    fix="Give the CheckpointWrite the step's path.",
+                )
+            store._check_threads([w.thread])
     else:
         raise InputValidationError(
             f"GroupCommitter takes RunCreate, RunUpdate or CheckpointWrite, got "
@@ -186,6 +195,10 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
             store, c, checkpoints, (checkpoints.c.run_id, checkpoints.c.path), cp_rows
         )
         stored = {id(cp) for key, cp in first.items() if key in new_cps}
+        # The steps' agent turns, with their checkpoints (and only with a new one).
+        turns = [cp.thread for cp in first.values() if cp.thread is not None and id(cp) in stored]
+        if turns:
+            store._insert_messages(c, turns)
 
         # 4. Status changes: one executemany per set of columns changed. Two changes
         # of one run in a batch are applied in their order instead.

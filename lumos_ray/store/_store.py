@@ -63,6 +63,7 @@ __all__ = [
     "TERMINAL_STATES",
     "CheckpointWrite",
     "RunStore",
+    "ThreadMessages",
     "open_store",
 ]
 
@@ -82,15 +83,29 @@ Event = tuple[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class ThreadMessages:
+    """An agent turn's new messages, appended to its thread (``turn_id`` marks the
+    turn's first message, as :meth:`RunStore.append_messages_many` does)."""
+
+    agent: str
+    thread_id: str
+    messages: Sequence[dict[str, Any]]
+    turn_id: str | None = None
+
+
+@dataclass(frozen=True)
 class CheckpointWrite:
     """One run's part of a group commit (:meth:`RunStore.save_many`): a finished step's
     checkpoint (``path``, ``output``) and the events emitted before it. ``path=None``
-    writes only the events."""
+    writes only the events. ``thread``: the step's agent turn, saved in the same
+    transaction as its checkpoint (and only if the checkpoint is: a step that already
+    had one keeps its first turn too)."""
 
     run_id: str
     path: str | None = None
     output: Any = None
     events: Sequence[Event] = field(default_factory=tuple)
+    thread: ThreadMessages | None = None
 
 
 def _check(kind: str, value: Any) -> str:
@@ -567,6 +582,7 @@ class RunStore:
             )
         by_run: dict[str, list[Event]] = {}
         cps: dict[tuple[str, str], Any] = {}
+        owners: dict[tuple[str, str], CheckpointWrite] = {}
         for it in items:
             if not isinstance(it, CheckpointWrite):
                 raise InputValidationError(
@@ -576,7 +592,10 @@ class RunStore:
             _check("run_id", it.run_id)
             by_run.setdefault(it.run_id, []).extend(_check_events(it.events))
             if it.path is not None:
-                cps.setdefault((it.run_id, _check("path", it.path)), it.output)
+                key = (it.run_id, _check("path", it.path))
+                cps.setdefault(key, it.output)
+                owners.setdefault(key, it)
+        self._check_threads([it.thread for it in owners.values() if it.thread is not None])
         now = time.time()
         with self._write() as c:
             self._insert_events(c, by_run, now)
@@ -603,6 +622,13 @@ class RunStore:
             ]
             if rows:
                 c.execute(self._upsert()(checkpoints).on_conflict_do_nothing(), rows)
+            turns = [
+                it.thread
+                for key, it in owners.items()
+                if it.thread is not None and key not in existing
+            ]
+            if turns:
+                self._insert_messages(c, turns)
         return sorted(existing)
 
     def load_checkpoints(self, run_id: str) -> dict[str, Any]:
@@ -682,23 +708,38 @@ class RunStore:
         """Several threads' new messages in ONE transaction (group commit). An item
         ``(thread_id, messages, turn_id)`` marks its first message with the turn's id
         (see :meth:`load_threads`)."""
-        _check("agent", agent)
-        by_thread: dict[str, list[tuple[dict[str, Any], str | None]]] = {}
-        for item in items:
-            thread_id, new = item[0], item[1]
-            turn_id = item[2] if len(item) > 2 else None
-            if turn_id is not None:
-                _check("turn_id", turn_id)
-            rows_of = by_thread.setdefault(_check("thread_id", thread_id), [])
-            rows_of.extend((m, turn_id if i == 0 else None) for i, m in enumerate(new))
-        by_thread = {t: m for t, m in by_thread.items() if m}
-        if not by_thread:
+        turns = [
+            ThreadMessages(agent, item[0], item[1], item[2] if len(item) > 2 else None)
+            for item in items
+        ]
+        self._check_threads(turns)
+        if not any(t.messages for t in turns):
             return
-        if sum(len(m) for m in by_thread.values()) > MAX_BATCH:
+        with self._write() as c:
+            self._insert_messages(c, turns)
+
+    def _check_threads(self, turns: Sequence[ThreadMessages]) -> None:
+        """Keys, turn ids and the batch bound of agent turns about to be appended."""
+        for t in turns:
+            _check("agent", t.agent)
+            _check("thread_id", t.thread_id)
+            if t.turn_id is not None:
+                _check("turn_id", t.turn_id)
+        if sum(len(t.messages) for t in turns) > MAX_BATCH:
             raise InputValidationError(
                 f"More than {MAX_BATCH} messages in one write.", fix="Write smaller batches."
             )
-        with self._write() as c:
+
+    def _insert_messages(self, c: Connection, turns: Sequence[ThreadMessages]) -> None:
+        """Append checked turns inside the caller's transaction, numbered per thread."""
+        by_agent: dict[str, dict[str, list[tuple[dict[str, Any], str | None]]]] = {}
+        for t in turns:
+            rows_of = by_agent.setdefault(t.agent, {}).setdefault(t.thread_id, [])
+            rows_of.extend((m, t.turn_id if i == 0 else None) for i, m in enumerate(t.messages))
+        for agent, by_thread in sorted(by_agent.items()):  # one lock order: no deadlock
+            by_thread = {t: m for t, m in by_thread.items() if m}
+            if not by_thread:
+                continue
             self._lock_keys(c, f"messages\x1f{agent}", by_thread)
             last = self._next_seqs(c, messages, "thread_id", set(by_thread), agent=agent)
             rows = [

@@ -34,6 +34,7 @@ from lumos_ray.runtime import (
     remote_function,
     unwrap_error,
 )
+from lumos_ray.store import ThreadMessages
 from lumos_ray.workflows._definition import (
     AgentStep,
     FunctionStep,
@@ -142,20 +143,22 @@ _MAX_AGENT_HANDLES = 1000  # distinct agent specs whose handles a runner keeps
 
 
 class Engine:
-    """One run's execution. ``record(path, output)`` persists a checkpoint;
-    ``emit(type, data)`` records an event."""
+    """One run's execution. ``record(path, output, thread)`` persists a checkpoint
+    (``thread``: the step's agent turn, when ``save_turns``, else None); ``emit(type,
+    data)`` records an event."""
 
     def __init__(
         self,
         run_id: str,
         workflow: Workflow,
         checkpoints: dict[str, Any],
-        record: Callable[[str, Any], Any],
+        record: Callable[[str, Any, ThreadMessages | None], Any],
         emit: Callable[[str, dict[str, Any]], None],
         agents: OrderedDict[int, tuple[Any, Any]] | None = None,
         fresh: bool = False,
         durable: Callable[[], Awaitable[None]] | None = None,
         tenant: str | None = None,
+        save_turns: bool = False,
     ) -> None:
         self.run_id = run_id
         self.tenant = tenant
@@ -169,6 +172,13 @@ class Engine:
         self.done = checkpoints
         self.record = record
         self.emit = emit
+        # An agent step on the run's own thread leaves saving its turn to `record`, in
+        # the step's checkpoint transaction: one commit less on a durable run's path,
+        # and the turn and its checkpoint are stored together or not at all. Only the
+        # run's own threads: a named thread may be another run's or a user's, whose
+        # next turn must see this one as soon as the agent answers.
+        self.save_turns = save_turns
+        self._unsaved: dict[str, ThreadMessages] = {}
         # Agent handles by spec identity, shared across runs by the runner: finding an
         # agent's actors and checking its spec cost a round trip each, once per spec
         # instead of once per run. The spec is kept with its handle (an id is unique
@@ -224,7 +234,7 @@ class Engine:
             value = await self._execute(wf, step, scope, path)
             if leaf:
                 value = _storable(value, path)
-                await self.record(path, value)
+                await self.record(path, value, self._unsaved.pop(path, None))
                 self.done[path] = value
         key = step.key()
         if keep and key:
@@ -395,6 +405,8 @@ class Engine:
         thread = render(step.thread, scope) if step.thread else f"{self.run_id}/{path}"
         new_thread = not step.thread or (isinstance(step, AgentTurn) and step.new_thread)
         fresh = self.fresh and new_thread and attempt == 1
+        defer = self.save_turns and not step.thread and spec.memory.history and spec.memory.persist
+        turn_id = uuid.uuid4().hex  # the same if Ray retries the call
         message = render(step.input, scope)
         actor = handle.actor(thread)
         if spec.stream:
@@ -406,7 +418,8 @@ class Engine:
                     run_id=self.run_id,
                     carrier=carrier,
                     fresh=fresh,
-                    turn_id=uuid.uuid4().hex,  # the same if Ray retries the call
+                    turn_id=turn_id,
+                    defer_save=defer,
                 )
                 async for ref in gen:
                     ev = await ref
@@ -427,11 +440,14 @@ class Engine:
                 run_id=self.run_id,
                 carrier=carrier,
                 fresh=fresh,
-                turn_id=uuid.uuid4().hex,
+                turn_id=turn_id,
+                defer_save=defer,
             )
             result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:
                 self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})
+        if defer and result.new_messages:
+            self._unsaved[path] = ThreadMessages(spec.name, thread, result.new_messages, turn_id)
         if isinstance(step, AgentTurn):
             return turn_output(result)
         return result.output

@@ -26,7 +26,7 @@ from typing import Any
 
 from lumos_ray import tracing
 from lumos_ray.errors import RunStateError, WorkflowDefinitionError
-from lumos_ray.store import TERMINAL_STATES, CheckpointWrite, open_store
+from lumos_ray.store import TERMINAL_STATES, CheckpointWrite, ThreadMessages, open_store
 from lumos_ray.store._batch import Committed, GroupCommitter, RunCreate, RunUpdate, Write
 from lumos_ray.workflows._definition import Workflow
 from lumos_ray.workflows._engine import Engine, Suspend, validate_json
@@ -292,8 +292,10 @@ class Runner:
         # of a step that is not durable yet.
         pending: list[asyncio.Future[Committed]] = []
 
-        async def record(path: str, value: Any) -> None:
-            pending.append(self._submit(CheckpointWrite(run_id, path, value, events.take())))
+        async def record(path: str, value: Any, thread: ThreadMessages | None = None) -> None:
+            pending.append(
+                self._submit(CheckpointWrite(run_id, path, value, events.take(), thread))
+            )
 
         async def durable() -> None:
             while pending:
@@ -349,6 +351,7 @@ class Runner:
                 fresh=fresh,
                 durable=durable,
                 tenant=self.store.tenant_id,
+                save_turns=True,
             )
             try:
                 output = await engine.run(row["input"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lumos_ray.errors import InputValidationError
-from lumos_ray.store import CheckpointWrite, RunStore
+from lumos_ray.store import CheckpointWrite, RunStore, ThreadMessages
 from lumos_ray.store._batch import GroupCommitter, RunCreate, RunUpdate, write_batch
 
 
@@ -102,3 +102,36 @@ def test_committer_batches_and_isolates_bad_writes(store: RunStore) -> None:
     assert len(store.list_runs(limit=100)) == 50
     assert store.load_checkpoints("r3") == {"0.a": 3}
     assert gc.commits < gc.writes  # grouped: fewer transactions than writes
+
+
+def test_a_steps_agent_turn_is_stored_with_its_checkpoint_only(store: RunStore) -> None:
+    said = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    write_batch(store, [RunCreate("r1", "wf", "v1")])
+    turn = ThreadMessages("helper", "r1/0.ask", said, "turn-1")
+    out = write_batch(store, [CheckpointWrite("r1", "0.ask", "yo", (), turn)])
+    assert out[0].stored
+    msgs, turns = store.load_threads("helper", ["r1/0.ask"])["r1/0.ask"]
+    assert msgs == said and turns == {"turn-1": 0}
+    # The same step again (a replayed attempt): its first checkpoint and turn stand.
+    again = ThreadMessages("helper", "r1/0.ask", [{"role": "user", "content": "x"}], "turn-2")
+    out = write_batch(store, [CheckpointWrite("r1", "0.ask", "other", (), again)])
+    assert not out[0].stored
+    assert store.load_messages_many("helper", ["r1/0.ask"])["r1/0.ask"] == said
+    # RunStore.save_many keeps the same rule.
+    store.save_many(
+        [CheckpointWrite("r1", "1.ask", 1, (), again), CheckpointWrite("r1", "0.ask", 2, (), again)]
+    )
+    assert store.load_messages_many("helper", ["r1/0.ask"])["r1/0.ask"] == [
+        *said,
+        again.messages[0],
+    ]
+
+
+def test_a_turn_without_a_checkpoint_is_refused_before_the_batch(store: RunStore) -> None:
+    from lumos_ray.store._batch import check_write
+
+    turn = ThreadMessages("helper", "t", [{"role": "user"}])
+    with pytest.raises(InputValidationError, match="checkpoint"):
+        check_write(store, CheckpointWrite("r1", None, None, (), turn))
+    with pytest.raises(InputValidationError, match="thread_id"):
+        check_write(store, CheckpointWrite("r1", "0.a", 1, (), ThreadMessages("h", "", [])))
