@@ -482,7 +482,8 @@ def plot(data: list[dict[str, Any]], folder: Path) -> list[Path]:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent HTTP clients (gateway, platform on)")
         ax.set_ylabel("req/s (solid)")
-        ax2.set_ylabel("p95 latency (ms, dashed)")
+        ax2.set_yscale("log")
+        ax2.set_ylabel("p95 latency (ms, dashed, log)")
         ax.legend(loc="upper left", fontsize=7)
         ax.grid(alpha=0.3)
         path = folder / "scale_gateway.png"
