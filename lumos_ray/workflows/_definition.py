@@ -91,6 +91,12 @@ class AgentStep(StepBase):
     thread: str | None = Field(
         default=None, description="Thread id (expression); default per step."
     )
+    concurrent_input: Literal["reject", "enqueue", "interrupt", "rollback"] | None = Field(
+        default=None,
+        description="What this step's input does if its thread is busy with another turn "
+        "(a named thread another run or a user also talks on); default: the agent's own "
+        "concurrent_input.",
+    )
 
 
 class ToolStep(StepBase):

@@ -420,6 +420,7 @@ class Engine:
                     fresh=fresh,
                     turn_id=turn_id,
                     defer_save=defer,
+                    concurrent_input=step.concurrent_input,
                 )
                 async for ref in gen:
                     ev = await ref
@@ -442,6 +443,7 @@ class Engine:
                 fresh=fresh,
                 turn_id=turn_id,
                 defer_save=defer,
+                concurrent_input=step.concurrent_input,
             )
             result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:

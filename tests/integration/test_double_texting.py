@@ -160,3 +160,30 @@ async def test_per_call_strategy_overrides_the_agents(tmp_path):
         await b
     gate.touch()
     assert (await a).output == f"answer to hold:{gate}"
+
+
+async def test_a_workflow_step_chooses_its_own_concurrent_input(tmp_path):
+    """A step on a named thread that a user is talking on: `reject` there fails the
+    step with ThreadBusyError (the agent's own default, enqueue, would have waited);
+    the user's turn is untouched."""
+    from lumos_ray import AgentStep, Workflow, execute_run
+
+    gate = tmp_path / "go"
+    spec = Agent(name="dt-step", model=FunctionModel(gated_model), tools=[hold_tool])
+    h = spec.deploy()
+    await h.ensure_current()
+    user_turn = asyncio.create_task(h.run(f"hold:{gate}", thread_id="shared"))
+    await asyncio.sleep(0.5)  # the user's turn holds the thread (it waits on the gate)
+    wf = Workflow(
+        name="dt-step-reject",
+        agents=[spec],
+        steps=[AgentStep(id="ask", agent="dt-step", thread="shared", concurrent_input="reject")],
+    )
+    info = await execute_run(wf, "from the workflow", timeout=120)
+    assert info.status == "failed"
+    assert info.error["code"] == "LUMOS-E016", info.error
+    gate.touch()
+    assert (await user_turn).output == f"answer to hold:{gate}"
+    assert [m["content"] for m in await h.history("shared") if m["role"] == "user"] == [
+        f"hold:{gate}"
+    ]
