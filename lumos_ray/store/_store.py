@@ -675,9 +675,17 @@ class RunStore:
         """This tenant's event logs whose run id starts with ``prefix``, most recently
         written first: ``{"run_id", "first_ts", "last_ts", "events"}``. Why: federated
         runs keep events under ``federated:<name>`` without a runs row (the dashboard
-        lists them). A range on the key, not LIKE: no wildcards, and it uses the index."""
+        lists them). SQLite: a range on the key (its BINARY collation orders by code
+        point, and the range uses the index). PostgreSQL: ``LIKE 'prefix%'`` with the
+        prefix's wildcards escaped, because a database created with a language
+        collation (en_US.UTF-8, the usual default) orders strings ignoring punctuation,
+        so ``run_id < 'federated;'`` would leave out every ``federated:...``."""
         _check("run_id", prefix)
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        if self.backend == "postgresql":
+            match = events.c.run_id.startswith(prefix, autoescape=True)
+        else:
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            match = (events.c.run_id >= prefix) & (events.c.run_id < upper)
         last = func.max(events.c.ts)
         query = (
             select(
@@ -688,8 +696,7 @@ class RunStore:
             )
             .where(
                 events.c.tenant_id == self.tenant_id,
-                events.c.run_id >= prefix,
-                events.c.run_id < upper,
+                match,
             )
             .group_by(events.c.run_id)
             .order_by(last.desc(), events.c.run_id)

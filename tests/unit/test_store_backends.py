@@ -246,3 +246,17 @@ def test_concurrent_writers(store_backend: str, make_store: MakeStore) -> None:
     assert len(msgs) == per_thread * len(stores)
     for i in range(len(stores)):
         assert [m["k"] for m in msgs if m["w"] == i] == list(range(per_thread))
+
+
+def test_event_logs_by_prefix_match_exactly(store_backend: str, make_store: MakeStore) -> None:
+    """Federated runs keep events under ``federated:<name>`` with no runs row; the
+    dashboard lists them by prefix: exact (no wildcard, no neighbour) and per tenant."""
+    s = make_store()
+    for run_id in ("federated:a", "federated:b_1", "federated;x", "federatedz", "run-1"):
+        s.append_events(run_id, [("e", {})])
+    s.append_events("federated:b_1", [("e", {})])
+    make_store("other").append_events("federated:theirs", [("e", {})])
+    got = {r["run_id"]: r["events"] for r in s.event_logs("federated:")}
+    assert got == {"federated:a": 1, "federated:b_1": 2}
+    assert [r["run_id"] for r in s.event_logs("federated:b_")] == ["federated:b_1"]
+    assert s.event_logs("federated:%") == []  # a wildcard in the prefix is a character
