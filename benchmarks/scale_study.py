@@ -503,7 +503,11 @@ def plot(data: list[dict[str, Any]], folder: Path) -> list[Path]:
         uss = [sum(p["uss_mib"].values()) / 1024 for p in pts]
         ax2.plot(xs, uss, marker="s", color="tab:red", label="USS router+shard")
         ax2.set_ylabel("RAG actors USS (GiB)")
-        ax.legend(loc="upper left", fontsize=7)
+        ax.set_ylim(bottom=0)
+        ax2.set_ylim(bottom=0)
+        if latest["rag"].get("stopped"):
+            ax.set_title(f"stopped at {xs[-1]:,} chunks (time budget)", fontsize=8)
+        ax.legend(loc="lower left", fontsize=7)
         ax2.legend(loc="lower right", fontsize=7)
         ax.grid(alpha=0.3)
         path = folder / "scale_rag.png"
