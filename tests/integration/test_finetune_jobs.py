@@ -185,7 +185,9 @@ def _checkpoints_on_disk(run_dir: Path) -> dict[str, int]:
     }
 
 
-def test_submit_to_ray_start_head_kill_and_resume(head: tuple[str, str], tmp_path: Path) -> None:
+def test_submit_to_ray_start_head_kill_and_resume(
+    head: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lumos_ray.adapters import AdapterRegistry
     from lumos_ray.models import tiny_model_path
 
@@ -297,3 +299,55 @@ output: {{storage_dir: runs, registry_dir: registry, adapter_name: resumed}}
     assert "LUMOS_PROGRESS" in logs["logs"] and "LUMOS_RESULT" not in logs["logs"]
     shown = _lumos("finetune", "status", res["job_id"], "--address", head_address, home=home)
     assert shown["result"]["metrics"]["step"] == total, shown
+
+    # 5. The dashboard lists the same jobs through this live Jobs API, as its key's
+    # tenant (the jobs were submitted as `default`): both listed, the finished one with
+    # its loss curve from the progress lines; another tenant's key sees neither.
+    _dashboard_sees_the_jobs(head_address, home, monkeypatch, job1, res["job_id"], total)
+
+
+def _dashboard_sees_the_jobs(
+    address: str, home: Path, monkeypatch: pytest.MonkeyPatch, stopped: str, done: str, steps: int
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from lumos_ray.serve import GatewayConfig, ServeConfig
+    from lumos_ray.serve._config import ApiKeySpec
+    from lumos_ray.serve._gateway import _GATEWAY, Gateway, build_app
+
+    monkeypatch.setenv("LUMOS_JOBS_ADDRESS", address)
+    monkeypatch.setenv("LUMOS_HOME", str(home))
+    keys = {"sk-jobs-default": "default", "sk-jobs-other": "other"}
+    cfg = ServeConfig(
+        gateway=GatewayConfig(
+            api_keys=[ApiKeySpec(key=k, tenant=t, role="viewer") for k, t in keys.items()],
+            api_keys_env=None,
+        ),
+        adapters_dir=str(home / "adapters"),
+    )
+    Gateway(cfg.model_dump_json(), llm_handles={})
+    try:
+        for key, tenant in keys.items():
+            with TestClient(build_app(), follow_redirects=False) as c:
+                r = c.post(
+                    "/ui/login",
+                    data={"key": key, "next": "/ui/jobs"},
+                    headers={"Origin": "http://testserver"},
+                )
+                assert r.status_code == 303, r.text
+                listed = c.get("/ui/jobs")
+                assert listed.status_code == 200, listed.text
+                page = c.get(f"/ui/jobs/{done}")
+                if tenant == "other":
+                    assert stopped not in listed.text and done not in listed.text
+                    assert page.status_code == 404
+                    continue
+                assert stopped in listed.text and done in listed.text
+                assert page.status_code == 200 and "SUCCEEDED" in page.text
+                data = page.text.split('id="loss-data">', 1)[1].split("</script>", 1)[0]
+                chart = json.loads(data)
+                assert chart["steps"][-1] == steps and len(chart["series"]["loss"]) == len(
+                    chart["steps"]
+                )
+    finally:
+        _GATEWAY.clear()
