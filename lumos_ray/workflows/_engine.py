@@ -409,19 +409,18 @@ class Engine:
         turn_id = uuid.uuid4().hex  # the same if Ray retries the call
         message = render(step.input, scope)
         actor = handle.actor(thread)
+        kwargs = {
+            "run_id": self.run_id,
+            "carrier": carrier,
+            "fresh": fresh,
+            "turn_id": turn_id,
+            "defer_save": defer,
+            "concurrent_input": step.concurrent_input,
+        }
         if spec.stream:
 
             async def consume() -> Any:
-                gen = actor.run_stream.remote(
-                    message,
-                    thread,
-                    run_id=self.run_id,
-                    carrier=carrier,
-                    fresh=fresh,
-                    turn_id=turn_id,
-                    defer_save=defer,
-                    concurrent_input=step.concurrent_input,
-                )
+                gen = actor.run_stream.remote(message, thread, **kwargs)
                 async for ref in gen:
                     ev = await ref
                     if ev["type"] == "result":
@@ -435,16 +434,7 @@ class Engine:
             if result is None:
                 return None
         else:
-            ref = actor.run.remote(
-                message,
-                thread,
-                run_id=self.run_id,
-                carrier=carrier,
-                fresh=fresh,
-                turn_id=turn_id,
-                defer_save=defer,
-                concurrent_input=step.concurrent_input,
-            )
+            ref = actor.run.remote(message, thread, **kwargs)
             result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:
                 self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})

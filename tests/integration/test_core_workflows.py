@@ -327,3 +327,31 @@ async def test_execute_run_with_the_callers_id_is_a_retry_not_a_second_run():
     other = Workflow(name="exec_other", steps=[fn("identity", id="a", x=2)])
     with pytest.raises(RunStateError):
         await execute_run(other, run_id="exec-retry-1", timeout=60)
+
+
+async def test_a_streaming_agent_step_emits_its_tokens_and_its_turn_is_saved_with_the_run():
+    """An agent with ``stream=True`` in a workflow: its token deltas become run events,
+    and its turn on the run's own thread is stored by the runner with the step's
+    checkpoint (the agent does not save it itself)."""
+    from lumos_ray import Agent, AgentStep
+    from lumos_ray.store import open_store
+    from lumos_ray.testing import ScriptedModel
+
+    agent = Agent(name="streamer", model=ScriptedModel(["three little words"]), stream=True)
+    wf = Workflow(
+        name="streaming-step",
+        agents=[agent],
+        steps=[AgentStep(id="say", agent="streamer")],
+        output="{{ state.say }}",
+    )
+    info = await execute_run(wf, "speak", timeout=120)
+    assert info.status == "succeeded", info.error
+    assert info.output == "three little words"
+    deltas = [e.data["delta"] async for e in follow_run(info.id) if e.type == "token"]
+    assert "".join(deltas).split() == ["three", "little", "words"]
+    thread = f"{info.id}/0.say"
+    saved = open_store(tenant_id="default").load_messages_many("streamer", [thread])[thread]
+    assert [(m["role"], m["content"]) for m in saved] == [
+        ("user", "speak"),
+        ("assistant", "three little words"),
+    ]
