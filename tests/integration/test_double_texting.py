@@ -133,15 +133,19 @@ async def test_rollback_cancels_the_first_and_keeps_nothing_of_it(tmp_path):
     gate = tmp_path / "never"
     h = _agent("dt-rollback")
     await h.run("before", thread_id="t")
-    a, b = await _two_inputs(h, f"tool:{gate}", "second", concurrent_input="rollback")
+    # The second input goes once the first turn's tool has started (its side effect
+    # happened): Ray does not promise that two calls 1 ms apart reach an async actor in
+    # the order sent, and a second input that arrived first would interrupt nothing.
+    a = asyncio.create_task(h.run(f"tool:{gate}", thread_id="t"))
+    await _wait_for(tmp_path / "never.started")
+    b = asyncio.create_task(h.run("second", thread_id="t", concurrent_input="rollback"))
     r2 = await b
     with pytest.raises(TurnInterruptedError) as err:
         await a
     assert r2.output == "answer to second"
     assert err.value.details["strategy"] == "rollback"
     assert err.value.details["kept_messages"] == 0
-    if (tmp_path / "never.started").exists():  # a side effect happened: it is named
-        assert err.value.details["tools_started"] == ["hold_tool"]
+    assert err.value.details["tools_started"] == ["hold_tool"]  # the side effect is named
     expected = [
         ("user", "before"),
         ("assistant", "answer to before"),
