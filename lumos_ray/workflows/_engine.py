@@ -144,8 +144,8 @@ _MAX_AGENT_HANDLES = 1000  # distinct agent specs whose handles a runner keeps
 
 class Engine:
     """One run's execution. ``record(path, output, thread)`` persists a checkpoint
-    (``thread``: the step's agent turn, when ``save_turns``, else None); ``emit(type,
-    data)`` records an event."""
+    (``thread``: the step's agent turn when it is saved with the checkpoint, else
+    None); ``emit(type, data)`` records an event."""
 
     def __init__(
         self,
@@ -158,7 +158,6 @@ class Engine:
         fresh: bool = False,
         durable: Callable[[], Awaitable[None]] | None = None,
         tenant: str | None = None,
-        save_turns: bool = False,
     ) -> None:
         self.run_id = run_id
         self.tenant = tenant
@@ -177,7 +176,6 @@ class Engine:
         # and the turn and its checkpoint are stored together or not at all. Only the
         # run's own threads: a named thread may be another run's or a user's, whose
         # next turn must see this one as soon as the agent answers.
-        self.save_turns = save_turns
         self._unsaved: dict[str, ThreadMessages] = {}
         # Agent handles by spec identity, shared across runs by the runner: finding an
         # agent's actors and checking its spec cost a round trip each, once per spec
@@ -405,7 +403,7 @@ class Engine:
         thread = render(step.thread, scope) if step.thread else f"{self.run_id}/{path}"
         new_thread = not step.thread or (isinstance(step, AgentTurn) and step.new_thread)
         fresh = self.fresh and new_thread and attempt == 1
-        defer = self.save_turns and not step.thread and spec.memory.history and spec.memory.persist
+        defer = not step.thread and spec.memory.history and spec.memory.persist
         turn_id = uuid.uuid4().hex  # the same if Ray retries the call
         message = render(step.input, scope)
         actor = handle.actor(thread)

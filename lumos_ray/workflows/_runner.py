@@ -351,7 +351,6 @@ class Runner:
                 fresh=fresh,
                 durable=durable,
                 tenant=self.store.tenant_id,
-                save_turns=True,
             )
             try:
                 output = await engine.run(row["input"])
