@@ -568,68 +568,37 @@ class RunStore:
     def save_many(self, items: Sequence[CheckpointWrite]) -> list[tuple[str, str]]:
         """Group commit: several runs' checkpoints and events in ONE transaction.
 
-        For a runner that finishes many steps at once: one transaction (one fsync on
+        For a caller that finishes many steps at once: one transaction (one fsync on
         SQLite, one commit round trip on PostgreSQL) instead of one per step. Events
         keep their order within each item, and items of the same run keep theirs.
         All or nothing, except that a checkpoint whose step already has one is skipped
         (the first one stands; its events are still written), so one run's replayed
         step cannot fail the other runs' writes. Returns the skipped (run_id, path)s.
+
+        The runner's own write path (``_batch.write_batch``) does the work, checks
+        included, so the two cannot drift apart: one implementation of a checkpoint
+        write and of the agent turn saved with it.
         """
+        from lumos_ray.store._batch import check_write, write_batch
+
         if len(items) > MAX_BATCH:
             raise InputValidationError(
                 f"{len(items)} items in one save_many (at most {MAX_BATCH}).",
                 fix="Split the batch.",
             )
-        by_run: dict[str, list[Event]] = {}
-        cps: dict[tuple[str, str], Any] = {}
-        owners: dict[tuple[str, str], CheckpointWrite] = {}
         for it in items:
             if not isinstance(it, CheckpointWrite):
                 raise InputValidationError(
                     f"save_many takes CheckpointWrite items, got {type(it).__name__}.",
                     fix="Wrap each write: CheckpointWrite(run_id, path, output, events).",
                 )
-            _check("run_id", it.run_id)
-            by_run.setdefault(it.run_id, []).extend(_check_events(it.events))
-            if it.path is not None:
-                key = (it.run_id, _check("path", it.path))
-                cps.setdefault(key, it.output)
-                owners.setdefault(key, it)
-        self._check_threads([it.thread for it in owners.values() if it.thread is not None])
-        now = time.time()
-        with self._write() as c:
-            self._insert_events(c, by_run, now)
-            if not cps:
-                return []
-            existing: set[tuple[str, str]] = set()
-            for part in _chunks(sorted({r for r, _ in cps})):
-                found = c.execute(
-                    select(checkpoints.c.run_id, checkpoints.c.path).where(
-                        checkpoints.c.tenant_id == self.tenant_id, checkpoints.c.run_id.in_(part)
-                    )
-                ).tuples()
-                existing.update((str(r), str(p)) for r, p in found if (r, p) in cps)
-            rows = [
-                {
-                    "tenant_id": self.tenant_id,
-                    "run_id": r,
-                    "path": p,
-                    "output": o,
-                    "created_at": now,
-                }
-                for (r, p), o in cps.items()
-                if (r, p) not in existing
-            ]
-            if rows:
-                c.execute(self._upsert()(checkpoints).on_conflict_do_nothing(), rows)
-            turns = [
-                it.thread
-                for key, it in owners.items()
-                if it.thread is not None and key not in existing
-            ]
-            if turns:
-                self._insert_messages(c, turns)
-        return sorted(existing)
+            check_write(self, it)
+        if not items:
+            return []
+        done = write_batch(self, items)
+        return sorted(
+            {(it.run_id, str(it.path)) for it, r in zip(items, done, strict=True) if not r.stored}
+        )
 
     def load_checkpoints(self, run_id: str) -> dict[str, Any]:
         """path -> output of every finished step of the run."""

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from lumos_ray.errors import InputValidationError, NotFoundError
-from lumos_ray.store import CheckpointWrite, RunStore
+from lumos_ray.store import CheckpointWrite, RunStore, ThreadMessages
 
 MakeStore = Callable[..., RunStore]
 
@@ -193,6 +193,32 @@ def test_save_many_group_commit(store_backend: str, make_store: MakeStore) -> No
     assert len(s.read_events("r1")) == 3 and len(s.read_events("r2")) == 2
     with pytest.raises(InputValidationError, match="CheckpointWrite"):
         s.save_many([("r1", "x", 1)])  # type: ignore[list-item]
+
+
+def test_save_many_checks_turns_and_reports_every_skipped_step(
+    store_backend: str, make_store: MakeStore
+) -> None:
+    """save_many is the runner's write path (write_batch) with its checks: an agent
+    turn on an events-only write is refused (it would never be stored) before anything
+    is written, and a step written twice in one batch reports its second write as
+    skipped, as one already stored does."""
+    s = make_store()
+    _run(s, "r1")
+    turn = ThreadMessages("helper", "r1/0.ask", [{"role": "user", "content": "hi"}], "t1")
+    with pytest.raises(InputValidationError, match="checkpoint"):
+        s.save_many(
+            [
+                CheckpointWrite("r1", "0/a", 1, [("e", {})]),
+                CheckpointWrite("r1", None, None, [("e2", {})], turn),
+            ]
+        )
+    assert s.load_checkpoints("r1") == {} and s.read_events("r1") == []
+    skipped = s.save_many(
+        [CheckpointWrite("r1", "0/a", "first", (), turn), CheckpointWrite("r1", "0/a", "again")]
+    )
+    assert skipped == [("r1", "0/a")]
+    assert s.load_checkpoints("r1") == {"0/a": "first"}
+    assert s.load_messages_many("helper", ["r1/0.ask"])["r1/0.ask"] == list(turn.messages)
 
 
 def test_concurrent_writers(store_backend: str, make_store: MakeStore) -> None:
