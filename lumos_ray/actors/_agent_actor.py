@@ -18,7 +18,13 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from lumos_ray import tracing
-from lumos_ray.actors._agent_loop import AgentResult, run_turn, turn_key, user_message
+from lumos_ray.actors._agent_loop import (
+    TOOL_OK,
+    AgentResult,
+    run_turn,
+    turn_key,
+    user_message,
+)
 from lumos_ray.actors._concurrency import (
     ThreadGate,
     Turn,
@@ -46,6 +52,16 @@ __all__ = ["AgentActor", "actor_for", "actor_name", "spec_fingerprint"]
 _CACHE_THREADS = int(os.environ.get("LUMOS_AGENT_CACHE_THREADS", "100000"))
 #: Turn ids remembered per cached thread (a retry is of one of the latest turns).
 _TURNS_KEPT = 32
+
+
+def _tool_ok(message: dict[str, Any]) -> bool:
+    """Whether a stored tool message's call succeeded: the flag the loop saved with it.
+    Only a message saved before the flag existed (an older release's thread) falls back
+    to the loop's failure wording, which is all such a message has."""
+    flag = message.get(TOOL_OK)
+    if isinstance(flag, bool):
+        return flag
+    return not str(message.get("content", "")).startswith("Error: ")
 
 
 def actor_name(agent_name: str, replica: int, tenant: str) -> str:
@@ -449,13 +465,12 @@ class AgentActor:
         end = min((i for i in turns.values() if i > start), default=len(hist))
         new = hist[start:end]
         replies = [m for m in new if m.get("role") == "assistant"]
-        results = {m.get("tool_call_id"): m.get("content") for m in new if m.get("role") == "tool"}
+        outcome = {m.get("tool_call_id"): _tool_ok(m) for m in new if m.get("role") == "tool"}
         calls = []
         for m in replies:
             for c in m.get("tool_calls") or []:
                 fn = c.get("function") or {}
-                # The loop's own failure messages start so (``_agent_loop._run_tool``).
-                ok = not str(results.get(c.get("id"), "")).startswith("Error: ")
+                ok = outcome.get(c.get("id"), False)  # no result: the call never finished
                 calls.append(
                     {
                         "name": fn.get("name"),

@@ -4,6 +4,12 @@ The model's mistakes are data, not crashes: unparseable or schema-violating
 arguments, unknown tools and tool exceptions all go back to the model as a tool
 message it can correct. After ``max_tool_retries`` such errors in one turn, tools
 are withdrawn and the model is asked to answer with what it has.
+
+Each tool message the loop writes says whether its call succeeded (``TOOL_OK``), so a
+turn answered again from the stored thread (a retried call) reports its tool calls as
+they went, not as their text suggests: a tool may succeed with output that reads like
+an error. The flag is the loop's own: it is taken off before messages go to a model
+(an OpenAI-format server may refuse a key it does not know).
 """
 
 from __future__ import annotations
@@ -27,9 +33,35 @@ from lumos_ray.errors import (
     ToolError,
 )
 
-__all__ = ["AgentResult", "run_turn", "turn_key", "user_message"]
+__all__ = [
+    "TOOL_OK",
+    "AgentResult",
+    "for_model",
+    "run_turn",
+    "tool_message",
+    "turn_key",
+    "user_message",
+]
 
 EventSink = Callable[[str, dict[str, Any]], None]
+
+#: Key of a tool message that records whether its call succeeded (True/False).
+TOOL_OK = "ok"
+
+
+def tool_message(call_id: str | None, content: str, ok: bool) -> dict[str, Any]:
+    """A tool call's result as the thread keeps it (with its outcome, see TOOL_OK)."""
+    return {"role": "tool", "tool_call_id": call_id, "content": content, TOOL_OK: ok}
+
+
+def for_model(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` as a model gets them: tool messages without the loop's TOOL_OK."""
+    return [
+        {k: v for k, v in m.items() if k != TOOL_OK}
+        if m.get("role") == "tool" and TOOL_OK in m
+        else m
+        for m in messages
+    ]
 
 
 @dataclass
@@ -177,7 +209,7 @@ async def _run_tools(
     except asyncio.CancelledError:
         for i, c in enumerate(calls):
             if i in done:
-                new.append({"role": "tool", "tool_call_id": c.id, "content": done[i][0]})
+                new.append(tool_message(c.id, *done[i]))
         raise
 
 
@@ -221,7 +253,7 @@ async def run_turn(
     for step in range(1, max_steps + 1):
         with tracing.span("agent.model_call", model=model.name, step=step) as s:
             resp = await _call_model(
-                model, system + history + new, offered, timeout_s, stream, emit
+                model, for_model(system + history + new), offered, timeout_s, stream, emit
             )
             for k, v in resp.usage.items():
                 if isinstance(v, int):
@@ -236,7 +268,7 @@ async def run_turn(
             calls_log.append({"name": call.name, "arguments": shown, "ok": ok})
             if emit is not None:
                 emit("tool_call", {"tool": call.name, "arguments": shown, "ok": ok})
-            new.append({"role": "tool", "tool_call_id": call.id, "content": content})
+            new.append(tool_message(call.id, content, ok))
             errors += 0 if ok else 1
         if errors > max_tool_retries and offered is not None:
             offered = None

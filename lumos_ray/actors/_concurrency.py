@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from lumos_ray.actors._agent_loop import tool_message
 from lumos_ray.errors import InputValidationError, ThreadBusyError, TurnInterruptedError
 
 __all__ = [
@@ -133,10 +134,7 @@ def close_interrupted(partial: list[dict[str, Any]]) -> list[dict[str, Any]]:
     message for each call that had not finished (a tool call without its result is an
     invalid conversation for chat APIs) and the interrupted mark."""
     _, open_calls = tool_calls_of(partial)
-    closing = [
-        {"role": "tool", "tool_call_id": c.get("id"), "content": INTERRUPTED_TOOL}
-        for c in open_calls
-    ]
+    closing = [tool_message(c.get("id"), INTERRUPTED_TOOL, False) for c in open_calls]
     return [*partial, *closing, {"role": "system", "content": INTERRUPTED_MARK}]
 
 
