@@ -463,20 +463,38 @@ def status(run_name: str | None, as_json: bool) -> None:
     st = read_federated_run(run_name)
     if st is None:
         raise NotFoundError(f"no federated run {run_name!r}")
-    emit(
-        st,
-        as_json,
-        lambda s: "\n".join(
-            [f"run {s['run']} ({s['mode']}): {s['state']}"]
-            + [
-                f"  round {r['round']}: global_loss={r['global_loss']} acc={r['global_accuracy']}"
-                f" sites={r['sites_replied']}/{r['sites_sampled']} rejected={r['sites_rejected']}"
-                f" bytes={r['bytes_sent'] + r['bytes_received']}"
-                for r in s["rounds"]
-            ]
-            + ([f"  error: {s['error']}"] if s.get("error") else [])
-        ),
-    )
+    emit(st, as_json, _run_text)
+
+
+#: Characters of one store warning ``federate status`` shows (status.json has it all).
+_WARNING_CHARS = 160
+
+
+def _run_text(s: dict[str, Any]) -> str:
+    """One run's status for people: a line per round, then the error and the run store
+    warnings, if any (the dashboard reads the store: a warning says what it lacks)."""
+    lines = [f"run {s['run']} ({s['mode']}): {s['state']}"]
+    lines += [
+        f"  round {r.get('round')}: global_loss={r.get('global_loss')}"
+        f" acc={r.get('global_accuracy')}"
+        f" sites={r.get('sites_replied')}/{r.get('sites_sampled')}"
+        f" rejected={r.get('sites_rejected')}"
+        f" bytes={(r.get('bytes_sent') or 0) + (r.get('bytes_received') or 0)}"
+        for r in s.get("rounds") or []
+    ]
+    if s.get("error"):
+        lines.append(f"  error: {s['error']}")
+    warnings = [w for w in s.get("store_warnings") or [] if isinstance(w, dict)]
+    if warnings:
+        total = s.get("store_warnings_total") or len(warnings)
+        more = f", the newest {len(warnings)} shown" if total > len(warnings) else ""
+        lines.append(f"  run store warnings ({total}{more}; all in status.json):")
+        for w in warnings:
+            text = " ".join(str(w.get("warning", "")).split())
+            if len(text) > _WARNING_CHARS:
+                text = text[: _WARNING_CHARS - 3] + "..."
+            lines.append(f"    {text}")
+    return "\n".join(lines)
 
 
 def _alive(pid: int) -> bool:

@@ -3,7 +3,8 @@ and OpenTelemetry metrics.
 
 - ``<LUMOS_HOME>/federated/<run>/status.json`` + ``rounds.jsonl``: what ``lumos
   federate status`` reads. A file works everywhere the ServerApp runs, including the
-  SuperLink's subprocess, which has no Ray connection.
+  SuperLink's subprocess, which has no Ray connection. Strict JSON, by the store's
+  rule below (``jq`` and strict parsers refuse the bare ``NaN`` Python would write).
 - The run store (``lumos_ray.store._sql``): events ``federated.started`` /
   ``federated.round`` / ``federated.finished`` under run id ``federated:<run>``. Only
   events, not a ``runs`` row: a row marked running would be adopted by the workflow
@@ -36,6 +37,7 @@ __all__ = [
     "finite_json",
     "list_federated_runs",
     "read_federated_run",
+    "strict_json",
 ]
 
 
@@ -158,13 +160,13 @@ class RunRecorder:
 
     def _write_status(self) -> None:
         tmp = self.dir / "status.json.tmp"
-        tmp.write_text(json.dumps(self._status, indent=2, default=_plain))
+        tmp.write_text(strict_json(self._status, indent=2))
         tmp.replace(self.dir / "status.json")
 
     def record(self, rec: RoundRecord) -> None:
         self.rounds.append(rec)
         with (self.dir / "rounds.jsonl").open("a") as f:
-            f.write(json.dumps(asdict(rec), default=_plain) + "\n")
+            f.write(strict_json(asdict(rec)) + "\n")
         self._status["rounds_done"] = rec.round
         self._status["last_round"] = asdict(rec)
         self._write_status()
@@ -192,6 +194,26 @@ def finite_json(value: Any) -> tuple[Any, list[str]]:
     ``float``/``int``."""
     found: list[str] = []
     return _finite(value, "", found, 0), found
+
+
+def strict_json(value: dict[str, Any], indent: int | None = None) -> str:
+    """``value`` as strict JSON text for the run's files, by the store events' rule:
+    non-finite numbers become null and their keys are listed under ``non_finite``;
+    NumPy scalars are plain numbers. A non-finite number nested deeper than
+    finite_json follows leaves only the top-level numbers and text, as a refused store
+    event does: a file line must stay readable, and the round must not fail."""
+    clean, bad = finite_json(value)
+    if bad:
+        clean["non_finite"] = bad[:MAX_NON_FINITE_KEYS]
+    try:
+        return json.dumps(clean, indent=indent, default=_plain, allow_nan=False)
+    except ValueError as exc:
+        return json.dumps(
+            _fallback(clean, f"nested too deep for strict JSON ({exc})", key="not_written"),
+            indent=indent,
+            default=_plain,
+            allow_nan=False,
+        )
 
 
 def _finite(value: Any, path: str, found: list[str], depth: int) -> Any:
@@ -227,9 +249,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _fallback(data: dict[str, Any], reason: str) -> dict[str, Any]:
+def _fallback(data: dict[str, Any], reason: str, key: str = "store_refused") -> dict[str, Any]:
     """What is left of a refused event: its top-level numbers, booleans and (cut) text,
-    the ``non_finite`` list, and why the store refused the whole event."""
+    the ``non_finite`` list, and (under ``key``) why the whole event was refused."""
     out: dict[str, Any] = {}
     for k, v in data.items():
         if not isinstance(k, str):
@@ -240,7 +262,7 @@ def _fallback(data: dict[str, Any], reason: str) -> dict[str, Any]:
             out[k] = v[:_MAX_TEXT]
     if isinstance(data.get("non_finite"), list):
         out["non_finite"] = data["non_finite"]
-    out["store_refused"] = reason[:_MAX_TEXT]
+    out[key] = reason[:_MAX_TEXT]
     return out
 
 

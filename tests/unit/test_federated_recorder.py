@@ -9,7 +9,6 @@ dashboard's own reader; no Ray."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,19 @@ def _round(i: int, loss: Any, **kw: Any) -> RoundRecord:
     )
 
 
+def _refuse(token: str) -> Any:
+    raise ValueError(f"not strict JSON: {token}")
+
+
+def _strict(text: str) -> Any:
+    """Parse as jq and strict parsers do: NaN, Infinity and -Infinity are refused."""
+    return json.loads(text, parse_constant=_refuse)
+
+
+def _strict_lines(path: Path) -> list[dict[str, Any]]:
+    return [_strict(line) for line in path.read_text().splitlines()]
+
+
 def _events(name: str) -> list[dict[str, Any]]:
     return open_store(tenant_id=TENANT).read_events(f"federated:{name}")
 
@@ -86,8 +98,11 @@ def test_a_nan_loss_is_stored_as_null_and_later_rounds_and_the_finish_are_record
     assert "WARNING" not in capsys.readouterr().out
     status = read_federated_run("fed-nan")
     assert status is not None and "store_warnings" not in status
-    # The run's files keep the NaN itself.
-    assert math.isnan(status["rounds"][1]["global_loss"])
+    # The run's files follow the same rule, as strict JSON.
+    lines = _strict_lines(home / "federated" / "fed-nan" / "rounds.jsonl")
+    assert [r["global_loss"] for r in lines] == [0.9, None, 0.7, 0.6]
+    assert sorted(lines[1]["non_finite"]) == ["global_loss", "train_loss"]
+    assert lines[1]["train_loss"] is None and "non_finite" not in lines[0]
 
 
 def test_non_finite_numbers_in_nested_extras_and_final_metrics_are_named_by_path(
@@ -195,3 +210,64 @@ def test_finite_json_leaves_finite_values_and_non_numbers_alone() -> None:
     clean, bad = finite_json(value)
     assert clean == {**value, "g": [1, 2]} and bad == []
     assert finite_json(float("nan")) == (None, ["value"])
+
+
+def test_status_json_is_strict_json_with_non_finite_numbers_named(home: Path) -> None:
+    rec = RunRecorder("fed-status", config={"lr": float("nan")}, mode="simulation")
+    rec.set_initial({"global_loss": np.float32("inf")})
+    rec.record(_round(1, float("nan")))
+    status = _strict((home / "federated" / "fed-status" / "status.json").read_text())
+    assert status["config"] == {"lr": None} and status["initial"] == {"global_loss": None}
+    assert status["last_round"]["global_loss"] is None
+    assert status["non_finite"] == ["config.lr", "initial.global_loss", "last_round.global_loss"]
+    rec.finish("failed", final={"global_loss": float("-inf")}, error="diverged")
+    status = _strict((home / "federated" / "fed-status" / "status.json").read_text())
+    assert status["state"] == "failed" and status["final"] == {"global_loss": None}
+    assert "final.global_loss" in status["non_finite"]
+
+
+def test_a_round_nested_too_deep_still_writes_a_strict_line(home: Path) -> None:
+    deep: Any = float("nan")
+    for _ in range(40):  # deeper than finite_json follows
+        deep = {"d": deep}
+    rec = RunRecorder("fed-deep", config={}, mode="simulation")
+    rec.record(_round(1, float("nan"), extra=deep))
+    rec.record(_round(2, 0.5))
+    (line1, line2) = _strict_lines(home / "federated" / "fed-deep" / "rounds.jsonl")
+    assert line1["round"] == 1 and line1["global_loss"] is None and "extra" not in line1
+    assert line1["non_finite"] == ["global_loss"] and "nested too deep" in line1["not_written"]
+    assert line2["global_loss"] == 0.5
+
+
+def _status_text(name: str) -> str:
+    from click.testing import CliRunner
+
+    from lumos_ray.cli import _federate
+    from lumos_ray.cli._common import cli
+
+    if "federate" not in cli.commands:
+        _federate.register(cli)
+    out = CliRunner().invoke(cli, ["federate", "status", name])
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def test_federate_status_shows_the_runs_store_warnings(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    RunRecorder("fed-quiet", config={}, mode="simulation").record(_round(1, 0.9))
+    assert "store warning" not in _status_text("fed-quiet")
+
+    rec = RunRecorder("fed-warned", config={}, mode="simulation")
+    (home / "not-a-dir").write_text("")
+    monkeypatch.setenv("LUMOS_STORE_URL", f"sqlite:///{home}/not-a-dir/runs.db")
+    for i in range(1, MAX_STORE_WARNINGS + 3):
+        rec.record(_round(i, float("nan")))
+    text = _status_text("fed-warned")
+    header = f"run store warnings ({MAX_STORE_WARNINGS + 2}, the newest {MAX_STORE_WARNINGS}"
+    assert header in text
+    shown = [ln for ln in text.splitlines() if ln.startswith("    federated.round (round ")]
+    assert len(shown) == MAX_STORE_WARNINGS
+    assert shown[0].startswith("    federated.round (round 3): run store unavailable")
+    assert all(len(ln) <= 4 + 160 for ln in shown)
+    assert "round 22: global_loss=None" in text
