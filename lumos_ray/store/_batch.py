@@ -34,24 +34,25 @@ import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, insert, update
 
 from lumos_ray.errors import InputValidationError
 from lumos_ray.store._schema import checkpoints, events, runs
-from lumos_ray.store._store import (
+from lumos_ray.store._writes import (
     _RUN_FIELDS,
     MAX_BATCH,
     CheckpointWrite,
-    RunStore,
+    Event,
     _check,
     _check_events,
 )
 
-__all__ = ["Committed", "GroupCommitter", "RunCreate", "RunUpdate", "write_batch"]
+if TYPE_CHECKING:  # RunStore's module imports this one (save_many is write_batch)
+    from lumos_ray.store._store import RunStore
 
-Event = tuple[str, dict[str, Any]]
+__all__ = ["Committed", "GroupCommitter", "RunCreate", "RunUpdate", "write_batch"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +42,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from lumos_ray._files import private_dir
 from lumos_ray.errors import InputValidationError, NotFoundError, RunStateError
 from lumos_ray.store import _migrate
+from lumos_ray.store._batch import check_write, write_batch
 from lumos_ray.store._engine import connect_error, guard, make_engines
 from lumos_ray.store._errors import StoreError
 from lumos_ray.store._schema import (
-    KEY_LIMITS,
     checkpoints,
     definitions,
     events,
@@ -55,6 +54,15 @@ from lumos_ray.store._schema import (
     working_memory,
 )
 from lumos_ray.store._url import CONNECT_TIMEOUT_S, StoreURL, parse_store_url
+from lumos_ray.store._writes import (
+    _RUN_FIELDS,
+    MAX_BATCH,
+    CheckpointWrite,
+    Event,
+    ThreadMessages,
+    _check,
+    _check_events,
+)
 
 __all__ = [
     "MAX_BATCH",
@@ -69,55 +77,10 @@ __all__ = [
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RUN_STATES = frozenset({"pending", "running", "suspended", *TERMINAL_STATES})
-#: Most rows one read returns, and most items one batched write takes.
+#: Most rows one read returns (MAX_BATCH: most items one batched write takes).
 MAX_READ = 10_000
-MAX_BATCH = 10_000
 _IN_CHUNK = 500  # ids per IN (...) clause
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
-# Columns set_status may change besides status (never the key or created_at).
-_RUN_FIELDS = frozenset(
-    {"workflow", "version", "input", "output", "error", "suspended", "trace", "owner", "heartbeat"}
-)
-
-Event = tuple[str, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class ThreadMessages:
-    """An agent turn's new messages, appended to its thread (``turn_id`` marks the
-    turn's first message, as :meth:`RunStore.append_messages_many` does)."""
-
-    agent: str
-    thread_id: str
-    messages: Sequence[dict[str, Any]]
-    turn_id: str | None = None
-
-
-@dataclass(frozen=True)
-class CheckpointWrite:
-    """One run's part of a group commit (:meth:`RunStore.save_many`): a finished step's
-    checkpoint (``path``, ``output``) and the events emitted before it. ``path=None``
-    writes only the events. ``thread``: the step's agent turn, saved in the same
-    transaction as its checkpoint (and only if the checkpoint is: a step that already
-    had one keeps its first turn too)."""
-
-    run_id: str
-    path: str | None = None
-    output: Any = None
-    events: Sequence[Event] = field(default_factory=tuple)
-    thread: ThreadMessages | None = None
-
-
-def _check(kind: str, value: Any) -> str:
-    """A key value: a non-empty string within its column's length."""
-    limit = KEY_LIMITS[kind]
-    if not isinstance(value, str) or not value or len(value) > limit:
-        shown = repr(value)[:80]
-        raise InputValidationError(
-            f"Invalid {kind} {shown}: must be a non-empty string of at most {limit} characters.",
-            fix=f"Pass a shorter (or non-empty) {kind}.",
-        )
-    return value
 
 
 def _check_tenant(tenant_id: Any) -> str:
@@ -138,23 +101,6 @@ def _check_limit(limit: Any, bound: int = MAX_READ) -> int:
             fix="Page through results with a smaller limit (and `after` for events).",
         )
     return limit
-
-
-def _check_events(items: Iterable[Event]) -> list[Event]:
-    out = list(items)
-    if len(out) > MAX_BATCH:
-        raise InputValidationError(
-            f"{len(out)} events in one write (at most {MAX_BATCH}).",
-            fix="Write events in smaller batches.",
-        )
-    for item in out:
-        if not (isinstance(item, tuple | list) and len(item) == 2):
-            raise InputValidationError(
-                f"Invalid event {item!r:.80}: expected a (type, data) pair.",
-                fix="Pass events as [(type, {...}), ...].",
-            )
-        _check("event_type", item[0])
-    return out
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -579,8 +525,6 @@ class RunStore:
         included, so the two cannot drift apart: one implementation of a checkpoint
         write and of the agent turn saved with it.
         """
-        from lumos_ray.store._batch import check_write, write_batch
-
         if len(items) > MAX_BATCH:
             raise InputValidationError(
                 f"{len(items)} items in one save_many (at most {MAX_BATCH}).",
