@@ -41,7 +41,7 @@ def build_application(config: ServeConfig) -> Any:
     from lumos_ray.serve._llm import llm_deployment
 
     job_env = _job_env()
-    llms = {m.name: llm_deployment(m, config, job_env) for m in config.models}
+    llms = {m.name: llm_deployment(m, config, job_env) for m in config.models if not m.in_gateway}
     embed = None
     if config.embeddings.enabled:
         embed_env = {**job_env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -86,7 +86,7 @@ def gateway_deployment(config: ServeConfig, llms: dict[str, Any], embed: Any) ->
 
     from lumos_ray.config import LumosSettings
     from lumos_ray.serve._auth import resolve_static_keys
-    from lumos_ray.serve._gateway import Gateway, build_app
+    from lumos_ray.serve._gateway import Gateway, GatewayWithModel, build_app
 
     check_exposure(config)
     settings = LumosSettings.from_env()
@@ -101,20 +101,48 @@ def gateway_deployment(config: ServeConfig, llms: dict[str, Any], embed: Any) ->
         for k, v in os.environ.items()
         if k in ("LUMOS_PLANS_FILE", "LUMOS_HOME", "LUMOS_TENANT", "LUMOS_WORKFLOWS_DIR")
     }
-    gateway_cls = serve.ingress(build_app)(Gateway)
-    gateway = serve.deployment(
-        gateway_cls,
-        name=GATEWAY_DEPLOYMENT,
-        num_replicas=config.gateway.num_replicas,
-        ray_actor_options={
+    opts: dict[str, Any] = {
+        "name": GATEWAY_DEPLOYMENT,
+        "num_replicas": config.gateway.num_replicas,
+        "ray_actor_options": {
             "num_cpus": config.gateway.num_cpus,
             "runtime_env": {"env_vars": {**_job_env(), **env}},
         },
-        max_ongoing_requests=1000,
-    )
-    return gateway.bind(  # type: ignore[attr-defined]
-        replica_cfg.model_dump_json(), llms, embed, keys, True
-    )
+        "max_ongoing_requests": 1000,
+    }
+    hosted = config.gateway_model()
+    args: tuple[Any, ...] = (replica_cfg.model_dump_json(), llms, embed, keys, True)
+    if hosted is None:
+        gateway_cls = serve.ingress(build_app)(Gateway)
+    else:
+        gateway_cls = serve.ingress(build_app)(GatewayWithModel)
+        opts |= _hosting_options(hosted, config, env)
+        if "autoscaling_config" in opts:  # the model's autoscaling sets the replicas
+            opts.pop("num_replicas")
+        args += (_home(),)
+    gateway = serve.deployment(gateway_cls, **opts)
+    return gateway.bind(*args)  # type: ignore[attr-defined]
+
+
+def _home() -> str:
+    from lumos_ray.runtime import current_settings
+
+    return str(Path(current_settings().home).expanduser().resolve())
+
+
+def _hosting_options(model: Any, config: ServeConfig, env: dict[str, str]) -> dict[str, Any]:
+    """A gateway that runs ``model``'s engine takes that model's deployment options
+    (replicas or autoscaling, resources, engine env, placement, health timeouts) plus
+    its own CPUs and env; the name and the request limit stay the gateway's."""
+    from lumos_ray.serve._llm import llm_deployment_options
+
+    opts = llm_deployment_options(model, _home(), _job_env())
+    actor = opts["ray_actor_options"]
+    actor["num_cpus"] += config.gateway.num_cpus
+    actor["runtime_env"]["env_vars"] = {**actor["runtime_env"]["env_vars"], **env}
+    opts.pop("name")
+    opts.pop("max_ongoing_requests")
+    return opts
 
 
 def _state_file() -> Path:

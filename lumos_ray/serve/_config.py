@@ -105,6 +105,13 @@ class ServedModelConfig(BaseModel):
         default=0, ge=0, description="Replica CPUs on top of the 1 CPU the engine reserves."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra replica env vars.")
+    in_gateway: bool = Field(
+        default=False,
+        description="Run this model's engine inside the gateway's replicas instead of a "
+        "deployment of its own: each request and each stream chunk skip a Ray round trip "
+        "and a process (the fast path on few cores). The gateway then takes this model's "
+        "replicas, autoscaling, resources and placement. At most one model per app.",
+    )
     placement: Placement | None = Field(
         default=None,
         description="Where the replicas run: custom resources, node labels, a node "
@@ -284,7 +291,22 @@ class ServeConfig(BaseModel):
             names.append(self.embeddings.name)
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique, got {names}")
+        hosted = [m.name for m in self.models if m.in_gateway]
+        if len(hosted) > 1:
+            raise ValueError(
+                f"at most one model may run in the gateway (in_gateway: true), got {hosted}"
+            )
+        if hosted and self.gateway.num_replicas != 1:
+            raise ValueError(
+                f"the gateway hosts {hosted[0]!r} (in_gateway: true), so its replicas are "
+                "that model's: set num_replicas/autoscaling on the model, not "
+                "gateway.num_replicas"
+            )
         return self
+
+    def gateway_model(self) -> ServedModelConfig | None:
+        """The model whose engine runs inside the gateway's replicas, if any."""
+        return next((m for m in self.models if m.in_gateway), None)
 
     def base_url(self) -> str:
         host = self.gateway.host if self.gateway.host not in ("0.0.0.0", "::") else "127.0.0.1"

@@ -8,7 +8,9 @@ the right status codes, ``/metrics``, health/readiness, trace context from the H
 present). Model work goes through one deployment-handle call per request to
 ``LumosLLMServer`` (vLLM) or ``Embedder`` replicas: the validated body travels as the
 client's own JSON bytes, the answer comes back encoded (``_wire``), so nothing is
-parsed or serialised twice on the way.
+parsed or serialised twice on the way. A model configured ``in_gateway`` runs in this
+replica instead (:class:`GatewayWithModel`): its requests and stream chunks cross no
+Ray handle at all.
 
 The app is built on the replica (``serve.ingress(build_app)``) so optional routers
 are imported where they run; routes reach the replica's :class:`Gateway` through a
@@ -24,7 +26,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
@@ -68,7 +70,7 @@ from lumos_ray.serve._schemas import (
 from lumos_ray.serve._wire import JsonReply
 from lumos_ray.tracing import inject
 
-__all__ = ["Gateway", "build_app", "current_gateway"]
+__all__ = ["Gateway", "GatewayWithModel", "build_app", "current_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,41 @@ class ModelRoute(NamedTuple):
     serve_id: str
     #: The base model it runs on (its limits apply).
     base: str
+    #: The model's host when it runs in this replica (``in_gateway``); None: by handle.
+    local: Any = None
+
+    def call(self, kind: str, raw: bytes, carrier: dict[str, str] | None) -> Any:
+        """Start the request: a streaming handle response, or the local host's answer
+        behind the same small interface (async iteration and ``cancel()``)."""
+        if self.local is None:
+            return self.handle.generate.remote(kind, raw, carrier)
+        adapter = None if self.serve_id == self.base else self.serve_id
+        return _LocalAnswer(self.local.generate(kind, raw, adapter, carrier, coalesce=False))
+
+
+class _LocalAnswer:
+    """An in-process model answer with the part of a streaming handle response the
+    gateway uses. ``cancel()`` closes the generator chain down to vLLM's own stream,
+    which aborts the request in the engine (a client that left frees its batch slot)."""
+
+    _closing: set[asyncio.Task[None]] = set()
+
+    def __init__(self, agen: AsyncIterator[Any]) -> None:
+        self._agen = agen
+
+    def __aiter__(self) -> _LocalAnswer:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._agen.__anext__()
+
+    def cancel(self) -> None:
+        aclose = getattr(self._agen, "aclose", None)
+        if aclose is None:
+            return
+        task = asyncio.ensure_future(aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
 
 class Gateway:
@@ -132,9 +169,12 @@ class Gateway:
         embed_handle: Any | None = None,
         static_keys: list[StaticKey] | None = None,
         cluster: bool = False,
+        local_models: dict[str, Any] | None = None,
     ) -> None:
         self.config = ServeConfig.model_validate_json(config_json)
         self.llm_handles = llm_handles
+        #: Models whose engine runs in this replica (``in_gateway``), by name.
+        self.local_models: dict[str, Any] = dict(local_models or {})
         self.embed_handle = embed_handle
         gcfg = self.config.gateway
         self.platform: Any = None
@@ -191,8 +231,11 @@ class Gateway:
         """A platform call (a store read or write) off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    def check_health(self) -> None:
-        return None
+    async def check_health(self) -> None:
+        """Serve's health check: an in-gateway engine that died fails it (Serve then
+        replaces the replica)."""
+        for host in self.local_models.values():
+            await host.check_health()
 
     # -- model routing -------------------------------------------------------------
     def base_model_names(self) -> list[str]:
@@ -231,6 +274,8 @@ class Gateway:
                 model = self.config.models[0].name
             else:
                 raise _BadRequest(400, "`model` is required.", param="model")
+        if model in self.local_models:
+            return ModelRoute(None, model, model, model, self.local_models[model])
         if model in self.llm_handles:
             handle = self._stream_handles.get(model)
             if handle is None:
@@ -244,6 +289,8 @@ class Gateway:
                 f"{', '.join(self.list_model_ids(tenant))}."
             )
         serve_id = record.serve_id if record is not None else model
+        if base in self.local_models:
+            return ModelRoute(None, model, serve_id, base, self.local_models[base])
         handle = self._stream_handles.get(serve_id)
         if handle is None:
             # Multiplexed routing: Serve sends an adapter's requests to replicas that
@@ -265,6 +312,38 @@ class Gateway:
         """The caller's tenant: its key's, or the replica's own when auth is off."""
         principal = request.scope.get("state", {}).get("principal")
         return principal.tenant if principal is not None else self.default_tenant()
+
+
+class GatewayWithModel(Gateway):
+    """A gateway replica that also runs one model's engine (``in_gateway: true``).
+
+    Why: behind a handle, every request and every chunk of a stream is a Ray round
+    trip between two processes; on few cores that, not the engine, bounds tokens/s.
+    Here the gateway calls vLLM's OpenAI handler in its own event loop, as
+    ``vllm serve`` does, and keeps auth, quotas, metering and routing in front of it.
+    """
+
+    # Serve allows an async constructor (the engine starts inside it); mypy does not.
+    async def __init__(  # type: ignore[misc]
+        self,
+        config_json: str,
+        llm_handles: dict[str, Any],
+        embed_handle: Any | None = None,
+        static_keys: list[StaticKey] | None = None,
+        cluster: bool = False,
+        home: str = "",
+    ) -> None:
+        from lumos_ray.serve._llm_server import ModelHost
+
+        config = ServeConfig.model_validate_json(config_json)
+        model = config.gateway_model()
+        if model is None:
+            raise ServeError("GatewayWithModel needs a model with in_gateway: true.")
+        host = ModelHost(model, config.resolved_adapters_dir(), home)
+        await host.start()
+        super().__init__(
+            config_json, llm_handles, embed_handle, static_keys, cluster, {model.name: host}
+        )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -325,7 +404,6 @@ async def _llm_call(request: Request, kind: str) -> Response:
     # Metrics label by the name, never the serving id: /metrics is readable by any
     # tenant's admin, and the id carries the owning tenant.
     label = route.name
-    handle = route.handle
     # A stream is metered from its final usage chunk: ask the engine for it, and hide
     # it again from a client that did not ask (see _StreamUsage).
     hide_usage = False
@@ -339,7 +417,7 @@ async def _llm_call(request: Request, kind: str) -> Response:
         trace_api.get_current_span().set_attribute("lumos.model", resolved)
         carrier = inject()
 
-    gen = handle.generate.remote(kind, raw, carrier)
+    gen = route.call(kind, raw, carrier)
     try:
         async with asyncio.timeout(gw.config.gateway.request_timeout_s):
             first = await gen.__anext__()
@@ -872,6 +950,14 @@ def build_app() -> FastAPI:
         if gw.embed_handle is not None:
             handles[gw.config.embeddings.name] = gw.embed_handle
         results: dict[str, str] = {}
+        for name, host in gw.local_models.items():
+            try:
+                async with asyncio.timeout(10):
+                    await host.check_health()
+                results[name] = "ok"
+            except Exception:
+                log.warning("Readiness check of %s failed", name, exc_info=True)
+                results[name] = "unavailable"
         for name, h in handles.items():
             try:
                 async with asyncio.timeout(10):

@@ -1,16 +1,17 @@
-"""``LumosLLMServer``: the Serve deployment that owns one vLLM engine per replica.
+"""``ModelHost``: one vLLM engine and its adapters; ``LumosLLMServer``: its Serve replica.
 
 A module of its own so Ray pickles the deployment class by reference (a class made
 inside a function is pickled by value, dragging Ray's locks along); vLLM is imported
-only inside the replica (``_vllm``), never in the driver or the gateway.
+only where an engine runs (``_vllm``): a model replica, or a gateway replica that hosts
+a model itself (``ServedModelConfig.in_gateway``), never in the driver.
 
-Per request (one handle call from the gateway): resolve a LoRA adapter named by Serve's
-``multiplexed_model_id`` (an adapter's serving id, unique across tenants: from the
-local :class:`~lumos_ray.adapters.AdapterRegistry`, else a shared name from
-``lora.object_store_path``), run vLLM's OpenAI handler, and send back either
-one :class:`~lumos_ray.serve._wire.JsonReply` or the stream's SSE text. Stream chunks
-that are ready together travel as one item (no added wait): each handle item is a Ray
-round trip, the costliest part of a token on 2 cores.
+Per request: resolve a LoRA adapter by its serving id (an adapter's serving id,
+unique across tenants: from the local :class:`~lumos_ray.adapters.AdapterRegistry`,
+else a shared name from ``lora.object_store_path``), run vLLM's OpenAI handler, and
+send back either one :class:`~lumos_ray.serve._wire.JsonReply` or the stream's SSE
+text. Behind a handle, stream chunks that are ready together travel as one item (no
+added wait): each handle item is a Ray round trip, the costliest part of a token on
+2 cores.
 
 Adapters are Serve-multiplexed models: Serve routes an adapter's requests to replicas
 that already loaded it and evicts the least recently used one beyond
@@ -22,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from lumos_ray.serve import _trace
 from lumos_ray.serve._config import ServedModelConfig
 from lumos_ray.serve._wire import JsonReply, error_body
 
-__all__ = ["LumosLLMServer", "fetch_object_store_adapter"]
+__all__ = ["LumosLLMServer", "ModelHost", "fetch_object_store_adapter"]
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +97,38 @@ class _Adapter:
             pass
 
 
-class LumosLLMServer:
-    """One vLLM engine; OpenAI chat/completions in, JSON or SSE text out."""
+class ModelHost:
+    """One vLLM engine with its adapters: what answers a model request, wherever it runs.
 
-    # Serve allows an async constructor (the engine starts inside it); mypy does not.
-    async def __init__(self, model_json: str, adapter_root: str, home: str) -> None:  # type: ignore[misc]
-        from lumos_ray.serve._vllm import VLLMHost, resolve_model_source, vllm_engine_kwargs
+    Two homes (``ServedModelConfig.in_gateway``): a ``LumosLLMServer`` replica behind a
+    deployment handle, or the gateway replica itself, where a request and every chunk
+    of its stream skip a Ray round trip and a process.
+    """
 
-        _trace.setup()
-        self._model = ServedModelConfig.model_validate_json(model_json)
+    def __init__(
+        self, model: ServedModelConfig, adapter_root: str, home: str, engine: Any = None
+    ) -> None:
+        """``engine``: the vLLM host (built from ``model`` when None; tests pass one)."""
+        self._model = model
         self._registry = AdapterRegistry(adapter_root)
-        self._cache = Path(home) / "adapter-cache" / self._model.name
-        self._host = VLLMHost(
-            self._model.name,
-            resolve_model_source(self._model.source),
-            vllm_engine_kwargs(self._model),
-        )
+        self._cache = Path(home) / "adapter-cache" / model.name
+        if engine is None:
+            from lumos_ray.serve._vllm import VLLMHost, resolve_model_source, vllm_engine_kwargs
+
+            engine = VLLMHost(
+                model.name, resolve_model_source(model.source), vllm_engine_kwargs(model)
+            )
+        self._host = engine
+        self._adapter: Callable[[str], Awaitable[_Adapter]] | None = None
+
+    @property
+    def name(self) -> str:
+        return self._model.name
+
+    async def start(self) -> None:
+        """Load the engine (20-80 s on CPU) and set up adapter multiplexing."""
         await self._host.start()
         lora = self._model.lora
-        self._adapter: Callable[[str], Awaitable[_Adapter]] | None = None
         if lora.enabled:
             # A plain function, not the bound method: Serve keeps its LRU on the
             # decorated object, and a bound method takes no attributes.
@@ -153,31 +168,43 @@ class LumosLLMServer:
         await self._host.check_health()
 
     async def generate(
-        self, kind: str, raw: bytes, carrier: dict[str, str] | None = None
+        self,
+        kind: str,
+        raw: bytes,
+        adapter: str | None,
+        carrier: dict[str, str] | None = None,
+        coalesce: bool = True,
     ) -> AsyncIterator[JsonReply | str]:
         """Answer one request: a single JsonReply, or the stream's SSE text chunks.
 
-        ``carrier`` is the gateway's trace context; with tracing on, ``llm.request``
+        ``carrier`` is the caller's trace context; with tracing on, ``llm.request``
         (the whole call) and ``llm.generate`` (the engine) become its children.
+        ``coalesce``: join stream chunks that are ready together (worth it when each
+        item crosses a Ray handle; in the gateway's own process chunks go as they come).
         """
-        adapter = serve.get_multiplexed_model_id() or None
+        # aclosing at every level: a caller that closes this generator (the client
+        # left) closes vLLM's stream at once, which aborts the request in the engine.
         if not (carrier and _trace.tracing_on()):
-            async for item in self._generate(kind, raw, adapter, None):
-                yield item
+            async with aclosing(self._generate(kind, raw, adapter, None, coalesce)) as items:
+                async for item in items:
+                    yield item
             return
         attrs = {"lumos.model": self._model.name, "lumos.kind": kind}
         if adapter:
             attrs["lumos.adapter"] = adapter
         request_span = _trace.server_span("llm.request", carrier, attrs)
         try:
-            async for item in self._generate(kind, raw, adapter, request_span):
-                yield item
+            async with aclosing(
+                self._generate(kind, raw, adapter, request_span, coalesce)
+            ) as items:
+                async for item in items:
+                    yield item
         finally:
             request_span.end()
 
     async def _generate(
-        self, kind: str, raw: bytes, adapter: str | None, parent: Any
-    ) -> AsyncIterator[JsonReply | str]:
+        self, kind: str, raw: bytes, adapter: str | None, parent: Any, coalesce: bool
+    ) -> AsyncGenerator[JsonReply | str, None]:
         if adapter:
             try:
                 if self._adapter is None:
@@ -199,11 +226,36 @@ class LumosLLMServer:
                     span.set_attribute("gen_ai.usage.output_tokens", result.completion_tokens)
                 yield result
                 return
-            async for chunk in _coalesce(result):
-                yield chunk
+            chunks = _coalesce(result) if coalesce else _guarded(result)
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
         finally:
             if span is not None:
                 span.end()
+
+
+class LumosLLMServer:
+    """A Serve replica around one :class:`ModelHost`: OpenAI requests in by handle,
+    one JsonReply or the stream's SSE text out."""
+
+    # Serve allows an async constructor (the engine starts inside it); mypy does not.
+    async def __init__(self, model_json: str, adapter_root: str, home: str) -> None:  # type: ignore[misc]
+        _trace.setup()
+        model = ServedModelConfig.model_validate_json(model_json)
+        self._host = ModelHost(model, adapter_root, home)
+        await self._host.start()
+
+    async def check_health(self) -> None:
+        await self._host.check_health()
+
+    async def generate(
+        self, kind: str, raw: bytes, carrier: dict[str, str] | None = None
+    ) -> AsyncIterator[JsonReply | str]:
+        """One request; the adapter is Serve's ``multiplexed_model_id`` of the call."""
+        adapter = serve.get_multiplexed_model_id() or None
+        async for item in self._host.generate(kind, raw, adapter, carrier):
+            yield item
 
 
 def _lumos_reply(err: LumosError) -> JsonReply:
@@ -218,7 +270,7 @@ def _lumos_reply(err: LumosError) -> JsonReply:
     return JsonReply(status, json.dumps(body).encode())
 
 
-async def _coalesce(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _coalesce(stream: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     """Yield the stream's chunks, joining those already waiting into one item.
 
     A reader task drains vLLM's generator into a queue; each yield takes whatever has
@@ -264,6 +316,18 @@ async def _coalesce(stream: AsyncIterator[str]) -> AsyncIterator[str]:
                 await reader
             except (asyncio.CancelledError, Exception):
                 pass
+
+
+async def _guarded(stream: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+    """The stream's chunks as they come; an engine failure ends it with an error event
+    (the client already has a 200 and must see why the stream stopped)."""
+    try:
+        async with aclosing(stream):  # type: ignore[type-var]
+            async for chunk in stream:
+                yield chunk
+    except Exception:
+        log.exception("The engine stream failed")
+        yield _stream_error()
 
 
 def _stream_error() -> str:

