@@ -87,10 +87,14 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    #: Extra env for the server process (``--env``; tuning experiments).
+    extra_env: dict[str, str] = {}
+
     def env(self) -> dict[str, str]:
         from lumos_ray.serve._llm import _vllm_env
 
-        return {**os.environ, **_vllm_env(str(self.home)), "LUMOS_HOME": str(self.home)}
+        home = {"LUMOS_HOME": str(self.home)}
+        return {**os.environ, **_vllm_env(str(self.home)), **home, **self.extra_env}
 
     def start(self) -> None:
         raise NotImplementedError
@@ -125,15 +129,39 @@ class Server:
     def log(self) -> Path:
         return self.home / f"{self.label}.log"
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """Stop the server; return (and kill) engine processes it left behind, which
+        would otherwise load the machine during the next series."""
         if self.proc is None or self.proc.poll() is not None:
-            return
+            return []
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        return _kill_engine_leftovers()
+
+
+def _kill_engine_leftovers(grace_s: float = 20) -> list[str]:
+    import psutil
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = [
+            p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::")
+        ]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    names = []
+    for p in left:
+        try:
+            names.append(f"{p.info['name']} (pid {p.pid}, parent {p.ppid()})")
+            p.kill()
+        except psutil.Error:
+            pass
+    return names
 
 
 class VLLMServer(Server):
@@ -371,6 +399,7 @@ def _series(server: Server, levels: list[int], requests: int, tokens: int) -> di
 
 
 def _table(results: dict[str, Any], levels: list[int]) -> str:
+    results = {k: v for k, v in results.items() if "levels" in v}
     lines = [
         "| server | clients | tokens/s | req/s | p50 | p95 "
         "| stream tokens/s | TTFT p50 | TTFT p95 | ITL p50 |",
@@ -423,8 +452,13 @@ def main() -> None:
         "platform / platform-in: the same with the platform on",
     )
     ap.add_argument("--json", default=None, help="write the raw results here")
+    ap.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="extra env var for the lumos servers (tuning experiments; repeatable)",
+    )  # fmt: skip
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    GatewayServer.extra_env = dict(kv.split("=", 1) for kv in args.env)
     servers = args.servers.split(",")
     from lumos_ray.models import tiny_model_path
 
@@ -438,7 +472,10 @@ def main() -> None:
             print(f"{label} ready in {server.started_s:.0f} s (log {server.log})", flush=True)
             results[label] = _series(server, levels, args.requests, args.max_tokens)
         finally:
-            server.stop()
+            leftovers = server.stop()
+            if leftovers:
+                print(f"{label}: engine processes outlived the server: {leftovers}", flush=True)
+                results.setdefault(label, {})["leftovers"] = leftovers
     print()
     print(_table(results, levels))
     if args.json:

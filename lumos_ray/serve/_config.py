@@ -105,12 +105,14 @@ class ServedModelConfig(BaseModel):
         default=0, ge=0, description="Replica CPUs on top of the 1 CPU the engine reserves."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra replica env vars.")
-    in_gateway: bool = Field(
-        default=False,
+    in_gateway: bool | None = Field(
+        default=None,
         description="Run this model's engine inside the gateway's replicas instead of a "
         "deployment of its own: each request and each stream chunk skip a Ray round trip "
         "and a process (the fast path on few cores). The gateway then takes this model's "
-        "replicas, autoscaling, resources and placement. At most one model per app.",
+        "replicas, autoscaling, resources and placement. At most one model per app. "
+        "null (default): true when it is the app's only model and gateway.num_replicas "
+        "is 1, else false.",
     )
     placement: Placement | None = Field(
         default=None,
@@ -291,6 +293,9 @@ class ServeConfig(BaseModel):
             names.append(self.embeddings.name)
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique, got {names}")
+        for m in self.models:  # resolve the default, so replicas see the decision
+            if m.in_gateway is None:
+                m.in_gateway = len(self.models) == 1 and self.gateway.num_replicas == 1
         hosted = [m.name for m in self.models if m.in_gateway]
         if len(hosted) > 1:
             raise ValueError(

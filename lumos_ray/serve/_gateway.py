@@ -345,6 +345,12 @@ class GatewayWithModel(Gateway):
             config_json, llm_handles, embed_handle, static_keys, cluster, {model.name: host}
         )
 
+    async def __del__(self) -> None:
+        """Serve's graceful-shutdown hook (it awaits an async ``__del__``): stop the
+        engine, whose engine-core process would otherwise outlive the replica."""
+        for host in getattr(self, "local_models", {}).values():
+            await host.shutdown()
+
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused (413) as soon as it exceeds ``limit`` bytes."""

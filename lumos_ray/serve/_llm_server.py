@@ -167,6 +167,12 @@ class ModelHost:
     async def check_health(self) -> None:
         await self._host.check_health()
 
+    async def shutdown(self) -> None:
+        """Stop the engine and its engine-core process. Why explicit: the engine core
+        is a separate process that outlives a replica killed without this (it kept a
+        core busy after `lumos serve down`)."""
+        await self._host.shutdown()
+
     async def generate(
         self,
         kind: str,
@@ -248,6 +254,10 @@ class LumosLLMServer:
 
     async def check_health(self) -> None:
         await self._host.check_health()
+
+    async def __del__(self) -> None:
+        """Serve's graceful-shutdown hook (it awaits an async ``__del__``)."""
+        await self._host.shutdown()
 
     async def generate(
         self, kind: str, raw: bytes, carrier: dict[str, str] | None = None

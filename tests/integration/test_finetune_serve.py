@@ -47,18 +47,30 @@ def test_trained_adapter_is_served_without_restart_and_changes_output(
 ) -> None:
     from lumos_ray import serve as lserve
     from lumos_ray.models import tiny_model_path
-    from lumos_ray.serve import GatewayConfig, ServeConfig, ServedEmbeddingConfig
+    from lumos_ray.serve import (
+        GatewayConfig,
+        ServeConfig,
+        ServedEmbeddingConfig,
+        ServedModelConfig,
+    )
 
     registry = tmp_path / "adapters"
     registry.mkdir()
     cfg = ServeConfig(
         app_name=APP,
         gateway=GatewayConfig(port=_free_port()),
+        # The model in a deployment of its own, behind a handle (the shared serving
+        # tests run the default, the engine inside the gateway): both paths stay tested.
+        models=[ServedModelConfig(in_gateway=False)],
         embeddings=ServedEmbeddingConfig(enabled=False),
         adapters_dir=str(registry),
     )
     url = lserve.start(cfg, timeout_s=900)
     try:
+        import ray
+
+        replicas = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+        assert any(f"{APP}#lumos-serve-llm-lumos-tiny" in n for n in replicas), replicas
         with httpx.Client(base_url=url, timeout=300) as client:
             ids = [m["id"] for m in client.get("/models").json()["data"]]
             assert "ft-colors" not in ids

@@ -2,8 +2,9 @@
 
 ONE Serve app (one vLLM engine), started by the session fixture in
 ``tests/integration/_served.py`` and shared with the other serving modules. Test order
-matters only for the fault-tolerance test, which kills the LLM replica (later tests and
-modules get the replacement).
+matters only for the fault-tolerance test, which kills the replica that runs the engine
+(the gateway's: in_gateway is the default for one model); later tests and modules get
+the replacement.
 References are independent: transformers ``generate`` for base greedy output, vLLM's
 own offline ``LLM`` + ``LoRARequest`` (in a subprocess, started in parallel with the
 app) for adapter output, sentence-transformers for embeddings.
@@ -448,7 +449,9 @@ def test_runs_api_start_stream_resume_cancel_over_http(client: httpx.Client) -> 
 # -- fault tolerance (keep last: it replaces the engine) ------------------------------------
 
 
-def test_killed_llm_replica_is_replaced(served: Any, client: httpx.Client) -> None:
+def test_killed_model_replica_is_replaced(served: Any, client: httpx.Client) -> None:
+    """The default app runs the engine inside the gateway replica (in_gateway): killing
+    that replica kills the engine; Serve starts a new one, which answers the same."""
     import ray
 
     _, cfg, _ = served
@@ -457,9 +460,15 @@ def test_killed_llm_replica_is_replaced(served: Any, client: httpx.Client) -> No
         a["name"]
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["namespace"] == "serve"
-        and a["name"].startswith(f"SERVE_REPLICA::{cfg.app_name}#lumos-serve-llm-")
+        and a["name"].startswith(f"SERVE_REPLICA::{cfg.app_name}#lumos-serve-gateway")
     ]
     assert len(names) == 1, names
+    assert cfg.gateway_model() is not None  # the engine lives in that replica
+    assert not [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if "#lumos-serve-llm-" in a["name"]
+    ]
     ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
 
     deadline = time.monotonic() + 600
@@ -489,7 +498,7 @@ def test_killed_llm_replica_is_replaced(served: Any, client: httpx.Client) -> No
         a["name"]
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["namespace"] == "serve"
-        and a["name"].startswith(f"SERVE_REPLICA::{cfg.app_name}#lumos-serve-llm-")
+        and a["name"].startswith(f"SERVE_REPLICA::{cfg.app_name}#lumos-serve-gateway")
     ]
     assert new_names and new_names != names
     # Adapters are reloaded lazily on the new replica.
