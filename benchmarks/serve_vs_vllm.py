@@ -7,9 +7,12 @@ One command, one machine, one server at a time (issue 18):
   engine arguments our default model deployment gives its engine
   (``vllm_engine_kwargs(ServedModelConfig())``: float32, max_model_len 1024,
   max_num_seqs 64, the hermes tool parser, LoRA on);
-- **gateway**: ``lumos serve up`` with the default config (the process
-  ``lumos serve up --detach`` starts: ``python -m lumos_ray.serve._daemon``), auth off;
-- **platform** (``--platform``): the same with ``gateway.platform: true``: API keys,
+- **gateway**: ``lumos serve up`` (the process ``lumos serve up --detach`` starts:
+  ``python -m lumos_ray.serve._daemon``), auth off, the model in a deployment of its own
+  behind a handle (``in_gateway: false``: the layout before issue 18);
+- **gateway-in**: the default config today: the engine inside the gateway's replica
+  (``in_gateway``: no handle hop);
+- **platform** / **platform-in**: the same with ``gateway.platform: true``: API keys,
   quotas, metering and leases on every request.
 
 At each client count, N clients send chat completions of ``--max-tokens`` tokens each
@@ -19,7 +22,8 @@ requests/s, p50/p95 per server, the ratios gateway/vllm, and the CPU seconds eac
 of process spent per 1,000 generated tokens (where the time goes).
 
     .venv/bin/python benchmarks/serve_vs_vllm.py [--levels 1,16,32,64] [--requests 256]
-        [--servers vllm,gateway] [--platform] [--json out.json]
+        [--servers vllm,gateway,gateway-in,platform-in,vllm] [--json out.json]
+        [--env KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -196,15 +200,12 @@ class GatewayServer(Server):
         self.in_gateway = label.endswith("-in")
 
     def start(self) -> None:
-        yaml = ""
-        if self.in_gateway:
-            yaml += "models:\n  - name: lumos-tiny\n    in_gateway: true\n"
+        where = "true" if self.in_gateway else "false"
+        yaml = f"models:\n  - name: lumos-tiny\n    in_gateway: {where}\n"
         if self.platform:
             yaml += self._platform_yaml()
-        cfg = "-"
-        if yaml:
-            cfg = str(self.home / "serve.yaml")
-            Path(cfg).write_text(yaml)
+        cfg = str(self.home / "serve.yaml")
+        Path(cfg).write_text(yaml)
         cmd = [sys.executable, "-m", "lumos_ray.serve._daemon", cfg, "-", str(self.port)]
         self.proc = subprocess.Popen(
             cmd, env=self.env(), stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
@@ -331,8 +332,9 @@ def _kind(proc: Any) -> str | None:
         return None
     if proc.pid == os.getpid():
         return "clients (this process)"
+    if name.startswith("VLLM::") or cmd.startswith("VLLM::"):  # EngineCore and its Worker
+        return "vLLM engine (core + worker)"
     for key, label in (
-        ("EngineCore", "vLLM engine core"),
         ("vllm.entrypoints.openai.api_server", "vLLM API server"),
         ("lumos-serve-gateway", "gateway replica"),
         ("lumos-serve-llm", "LLM replica (vLLM frontend)"),
@@ -464,9 +466,12 @@ def main() -> None:
 
     tiny_model_path()  # build the tiny model once, outside any timing
     results: dict[str, Any] = {}
-    for label in servers:
-        home = Path(tempfile.mkdtemp(prefix=f"lumos-bench-{label}-"))
-        server = VLLMServer(home) if label == "vllm" else GatewayServer(home, label)
+    for kind in servers:
+        # A kind named twice (e.g. vllm first and last) is measured twice: the spread
+        # between the two shows how much the machine drifted during the run.
+        label = kind if kind not in results else f"{kind} (again)"
+        home = Path(tempfile.mkdtemp(prefix=f"lumos-bench-{kind}-"))
+        server = VLLMServer(home) if kind == "vllm" else GatewayServer(home, kind)
         try:
             server.start()
             print(f"{label} ready in {server.started_s:.0f} s (log {server.log})", flush=True)

@@ -116,7 +116,7 @@ def gateway_deployment(config: ServeConfig, llms: dict[str, Any], embed: Any) ->
         gateway_cls = serve.ingress(build_app)(Gateway)
     else:
         gateway_cls = serve.ingress(build_app)(GatewayWithModel)
-        opts |= _hosting_options(hosted, config, env)
+        opts |= hosting_options(hosted, config.gateway.num_cpus, env, _home(), _job_env())
         if "autoscaling_config" in opts:  # the model's autoscaling sets the replicas
             opts.pop("num_replicas")
         args += (_home(),)
@@ -130,15 +130,17 @@ def _home() -> str:
     return str(Path(current_settings().home).expanduser().resolve())
 
 
-def _hosting_options(model: Any, config: ServeConfig, env: dict[str, str]) -> dict[str, Any]:
+def hosting_options(
+    model: Any, gateway_cpus: float, env: dict[str, str], home: str, job_env: dict[str, str]
+) -> dict[str, Any]:
     """A gateway that runs ``model``'s engine takes that model's deployment options
     (replicas or autoscaling, resources, engine env, placement, health timeouts) plus
     its own CPUs and env; the name and the request limit stay the gateway's."""
     from lumos_ray.serve._llm import llm_deployment_options
 
-    opts = llm_deployment_options(model, _home(), _job_env())
+    opts = llm_deployment_options(model, home, job_env)
     actor = opts["ray_actor_options"]
-    actor["num_cpus"] += config.gateway.num_cpus
+    actor["num_cpus"] += gateway_cpus
     actor["runtime_env"]["env_vars"] = {**actor["runtime_env"]["env_vars"], **env}
     opts.pop("name")
     opts.pop("max_ongoing_requests")

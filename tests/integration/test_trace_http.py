@@ -2,11 +2,12 @@
 vLLM model deployment, with correct parent links, on the shared served lumos-tiny.
 
 Spans are read back from the JSONL exporter the integration conftest configures
-(``LUMOS_TRACE_EXPORTER=jsonl:DIR``): every process (the gateway replica, the LLM
-replica) appends its spans to its own file in DIR.
+(``LUMOS_TRACE_EXPORTER=jsonl:DIR``): every process appends its spans to its own file
+in DIR.
 
 The serving chain: HTTP caller -> ``gateway.request`` (SERVER, gateway replica) ->
-``llm.request`` (SERVER, LLM replica) -> ``llm.generate`` (the engine call), checked by
+``llm.request`` (SERVER, the model's host: in the gateway's own process, as the shared
+app runs its one model ``in_gateway``) -> ``llm.generate`` (the engine call), checked by
 :func:`serving_chain`. The whole chain of a durable run: ``workflow.run`` (runner) ->
 ``workflow.step`` -> ``agent.turn`` (agent actor) -> ``agent.model_call`` ->
 ``OpenAIChatModel``'s ``traceparent`` header -> the serving chain, one trace id. The
@@ -64,8 +65,10 @@ def serving_chain(spans: list[dict], gateway: dict) -> tuple[dict, dict]:
     (generate,) = [
         s for s in by_name.get("llm.generate", []) if s["parent_id"] == request["span_id"]
     ]
-    assert request["pid"] != gateway["pid"]  # crossed from the gateway into the LLM replica
-    assert generate["pid"] == request["pid"]
+    # The shared app runs its model in the gateway's replica (in_gateway, the default
+    # for one model): the context travels in-process, through the same carrier a
+    # handle call sends.
+    assert request["pid"] == gateway["pid"] == generate["pid"]
     assert request["attributes"]["lumos.model"] == "lumos-tiny"
     # Causal order only: the replica's spans may end just after the gateway sent a
     # non-streamed answer (its generator finishes after the yield is delivered).

@@ -187,3 +187,23 @@ def test_at_most_one_model_runs_in_the_gateway_and_it_sets_the_replicas() -> Non
         models=[ServedModelConfig(name="a", in_gateway=True), ServedModelConfig(name="b")]
     )
     assert cfg.gateway_model() is not None and cfg.gateway_model().name == "a"  # type: ignore[union-attr]
+
+
+def test_a_gateway_that_hosts_a_model_takes_its_resources_env_and_scaling() -> None:
+    from lumos_ray.serve import AutoscalingConfig
+    from lumos_ray.serve._app import hosting_options
+
+    model = ServedModelConfig(num_cpus=0.5, env={"X": "1"}, in_gateway=True)
+    opts = hosting_options(model, 0.1, {"LUMOS_HOME": "/h"}, "/h", {"PYTHONPATH": "/p"})
+    actor = opts["ray_actor_options"]
+    # The engine's CPU, the model's own and the gateway's.
+    assert actor["num_cpus"] == pytest.approx(1.6)
+    env = actor["runtime_env"]["env_vars"]
+    assert env["X"] == "1" and env["HF_HUB_OFFLINE"] == "1" and env["LUMOS_HOME"] == "/h"
+    assert env["PYTHONPATH"] == "/p"
+    assert opts["num_replicas"] == 1 and opts["health_check_timeout_s"] == 60
+    # The gateway keeps its own name and request limit.
+    assert "name" not in opts and "max_ongoing_requests" not in opts
+    scaled = ServedModelConfig(autoscaling=AutoscalingConfig(max_replicas=3), in_gateway=True)
+    opts = hosting_options(scaled, 0.1, {}, "/h", {})
+    assert opts["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in opts
