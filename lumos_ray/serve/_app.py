@@ -111,7 +111,8 @@ def gateway_deployment(config: ServeConfig, llms: dict[str, Any], embed: Any) ->
         "max_ongoing_requests": 1000,
     }
     hosted = config.gateway_model()
-    args: tuple[Any, ...] = (replica_cfg.model_dump_json(), llms, embed, keys, True)
+    args = (replica_cfg.model_dump_json(), llms, embed, keys, True)
+    kwargs: dict[str, Any] = {}
     if hosted is None:
         gateway_cls = serve.ingress(build_app)(Gateway)
     else:
@@ -119,9 +120,9 @@ def gateway_deployment(config: ServeConfig, llms: dict[str, Any], embed: Any) ->
         opts |= hosting_options(hosted, config.gateway.num_cpus, env, _home(), _job_env())
         if "autoscaling_config" in opts:  # the model's autoscaling sets the replicas
             opts.pop("num_replicas")
-        args += (_home(),)
+        kwargs["home"] = _home()
     gateway = serve.deployment(gateway_cls, **opts)
-    return gateway.bind(*args)  # type: ignore[attr-defined]
+    return gateway.bind(*args, **kwargs)  # type: ignore[attr-defined]
 
 
 def _home() -> str:

@@ -325,14 +325,9 @@ class GatewayWithModel(Gateway):
 
     # Serve allows an async constructor (the engine starts inside it); mypy does not.
     async def __init__(  # type: ignore[misc]
-        self,
-        config_json: str,
-        llm_handles: dict[str, Any],
-        embed_handle: Any | None = None,
-        static_keys: list[StaticKey] | None = None,
-        cluster: bool = False,
-        home: str = "",
+        self, config_json: str, *args: Any, home: str = "", **kwargs: Any
     ) -> None:
+        """``Gateway``'s arguments, plus ``home`` (the engine's cache lives there)."""
         from lumos_ray.serve._llm_server import ModelHost
 
         config = ServeConfig.model_validate_json(config_json)
@@ -341,9 +336,8 @@ class GatewayWithModel(Gateway):
             raise ServeError("GatewayWithModel needs a model with in_gateway: true.")
         host = ModelHost(model, config.resolved_adapters_dir(), home)
         await host.start()
-        super().__init__(
-            config_json, llm_handles, embed_handle, static_keys, cluster, {model.name: host}
-        )
+        kwargs["local_models"] = {model.name: host}
+        super().__init__(config_json, *args, **kwargs)
 
     async def __del__(self) -> None:
         """Serve's graceful-shutdown hook (it awaits an async ``__del__``): stop the
