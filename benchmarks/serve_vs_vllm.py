@@ -138,9 +138,11 @@ class Server:
         would otherwise load the machine during the next series."""
         if self.proc is None or self.proc.poll() is not None:
             return []
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        # As `lumos serve down` (and an operator's `kill`) do: SIGTERM to the server's
+        # own process, which stops what it started; the group only if it hangs.
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=90)
+            self.proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
@@ -233,6 +235,19 @@ class GatewayServer(Server):
 
 # -- load -----------------------------------------------------------------------------
 async def _one(
+    session: Any, server: Server, prompt: str, tokens: int, stream: bool
+) -> dict[str, float]:
+    """One request; a connection the server closed before it read the request (a
+    keep-alive connection timing out in the pool) is retried once on a new one."""
+    import aiohttp
+
+    try:
+        return await _request(session, server, prompt, tokens, stream)
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+        return await _request(session, server, prompt, tokens, stream)
+
+
+async def _request(
     session: Any, server: Server, prompt: str, tokens: int, stream: bool
 ) -> dict[str, float]:
     body: dict[str, Any] = {
@@ -476,6 +491,8 @@ def main() -> None:
             server.start()
             print(f"{label} ready in {server.started_s:.0f} s (log {server.log})", flush=True)
             results[label] = _series(server, levels, args.requests, args.max_tokens)
+            if args.json:  # as each series ends: a later failure loses nothing
+                Path(args.json).write_text(json.dumps(results, indent=1))
         finally:
             leftovers = server.stop()
             if leftovers:

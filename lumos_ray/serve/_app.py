@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lumos_ray.errors import ServeError
-from lumos_ray.serve._config import ServeConfig, load_serve_config
+from lumos_ray.serve._config import ServeConfig, ServedModelConfig, load_serve_config
 from lumos_ray.serve._state import write_serve_state
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def build_application(config: ServeConfig) -> Any:
             },
             max_ongoing_requests=32,
         ).bind(config.embeddings.source, config.embeddings.max_batch)
-    return gateway_deployment(config, llms, embed)
+    return gateway_deployment(config, llms, embed, hosted=config.gateway_model())
 
 
 def check_exposure(config: ServeConfig) -> None:
@@ -74,8 +74,12 @@ def check_exposure(config: ServeConfig) -> None:
     )
 
 
-def gateway_deployment(config: ServeConfig, llms: dict[str, Any], embed: Any) -> Any:
-    """The gateway deployment bound to its model deployments.
+def gateway_deployment(
+    config: ServeConfig, llms: dict[str, Any], embed: Any, hosted: ServedModelConfig | None = None
+) -> Any:
+    """The gateway deployment bound to its model deployments, running ``hosted``'s
+    engine in its own replicas when given (None: the gateway alone, as `lumos dev`
+    and the gateway-only tests deploy it, whatever the config's ``in_gateway``).
 
     Auth is resolved HERE, in the driver, and handed to every replica as init
     arguments: replicas do not inherit the driver's environment, so a key read from
@@ -110,7 +114,6 @@ def gateway_deployment(config: ServeConfig, llms: dict[str, Any], embed: Any) ->
         },
         "max_ongoing_requests": 1000,
     }
-    hosted = config.gateway_model()
     args = (replica_cfg.model_dump_json(), llms, embed, keys, True)
     kwargs: dict[str, Any] = {}
     if hosted is None:
