@@ -99,6 +99,20 @@ def gateway(
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
+    # The gateway alone (no engine started for it), although one model in the config
+    # would run in the gateway by default when the whole app is started.
+    assert static.gateway_model() is not None
+    ready: Any = None
+    while time.monotonic() < deadline + 60:
+        ready = httpx.get(
+            url + "/static/ready",
+            headers={"Authorization": "Bearer sk-static-driver-only"},
+            timeout=30,
+        )
+        if ready.status_code == 200:
+            break
+        time.sleep(0.5)
+    assert ready.status_code == 200 and ready.json()["models"] == {}, ready.text
     yield {"url": url, "keys": keys, "platform": p}
     lserve.stop(static.app_name)
     lserve.stop(cfg.app_name)
