@@ -38,10 +38,18 @@ def run_foreground(
     if port is not None:
         cfg.gateway.port = port
     done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
+
+    def on_signal() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
+
+    on_signal()
     try:
         url = start(cfg, address=address)
+        # Again: starting Ray installs its own fatal-signal handler over ours, which
+        # aborted the process on `lumos serve down` (SIGTERM) before the app was
+        # deleted, so replicas never ran their graceful shutdown (engines stopping).
+        on_signal()
         if on_ready:
             on_ready(url)
         done.wait()
