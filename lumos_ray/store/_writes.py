@@ -62,6 +62,11 @@ def _check(kind: str, value: Any) -> str:
             f"Invalid {kind} {shown}: must be a non-empty string of at most {limit} characters.",
             fix=f"Pass a shorter (or non-empty) {kind}.",
         )
+    if "\x00" in value:  # PostgreSQL text cannot hold it; refused on every backend alike
+        raise InputValidationError(
+            f"Invalid {kind} {repr(value)[:80]}: it contains a NUL character.",
+            fix=f"Remove the NUL (\\x00) from the {kind}.",
+        )
     return value
 
 

@@ -326,3 +326,12 @@ def test_expired_key_is_401_over_http(platform_app: Any) -> None:
         )
     err = _error(c.get("/v1/models", headers=_auth(key.secret_shown_once)), 401)
     assert "expired" in err["message"]
+
+
+def test_a_nul_in_the_url_is_a_clear_400_before_any_route(client: TestClient) -> None:
+    # PostgreSQL text cannot hold a NUL: a filter with one reached the store and failed
+    # there as a 500 (found by the API fuzzer on the PostgreSQL tier).
+    for url in ("/v1/threads?agent=a%00b", "/v1/runs?status=%00", "/v1/threads/a%00/t"):
+        r = client.get(url, headers={"Authorization": f"Bearer {DEV}"})
+        assert r.status_code == 400, (url, r.text)
+        assert "NUL" in r.json()["error"]["message"]

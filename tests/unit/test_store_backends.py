@@ -286,3 +286,15 @@ def test_event_logs_by_prefix_match_exactly(store_backend: str, make_store: Make
     assert got == {"federated:a": 1, "federated:b_1": 2}
     assert [r["run_id"] for r in s.event_logs("federated:b_")] == ["federated:b_1"]
     assert s.event_logs("federated:%") == []  # a wildcard in the prefix is a character
+
+
+def test_a_key_with_a_nul_is_refused_alike_on_every_backend(
+    store_backend: str, make_store: MakeStore
+) -> None:
+    from lumos_ray.errors import InputValidationError
+
+    s = make_store()
+    with pytest.raises(InputValidationError, match="NUL"):
+        s.list_threads("agent\x00x")
+    with pytest.raises(InputValidationError, match="NUL"):
+        s.thread_messages("a", "t\x00")
