@@ -26,7 +26,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncGenerator, MutableMapping
 from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
@@ -133,7 +133,7 @@ class _LocalAnswer:
 
     _closing: set[asyncio.Task[None]] = set()
 
-    def __init__(self, agen: AsyncIterator[Any]) -> None:
+    def __init__(self, agen: AsyncGenerator[Any, None]) -> None:
         self._agen = agen
 
     def __aiter__(self) -> _LocalAnswer:
@@ -143,10 +143,7 @@ class _LocalAnswer:
         return await self._agen.__anext__()
 
     def cancel(self) -> None:
-        aclose = getattr(self._agen, "aclose", None)
-        if aclose is None:
-            return
-        task = asyncio.ensure_future(aclose())
+        task = asyncio.ensure_future(self._agen.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

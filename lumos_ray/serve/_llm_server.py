@@ -121,10 +121,6 @@ class ModelHost:
         self._host = engine
         self._adapter: Callable[[str], Awaitable[_Adapter]] | None = None
 
-    @property
-    def name(self) -> str:
-        return self._model.name
-
     async def start(self) -> None:
         """Load the engine (20-80 s on CPU) and set up adapter multiplexing."""
         await self._host.start()
@@ -180,7 +176,7 @@ class ModelHost:
         adapter: str | None,
         carrier: dict[str, str] | None = None,
         coalesce: bool = True,
-    ) -> AsyncIterator[JsonReply | str]:
+    ) -> AsyncGenerator[JsonReply | str, None]:
         """Answer one request: a single JsonReply, or the stream's SSE text chunks.
 
         ``carrier`` is the caller's trace context; with tracing on, ``llm.request``
