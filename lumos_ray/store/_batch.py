@@ -23,22 +23,24 @@ returned, so a caller can hand the committed events to live followers with the s
 numbers a later store read gives.
 
 This module wraps :class:`~lumos_ray.store.RunStore`, whose transaction and key
-helpers it uses (``_write``, ``_lock_keys``, ``_next_seqs``, ``_upsert``); keep them in
-step.
+helpers it uses (``_write``, ``_lock_keys``, ``_next_seqs``, ``_insert_messages``); keep
+them in step. Its statements are driver SQL rendered once per backend
+(``_batch_sql``): on a one-step run's final write, SQLAlchemy Core's per-statement
+work cost more than the database's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import Connection
 
 from lumos_ray.errors import InputValidationError
+from lumos_ray.store._batch_sql import batch_sql
 from lumos_ray.store._schema import checkpoints, events, runs
 from lumos_ray.store._writes import (
     _RUN_FIELDS,
@@ -167,7 +169,8 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
                     "updated_at": now,
                     **{k: rc.fields.get(k) for k in _CREATE_FIELDS},
                 }
-        new_ids = _insert_new(store, c, runs, (runs.c.id,), list(create_rows.values()))
+        sql = batch_sql(c)
+        new_ids = sql.insert_new(c, runs, ("id",), list(create_rows.values()))
         taken = {r for r in create_rows if (r,) not in new_ids}
 
         # 2. Events, numbered per run inside the transaction.
@@ -192,9 +195,7 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
             }
             for (run_id, path), cp in first.items()
         ]
-        new_cps = _insert_new(
-            store, c, checkpoints, (checkpoints.c.run_id, checkpoints.c.path), cp_rows
-        )
+        new_cps = sql.insert_new(c, checkpoints, ("run_id", "path"), cp_rows)
         stored = {id(cp) for key, cp in first.items() if key in new_cps}
         # The steps' agent turns, with their checkpoints (and only with a new one).
         turns = [cp.thread for cp in first.values() if cp.thread is not None and id(cp) in stored]
@@ -208,13 +209,13 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
         ordered = len({w.run_id for w in ups}) < len(ups)
         for up in ups:
             values = {"status": up.status, "updated_at": now, **up.fields}
-            params = {"_run_id": up.run_id, **values}
+            row = {"tenant_id": tenant, "id": up.run_id, **values}
             if ordered:
-                c.execute(_update_stmt(tenant, tuple(values)), [params])
+                sql.update_many(c, runs, tuple(values), _RUN_KEY, [row])
             else:
-                shapes.setdefault(tuple(sorted(values)), []).append(params)
+                shapes.setdefault(tuple(sorted(values)), []).append(row)
         for cols, rows in shapes.items():
-            c.execute(_update_stmt(tenant, cols), rows)
+            sql.update_many(c, runs, cols, _RUN_KEY, rows)
 
     # Hand each write its own events back (by position within its run's list).
     cursor = {r: 0 for r in by_run}
@@ -242,25 +243,7 @@ def write_batch(store: RunStore, writes: Sequence[Write]) -> list[Committed]:
     return out
 
 
-@functools.lru_cache(maxsize=256)
-def _update_stmt(tenant: str, cols: tuple[str, ...]) -> Any:
-    return (
-        update(runs)
-        .where(runs.c.tenant_id == tenant, runs.c.id == bindparam("_run_id"))
-        .values({k: bindparam(k) for k in cols})
-    )
-
-
-def _insert_new(
-    store: RunStore, c: Connection, table: Any, key: tuple[Any, ...], rows: list[dict[str, Any]]
-) -> set[tuple[Any, ...]]:
-    """Insert ``rows``, skipping those whose primary key exists; returns the keys
-    (without the tenant) of the rows inserted. One statement on SQLite and PostgreSQL
-    (``ON CONFLICT DO NOTHING RETURNING``)."""
-    if not rows:
-        return set()
-    stmt = store._upsert()(table).on_conflict_do_nothing().returning(*key)
-    return {tuple(r) for r in c.execute(stmt, rows)}
+_RUN_KEY = ("tenant_id", "id")
 
 
 def _insert_events(
@@ -280,7 +263,7 @@ def _insert_events(
             row = {"seq": last[run_id] + i, "ts": now, "type": kind, "data": data}
             mine.append(row)
             rows.append({"tenant_id": store.tenant_id, "run_id": run_id, **row})
-    c.execute(insert(events), rows)
+    batch_sql(c).insert_many(c, events, rows)
     return out
 
 

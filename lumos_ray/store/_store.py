@@ -15,7 +15,6 @@ pickled and nothing here ever stores a secret.
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 import time
@@ -28,13 +27,11 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
-    bindparam,
     delete,
     func,
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -43,6 +40,7 @@ from lumos_ray._files import private_dir
 from lumos_ray.errors import InputValidationError, NotFoundError, RunStateError
 from lumos_ray.store import _migrate
 from lumos_ray.store._batch import check_write, write_batch
+from lumos_ray.store._batch_sql import batch_sql
 from lumos_ray.store._engine import connect_error, guard, make_engines
 from lumos_ray.store._errors import StoreError
 from lumos_ray.store._schema import (
@@ -108,20 +106,11 @@ def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
         yield ids[i : i + _IN_CHUNK]
 
 
-@functools.cache
-def _max_seq_stmt(table: Table, key_col: str, where: tuple[str, ...]) -> Any:
-    """``SELECT key, max(seq) ... GROUP BY key``, built once per shape: building
-    statements per call cost more than the SQLite round trips of a write."""
-    col = table.c[key_col]
-    return (
-        select(col, func.max(table.c.seq))
-        .where(
-            table.c.tenant_id == bindparam("tenant"),
-            col.in_(bindparam("keys", expanding=True)),
-            *(table.c[k] == bindparam(k) for k in where),
-        )
-        .group_by(col)
-    )
+# Serialise writers of the same sequences on PostgreSQL (see RunStore._lock_keys).
+_PG_LOCK_SQL = (
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT "
+    "hashtextextended(k, 0) AS h FROM unnest(CAST(%s AS text[])) AS k ORDER BY h) AS s"
+)
 
 
 class RunStore:
@@ -193,27 +182,14 @@ class RunStore:
         if self.backend != "postgresql":
             return
         names = sorted({f"{scope}\x1f{self.tenant_id}\x1f{k}" for k in keys})
-        if names:
-            c.execute(
-                text(
-                    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT "
-                    "hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k "
-                    "ORDER BY h) AS s"
-                ),
-                {"keys": names},
-            )
+        if names:  # driver SQL: on every group commit (see _batch_sql)
+            c.exec_driver_sql(_PG_LOCK_SQL, (names,))
 
     def _next_seqs(
         self, c: Connection, table: Table, key_col: str, keys: set[str], **where: str
     ) -> dict[str, int]:
         """The last sequence number in use per key (0 when none), inside the write."""
-        stmt = _max_seq_stmt(table, key_col, tuple(sorted(where)))
-        last = dict.fromkeys(keys, 0)
-        for part in _chunks(sorted(keys)):
-            params = {"tenant": self.tenant_id, "keys": list(part), **where}
-            for key, seq in c.execute(stmt, params).tuples():
-                last[str(key)] = int(seq or 0)
-        return last
+        return batch_sql(c).max_seqs(c, table, key_col, self.tenant_id, keys, where)
 
     def _insert_events(self, c: Connection, by_run: dict[str, list[Event]], now: float) -> None:
         by_run = {r: e for r, e in by_run.items() if e}
@@ -233,7 +209,7 @@ class RunStore:
             for run_id, items in by_run.items()
             for i, (kind, data) in enumerate(items, start=1)
         ]
-        c.execute(insert(events), rows)
+        batch_sql(c).insert_many(c, events, rows)
 
     def _upsert(self) -> Any:
         return postgresql.insert if self.backend == "postgresql" else sqlite.insert
@@ -674,7 +650,7 @@ class RunStore:
                 for t, new in by_thread.items()
                 for i, (m, turn) in enumerate(new, start=1)
             ]
-            c.execute(insert(messages), rows)
+            batch_sql(c).insert_many(c, messages, rows)
 
     def load_threads(
         self, agent: str, thread_ids: list[str]
