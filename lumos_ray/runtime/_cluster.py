@@ -36,6 +36,7 @@ from lumos_ray.runtime._loopback import (
     spawned_with_loopback_env,
     warn_not_loopback,
 )
+from lumos_ray.runtime._worker_bytecode import worker_bytecode_env
 
 __all__ = [
     "RuntimeInfo",
@@ -240,7 +241,9 @@ def _start_embedded(settings: LumosSettings, env: dict[str, str]) -> tuple[str, 
             node_ip: dict[str, Any] = {"_node_ip_address": "127.0.0.1"} if loopback else {}
             with (
                 spawned_with_loopback_env(loopback),
-                _spawned_with_env(env),
+                # Workers keep compiled bytecode (see _worker_bytecode): a new actor's
+                # process then starts in under a second instead of ~2 s.
+                _spawned_with_env({**env, **worker_bytecode_env(settings.home)}),
                 _quiet_token_notice(),
             ):
                 ctx = ray.init(

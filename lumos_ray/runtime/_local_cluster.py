@@ -38,6 +38,7 @@ from lumos_ray.runtime._up_state import (
     state_path,
     use_token_auth,
 )
+from lumos_ray.runtime._worker_bytecode import worker_bytecode_env
 
 __all__ = ["cluster_down", "cluster_status", "cluster_up"]
 
@@ -73,7 +74,8 @@ def cluster_up(
         dashboard=dashboard,
         # Workers import the user's modules (function steps, tools) as an embedded
         # cluster's do: from the directory `lumos up` ran in.
-        env={"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))},
+        # Its workers keep compiled bytecode under the home (_worker_bytecode).
+        env={"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), **worker_bytecode_env(root)},
     )
     state = {
         "address": node.gcs_address,
