@@ -90,7 +90,12 @@ def gateway_deployment(
 
     from lumos_ray.config import LumosSettings
     from lumos_ray.serve._auth import resolve_static_keys
-    from lumos_ray.serve._gateway import Gateway, GatewayWithModel, build_app
+    from lumos_ray.serve._gateway import (
+        DIRECT_MAX_ONGOING,
+        Gateway,
+        GatewayWithModel,
+        build_app,
+    )
 
     check_exposure(config)
     settings = LumosSettings.from_env()
@@ -112,7 +117,7 @@ def gateway_deployment(
             "num_cpus": config.gateway.num_cpus,
             "runtime_env": {"env_vars": {**_job_env(), **env}},
         },
-        "max_ongoing_requests": 1000,
+        "max_ongoing_requests": DIRECT_MAX_ONGOING,
     }
     args = (replica_cfg.model_dump_json(), llms, embed, keys, True)
     kwargs: dict[str, Any] = {}
@@ -188,7 +193,8 @@ def start(
             fix="Stop the other server (`lumos serve down`) or set gateway.port in the "
             "serve config to a free port.",
         )
-    _start_serve(cfg)
+    direct = models and bool(cfg.gateway.direct_http)
+    _start_serve(cfg, proxy=not direct)
     app = build_application(cfg) if models else gateway_deployment(cfg, {}, None)
     t0 = time.monotonic()
     try:
@@ -204,19 +210,35 @@ def start(
     return url
 
 
-def _start_serve(cfg: ServeConfig, attempts: int = 3) -> None:
+def _start_serve(cfg: ServeConfig, attempts: int = 3, *, proxy: bool = True) -> None:
     """``serve.start``, retried: on a saturated machine the controller may kill a
     proxy whose readiness check timed out (5 s) and fail the call; it restarts the
-    proxy, and a second call then succeeds."""
+    proxy, and a second call then succeeds.
+
+    ``proxy=False``: the gateway's replicas serve HTTP themselves (``direct_http``), so
+    Serve starts without its HTTP proxy (nothing else would hold the port)."""
     from ray import serve
 
+    if _serve_running():
+        if proxy and not serve.status().proxies:
+            raise ServeError(
+                "Ray Serve on this cluster runs without its HTTP proxy (it was started "
+                "for a gateway that serves HTTP from its own replicas), so this app "
+                "would not be reachable.",
+                fix="Stop the other app first (`lumos serve down`), or deploy this one "
+                "with a model in the gateway.",
+            )
+        return  # a running Serve keeps the options it was started with
     for i in range(attempts):
         try:
             http: dict[str, Any] = {"host": cfg.gateway.host, "port": cfg.gateway.port}
             if cfg.gateway.tls_certfile:
                 http["ssl_certfile"] = cfg.gateway.tls_certfile
                 http["ssl_keyfile"] = cfg.gateway.tls_keyfile
-            serve.start(http_options=http)
+            if proxy:
+                serve.start(http_options=http)
+            else:
+                serve.start(proxy_location="Disabled", http_options=http)
             return
         except Exception as exc:
             if i == attempts - 1:

@@ -260,6 +260,15 @@ class GatewayConfig(BaseModel):
     )
     tls_certfile: str | None = Field(default=None, description="PEM certificate: serve HTTPS.")
     tls_keyfile: str | None = Field(default=None, description="PEM private key of tls_certfile.")
+    direct_http: bool | None = Field(
+        default=None,
+        description="When a model runs in the gateway (in_gateway), its replicas serve "
+        "HTTP themselves on host:port (uvicorn, SO_REUSEPORT) instead of behind Ray "
+        "Serve's HTTP proxy: one process from socket to engine. Serve still starts, "
+        "health-checks and replaces them. null (default): on when a model is in the "
+        "gateway, that model has no autoscaling (Serve's autoscaler counts the requests "
+        "its proxy routes) and port is not 0. false: always through Serve's proxy.",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GatewayConfig:
@@ -307,7 +316,31 @@ class ServeConfig(BaseModel):
                 "that model's: set num_replicas/autoscaling on the model, not "
                 "gateway.num_replicas"
             )
+        self._resolve_direct_http()
         return self
+
+    def _resolve_direct_http(self) -> None:
+        """Decide ``gateway.direct_http`` here, so replicas and the driver agree."""
+        model = self.gateway_model()
+        gw = self.gateway
+        if gw.direct_http is None:
+            gw.direct_http = model is not None and model.autoscaling is None and gw.port != 0
+            return
+        if not gw.direct_http:
+            return
+        if model is None:
+            raise ValueError(
+                "gateway.direct_http: true needs a model in the gateway (in_gateway: true); "
+                "without one the gateway is reached through Serve's HTTP proxy"
+            )
+        if model.autoscaling is not None:
+            raise ValueError(
+                f"gateway.direct_http: true cannot go with autoscaling on {model.name!r}: "
+                "Serve's autoscaler counts the requests its proxy routes, so it would see "
+                "none; set a fixed num_replicas or direct_http: false"
+            )
+        if gw.port == 0:
+            raise ValueError("gateway.direct_http: true needs a fixed gateway.port, not 0")
 
     def gateway_model(self) -> ServedModelConfig | None:
         """The model whose engine runs inside the gateway's replicas, if any."""

@@ -311,6 +311,11 @@ class Gateway:
         return principal.tenant if principal is not None else self.default_tenant()
 
 
+#: Requests one gateway replica takes at once (Serve's max_ongoing_requests for the
+#: gateway deployment; uvicorn's limit on its own listener): 503 above.
+DIRECT_MAX_ONGOING = 1000
+
+
 class GatewayWithModel(Gateway):
     """A gateway replica that also runs one model's engine (``in_gateway: true``).
 
@@ -335,10 +340,29 @@ class GatewayWithModel(Gateway):
         await host.start()
         kwargs["local_models"] = {model.name: host}
         super().__init__(config_json, *args, **kwargs)
+        self.listener: Any = None
+        gcfg = self.config.gateway
+        if gcfg.direct_http:
+            # Started last: the port answers only once the engine and the gateway are
+            # ready (Serve, too, considers the replica up only when this returns).
+            from lumos_ray.serve._direct_http import DirectListener
+
+            self.listener = await DirectListener.start(
+                build_app(),
+                gcfg.host,
+                gcfg.port,
+                limit_concurrency=DIRECT_MAX_ONGOING,
+                certfile=gcfg.tls_certfile,
+                keyfile=gcfg.tls_keyfile,
+            )
 
     async def __del__(self) -> None:
-        """Serve's graceful-shutdown hook (it awaits an async ``__del__``): stop the
-        engine, whose engine-core process would otherwise outlive the replica."""
+        """Serve's graceful-shutdown hook (it awaits an async ``__del__``): stop taking
+        connections, then stop the engine, whose engine-core process would otherwise
+        outlive the replica."""
+        listener = getattr(self, "listener", None)
+        if listener is not None:
+            await listener.stop()
         for host in getattr(self, "local_models", {}).values():
             await host.shutdown()
 

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_TOKENS",
     "PROMPTS",
     "RPM",
+    "SERVE_PROXY_ENV",
     "client",
     "free_port",
     "served",
@@ -42,6 +43,9 @@ KEY = "sk-lumos-test"
 KEY_ENV = "LUMOS_TEST_GATEWAY_KEY"
 os.environ.setdefault(KEY_ENV, KEY)
 BURST_KEY = "sk-lumos-burst"
+#: The running Serve's HTTP proxy, when the shared app's fixture started Serve (its own
+#: gateway is reached on its own port, not through the proxy).
+SERVE_PROXY_ENV = "LUMOS_TEST_SERVE_PROXY"
 RPM = 120
 PROMPTS = ["The capital of France is", "Once upon a time there was a small robot"]
 MAX_TOKENS = 16
@@ -137,6 +141,16 @@ def served(ray_cluster: Any, lumos_home: str, tmp_path_factory: pytest.TempPathF
         ),
         adapters_dir=str(registry.root),
     )
+    assert cfg.gateway.direct_http, "the shared app is the default fast path: direct HTTP"
+    # Its gateway replica serves HTTP itself, so Serve would start without its proxy;
+    # later modules deploy gateway-only apps beside it, which need one: start Serve
+    # first, its proxy on a port of its own, named for them in SERVE_PROXY_ENV.
+    from lumos_ray.serve._app import _serve_running, _start_serve
+
+    if not _serve_running():
+        proxy_port = free_port()
+        _start_serve(ServeConfig(gateway=GatewayConfig(port=proxy_port)))
+        os.environ[SERVE_PROXY_ENV] = f"http://127.0.0.1:{proxy_port}"
     try:
         url = lserve.start(cfg, timeout_s=900)
         out, _ = offline.communicate(timeout=900)
@@ -154,6 +168,7 @@ def served(ray_cluster: Any, lumos_home: str, tmp_path_factory: pytest.TempPathF
     }
     yield url, cfg, ctx
     lserve.stop(cfg.app_name)
+    os.environ.pop(SERVE_PROXY_ENV, None)
 
 
 @pytest.fixture(scope="session")

@@ -449,13 +449,29 @@ def test_runs_api_start_stream_resume_cancel_over_http(client: httpx.Client) -> 
 # -- fault tolerance (keep last: it replaces the engine) ------------------------------------
 
 
+def _listeners(port: int) -> dict[int, str]:
+    """pid -> process title of every process listening on 127.0.0.1:``port``."""
+    import psutil
+
+    out = {}
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
+            out[c.pid] = " ".join(psutil.Process(c.pid).cmdline())
+    return out
+
+
 def test_killed_model_replica_is_replaced(served: Any, client: httpx.Client) -> None:
-    """The default app runs the engine inside the gateway replica (in_gateway): killing
-    that replica kills the engine; Serve starts a new one, which answers the same."""
+    """The default app runs the engine inside the gateway replica (in_gateway), and that
+    replica serves HTTP itself (direct_http: no Serve proxy holds the port). Killing it
+    kills the engine; Serve starts a new one, which listens and answers the same."""
     import ray
 
     _, cfg, _ = served
     before = _completion_ids(client, "lumos-tiny", PROMPTS[0])
+    listening = _listeners(cfg.gateway.port)
+    assert len(listening) == 1, listening
+    ((old_pid, title),) = listening.items()
+    assert "ServeReplica" in title and "lumos-serve-gateway" in title, title
     names = [
         a["name"]
         for a in ray.util.list_named_actors(all_namespaces=True)
@@ -501,6 +517,9 @@ def test_killed_model_replica_is_replaced(served: Any, client: httpx.Client) -> 
         and a["name"].startswith(f"SERVE_REPLICA::{cfg.app_name}#lumos-serve-gateway")
     ]
     assert new_names and new_names != names
+    listening = _listeners(cfg.gateway.port)
+    assert len(listening) == 1 and old_pid not in listening, listening
+    assert "lumos-serve-gateway" in next(iter(listening.values()))
     # Adapters are reloaded lazily on the new replica.
     assert _completion_ids(client, "tiny-a1", PROMPTS[1]) == served[2]["offline_lora"]["a1"][1]
 

@@ -80,7 +80,11 @@ def env(
             embeddings=ServedEmbeddingConfig(enabled=False),
             adapters_dir=str(work / "adapters"),
         )
-        if _serve_running():  # keeps the port it was started with: find it
+        if os.environ.get("LUMOS_TEST_SERVE_PROXY") and _serve_running():
+            # The shared served app's fixture started Serve with its proxy on a port of
+            # its own (that app's gateway answers on another, directly).
+            base = os.environ["LUMOS_TEST_SERVE_PROXY"]
+        elif _serve_running():  # keeps the port it was started with: find it
             state = json.loads(_state_file().read_text())
             base = str(state["url"]).removesuffix("/v1")
         else:
