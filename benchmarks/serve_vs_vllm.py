@@ -11,9 +11,12 @@ One command, one machine, one server at a time (issue 18):
   ``python -m lumos_ray.serve._daemon``), auth off, the model in a deployment of its own
   behind a handle (``in_gateway: false``: the layout before issue 18);
 - **gateway-in**: the default config today: the engine inside the gateway's replica
-  (``in_gateway``: no handle hop);
-- **platform** / **platform-in**: the same with ``gateway.platform: true``: API keys,
-  quotas, metering and leases on every request.
+  (``in_gateway``: no handle hop), which serves HTTP itself (``gateway.direct_http``:
+  no Serve proxy hop);
+- **gateway-in-proxy**: the engine in the gateway's replica, but HTTP through Serve's
+  proxy (``direct_http: false``: the layout of the first issue-18 step);
+- **platform** / **platform-in** / **platform-in-proxy**: the same with
+  ``gateway.platform: true``: API keys, quotas, metering and leases on every request.
 
 At each client count, N clients send chat completions of ``--max-tokens`` tokens each
 (``ignore_eos``), first non-streaming (latency per request), then streaming (time to
@@ -22,7 +25,7 @@ requests/s, p50/p95 per server, the ratios gateway/vllm, and the CPU seconds eac
 of process spent per 1,000 generated tokens (where the time goes).
 
     .venv/bin/python benchmarks/serve_vs_vllm.py [--levels 1,16,32,64] [--requests 256]
-        [--servers vllm,gateway,gateway-in,platform-in,vllm] [--json out.json]
+        [--servers vllm,gateway-in,gateway-in-proxy,platform-in,vllm] [--json out.json]
         [--env KEY=VALUE ...]
 """
 
@@ -199,15 +202,18 @@ class GatewayServer(Server):
         super().__init__(home)
         self.label = label
         self.platform = label.startswith("platform")
-        self.in_gateway = label.endswith("-in")
+        self.in_gateway = "-in" in label
+        self.via_proxy = label.endswith("-proxy")
 
     def start(self) -> None:
-        where = "true" if self.in_gateway else "false"
-        yaml = f"models:\n  - name: lumos-tiny\n    in_gateway: {where}\n"
+        config: dict[str, Any] = {
+            "models": [{"name": MODEL, "in_gateway": self.in_gateway}],
+            "gateway": {"direct_http": False} if self.via_proxy else {},
+        }
         if self.platform:
-            yaml += self._platform_yaml()
+            config["gateway"] |= self._platform_gateway()
         cfg = str(self.home / "serve.yaml")
-        Path(cfg).write_text(yaml)
+        Path(cfg).write_text(json.dumps(config))  # JSON is YAML
         cmd = [sys.executable, "-m", "lumos_ray.serve._daemon", cfg, "-", str(self.port)]
         self.proc = subprocess.Popen(
             cmd, env=self.env(), stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
@@ -215,7 +221,7 @@ class GatewayServer(Server):
         )  # fmt: skip
         self._wait_ready()
 
-    def _platform_yaml(self) -> str:
+    def _platform_gateway(self) -> dict[str, Any]:
         """The platform on (quotas high enough not to bind) and a developer key of an
         enterprise tenant, made through the platform's own API."""
         from lumos_ray.platform import Platform
@@ -225,12 +231,14 @@ class GatewayServer(Server):
         p.create_tenant("bench", "enterprise")
         key = p.create_key("bench", "developer").secret_shown_once
         self.headers = {"Authorization": f"Bearer {key}"}
-        return (
-            "gateway:\n  platform: true\n"
-            f"  platform_store_url: {json.dumps(url)}\n"
-            "  quota:\n    requests_per_minute: 1000000000\n"
-            "    tenant_requests_per_minute: 1000000000\n"
-        )
+        return {
+            "platform": True,
+            "platform_store_url": url,
+            "quota": {
+                "requests_per_minute": 1_000_000_000,
+                "tenant_requests_per_minute": 1_000_000_000,
+            },
+        }
 
 
 # -- load -----------------------------------------------------------------------------

@@ -121,6 +121,11 @@ class DirectListener:
         log.info("Gateway replica serving HTTP directly on %s:%s", host, port)
         return cls(server, task, sock)
 
+    @property
+    def serving(self) -> bool:
+        """False once uvicorn's server task ended (it failed, or was stopped)."""
+        return not self._task.done()
+
     async def stop(self) -> None:
         """Stop accepting, let open requests finish (uvicorn's graceful timeout), close."""
         self._server.should_exit = True

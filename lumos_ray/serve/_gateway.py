@@ -356,6 +356,13 @@ class GatewayWithModel(Gateway):
                 keyfile=gcfg.tls_keyfile,
             )
 
+    async def check_health(self) -> None:
+        """The engine and, with ``direct_http``, the listener: a replica whose port no
+        longer answers is unhealthy (Serve then replaces it)."""
+        await super().check_health()
+        if self.listener is not None and not self.listener.serving:
+            raise ServeError("The gateway replica's HTTP listener stopped.")
+
     async def __del__(self) -> None:
         """Serve's graceful-shutdown hook (it awaits an async ``__del__``): stop taking
         connections, then stop the engine, whose engine-core process would otherwise

@@ -45,7 +45,9 @@ def test_listener_serves_the_app_and_stops() -> None:
         listener = await DirectListener.start(_app(), "127.0.0.1", port, limit_concurrency=8)
         r = await _get(f"http://127.0.0.1:{port}/pid")
         assert r.status_code == 200 and r.json() == {"pid": os.getpid()}
+        assert listener.serving
         await listener.stop()
+        assert not listener.serving
         with pytest.raises(httpx.ConnectError):
             await _get(f"http://127.0.0.1:{port}/pid")
 
