@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from lumos_ray.actors.agent import Agent
 
 __all__ = ["AgentActor", "actor_for", "actor_name", "spec_fingerprint"]
+
+log = logging.getLogger(__name__)
 
 _CACHE_THREADS = int(os.environ.get("LUMOS_AGENT_CACHE_THREADS", "100000"))
 #: Turn ids remembered per cached thread (a retry is of one of the latest turns).
@@ -88,8 +92,17 @@ class AgentActor:
     cache_threads: int = _CACHE_THREADS
 
     def __init__(
-        self, spec: Agent, replica: int = 0, fingerprint: str = "", tenant: str | None = None
+        self,
+        spec: Agent,
+        replica: int = 0,
+        fingerprint: str = "",
+        tenant: str | None = None,
+        *,
+        warm_up: bool = False,
     ) -> None:
+        """``warm_up``: open the store in the background at once (the agent's own
+        actor process, see :meth:`_warm_up`); off for objects built in a shared host
+        or in a test."""
         tracing.setup_tracing()
         self.replica = replica
         self.tenant = tenant
@@ -114,6 +127,30 @@ class AgentActor:
             if replica == 0
             else None
         )
+        self._warming: threading.Thread | None = None
+        if warm_up:
+            # The actor answers as soon as this returns; what its first turn needs (the
+            # store, the platform: ~0.4 s of SQLAlchemy imports) opens meanwhile.
+            self._warming = threading.Thread(
+                target=self._warm_up, name="lumos-agent-warm-up", daemon=True
+            )
+            self._warming.start()
+
+    def _warm_up(self) -> None:
+        """Open the process-wide run store and platform (the plan slot's) in the
+        background, so readiness never waits for them and the first turn mostly finds
+        them open. Both are opened under their own locks, and ``self`` is not touched: a
+        turn that arrives first opens them itself. A failure is left to that turn, which
+        reports it (opening a store caches nothing on failure)."""
+        try:
+            if self.spec.memory.persist:
+                from lumos_ray.store._sql import open_store
+
+                open_store(tenant_id=self.tenant)
+            if self._slot is not None:
+                self._slot.warm_up()
+        except Exception:
+            log.debug("warming up agent %s failed", self.spec.name, exc_info=True)
 
     def _apply(self, spec: Agent, fingerprint: str) -> None:
         from lumos_ray.actors._agent_tool import agent_tools
@@ -660,4 +697,5 @@ def actor_for(spec: Agent, replica: int, fingerprint: str, tenant: str) -> Any:
         fingerprint,
         tenant,
         options=opts,
+        warm_up=True,
     )

@@ -60,6 +60,12 @@ class AgentSlotKeeper:
             if self._slot is not None and self._renewer is None:
                 self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
 
+    def warm_up(self) -> None:
+        """Open the platform (its store) ahead of the first turn; takes no slot."""
+        from lumos_ray.platform import default_platform
+
+        default_platform()
+
     def _acquire(self) -> None:
         from lumos_ray.platform import default_platform
 
