@@ -125,18 +125,15 @@ def gateway_deployment(
         gateway_cls = serve.ingress(build_app)(Gateway)
     else:
         gateway_cls = serve.ingress(build_app)(GatewayWithModel)
-        opts |= hosting_options(hosted, config.gateway.num_cpus, env, _home(), _job_env())
+        from lumos_ray.serve._llm import serve_home
+
+        home = serve_home()
+        opts |= hosting_options(hosted, config.gateway.num_cpus, env, home, _job_env())
         if "autoscaling_config" in opts:  # the model's autoscaling sets the replicas
             opts.pop("num_replicas")
-        kwargs["home"] = _home()
+        kwargs["home"] = home
     gateway = serve.deployment(gateway_cls, **opts)
     return gateway.bind(*args, **kwargs)  # type: ignore[attr-defined]
-
-
-def _home() -> str:
-    from lumos_ray.runtime import current_settings
-
-    return str(Path(current_settings().home).expanduser().resolve())
 
 
 def hosting_options(
@@ -157,9 +154,9 @@ def hosting_options(
 
 
 def _state_file() -> Path:
-    from lumos_ray.runtime import current_settings
+    from lumos_ray.serve._llm import serve_home
 
-    return Path(current_settings().home).expanduser().resolve() / "serve.json"
+    return Path(serve_home()) / "serve.json"
 
 
 def start(

@@ -74,14 +74,20 @@ def llm_deployment_options(
     return opts
 
 
+def serve_home() -> str:
+    """The resolved ``$LUMOS_HOME`` replicas get (engine caches, adapters, state)."""
+    from lumos_ray.runtime import current_settings
+
+    return str(Path(current_settings().home).expanduser().resolve())
+
+
 def llm_deployment(model: ServedModelConfig, cfg: ServeConfig, job_env: dict[str, str]) -> Any:
     """A bound ``LumosLLMServer`` deployment (an Application node) for one model."""
     from ray import serve
 
-    from lumos_ray.runtime import current_settings
     from lumos_ray.serve._llm_server import LumosLLMServer
 
-    home = str(Path(current_settings().home).expanduser().resolve())
+    home = serve_home()
     opts = llm_deployment_options(model, home, job_env)
     # serve.deployment(cls, **opts) returns a Deployment; its stub types the decorator form.
     return serve.deployment(LumosLLMServer, **opts).bind(  # type: ignore[attr-defined]
