@@ -848,8 +848,13 @@ def _method_label(method: str) -> str:
 
 def _route_template(scope: dict[str, Any]) -> str:
     """The matched route's template (``/v1/runs/{run_id}``), "unmatched" for none:
-    a bounded label set whatever paths clients send."""
+    a bounded label set whatever paths clients send. Under a Serve route prefix the
+    path carries the prefix (``root_path``): templates are matched without it, so
+    ``/prefix/ready`` is the open ``/ready`` as Starlette's router sees it."""
     path: str = scope["path"]
+    root: str = scope.get("root_path") or ""
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
     app = scope.get("app")
     routes = getattr(app, "routes", None) or ()
     static = _STATIC_ROUTES.get(id(app))

@@ -96,8 +96,7 @@ def env(
         last = ""
         while True:
             try:
-                # /v1/models with a key: under a route prefix the open probes (/health)
-                # are not matched as open routes, so they want a key too.
+                # /v1/models with a key: ready once the platform answers for a tenant.
                 r = httpx.get(url + "/v1/models", headers=_h(keys[A]), timeout=5)
                 if r.status_code == 200:
                     break

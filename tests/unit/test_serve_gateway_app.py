@@ -70,6 +70,24 @@ def test_probes_need_no_key_and_model_routes_do(client: TestClient) -> None:
     assert "lumos-tiny" in ids
 
 
+def test_probes_under_a_route_prefix_need_no_key_either(tmp_path) -> None:
+    """Deployed under a Serve route prefix, the path carries it (``root_path``): the open
+    probes stay open there, and model routes still want a key."""
+    cfg = ServeConfig(
+        gateway=GatewayConfig(api_keys=[KEY], api_keys_env=None),
+        adapters_dir=str(tmp_path / "adapters"),
+    )
+    Gateway(cfg.model_dump_json(), llm_handles={})
+    try:
+        with TestClient(build_app(), root_path="/static") as c:
+            assert c.get("/static/health").status_code == 200
+            assert c.get("/static/openapi.json").status_code == 200
+            assert c.get("/static/v1/models").status_code == 401
+            assert c.get("/static/v1/models", headers=_auth()).status_code == 200
+    finally:
+        _GATEWAY.clear()
+
+
 def test_quota_answers_429_after_the_per_key_limit(client: TestClient) -> None:
     codes = [client.get("/v1/models", headers=_auth()).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
