@@ -407,14 +407,17 @@ class Engine:
         turn_id = uuid.uuid4().hex  # the same if Ray retries the call
         message = render(step.input, scope)
         actor = handle.actor(thread)
-        kwargs = {
-            "run_id": self.run_id,
-            "carrier": carrier,
-            "fresh": fresh,
-            "turn_id": turn_id,
-            "defer_save": defer,
-            "concurrent_input": step.concurrent_input,
-        }
+        kwargs: dict[str, Any] = {"run_id": self.run_id, "turn_id": turn_id}
+        # Only what differs from the actor's defaults: Ray serialises every argument
+        # (and every keyword) on its own, on the run's critical path.
+        if carrier:
+            kwargs["carrier"] = carrier
+        if fresh:
+            kwargs["fresh"] = True
+        if defer:
+            kwargs["defer_save"] = True
+        if step.concurrent_input is not None:
+            kwargs["concurrent_input"] = step.concurrent_input
         if spec.stream:
 
             async def consume() -> Any:

@@ -435,9 +435,7 @@ class Runner:
         run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
         now = time.time()
         fields = {"trace": carrier or None, "owner": self.id, "heartbeat": now}
-        create = self.committer.submit(
-            RunCreate(run_id, wf.name, version, input, "running", fields)
-        )
+        create_write = RunCreate(run_id, wf.name, version, input, "running", fields)
         row = {
             "tenant_id": self.store.tenant_id,
             "id": run_id,
@@ -453,16 +451,20 @@ class Runner:
             **fields,
         }
         if ours:
+            # Launched before the row is queued (nothing of the run can reach the
+            # committer before it: the task runs only once this coroutine yields), so
+            # the run's first step is sent off before the row's commit starts in its
+            # thread, instead of waiting for the GIL behind it.
             self._launch(run_id, row)
             try:
-                await asyncio.shield(create)
+                await asyncio.shield(self.committer.submit(create_write))
             except BaseException:
                 task = self.tasks.get(run_id)
                 if task is not None:
                     task.cancel()
                 raise
             return run_id
-        created = await asyncio.shield(create)
+        created = await asyncio.shield(self.committer.submit(create_write))
         if not created.created:
             # Same id again (a client retrying its start): the first start wins.
             existing = await asyncio.to_thread(self.store.get_run, run_id)
