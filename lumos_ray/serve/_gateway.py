@@ -116,6 +116,11 @@ class ModelRoute(NamedTuple):
     base: str
     #: The model's host when it runs in this replica (``in_gateway``); None: by handle.
     local: Any = None
+    #: The ``model`` label of its metrics: the name for base models and shared adapters;
+    #: ``<base>:tenant-adapter`` / ``<base>:object-store-adapter`` otherwise, because
+    #: /metrics is read by any tenant's admin (a tenant's adapter names are its own)
+    #: and object-store names are unbounded (a label per name would grow without end).
+    label: str = ""
 
     def call(self, kind: str, raw: bytes, carrier: dict[str, str] | None) -> Any:
         """Start the request: a streaming handle response, or the local host's answer
@@ -272,12 +277,12 @@ class Gateway:
             else:
                 raise _BadRequest(400, "`model` is required.", param="model")
         if model in self.local_models:
-            return ModelRoute(None, model, model, model, self.local_models[model])
+            return ModelRoute(None, model, model, model, self.local_models[model], model)
         if model in self.llm_handles:
             handle = self._stream_handles.get(model)
             if handle is None:
                 handle = self._stream_handles[model] = self.llm_handles[model].options(stream=True)
-            return ModelRoute(handle, model, model, model)
+            return ModelRoute(handle, model, model, model, None, model)
         record = self.registry.find_for(model, tenant)
         base = self._base_for_adapter(record)
         if base is None or (record is None and not AdapterRegistry.valid_name(model)):
@@ -286,8 +291,14 @@ class Gateway:
                 f"{', '.join(self.list_model_ids(tenant))}."
             )
         serve_id = record.serve_id if record is not None else model
+        if record is None:
+            label = f"{base}:object-store-adapter"
+        elif record.tenant is None:
+            label = model
+        else:
+            label = f"{base}:tenant-adapter"
         if base in self.local_models:
-            return ModelRoute(None, model, serve_id, base, self.local_models[base])
+            return ModelRoute(None, model, serve_id, base, self.local_models[base], label)
         handle = self._stream_handles.get(serve_id)
         if handle is None:
             # Multiplexed routing: Serve sends an adapter's requests to replicas that
@@ -295,7 +306,7 @@ class Gateway:
             handle = self.llm_handles[base].options(stream=True, multiplexed_model_id=serve_id)
             if record is not None:  # object-store names are not cached (unbounded set)
                 self._stream_handles[serve_id] = handle
-        return ModelRoute(handle, model, serve_id, base)
+        return ModelRoute(handle, model, serve_id, base, None, label)
 
     def list_model_ids(self, tenant: str) -> list[str]:
         """Base models, the embedding model, and the adapters ``tenant`` may use."""
@@ -429,9 +440,8 @@ async def _llm_call(request: Request, kind: str) -> Response:
         body.model = resolved
     # A tenant adapter's answer names the model as the client did, not by serving id.
     rename = _Rename(resolved, route.name) if resolved != route.name else None
-    # Metrics label by the name, never the serving id: /metrics is readable by any
-    # tenant's admin, and the id carries the owning tenant.
-    label = route.name
+    # Never the serving id or a tenant's adapter name (see ModelRoute.label).
+    label = route.label
     # A stream is metered from its final usage chunk: ask the engine for it, and hide
     # it again from a client that did not ask (see _StreamUsage).
     hide_usage = False

@@ -119,10 +119,11 @@ def test_each_tenant_reaches_its_own_adapter_of_a_shared_name(gateway: Any) -> N
     stream = _chat(c, KEY_A, "foo", stream=True)
     assert stream.status_code == 200 and calls[-1][0] == mux_a
     assert '"model":"foo"' in stream.text and mux_a not in stream.text
-    # Token metrics are labelled by name: /metrics (any tenant's admin reads it) shows
-    # no serving id, which would name the tenant that owns the adapter.
+    # /metrics (any tenant's admin reads it) names neither a tenant's adapter nor its
+    # serving id (which names the owning tenant): tenant adapters count under their base.
     metrics = c.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_A}"}).text
-    assert 'model="foo"' in metrics and mux_b not in metrics and "~" not in metrics
+    assert 'model="lumos-tiny:tenant-adapter"' in metrics
+    assert 'model="foo"' not in metrics and mux_b not in metrics and "~" not in metrics
 
 
 def test_shared_adapters_route_by_name_for_every_tenant(gateway: Any) -> None:
@@ -130,6 +131,9 @@ def test_shared_adapters_route_by_name_for_every_tenant(gateway: Any) -> None:
     for key in (KEY_A, KEY_B):
         assert _chat(c, key, "shared-sql").status_code == 200
     assert [mux for mux, _ in calls] == ["shared-sql", "shared-sql"]
+    # A shared adapter's name is every tenant's to see: its metrics carry it.
+    metrics = c.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_A}"}).text
+    assert 'model="shared-sql"' in metrics
 
 
 def test_another_tenants_adapter_answers_like_an_unknown_name(gateway: Any) -> None:
