@@ -3,6 +3,7 @@ tier's 4th agent is refused with a clear error until one of the three stops."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -36,6 +37,9 @@ async def test_the_free_tiers_fourth_concurrent_agent_is_refused_until_one_stops
 
     await handles[0].shutdown()  # gives its slot back
     assert len(platform.agent_slots(tenant)) == 2
+    # As the refusal said: retry after retry_after_s (a refused actor asks the store again
+    # at most that often; agents now start fast enough to get here sooner).
+    await asyncio.sleep(refused.value.details["retry_after_s"])
     assert (await handles[3].run("hello", thread_id="t")).output  # now it gets one
     assert sorted(s.holder for s in platform.agent_slots(tenant)) == [
         f"lumos-agent-slot-agent-{i}-0@{tenant}" for i in (1, 2, 3)
