@@ -714,11 +714,13 @@ class _FrontMiddleware:
         rid_header = (b"x-request-id", request_id.encode())
 
         status = 500
+        started = False
 
         async def send_status(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
@@ -729,6 +731,12 @@ class _FrontMiddleware:
                 await resp(scope, receive, send_status)
                 return
             await self._metered(gw, scope, receive, send_status, lambda: status)
+        except Exception as exc:
+            # Answered here, not by Starlette's outermost handler: this answer still
+            # carries the request id the log line is found by.
+            if started:
+                raise  # a response is under way: the server closes the connection
+            await unexpected_error_response(exc)(scope, receive, send_status)
         finally:
             REQUEST_ID.reset(token)
 
@@ -934,6 +942,26 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+def unexpected_error_response(exc: Exception) -> Response:
+    """The answer to an exception no route handled: a LumosError it wraps as itself, a
+    model deployment that is gone as a 503 to retry, anything else as a 500 whose
+    text (it may carry a remote traceback) goes to the log only."""
+    cause = _unwrap(exc)
+    if isinstance(cause, LumosError):
+        return lumos_error_response(cause)
+    name = type(exc).__name__
+    if name in {
+        "BackPressureError",
+        "RayActorError",
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "DeploymentUnavailableError",
+    }:
+        return error_response(503, f"The model deployment is unavailable ({name}); retry.")
+    log.exception("Unexpected error in the gateway", exc_info=exc)
+    return error_response(500, "Internal error in the gateway; see the gateway's log.")
+
+
 def build_app() -> FastAPI:
     """The gateway's FastAPI app (built on the replica)."""
     from lumos_ray import __version__
@@ -974,21 +1002,7 @@ def build_app() -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
-        cause = _unwrap(exc)
-        if isinstance(cause, LumosError):
-            return lumos_error_response(cause)
-        name = type(exc).__name__
-        if name in {
-            "BackPressureError",
-            "RayActorError",
-            "ActorDiedError",
-            "ActorUnavailableError",
-            "DeploymentUnavailableError",
-        }:
-            return error_response(503, f"The model deployment is unavailable ({name}); retry.")
-        # The exception text may carry a remote traceback: it goes to the log only.
-        log.exception("Unexpected error in the gateway", exc_info=exc)
-        return error_response(500, "Internal error in the gateway; see the gateway's log.")
+        return unexpected_error_response(exc)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

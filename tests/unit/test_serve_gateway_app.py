@@ -178,3 +178,35 @@ def test_validation_messages_do_not_echo_the_input(unlimited: TestClient) -> Non
     body = {"model": "lumos-tiny", "messages": [{"role": secret, "content": "hi"}]}
     r = unlimited.post("/v1/chat/completions", json=body, headers=_auth())
     assert r.status_code == 422 and secret not in r.text
+
+
+class _BrokenModel:
+    """A model deployment handle whose call fails with an error nobody maps."""
+
+    def options(self, **_: object) -> _BrokenModel:
+        return self
+
+    @property
+    def generate(self) -> _BrokenModel:
+        return self
+
+    def remote(self, *_: object) -> None:
+        raise RuntimeError("boom at /srv/secret/path.py")
+
+
+def test_an_unexpected_error_is_a_500_that_carries_the_request_id(tmp_path) -> None:
+    cfg = ServeConfig(
+        gateway=GatewayConfig(api_keys=[KEY], api_keys_env=None),
+        models=[{"name": "lumos-tiny", "in_gateway": False}],
+        adapters_dir=str(tmp_path / "adapters"),
+    )
+    Gateway(cfg.model_dump_json(), llm_handles={"lumos-tiny": _BrokenModel()})
+    try:
+        with TestClient(build_app(), raise_server_exceptions=False) as c:
+            body = {"model": "lumos-tiny", "messages": [{"role": "user", "content": "hi"}]}
+            r = c.post("/v1/chat/completions", json=body, headers=_auth())
+    finally:
+        _GATEWAY.clear()
+    err = _openai_error(r, 500)
+    assert err["request_id"] and err["request_id"] == r.headers["x-request-id"]
+    assert "boom" not in r.text and "/srv" not in r.text
