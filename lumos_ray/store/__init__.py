@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from lumos_ray.store._bytes import TENANT_DATA_TABLES, tenant_bytes
 from lumos_ray.store._database import Database, open_database
+from lumos_ray.store._engine import check_storable
 from lumos_ray.store._errors import StoreError
 from lumos_ray.store._schedules import MAX_SCHEDULES, ScheduleStore
 from lumos_ray.store._schema import (
@@ -54,6 +55,7 @@ __all__ = [
     "api_keys",
     "audit_heads",
     "audit_log",
+    "check_storable",
     "mask_url",
     "open_database",
     "open_store",

@@ -34,7 +34,15 @@ from lumos_ray.errors import InputValidationError
 from lumos_ray.store._errors import StoreError
 from lumos_ray.store._url import CONNECT_TIMEOUT_S, StoreURL
 
-__all__ = ["MAX_VALUE_BYTES", "NotJSONError", "connect_error", "dumps", "guard", "make_engines"]
+__all__ = [
+    "MAX_VALUE_BYTES",
+    "NotJSONError",
+    "check_storable",
+    "connect_error",
+    "dumps",
+    "guard",
+    "make_engines",
+]
 
 #: Largest JSON value (one step output, event, message, definition...) the store
 #: accepts. Bigger values belong in files or object storage, referenced by path.
@@ -54,6 +62,24 @@ def dumps(value: Any) -> str:
             f"value is {len(text)} bytes of JSON; the store keeps at most {MAX_VALUE_BYTES}"
         )
     return text
+
+
+def check_storable(value: Any, what: str) -> None:
+    """Raise the store's InputValidationError now if ``value`` could not be stored
+    (not strict JSON, or over the size limit), before anything depends on it."""
+    try:
+        dumps(value)
+    except NotJSONError as exc:
+        raise InputValidationError(
+            f"{what} is not storable JSON: {exc}", fix=_NOT_JSON_FIX
+        ) from None
+
+
+_NOT_JSON_FIX = (
+    "Store JSON data only (dicts, lists, strings, numbers, booleans, None; no NaN/Infinity, "
+    "bytes or objects), under the size limit; put big payloads in files and store their "
+    "paths."
+)
 
 
 class NotJSONError(ValueError):
@@ -171,8 +197,5 @@ def guard(target: StoreURL) -> Iterator[None]:
         if isinstance(exc, DBAPIError) or not isinstance(cause, NotJSONError):
             raise
         raise InputValidationError(
-            f"A value for the run store is not storable JSON: {cause}",
-            fix="Store JSON data only (dicts, lists, strings, numbers, booleans, None; "
-            "no NaN/Infinity, bytes or objects), under the size limit; put big payloads "
-            "in files and store their paths.",
+            f"A value for the run store is not storable JSON: {cause}", fix=_NOT_JSON_FIX
         ) from None

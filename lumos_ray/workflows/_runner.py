@@ -26,7 +26,13 @@ from typing import Any
 
 from lumos_ray import tracing
 from lumos_ray.errors import RunStateError, WorkflowDefinitionError
-from lumos_ray.store import TERMINAL_STATES, CheckpointWrite, ThreadMessages, open_store
+from lumos_ray.store import (
+    TERMINAL_STATES,
+    CheckpointWrite,
+    ThreadMessages,
+    check_storable,
+    open_store,
+)
 from lumos_ray.store._batch import Committed, GroupCommitter, RunCreate, RunUpdate, Write
 from lumos_ray.workflows._definition import Workflow
 from lumos_ray.workflows._engine import Engine, Suspend, validate_json
@@ -46,6 +52,9 @@ def runner_name(tenant: str) -> str:
 
 
 _FLUSH_S = 0.02  # events alone wait this long for company (a checkpoint, more events)
+# A run executed while its caller waits (execute) has its row written with the run's
+# first write, or after this long, whichever comes first (see Runner._begin).
+_ROW_S = _FLUSH_S
 HEARTBEAT_S = 2.0  # lease renewal period
 STALE_S = 10.0  # a lease not renewed for this long belongs to a dead runner
 _KEEP_EVENTS = 1000  # newest committed events per live run kept in memory for followers
@@ -63,11 +72,13 @@ class _Live:
     ``base``: events with ``seq <= base`` are only in the store (None until the
     first commit of a resumed run tells where the store's numbering stands)."""
 
-    __slots__ = ("base", "changed", "ended", "events", "row")
+    __slots__ = ("base", "changed", "ended", "events", "row", "row_written")
 
     def __init__(self, row: dict[str, Any], base: int | None) -> None:
         self.row = row
         self.base = base
+        #: The commit of the run's row when it was created here (None: it was not).
+        self.row_written: asyncio.Future[Committed] | None = None
         self.events: list[dict[str, Any]] = []
         self.changed = asyncio.Event()
         self.ended = asyncio.Event()
@@ -149,6 +160,8 @@ class Runner:
         self._keeper: asyncio.Task[None] | None = None
         self._definitions: dict[tuple[str, str], Workflow] = {}
         self._live: dict[str, _Live] = {}
+        # Rows of runs started by execute() not yet queued: (the write, its timer).
+        self._unwritten: dict[str, tuple[RunCreate, asyncio.TimerHandle]] = {}
         self._ended: OrderedDict[str, _Live] = OrderedDict()
         # Agent handles shared by all runs (keyed by spec identity: cached definitions
         # hand every run the same spec objects), so a turn costs no actor lookup.
@@ -219,11 +232,47 @@ class Runner:
     def _submit(self, w: Write) -> asyncio.Future[Committed]:
         """Queue ``w`` for the next group commit; once durable, its events (and a
         status change) go to the run's followers in memory."""
+        if self._unwritten and w.run_id in self._unwritten:
+            self._write_row(w.run_id)  # the row goes first (same batch or an earlier one)
         fut = self.committer.submit(w)
         # A done-callback, not code after an await: callbacks run in commit order, so
         # followers see a run's events in order however the writers get scheduled.
         fut.add_done_callback(lambda f: self._committed(w, f))
         return fut
+
+    def _write_row(self, run_id: str) -> None:
+        """Queue the row of a run started by execute() (at its first write, or when
+        ``_ROW_S`` passed). If it cannot be stored, the run is cancelled; its caller
+        gets the error (:meth:`_row_durable`)."""
+        pending = self._unwritten.pop(run_id, None)
+        if pending is None:
+            return
+        create, timer = pending
+        timer.cancel()
+        fut: asyncio.Future[Committed]
+        try:
+            fut = self.committer.submit(create)
+        except Exception as exc:  # refused before queueing: the same outcome as a failed commit
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+        live = self._live.get(run_id) or self._ended.get(run_id)
+        if live is not None:
+            live.row_written = fut
+
+        def failed(f: asyncio.Future[Committed]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                task = self.tasks.get(run_id)
+                if task is not None:
+                    task.cancel()
+
+        fut.add_done_callback(failed)
+
+    async def _row_durable(self, run_id: str) -> None:
+        """Return once the row of a run created here is stored; raise why it is not."""
+        self._write_row(run_id)
+        live = self._known(run_id)
+        if live is not None and live.row_written is not None:
+            await asyncio.shield(live.row_written)
 
     async def _commit(self, w: Write) -> Committed:
         # Shielded: a run cancelled mid-write still publishes what was written.
@@ -407,9 +456,17 @@ class Runner:
     ) -> dict[str, Any]:
         """:meth:`start` and :meth:`wait` in one call (one client round trip less,
         which is most of what one run at a time pays over an agent call): the run's
-        row once it ends or suspends, or after ``wait_s`` (then follow with wait)."""
-        run_id = await self._begin(name, version, body, input, run_id, carrier)
-        return await self.wait(run_id, wait_s)
+        row once it ends or suspends, or after ``wait_s`` (then follow with wait).
+
+        A run id made here goes to the caller only with this answer, so its row need
+        not be stored before the run starts: it is written with the run's first write
+        (a run that ends within ``_ROW_S`` commits once, row and final write together)
+        or after ``_ROW_S`` (a longer run is listed as running by then), and the
+        answer is sent only once the row and the run's last write are stored."""
+        run_id = await self._begin(name, version, body, input, run_id, carrier, defer_row=True)
+        row = await self.wait(run_id, wait_s)
+        await self._row_durable(run_id)
+        return row
 
     async def _begin(
         self,
@@ -419,6 +476,8 @@ class Runner:
         input: Any,
         run_id: str | None,
         carrier: Any,
+        *,
+        defer_row: bool = False,
     ) -> str:
         """Register (when ``body``), validate, create and launch a run.
 
@@ -426,7 +485,10 @@ class Runner:
         creation commits (the committer keeps order: the row is durable before any
         checkpoint of the run); the id is returned only once the row is durable, and
         if it cannot be stored the run is cancelled and the error raised. A caller's
-        own id may be a retry of an earlier start, so it is created first."""
+        own id may be a retry of an earlier start, so it is created first.
+        ``defer_row`` (execute, with an id we make): the row is queued later, see
+        :meth:`execute`; the caller must await :meth:`_row_durable` before handing
+        the id out."""
         await self._recover()
         await self.storage.check()
         wf, version = await self._register(name, version, body)
@@ -455,7 +517,15 @@ class Runner:
             # committer before it: the task runs only once this coroutine yields), so
             # the run's first step is sent off before the row's commit starts in its
             # thread, instead of waiting for the GIL behind it.
+            if defer_row:
+                # Its row is written later: an input the store would refuse must not
+                # run first.
+                check_storable(input, f"the input of workflow {wf.name!r}")
             self._launch(run_id, row)
+            if defer_row:
+                timer = asyncio.get_running_loop().call_later(_ROW_S, self._write_row, run_id)
+                self._unwritten[run_id] = (create_write, timer)
+                return run_id
             try:
                 await asyncio.shield(self.committer.submit(create_write))
             except BaseException:
