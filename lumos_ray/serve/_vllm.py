@@ -180,6 +180,10 @@ class VLLMHost:
             request = Request.model_validate_json(raw)
         except ValidationError as exc:
             return _error(422, "Invalid request: " + _summary(exc))
+        except VLLMClientError as exc:
+            # vLLM's own request validators raise these (not ValueError), e.g. an
+            # empty prompt: the caller's mistake, with vLLM's message and parameter.
+            return _error(400, f"Invalid request: {exc}", param=getattr(exc, "parameter", None))
         except (ValueError, TypeError) as exc:
             return _error(400, f"Invalid request: {exc}")
         try:

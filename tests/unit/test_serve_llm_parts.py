@@ -104,3 +104,20 @@ def test_deployment_options_reserve_the_engine_and_carry_the_job_env() -> None:
     opts = llm_deployment_options(gpu, "/h", {})
     assert opts["ray_actor_options"]["num_gpus"] == 2
     assert opts["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in opts
+
+
+def test_vllm_request_validators_refusing_a_body_are_a_400_naming_the_parameter() -> None:
+    """vLLM's CompletionRequest refuses an empty prompt with its own VLLMValidationError
+    (not a ValueError) while the body is parsed: a 400 with vLLM's message, never a 500.
+    The engine is never reached, so none is started."""
+    import asyncio
+    import json
+
+    from lumos_ray.serve._vllm import VLLMHost
+
+    host = VLLMHost("lumos-tiny", "unused", {})
+    host._completion = object()  # validation fails before the serving object is used
+    reply = asyncio.run(host.run("completions", b'{"model": "lumos-tiny", "prompt": ""}'))
+    assert reply.status == 400
+    err = json.loads(reply.body)["error"]
+    assert err["param"] == "prompt" and "prompt" in err["message"]
