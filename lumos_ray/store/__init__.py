@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lumos_ray.store._bytes import TENANT_DATA_TABLES, tenant_bytes
 from lumos_ray.store._database import Database, open_database
-from lumos_ray.store._engine import check_storable
+from lumos_ray.store._engine import EncodedJSON, encode_json
 from lumos_ray.store._errors import StoreError
 from lumos_ray.store._schedules import MAX_SCHEDULES, ScheduleStore
 from lumos_ray.store._schema import (
@@ -47,6 +47,7 @@ __all__ = [
     "TERMINAL_STATES",
     "CheckpointWrite",
     "Database",
+    "EncodedJSON",
     "RunStore",
     "ScheduleStore",
     "StoreError",
@@ -55,7 +56,7 @@ __all__ = [
     "api_keys",
     "audit_heads",
     "audit_log",
-    "check_storable",
+    "encode_json",
     "mask_url",
     "open_database",
     "open_store",

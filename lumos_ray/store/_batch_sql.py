@@ -14,8 +14,9 @@ them as for every other statement).
 Values are bound exactly as the Core path binds them: JSON columns get the store's
 :func:`~lumos_ray.store._engine.dumps` text (``None`` becomes JSON ``null``; a column
 left out stays SQL NULL), cast to ``json`` on PostgreSQL; other columns go as they
-are. A value that is not storable JSON raises ``NotJSONError`` before anything is
-sent, which ``guard`` turns into the same clear error as before.
+are; a value the caller encoded already (:class:`~lumos_ray.store.EncodedJSON`) goes
+as its text. A value that is not storable JSON raises ``NotJSONError`` before anything
+is sent, which ``guard`` turns into the same clear error as before.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Table
 from sqlalchemy.engine import Dialect
 
-from lumos_ray.store._engine import dumps
+from lumos_ray.store._engine import EncodedJSON, dumps
 
 __all__ = ["BatchSQL", "batch_sql"]
 
@@ -89,7 +90,7 @@ class BatchSQL:
     # -- values --------------------------------------------------------------------
     @staticmethod
     def _values(table: Table, cols: Sequence[str], row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(dumps(row[c]) if isinstance(table.c[c].type, JSON) else row[c] for c in cols)
+        return tuple(_json(row[c]) if isinstance(table.c[c].type, JSON) else row[c] for c in cols)
 
     # -- statements ----------------------------------------------------------------
     def insert_many(self, c: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -157,6 +158,10 @@ class BatchSQL:
             for key, seq in rows:
                 last[str(key)] = int(seq or 0)
         return last
+
+
+def _json(value: Any) -> str:
+    return value.text if isinstance(value, EncodedJSON) else dumps(value)
 
 
 _by_backend: dict[str, BatchSQL] = {}

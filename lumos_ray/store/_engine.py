@@ -36,10 +36,11 @@ from lumos_ray.store._url import CONNECT_TIMEOUT_S, StoreURL
 
 __all__ = [
     "MAX_VALUE_BYTES",
+    "EncodedJSON",
     "NotJSONError",
-    "check_storable",
     "connect_error",
     "dumps",
+    "encode_json",
     "guard",
     "make_engines",
 ]
@@ -64,11 +65,21 @@ def dumps(value: Any) -> str:
     return text
 
 
-def check_storable(value: Any, what: str) -> None:
-    """Raise the store's InputValidationError now if ``value`` could not be stored
-    (not strict JSON, or over the size limit), before anything depends on it."""
+class EncodedJSON:
+    """A value already encoded by :func:`encode_json`: the store writes ``text`` as it
+    is (a caller that had to check a value up front does not pay for encoding it twice)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def encode_json(value: Any, what: str) -> EncodedJSON:
+    """``value`` as the store will keep it, or the store's InputValidationError now (not
+    strict JSON, or over the size limit), before anything depends on it."""
     try:
-        dumps(value)
+        return EncodedJSON(dumps(value))
     except NotJSONError as exc:
         raise InputValidationError(
             f"{what} is not storable JSON: {exc}", fix=_NOT_JSON_FIX

@@ -30,7 +30,7 @@ from lumos_ray.store import (
     TERMINAL_STATES,
     CheckpointWrite,
     ThreadMessages,
-    check_storable,
+    encode_json,
     open_store,
 )
 from lumos_ray.store._batch import Committed, GroupCommitter, RunCreate, RunUpdate, Write
@@ -497,7 +497,10 @@ class Runner:
         run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
         now = time.time()
         fields = {"trace": carrier or None, "owner": self.id, "heartbeat": now}
-        create_write = RunCreate(run_id, wf.name, version, input, "running", fields)
+        # Encoded once, here: an input the store would refuse fails this call before any
+        # step runs (a deferred row is written only later), and the commit reuses it.
+        stored_input = encode_json(input, f"the input of workflow {wf.name!r}")
+        create_write = RunCreate(run_id, wf.name, version, stored_input, "running", fields)
         row = {
             "tenant_id": self.store.tenant_id,
             "id": run_id,
@@ -517,10 +520,6 @@ class Runner:
             # committer before it: the task runs only once this coroutine yields), so
             # the run's first step is sent off before the row's commit starts in its
             # thread, instead of waiting for the GIL behind it.
-            if defer_row:
-                # Its row is written later: an input the store would refuse must not
-                # run first.
-                check_storable(input, f"the input of workflow {wf.name!r}")
             self._launch(run_id, row)
             if defer_row:
                 timer = asyncio.get_running_loop().call_later(_ROW_S, self._write_row, run_id)

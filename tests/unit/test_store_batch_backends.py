@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from lumos_ray.errors import InputValidationError
-from lumos_ray.store import CheckpointWrite, ThreadMessages
+from lumos_ray.store import CheckpointWrite, ThreadMessages, encode_json
 from lumos_ray.store._batch import RunCreate, RunUpdate, write_batch
 from lumos_ray.store._batch_sql import ROWS_PER_INSERT
 
@@ -96,3 +96,12 @@ def test_a_value_that_is_not_json_fails_clearly_and_writes_nothing(
         )
     assert store.read_events("r1") == []
     assert store.get_run("r1")["status"] == "pending"
+
+
+def test_a_value_encoded_up_front_is_stored_as_is(make_store: Any) -> None:
+    store = make_store()
+    value = {"q": "caf\u00e9", "n": [1, None]}
+    write_batch(store, [RunCreate("r1", "wf", "v1", encode_json(value, "the input"))])
+    assert store.get_run("r1")["input"] == value
+    with pytest.raises(InputValidationError, match="the input is not storable JSON"):
+        encode_json({"x": float("inf")}, "the input")
