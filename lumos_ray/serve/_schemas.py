@@ -50,6 +50,23 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class FunctionCall(_Open):
+    """The function an assistant's tool call names, with its arguments as JSON text."""
+
+    name: str = Field(max_length=_NAME)
+    arguments: str = Field(description="The arguments, as JSON text.")
+
+
+class ToolCallItem(_Open):
+    """One tool call of an assistant message (OpenAI's shape): chat templates read
+    ``function.name`` and ``function.arguments`` of each, so a call without them is
+    refused here (422) rather than failing inside the engine."""
+
+    id: str = Field(max_length=_NAME)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Open):
     """One message of a conversation (OpenAI's shapes; content parts as objects)."""
 
@@ -58,7 +75,7 @@ class ChatMessage(_Open):
         default=None, description="Text, or a list of content parts."
     )
     name: str | None = Field(default=None, max_length=_NAME)
-    tool_calls: list[dict[str, Any]] | None = Field(default=None, max_length=1024)
+    tool_calls: list[ToolCallItem] | None = Field(default=None, max_length=1024)
     tool_call_id: str | None = Field(default=None, max_length=_NAME)
 
 
@@ -89,7 +106,7 @@ class ChatCompletionBody(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=_MAX_TOKENS)
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=512)
-    tool_choice: str | dict[str, Any] | None = Field(
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
         default=None, description='"none", "auto", "required" or a named function.'
     )
     parallel_tool_calls: bool | None = None

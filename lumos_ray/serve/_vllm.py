@@ -190,6 +190,17 @@ class VLLMHost:
             result = await getattr(serving, create)(request, raw_request=None)
         except (ValueError, VLLMClientError) as exc:
             result = serving.create_error_response(exc)
+        except (LookupError, TypeError, AttributeError) as exc:
+            # vLLM turning the request into a prompt (messages, tool calls, content
+            # parts, the chat template) met a shape it did not expect: the request's
+            # shape, not the engine (an engine failure raises vLLM's own errors).
+            # vLLM's server answers these 500; a client can fix them, so 400.
+            log.warning("vLLM could not process a request: %s: %s", type(exc).__name__, exc)
+            return _error(
+                400,
+                f"The model could not process this request ({type(exc).__name__}: {exc}); "
+                "check the messages, tool calls and content parts against the OpenAI API.",
+            )
         if isinstance(result, ErrorResponse):
             err = result.error
             return _error(int(err.code or 500), err.message, param=err.param)

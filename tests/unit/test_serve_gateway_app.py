@@ -173,6 +173,23 @@ def test_schema_violations_are_422_naming_the_field_and_not_objects_400(
     _openai_error(unlimited.post("/v1/embeddings", json=fmt, headers=_auth()), 422)
 
 
+def test_tool_choice_and_tool_calls_must_have_openai_shapes(unlimited: TestClient) -> None:
+    """Shapes chat templates read (each call's function name and arguments) and the
+    tool_choice strings OpenAI defines are checked here: a 422 naming the field, where
+    the engine used to fail on them with a 500 (found by schemathesis)."""
+    url = "/v1/chat/completions"
+    user = {"role": "user", "content": "hi"}
+    base = {"model": "lumos-tiny", "messages": [user]}
+    err = _openai_error(
+        unlimited.post(url, json={**base, "tool_choice": "0"}, headers=_auth()), 422
+    )
+    assert err["param"].startswith("tool_choice")
+    for calls in ([{}], [{"id": "c1", "type": "function", "function": {"name": "f"}}]):
+        body = {**base, "messages": [user, {"role": "assistant", "tool_calls": calls}]}
+        err = _openai_error(unlimited.post(url, json=body, headers=_auth()), 422)
+        assert err["param"].startswith("messages.1.tool_calls.0"), err
+
+
 def test_validation_messages_do_not_echo_the_input(unlimited: TestClient) -> None:
     secret = "sk-very-secret-value"
     body = {"model": "lumos-tiny", "messages": [{"role": secret, "content": "hi"}]}

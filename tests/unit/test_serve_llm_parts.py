@@ -121,3 +121,24 @@ def test_vllm_request_validators_refusing_a_body_are_a_400_naming_the_parameter(
     assert reply.status == 400
     err = json.loads(reply.body)["error"]
     assert err["param"] == "prompt" and "prompt" in err["message"]
+
+
+def test_a_request_shape_vllm_trips_on_is_a_400_not_a_500() -> None:
+    """vLLM's chat preprocessing raises plain KeyError/TypeError on shapes it does not
+    expect (its own server answers 500): the request's fault, so a 400 that says what
+    to check. A stand-in for the serving object raises what vLLM's raised."""
+    import asyncio
+    import json
+
+    from lumos_ray.serve._vllm import VLLMHost
+
+    class _Trips:
+        async def create_chat_completion(self, request: object, raw_request: object) -> None:
+            raise KeyError("function")
+
+    host = VLLMHost("lumos-tiny", "unused", {})
+    host._chat = _Trips()
+    body = b'{"model": "lumos-tiny", "messages": [{"role": "user", "content": "hi"}]}'
+    reply = asyncio.run(host.run("chat", body))
+    assert reply.status == 400
+    assert "KeyError" in json.loads(reply.body)["error"]["message"]
