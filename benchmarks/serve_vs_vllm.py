@@ -136,9 +136,10 @@ class Server:
     def log(self) -> Path:
         return self.home / f"{self.label}.log"
 
-    def stop(self) -> list[str]:
+    def stop(self, leftovers: bool = True) -> list[str]:
         """Stop the server; return (and kill) engine processes it left behind, which
-        would otherwise load the machine during the next series."""
+        would otherwise load the machine during the next series (``leftovers=False``:
+        other servers still run; the caller looks once all are stopped)."""
         if self.proc is None or self.proc.poll() is not None:
             return []
         # As `lumos serve down` (and an operator's `kill`) do: SIGTERM to the server's
@@ -149,7 +150,7 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        return _kill_engine_leftovers()
+        return _kill_engine_leftovers() if leftovers else []
 
 
 def _kill_engine_leftovers(grace_s: float = 20) -> list[str]:
@@ -204,6 +205,14 @@ class GatewayServer(Server):
         self.platform = label.startswith("platform")
         self.in_gateway = "-in" in label
         self.via_proxy = label.endswith("-proxy")
+        #: ``-nice0``: Ray's workers (replicas, engine) at nice 0 instead of Ray's 15.
+        self.nice0 = label.endswith("-nice0")
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.nice0:
+            env["RAY_worker_niceness"] = "0"
+        return env
 
     def start(self) -> None:
         config: dict[str, Any] = {
@@ -406,21 +415,95 @@ def _series(server: Server, levels: list[int], requests: int, tokens: int) -> di
     for n in levels:
         count = requests if n >= 8 else max(16, requests // 8)
         for stream in (False, True):
-            before = _cpu_snapshot()
-            load0 = os.getloadavg()[0]
-            res = asyncio.run(_level(server, n, count, tokens, stream))
-            cpu = _cpu_by_kind(before, _cpu_snapshot())
-            res["cpu_s_per_1k_tokens"] = {
-                k: round(1000 * v / res["tokens"], 2) for k, v in cpu.items()
-            }
-            res["loadavg"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
-            res["requests"] = count
+            res = _measure(server, n, count, tokens, stream)
             rows["levels"][f"{n}:{'stream' if stream else 'plain'}"] = res
             print(
                 json.dumps({"server": server.label, "clients": n, "stream": stream, **res}),
                 flush=True,
             )
     return rows
+
+
+def _measure(server: Server, n: int, count: int, tokens: int, stream: bool) -> dict[str, Any]:
+    """One series of ``count`` requests from ``n`` clients, with CPU per process kind."""
+    before = _cpu_snapshot()
+    load0 = os.getloadavg()[0]
+    res = asyncio.run(_level(server, n, count, tokens, stream))
+    cpu = _cpu_by_kind(before, _cpu_snapshot())
+    res["cpu_s_per_1k_tokens"] = {k: round(1000 * v / res["tokens"], 2) for k, v in cpu.items()}
+    res["loadavg"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    res["requests"] = count
+    return res
+
+
+def _interleaved(
+    servers: dict[str, Server], levels: list[int], requests: int, tokens: int, rounds: int
+) -> dict[str, Any]:
+    """Every server up at once; each round runs every level on every server in turn
+    (the order rotates per round), so the machine's drift and stalls fall on all of
+    them alike. Per server and level: the median of each figure over the rounds; per
+    round, each server's ratio to ``vllm`` measured in that same round."""
+    for server in servers.values():
+        asyncio.run(_level(server, 8, 16, tokens, False))  # warm-up
+        asyncio.run(_level(server, 8, 16, tokens, True))
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {k: defaultdict(list) for k in servers}
+    order = list(servers)
+    for r in range(rounds):
+        turn = order[r % len(order) :] + order[: r % len(order)]
+        for n in levels:
+            count = requests if n >= 8 else max(16, requests // 8)
+            for stream in (False, True):
+                key = f"{n}:{'stream' if stream else 'plain'}"
+                for label in turn:
+                    res = _measure(servers[label], n, count, tokens, stream)
+                    runs[label][key].append(res)
+                    print(
+                        json.dumps(
+                            {"round": r, "server": label, "clients": n, "stream": stream, **res}
+                        ),
+                        flush=True,
+                    )
+    out: dict[str, Any] = {}
+    for label, by_key in runs.items():
+        levels_out = {}
+        for key, rs in by_key.items():
+            med = {
+                m: statistics.median(x[m] for x in rs)
+                for m in rs[0]
+                if isinstance(rs[0][m], int | float)
+            }
+            levels_out[key] = {**med, "rounds": rs}
+        out[label] = {"started_s": round(servers[label].started_s, 1), "levels": levels_out}
+    return out
+
+
+def _round_ratios(results: dict[str, Any], levels: list[int]) -> str:
+    """Per-round ratios to vllm (median [min-max] over rounds)."""
+    base = results["vllm"]["levels"]
+    lines = [
+        "| per-round ratio to vllm | clients | tokens/s | p95 | stream tokens/s "
+        "| TTFT p50 | TTFT p95 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def spread(label: str, key: str, metric: str, n: int) -> str:
+        ours = results[label]["levels"][f"{n}:{key}"]["rounds"]
+        theirs = base[f"{n}:{key}"]["rounds"]
+        r = sorted(a[metric] / b[metric] for a, b in zip(ours, theirs, strict=True))
+        return f"{statistics.median(r):.2f}x [{r[0]:.2f}-{r[-1]:.2f}]"
+
+    for label in results:
+        if label == "vllm":
+            continue
+        for n in levels:
+            lines.append(
+                f"| {label} | {n} | {spread(label, 'plain', 'tokens_per_s', n)} | "
+                f"{spread(label, 'plain', 'p95_s', n)} | "
+                f"{spread(label, 'stream', 'tokens_per_s', n)} | "
+                f"{spread(label, 'stream', 'ttft_p50_s', n)} | "
+                f"{spread(label, 'stream', 'ttft_p95_s', n)} |"
+            )
+    return "\n".join(lines)
 
 
 def _table(results: dict[str, Any], levels: list[int]) -> str:
@@ -478,6 +561,11 @@ def main() -> None:
     )
     ap.add_argument("--json", default=None, help="write the raw results here")
     ap.add_argument(
+        "--rounds", type=int, default=0,
+        help="interleave: start every server at once and run R rounds of all levels on "
+        "each in turn (per-round ratios); 0: one server after the other",
+    )  # fmt: skip
+    ap.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE",
         help="extra env var for the lumos servers (tuning experiments; repeatable)",
     )  # fmt: skip
@@ -489,6 +577,9 @@ def main() -> None:
 
     tiny_model_path()  # build the tiny model once, outside any timing
     results: dict[str, Any] = {}
+    if args.rounds:
+        _run_interleaved(servers, levels, args)
+        return
     for kind in servers:
         # A kind named twice (e.g. vllm first and last) is measured twice: the spread
         # between the two shows how much the machine drifted during the run.
@@ -510,6 +601,33 @@ def main() -> None:
     print(_table(results, levels))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def _run_interleaved(kinds: list[str], levels: list[int], args: Any) -> None:
+    if len(set(kinds)) != len(kinds) or "vllm" not in kinds:
+        raise SystemExit("--rounds needs distinct servers, vllm among them")
+    up: dict[str, Server] = {}
+    try:
+        for kind in kinds:
+            home = Path(tempfile.mkdtemp(prefix=f"lumos-bench-{kind}-"))
+            server = VLLMServer(home) if kind == "vllm" else GatewayServer(home, kind)
+            up[kind] = server
+            server.start()
+            print(f"{kind} ready in {server.started_s:.0f} s (log {server.log})", flush=True)
+        results = _interleaved(up, levels, args.requests, args.max_tokens, args.rounds)
+    finally:
+        for server in up.values():
+            server.stop(leftovers=False)
+        left = _kill_engine_leftovers()
+        if left:
+            print(f"engine processes outlived their servers: {left}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    print()
+    print("Medians over the rounds:\n")
+    print(_table(results, levels))
+    print()
+    print(_round_ratios(results, levels))
 
 
 if __name__ == "__main__":
