@@ -25,6 +25,7 @@ import pytest
 
 __all__ = [
     "BURST_KEY",
+    "FUZZ_KEY",
     "KEY",
     "KEY_ENV",
     "MAX_TOKENS",
@@ -43,6 +44,8 @@ KEY = "sk-lumos-test"
 KEY_ENV = "LUMOS_TEST_GATEWAY_KEY"
 os.environ.setdefault(KEY_ENV, KEY)
 BURST_KEY = "sk-lumos-burst"
+#: Its own rate-limit bucket for the fuzzer, so fuzzing never throttles other tests.
+FUZZ_KEY = "sk-lumos-fuzz"
 #: The running Serve's HTTP proxy, when the shared app's fixture started Serve (its own
 #: gateway is reached on its own port, not through the proxy).
 SERVE_PROXY_ENV = "LUMOS_TEST_SERVE_PROXY"
@@ -135,7 +138,7 @@ def served(ray_cluster: Any, lumos_home: str, tmp_path_factory: pytest.TempPathF
     cfg = ServeConfig(
         gateway=GatewayConfig(
             port=free_port(),
-            api_keys=[KEY, BURST_KEY],
+            api_keys=[KEY, BURST_KEY, FUZZ_KEY],
             max_body_bytes=64_000,
             quota=QuotaConfig(requests_per_minute=RPM),
         ),

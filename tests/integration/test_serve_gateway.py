@@ -20,7 +20,7 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.integration._served import BURST_KEY, KEY, MAX_TOKENS, PROMPTS, RPM
+from tests.integration._served import BURST_KEY, FUZZ_KEY, KEY, MAX_TOKENS, PROMPTS, RPM
 
 # The shared fixture starts two engines; on a saturated machine that alone can take
 # longer than the default 900 s per-test budget (on 2 idle cores: ~2 min).
@@ -447,6 +447,54 @@ def test_runs_api_start_stream_resume_cancel_over_http(client: httpx.Client) -> 
 
 
 # -- fault tolerance (keep last: it replaces the engine) ------------------------------------
+
+
+MODEL_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"}
+
+
+def test_schemathesis_on_the_model_routes_with_the_engine_finds_no_server_error(
+    served: Any,
+) -> None:
+    """Requests generated from the gateway's own OpenAPI schema reach the real engine
+    (vLLM) and the embedding model: none may end in a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    url = served[0].removesuffix("/v1")
+    schema = schemathesis.openapi.from_url(url + "/openapi.json")
+    failures: list[str] = []
+    statuses: dict[str, list[int]] = {}
+    for op in schema.get_all_operations():
+        operation = op.ok()  # type: ignore[union-attr]  # an invalid schema raises here
+        if operation.path not in MODEL_ROUTES:
+            continue
+        seen = statuses.setdefault(f"{operation.method.upper()} {operation.path}", [])
+
+        @settings(
+            max_examples=12,
+            derandomize=True,  # the same cases every run: CI stays reproducible
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        @given(case=operation.as_strategy())
+        def run(case: Any) -> None:
+            resp = case.call(headers={"Authorization": f"Bearer {FUZZ_KEY}"}, timeout=300)
+            seen.append(resp.status_code)  # noqa: B023  (run() is called in this iteration)
+            if resp.status_code >= 500:
+                sent = json.dumps(case.body, default=repr)[:1500]
+                failures.append(f"{case.method} {case.formatted_path} {sent}: {resp.status_code}")
+
+        run()
+    assert not failures, failures
+    assert set(statuses) == {
+        "POST /v1/chat/completions",
+        "POST /v1/completions",
+        "POST /v1/embeddings",
+        "GET /v1/models",
+    }, statuses
+    # It did get past validation to the engine on the generation routes.
+    assert 200 in statuses["POST /v1/completions"] + statuses["POST /v1/chat/completions"], statuses
 
 
 def _listeners(port: int) -> dict[int, str]:
