@@ -53,7 +53,6 @@ def _bind(host: str, port: int) -> socket.socket:
             fix="Another program holds that port without SO_REUSEPORT: stop it, or set "
             "gateway.port in the serve config to a free port.",
         ) from None
-    sock.set_inheritable(False)
     return sock
 
 

@@ -6,6 +6,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,10 @@ def lumos_home() -> Iterator[str]:
 def ray_cluster(request: pytest.FixtureRequest, lumos_home: str) -> Iterator[runtime.RuntimeInfo]:
     address = request.config.getoption("--ray-address")
     os.environ["LUMOS_HOME"] = lumos_home
+    # Workers cache bytecode in a folder of the home (the path form of the setting, so
+    # test_worker_start checks the mechanism whether or not this machine turns bytecode
+    # writing off; `make test` turns it back on).
+    os.environ.setdefault("LUMOS_WORKER_PYCACHE", str(Path(lumos_home) / "pycache"))
     if request.config.getoption("--store-backend") == "postgresql":
         # The whole tier on a real PostgreSQL store (tests/_postgres.py).
         server = request.getfixturevalue("postgres_server")

@@ -33,11 +33,13 @@ def test_embedded_cluster_workers_cache_bytecode_under_the_home(
 ) -> None:
     if not ray_cluster.embedded:
         pytest.skip("a cluster given with --ray-address has its operator's environment")
+    # The session cluster started with LUMOS_WORKER_PYCACHE=<home>/pycache (conftest):
+    # its workers write bytecode there, whatever the driver's PYTHONDONTWRITEBYTECODE.
+    expected = Path(os.environ["LUMOS_WORKER_PYCACHE"]).resolve()
+    assert expected.is_relative_to(Path(lumos_home).resolve())
     dont_write, prefix, compiled = ray.get(_bytecode_settings.remote(), timeout=120)
     assert dont_write is False
-    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("LUMOS_WORKER_PYCACHE"):
-        expected = Path(lumos_home).resolve() / "pycache"
-        assert prefix == str(expected)
-        # The worker compiled the lumos module it imported into that folder.
-        assert Path(compiled).is_relative_to(expected)
-        assert Path(compiled).is_file()
+    assert prefix == str(expected)
+    # The worker compiled the lumos module it imported into that folder.
+    assert Path(compiled).is_relative_to(expected)
+    assert Path(compiled).is_file()
