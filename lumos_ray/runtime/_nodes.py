@@ -32,6 +32,7 @@ __all__ = [
     "NodeProcess",
     "RayNode",
     "free_port",
+    "free_ports",
     "node_processes",
     "port_open",
     "start_ray_node",
@@ -86,9 +87,25 @@ class RayNode:
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now.
+
+    Every socket stays bound until all are picked: ports picked one at a time can
+    repeat (the OS may hand back a port just released), and Ray refuses a node whose
+    components share a port."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -150,7 +167,8 @@ def start_ray_node(
     (:class:`lumos_ray.runtime.Placement`) select nodes by.
     ``multi_node``: a head that worker nodes will join (Ray's single-node loopback
     mode refuses them). On a loaded machine the raylet can abort while waiting for
-    its dashboard agent (a fixed wait in Ray); such a start is retried from scratch."""
+    its dashboard agent (a fixed wait in Ray), and another process can take a picked
+    port before Ray binds it; such a start is retried from scratch with new ports."""
     for attempt in range(1, attempts + 1):
         try:
             return _start_once(
@@ -166,9 +184,17 @@ def start_ray_node(
                 timeout_s=timeout_s,
             )
         except ConnectionFailedError as exc:
-            if attempt == attempts or "timed out during startup" not in exc.message:
+            if attempt == attempts or not any(m in exc.message for m in _RETRYABLE):
                 raise
     raise AssertionError("unreachable")
+
+
+#: ``ray start`` failures that a fresh attempt (new ports, new processes) can cure.
+_RETRYABLE = (
+    "timed out during startup",  # the raylet's fixed wait for its agent, on a busy machine
+    "same port",  # a picked port was taken by another process before Ray bound it
+    "already in use",
+)
 
 
 def _start_once(
@@ -194,17 +220,18 @@ def _start_once(
             f"{MAX_TEMP_DIR_CHARS - 4} characters long.",
         )
     Path(temp).mkdir(parents=True, exist_ok=True, mode=0o700)
+    ports = iter(free_ports(9))
     cmd = [
         str(Path(sys.executable).with_name("ray")),
         "start",
         "--node-ip-address=127.0.0.1",
         f"--temp-dir={temp}",
-        f"--node-manager-port={free_port()}",
-        f"--object-manager-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
+        f"--node-manager-port={next(ports)}",
+        f"--object-manager-port={next(ports)}",
+        f"--dashboard-agent-listen-port={next(ports)}",
+        f"--dashboard-agent-grpc-port={next(ports)}",
+        f"--runtime-env-agent-port={next(ports)}",
+        f"--metrics-export-port={next(ports)}",
         # Worker ports from the OS, not Ray's fixed 10002-19999 range that every
         # other cluster on the machine also draws from.
         "--min-worker-port=0",
@@ -213,10 +240,10 @@ def _start_once(
     ]
     dashboard_url = None
     if head:
-        port = free_port()
-        cmd += ["--head", f"--port={port}", f"--ray-client-server-port={free_port()}"]
+        port = next(ports)
+        cmd += ["--head", f"--port={port}", f"--ray-client-server-port={next(ports)}"]
         if dashboard:
-            dport = free_port()
+            dport = next(ports)
             cmd += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
             cmd += [f"--dashboard-port={dport}"]
             dashboard_url = f"http://127.0.0.1:{dport}"

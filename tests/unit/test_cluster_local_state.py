@@ -22,6 +22,8 @@ from lumos_ray.runtime import cluster_down, cluster_status, local_cluster_addres
 from lumos_ray.runtime._nodes import (
     MARKER_ENV,
     NodeProcess,
+    RayNode,
+    free_ports,
     node_processes,
     start_ray_node,
     stop_processes,
@@ -136,3 +138,55 @@ def test_cli_lists_up_down_status() -> None:
     out = CliRunner().invoke(cli, ["--help"]).output
     for name in ("up", "down", "status"):
         assert f"  {name} " in out, out
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    """All of a node's ports come from one pass with every socket held, so none repeats
+    (separate picks could, and Ray then refuses the node)."""
+    for _ in range(20):
+        ports = free_ports(9)
+        assert len(set(ports)) == 9
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "If you allocate ports, please make sure the same port is not used by multiple components.",
+        "Address already in use",
+        "The raylet timed out during startup",
+    ],
+)
+def test_a_start_lost_to_a_port_race_or_a_slow_agent_is_retried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, message: str
+) -> None:
+    import lumos_ray.runtime._nodes as nodes
+
+    calls: list[int] = []
+
+    def once(*_: object, **__: object) -> RayNode:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionFailedError(f"`ray start` failed: {message}")
+        return RayNode(temp_dir=str(tmp_path), gcs_address="127.0.0.1:1", head=True)
+
+    monkeypatch.setattr(nodes, "_start_once", once)
+    assert start_ray_node(tmp_path, head=True).gcs_address == "127.0.0.1:1"
+    assert len(calls) == 2
+
+
+def test_other_start_failures_are_not_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import lumos_ray.runtime._nodes as nodes
+
+    calls: list[int] = []
+
+    def once(*_: object, **__: object) -> RayNode:
+        calls.append(1)
+        raise ConnectionFailedError("`ray start` failed: invalid resource spec")
+
+    monkeypatch.setattr(nodes, "_start_once", once)
+    with pytest.raises(ConnectionFailedError, match="invalid resource"):
+        start_ray_node(tmp_path, head=True)
+    assert len(calls) == 1
