@@ -177,7 +177,9 @@ def test_a_start_lost_to_a_port_race_or_a_slow_agent_is_retried(
     assert len(calls) == 2
 
 
-def test_other_start_failures_are_not_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_other_start_failures_are_not_retried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import lumos_ray.runtime._nodes as nodes
 
     calls: list[int] = []
