@@ -512,6 +512,10 @@ class _Rename:
         return self.text(body.decode()).encode()
 
 
+#: A non-empty content delta or completion text in a stream event (see _StreamUsage).
+_CONTENT = re.compile(r'"(?:content|text)":"(?!")')
+
+
 class _StreamUsage:
     """Reads the token counts of a stream as it passes (SSE ``data:`` events).
 
@@ -531,6 +535,12 @@ class _StreamUsage:
         import json
 
         if "data:" not in chunk:
+            return chunk
+        if '"usage"' not in chunk:
+            # The common case, one event per token: no usage to read or hide, so it is
+            # counted without parsing it (a content delta or a completion's text that
+            # is not empty; vLLM writes compact JSON).
+            self.deltas += len(_CONTENT.findall(chunk))
             return chunk
         kept: list[str] = []
         for event in chunk.split("\n\n"):

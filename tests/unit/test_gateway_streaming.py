@@ -142,3 +142,30 @@ def test_stream_without_a_usage_event_is_metered_by_its_content_deltas(setup: An
         _flush()
     (day,) = p.usage("acme")
     assert (day.requests, day.prompt_tokens, day.completion_tokens) == (1, 0, 3)
+
+
+def test_stream_usage_counts_content_deltas_without_parsing_each_event() -> None:
+    """The per-token fast path counts what the parsed path counted: non-empty content
+    deltas and completion texts, one per choice, never reasoning, tool-call or empty
+    deltas, and never a quote inside the text."""
+    from lumos_ray.serve._gateway import _StreamUsage
+
+    def choices(*items: dict[str, Any]) -> str:
+        return "data: " + json.dumps({"choices": list(items)}, separators=(",", ":")) + "\n\n"
+
+    events = [
+        choices({"index": 0, "delta": {"role": "assistant", "content": ""}}),
+        choices({"index": 0, "delta": {"content": 'say "content":"x"'}}),
+        choices({"index": 0, "delta": {"reasoning_content": "hmm"}}),
+        choices({"index": 0, "delta": {"tool_calls": [{"function": {"arguments": "{}"}}]}}),
+        choices({"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"content": "b"}}),
+        choices({"index": 0, "text": "c"}),
+        choices({"index": 0, "text": ""}),
+        "data: [DONE]\n\n",
+    ]
+    fast, parsed = _StreamUsage(hide=False), _StreamUsage(hide=False)
+    for event in events:
+        assert fast.feed(event) == event
+        # The parsed path, as for an event that carries usage.
+        parsed.feed(event.replace('{"choices"', '{"usage":null,"choices"'))
+    assert fast.totals() == parsed.totals() == (0, 4)
