@@ -8,8 +8,11 @@ quota charged in memory by the admission service and written to the store in one
 transaction per flush interval) plus a per-key and per-tenant rate limit. OFF = no
 keys, no limits.
 
-Two modes:
+Three modes:
 
+* ``--http``: the same app served by uvicorn in a child process on 127.0.0.1 (what a
+  client of a gateway replica's own listener sees: socket, HTTP parsing, keep-alive
+  connections), driven by aiohttp; admission in the process as below;
 * default: admission in the process (``LocalAdmission``: what a gateway without Ray
   runs; the same buckets and ``QuotaLedger`` as the actor, no round trip);
 * ``--cluster``: a local Ray cluster is started and the gateway is built as a Serve
@@ -17,7 +20,8 @@ Two modes:
   app's admission actor (``<app>-ratelimit``) -- the real multi-replica path, minus
   the Serve proxy and socket, which both modes leave out.
 
-    .venv/bin/python benchmarks/serve_gateway_auth.py [--requests 2000] [--cluster]
+    .venv/bin/python benchmarks/serve_gateway_auth.py [--requests 2000] [--rounds 5] \\
+        [--cluster | --http]
 """
 
 from __future__ import annotations
@@ -108,34 +112,140 @@ def _close(gateway: Any, cluster: bool) -> None:
         gateway.admission.close()
 
 
+def _serve_http(on: bool, tmp: str, port: int, ready: Any) -> None:
+    """Child process: build the app as ``_app`` does and serve it on 127.0.0.1."""
+    import uvicorn
+
+    _gateway, app, headers = _app(on, tmp)  # kept alive while it serves
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    ready.put(headers)
+    server.run()
+
+
+async def _run_http(
+    port: int, headers: dict[str, str], clients: int, total: int
+) -> tuple[list[float], float]:
+    """``_run`` over real HTTP: one keep-alive connection per client."""
+    import aiohttp
+
+    lat: list[float] = []
+    url = f"http://127.0.0.1:{port}/v1/models"
+    conn = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=conn) as c:
+        for _ in range(50):  # warm-up
+            async with c.get(url, headers=headers) as r:
+                await r.read()
+        left = total
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                t0 = time.perf_counter()
+                async with c.get(url, headers=headers) as r:
+                    body = await r.read()
+                lat.append(time.perf_counter() - t0)
+                assert r.status == 200, body
+
+        t_start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - t_start
+    return lat, total / wall
+
+
+def _one_http(on: bool, clients: int, requests: int) -> tuple[float, float, float]:
+    import multiprocessing as mp
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = ctx.Queue()
+        proc = ctx.Process(target=_serve_http, args=(on, tmp, port, ready), daemon=True)
+        proc.start()
+        try:
+            headers = ready.get(timeout=120)
+            deadline = time.monotonic() + 60
+            while True:  # the listener binds after the app is built
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            lat, rps = asyncio.run(_run_http(port, headers, clients, requests))
+        finally:
+            proc.terminate()
+            proc.join(10)
+    lat.sort()
+    return statistics.median(lat), lat[int(0.95 * len(lat))], rps
+
+
+def _one(
+    on: bool, clients: int, requests: int, cluster: bool, http: bool = False
+) -> tuple[float, float, float]:
+    """(p50 s, p95 s, requests/s) of one series on a fresh gateway app."""
+    from lumos_ray.serve._gateway import _GATEWAY
+
+    if http:
+        return _one_http(on, clients, requests)
+    with tempfile.TemporaryDirectory() as tmp:
+        gateway, app, headers = _app(on, tmp, cluster)
+        lat, rps = asyncio.run(_run(app, headers, clients, requests))
+        _close(gateway, cluster)
+        _GATEWAY.clear()
+    lat.sort()
+    return statistics.median(lat), lat[int(0.95 * len(lat))], rps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--cluster", action="store_true", help="admission through the app's Ray actor")
+    ap.add_argument("--http", action="store_true", help="real HTTP to uvicorn in a child process")
+    ap.add_argument(
+        "--rounds", type=int, default=1,
+        help="OFF and ON alternate R times per client count (the order flips each round); "
+        "medians and per-round ratios are reported",
+    )  # fmt: skip
     args = ap.parse_args()
-    from lumos_ray.serve._gateway import _GATEWAY
-
     if args.cluster:
         from lumos_ray import runtime
 
         runtime.connect(num_cpus=2)
-    print(f"mode: {'cluster (admission actor)' if args.cluster else 'in-process admission'}")
+    mode = "cluster (admission actor)" if args.cluster else "in-process admission"
+    print(f"mode: {mode}{', over HTTP (uvicorn, 127.0.0.1)' if args.http else ''}")
+    print(f"load at start: {os.getloadavg()}")
     for clients in (1, 16, 64):
-        res = {}
-        rps = {}
-        for on in (False, True):
-            with tempfile.TemporaryDirectory() as tmp:
-                gateway, app, headers = _app(on, tmp, args.cluster)
-                lat, rps[on] = asyncio.run(_run(app, headers, clients, args.requests))
-                _close(gateway, args.cluster)
-                _GATEWAY.clear()
-            res[on] = (statistics.median(lat), sorted(lat)[int(0.95 * len(lat))])
-        off, on_ = res[False], res[True]
+        series: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+        ratios: list[tuple[float, float]] = []
+        for r in range(args.rounds):
+            order = (False, True) if r % 2 == 0 else (True, False)
+            got = {on: _one(on, clients, args.requests, args.cluster, args.http) for on in order}
+            for on in order:
+                series[on].append(got[on])
+            ratios.append((got[True][0] / got[False][0], got[True][1] / got[False][1]))
+
+        med = {
+            on: [statistics.median(x[i] for x in series[on]) for i in range(3)]
+            for on in (False, True)
+        }
+        p50r = sorted(x[0] for x in ratios)
+        p95r = sorted(x[1] for x in ratios)
+        off, on_ = med[False], med[True]
         print(
-            f"clients={clients:3d} p50 off {off[0] * 1e3:.2f} ms on {on_[0] * 1e3:.2f} ms "
-            f"({on_[0] / off[0]:.2f}x)  p95 off {off[1] * 1e3:.2f} ms on {on_[1] * 1e3:.2f} ms "
-            f"({on_[1] / off[1]:.2f}x)  req/s off {rps[False]:.0f} on {rps[True]:.0f}"
+            f"clients={clients:3d} p50 off {off[0] * 1e3:.3f} ms on {on_[0] * 1e3:.3f} ms"
+            f"  p95 off {off[1] * 1e3:.3f} ms on {on_[1] * 1e3:.3f} ms"
+            f"  req/s off {off[2]:.0f} on {on_[2]:.0f}  | per-round on/off:"
+            f" p50 {statistics.median(p50r):.2f}x [{p50r[0]:.2f}-{p50r[-1]:.2f}]"
+            f" p95 {statistics.median(p95r):.2f}x [{p95r[0]:.2f}-{p95r[-1]:.2f}]",
+            flush=True,
         )
+    print(f"load at end: {os.getloadavg()}")
     if args.cluster:
         from lumos_ray import runtime
 
