@@ -11,12 +11,13 @@ What one *run* is, for every contender: an agent turn of 3 model calls + 2 tool 
 model answers ``"3"``), on a fresh thread, answer checked. The model is scripted and
 instant, so the figures are the frameworks' own cost.
 
-* **durable**: ``lumos_ray.execute_run(workflow, input)`` (start and wait in one call
-  to the runner), the workflow being one agent step
-  (``_bench_frameworks/durable_lumos.py``). The run executes in the runner actor, its
-  creation, step checkpoint and events go to the run store (SQLite, the embedded
-  default), and the client gets the result once the final write is durable. The same
-  run through ``start_run`` + ``wait_run`` (two client calls) is reported beside it.
+* **durable**: ``lumos_ray.execute_run(workflow, input)``, the workflow being one agent
+  step (``_bench_frameworks/durable_lumos.py``). Such a run executes in the agent's own
+  actor (``workflows/_runner.hosted_execute``: no runner hop); its row, step checkpoint
+  with the agent's turn, and events go to the run store (SQLite, the embedded default)
+  under the runner's lease rules, and the client gets the result once the final write
+  is durable. The same run through ``start_run`` + ``wait_run`` (two client calls to
+  the runner actor, which executes it) is reported beside it.
 * **direct**: ``Agent(...).deploy().run(input)`` of the same agent spec, with
   its default persisted history; no workflow, no checkpoint.
 * **LangGraph + SQLite**: ``create_react_agent`` with an ``AsyncSqliteSaver``

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lumos_ray import tracing
@@ -127,6 +127,8 @@ class AgentActor:
             if replica == 0
             else None
         )
+        #: State of the work a caller's layer runs here through :meth:`hosted`.
+        self.hosted_state: dict[str, Any] = {}
         self._warming: threading.Thread | None = None
         if warm_up:
             # The actor answers as soon as this returns; what its first turn needs (the
@@ -661,6 +663,14 @@ class AgentActor:
 
     async def history(self, thread_id: str) -> list[dict[str, Any]]:
         return list(await self._history(thread_id))
+
+    async def hosted(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``await fn(self, *args)`` on this actor's loop: work of a higher layer that
+        runs beside the agent's turns, sent by reference (an importable function). The
+        workflows layer executes a run whose workflow is one step of this agent here,
+        calling :meth:`run` in-process instead of over an actor hop (see
+        ``lumos_ray.workflows._runner.hosted_execute``)."""
+        return await fn(self, *args)
 
     async def release_slot(self) -> None:
         """Give back the agent's plan slot (before the actor is stopped)."""

@@ -158,8 +158,13 @@ class Engine:
         fresh: bool = False,
         durable: Callable[[], Awaitable[None]] | None = None,
         tenant: str | None = None,
+        local: Callable[[Any], Awaitable[Callable[..., Awaitable[Any]] | None]] | None = None,
     ) -> None:
         self.run_id = run_id
+        # ``local(spec)``: the turn function of an agent actor this engine runs inside
+        # (its ``run``), or None for every other agent: that agent's turns are plain
+        # calls, no actor hop (a run hosted by its agent's actor: _runner.hosted_execute).
+        self.local = local
         self.tenant = tenant
         # Awaited before a step starts: the checkpoints recorded so far are durable
         # (the runner queues them for a group commit instead of waiting in `record`).
@@ -398,15 +403,13 @@ class Engine:
         attempt: int = 1,
     ) -> Any:
         spec = wf.agent(step.agent) if isinstance(step.agent, str) else step.agent
-        handle = await self._handle(spec)
-        await handle.ensure_current()
+        local = await self.local(spec) if self.local is not None and not spec.stream else None
         thread = render(step.thread, scope) if step.thread else f"{self.run_id}/{path}"
         new_thread = not step.thread or (isinstance(step, AgentTurn) and step.new_thread)
         fresh = self.fresh and new_thread and attempt == 1
         defer = not step.thread and spec.memory.history and spec.memory.persist
         turn_id = uuid.uuid4().hex  # the same if Ray retries the call
         message = render(step.input, scope)
-        actor = handle.actor(thread)
         kwargs: dict[str, Any] = {"run_id": self.run_id, "turn_id": turn_id}
         # Only what differs from the actor's defaults: Ray serialises every argument
         # (and every keyword) on its own, on the run's critical path.
@@ -418,7 +421,14 @@ class Engine:
             kwargs["defer_save"] = True
         if step.concurrent_input is not None:
             kwargs["concurrent_input"] = step.concurrent_input
-        if spec.stream:
+        if local is not None:
+            result = await _with_timeout(local(message, thread, **kwargs), step.timeout_s, path)
+            for call in result.tool_calls:
+                self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})
+        elif spec.stream:
+            handle = await self._handle(spec)
+            await handle.ensure_current()
+            actor = handle.actor(thread)
 
             async def consume() -> Any:
                 gen = actor.run_stream.remote(message, thread, **kwargs)
@@ -435,7 +445,9 @@ class Engine:
             if result is None:
                 return None
         else:
-            ref = actor.run.remote(message, thread, **kwargs)
+            handle = await self._handle(spec)
+            await handle.ensure_current()
+            ref = handle.actor(thread).run.remote(message, thread, **kwargs)
             result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:
                 self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})

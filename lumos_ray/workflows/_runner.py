@@ -34,6 +34,7 @@ from lumos_ray.store import (
     open_store,
 )
 from lumos_ray.store._batch import Committed, GroupCommitter, RunCreate, RunUpdate, Write
+from lumos_ray.store._schema import KEY_LIMITS
 from lumos_ray.workflows._definition import Workflow
 from lumos_ray.workflows._engine import Engine, Suspend, validate_json
 from lumos_ray.workflows._forks import ordered_checkpoints, plan_fork
@@ -61,6 +62,9 @@ _KEEP_EVENTS = 1000  # newest committed events per live run kept in memory for f
 _KEEP_ENDED = 1000  # ended runs whose row and newest events stay in memory
 _KEEP_ENDED_EVENTS = 100  # events kept per ended run (older ones: from the store)
 _ENDED = TERMINAL_STATES | {"suspended"}
+# A run executed elsewhere (another runner, or its agent's actor: hosted_execute) is
+# followed from the store: re-read this often while a follower or waiter waits.
+_POLL_S = 0.25
 
 Event = tuple[str, dict[str, Any]]
 
@@ -145,12 +149,26 @@ def _update(
 class Runner:
     """``auto_recover``: adopt runs whose owner died (a cluster's runner). An embedded
     cluster's runner adopts only what it is asked to resume, so two local processes
-    sharing a store never take each other's live runs."""
+    sharing a store never take each other's live runs.
 
-    def __init__(self, auto_recover: bool = True, tenant: str | None = None) -> None:
+    ``owner``: the lease id to write in the rows of runs executed here (default: a
+    new ``runner-...``); ``schedules``: fire the tenant's schedules (off for a runner
+    hosted in an agent's actor, which only executes the runs it is handed)."""
+
+    def __init__(
+        self,
+        auto_recover: bool = True,
+        tenant: str | None = None,
+        *,
+        owner: str | None = None,
+        schedules: bool = True,
+    ) -> None:
         tracing.setup_tracing()
-        self.id = f"runner-{uuid.uuid4().hex[:12]}"
+        self.id = owner or f"runner-{uuid.uuid4().hex[:12]}"
         self.auto_recover = auto_recover
+        self._schedules = schedules
+        #: See Engine's ``local``: the agent whose turns run in this process, if any.
+        self.local: Any = None
         self.store = open_store(tenant_id=tenant)
         self.committer = GroupCommitter(self.store)
         #: New runs (start, fork, schedule ticks) are refused at the plan's storage limit.
@@ -180,7 +198,8 @@ class Runner:
         if self._keeper is None:
             loop = asyncio.get_running_loop()
             self._keeper = loop.create_task(self._keep_leases())
-            self._scheduling = loop.create_task(self.scheduler.run_forever())
+            if self._schedules:
+                self._scheduling = loop.create_task(self.scheduler.run_forever())
             if self.auto_recover:
                 await self._adopt_orphans()
 
@@ -400,6 +419,7 @@ class Runner:
                 fresh=fresh,
                 durable=durable,
                 tenant=self.store.tenant_id,
+                local=self.local,
             )
             try:
                 output = await engine.run(row["input"])
@@ -453,6 +473,7 @@ class Runner:
         run_id: str | None = None,
         carrier: Any = None,
         wait_s: float = 0.0,
+        new_id: bool = False,
     ) -> dict[str, Any]:
         """:meth:`start` and :meth:`wait` in one call (one client round trip less,
         which is most of what one run at a time pays over an agent call): the run's
@@ -462,8 +483,12 @@ class Runner:
         not be stored before the run starts: it is written with the run's first write
         (a run that ends within ``_ROW_S`` commits once, row and final write together)
         or after ``_ROW_S`` (a longer run is listed as running by then), and the
-        answer is sent only once the row and the run's last write are stored."""
-        run_id = await self._begin(name, version, body, input, run_id, carrier, defer_row=True)
+        answer is sent only once the row and the run's last write are stored.
+        ``new_id``: ``run_id`` was just made by the caller for this run (unique, never
+        a retry), so it is handled like an id made here."""
+        run_id = await self._begin(
+            name, version, body, input, run_id, carrier, defer_row=True, new_id=new_id
+        )
         row = await self.wait(run_id, wait_s)
         await self._row_durable(run_id)
         return row
@@ -478,6 +503,7 @@ class Runner:
         carrier: Any,
         *,
         defer_row: bool = False,
+        new_id: bool = False,
     ) -> str:
         """Register (when ``body``), validate, create and launch a run.
 
@@ -493,7 +519,7 @@ class Runner:
         await self.storage.check()
         wf, version = await self._register(name, version, body)
         validate_json(input, wf.input_schema, f"input of workflow {wf.name!r}")
-        ours = run_id is None
+        ours = run_id is None or new_id
         run_id = run_id or f"run-{uuid.uuid4().hex[:16]}"
         now = time.time()
         fields = {"trace": carrier or None, "owner": self.id, "heartbeat": now}
@@ -581,6 +607,7 @@ class Runner:
                 left = deadline - time.monotonic()
                 if items or run["status"] in _ENDED or left <= 0:
                     return items, run["status"]
+                left = min(left, _POLL_S)  # it may be executing elsewhere: read again
             try:
                 await asyncio.wait_for(waiter.wait(), left)
             except TimeoutError:
@@ -611,8 +638,8 @@ class Runner:
                 # It started executing here while we read (a resume launched it): wait
                 # on it in memory, not return its "running" row at once.
                 return await self.wait(run_id, left)
-            try:
-                await asyncio.wait_for(waiter.wait(), left)
+            try:  # it may be executing elsewhere: read again soon
+                await asyncio.wait_for(waiter.wait(), min(left, _POLL_S))
             except TimeoutError:
                 pass
 
@@ -667,12 +694,35 @@ class Runner:
         if task is not None:
             task.cancel()
             await asyncio.wait([task], timeout=30)
+        elif await self._cancel_at_host(run):
+            pass  # its agent's actor executes it: cancelled there, which writes the end
         else:
             self._ended.pop(run_id, None)
             await self._set(
                 run_id, "cancelled", [("run_cancelled", {"t": time.time()})], suspended=None
             )
         return await asyncio.to_thread(self.store.get_run, run_id)
+
+    async def _cancel_at_host(self, run: dict[str, Any]) -> bool:
+        """Cancel a run its agent's actor executes (see :func:`hosted_execute`); False
+        when no live actor of that name executes it (then it is cancelled in the store,
+        like a run whose runner died)."""
+        from lumos_ray.runtime import await_ref, get_actor, is_actor_died
+
+        agent = host_of(run.get("owner"))
+        if agent is None:
+            return False
+        from lumos_ray.actors._agent_actor import actor_name
+
+        actor = await asyncio.to_thread(get_actor, actor_name(agent, 0, self.store.tenant_id))
+        if actor is None:
+            return False
+        try:
+            return bool(await await_ref(actor.hosted.remote(hosted_cancel, run["id"])))
+        except Exception as exc:
+            if is_actor_died(exc):
+                return False
+            raise
 
     # -- time travel ---------------------------------------------------------------
     async def checkpoints(self, run_id: str) -> list[dict[str, Any]]:
@@ -771,3 +821,98 @@ class Runner:
         import os
 
         return os.getpid()
+
+
+# -- runs hosted by their agent's actor ------------------------------------------------
+#
+# A run whose workflow is one agent step executes in that agent's actor (the client
+# calls the actor, not this runner: one actor hop less, which is most of what a
+# durable run paid over the agent called directly). The actor holds a Runner of its
+# own (no schedules, no adoption of other runs), whose engine calls the agent's turn
+# in-process; everything else is the runner's code: the same lease in the run's row
+# (owner ``agent:<agent name>#<id>``, renewed while it runs), the same group-committed
+# writes (row, checkpoint with the agent's turn, events, status: one commit for a short
+# run), the same answer-once-durable rule. So the guarantees are the runner's: a run
+# whose actor dies keeps a lease that lapses, and the tenant's runner adopts it (a
+# cluster) or ``lumos runs resume`` resumes it (embedded); followers and ``wait_run``
+# read it from the store through the runner; ``cancel_run`` reaches the actor through
+# the runner (:meth:`Runner._cancel_at_host`); it is listed like any run.
+
+_HOST_PREFIX = "agent:"
+
+
+def host_owner_fits(agent: str) -> bool:
+    """Whether ``agent``'s hosted lease id fits the owner column (long names are not
+    hosted: their runs go to the runner)."""
+    return len(f"{_HOST_PREFIX}{agent}#") + 12 <= KEY_LIMITS["owner"]
+
+
+def host_of(owner: str | None) -> str | None:
+    """The agent whose actor holds lease ``owner``, if it is a hosted run's."""
+    if owner and owner.startswith(_HOST_PREFIX) and "#" in owner:
+        return owner[len(_HOST_PREFIX) :].rsplit("#", 1)[0]
+    return None
+
+
+class _LocalAgent:
+    """Engine ``local``: the hosting actor's turn function for its own agent's steps
+    (its spec handed to the actor first when the step's differs, as a handle's
+    ``ensure_current`` would: once per spec object)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self._applied: OrderedDict[int, Any] = OrderedDict()
+
+    async def __call__(self, spec: Any) -> Any:
+        from lumos_ray.actors._agent_actor import spec_fingerprint
+
+        a = self.actor
+        if spec.name != a.spec.name or spec.replicas != 1 or spec.hosting == "shared":
+            return None
+        if self._applied.get(id(spec)) is not spec:
+            fingerprint = spec_fingerprint(spec)
+            if fingerprint != a.fingerprint:
+                await a.reconfigure(spec, fingerprint)
+            self._applied[id(spec)] = spec
+            while len(self._applied) > 64:
+                self._applied.popitem(last=False)
+        return a.run
+
+
+def _hosted_runner(actor: Any) -> Runner:
+    """The runner of the runs hosted by agent actor ``actor`` (made on first use)."""
+    runner: Runner | None = actor.hosted_state.get("runner")
+    if runner is None:
+        owner = f"{_HOST_PREFIX}{actor.spec.name}#{uuid.uuid4().hex[:12]}"
+        runner = Runner(auto_recover=False, tenant=actor.tenant, owner=owner, schedules=False)
+        runner.local = _LocalAgent(actor)
+        actor.hosted_state["runner"] = runner
+    return runner
+
+
+async def hosted_execute(
+    actor: Any,
+    name: str,
+    version: str | None,
+    body: dict[str, Any] | None,
+    input: Any,
+    run_id: str,
+    carrier: Any,
+    wait_s: float,
+) -> dict[str, Any]:
+    """:meth:`Runner.execute` of a one-agent-step run, inside that agent's actor
+    (``AgentActor.hosted(hosted_execute, ...)``). ``run_id``: made by the client for
+    this call (sent with no retry: if the actor dies, the client looks the run up by
+    this id and resumes it, or starts it on the runner if its row was never stored)."""
+    return await _hosted_runner(actor).execute(
+        name, version, body, input, run_id, carrier, wait_s, new_id=True
+    )
+
+
+async def hosted_cancel(actor: Any, run_id: str) -> bool:
+    """Cancel run ``run_id`` if this actor executes it; False if it does not."""
+    runner: Runner | None = actor.hosted_state.get("runner")
+    if runner is None or run_id not in runner.tasks:
+        return False
+    await runner.cancel(run_id)
+    return True

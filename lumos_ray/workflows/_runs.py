@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from lumos_ray import tracing
-from lumos_ray.errors import LumosError, NotFoundError
+from lumos_ray.errors import LumosError, NotFoundError, RunStateError
 from lumos_ray.workflows._definition import Workflow, get_workflow
 
 __all__ = [
@@ -311,6 +311,14 @@ def _resolve(
 ) -> tuple[str, str | None, dict[str, Any] | None]:
     """(name, version, body to register or None) for a start: a Workflow, a YAML path,
     or a name (registered in this process, found in the workflow dirs, or in the store)."""
+    name, version, body, _wf = _resolve_workflow(workflow, version)
+    return name, version, body
+
+
+def _resolve_workflow(
+    workflow: Workflow | str, version: str | None
+) -> tuple[str, str | None, dict[str, Any] | None, Workflow | None]:
+    """:func:`_resolve`, and the Workflow object when this process has it."""
     wf: Workflow | None = workflow if isinstance(workflow, Workflow) else None
     name = workflow.name if isinstance(workflow, Workflow) else workflow
     if wf is None and version is None:
@@ -324,7 +332,104 @@ def _resolve(
         name = wf.name
         if version is not None and (name, version) in _registered:
             body = None
-    return name, version, body
+    return name, version, body, wf
+
+
+def _hosted_agent(wf: Workflow | None) -> Any:
+    """The agent whose actor can host a run of ``wf`` (None: the runner executes it):
+    a workflow of exactly one plain agent step on the run's own thread, of a dedicated
+    one-replica agent that does not stream (see ``_runner.hosted_execute``)."""
+    from lumos_ray.workflows._definition import AgentStep
+    from lumos_ray.workflows._runner import host_owner_fits
+
+    if wf is None or len(wf.steps) != 1:
+        return None
+    step = wf.steps[0]
+    if type(step) is not AgentStep or step.thread or step.when is not None:
+        return None
+    try:
+        spec = wf.agent(step.agent) if isinstance(step.agent, str) else step.agent
+    except LumosError:
+        return None  # the runner reports it, as for any run
+    if spec.stream or spec.replicas != 1 or spec.hosting != "dedicated":
+        return None
+    return spec if host_owner_fits(spec.name) else None
+
+
+# Agent spec identity -> (spec, the actor of its one replica), for hosted runs.
+_hosts: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+
+
+async def _host(spec: Any) -> Any:
+    """The agent's actor (created on first use, like a handle's), found once per spec;
+    the first time also makes sure the tenant's runner exists: it adopts a hosted run
+    whose actor died (a cluster's runner; embedded: ``lumos runs resume``)."""
+    hit = _hosts.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    from lumos_ray.actors.agent import AgentHandle
+
+    handle = await asyncio.to_thread(AgentHandle, spec)
+    if _client._runner is None:
+        _client._runner = await asyncio.to_thread(get_runner, _client.tenant)
+    _hosts[id(spec)] = (spec, handle.actor(""))
+    while len(_hosts) > 256:
+        _hosts.popitem(last=False)
+    return handle.actor("")
+
+
+async def _execute_hosted(
+    spec: Any,
+    name: str,
+    version: str | None,
+    body: dict[str, Any] | None,
+    input: Any,
+    carrier: dict[str, str],
+) -> dict[str, Any]:
+    """Execute the run in its agent's actor, under an id made here. If the actor dies
+    before answering, the run is found by that id: resumed by the runner when its row
+    is stored (after its lease lapses), else started there; it runs once either way."""
+    import uuid
+
+    from lumos_ray.runtime import is_actor_died, is_remote_task_error, unwrap_error
+    from lumos_ray.workflows._runner import hosted_execute
+
+    run_id = f"run-{uuid.uuid4().hex[:16]}"
+    actor = await _host(spec)
+    try:
+        # No retry by Ray on a restarted actor: it would start the run a second time.
+        row = await actor.hosted.options(max_task_retries=0).remote(
+            hosted_execute, name, version, body, input, run_id, carrier, _WAIT_S
+        )
+    except Exception as exc:
+        if is_remote_task_error(exc) and isinstance(unwrap_error(exc), LumosError):
+            raise unwrap_error(exc) from None
+        if not is_actor_died(exc):
+            raise
+        _hosts.pop(id(spec), None)
+        return await _after_host_died(name, version, body, input, run_id, carrier)
+    return dict(row)
+
+
+async def _after_host_died(
+    name: str,
+    version: str | None,
+    body: dict[str, Any] | None,
+    input: Any,
+    run_id: str,
+    carrier: dict[str, str],
+) -> dict[str, Any]:
+    """The run's row after its hosting actor died mid-call (see _execute_hosted)."""
+    try:
+        row = await _client.get(run_id)
+    except NotFoundError:  # never stored: it never ran as far as anyone can tell
+        return await _client.execute(name, version, body, input, run_id, carrier, _WAIT_S)
+    if row["status"] in ("running", "pending"):
+        try:
+            row = await _client.resume(run_id, None)
+        except RunStateError:
+            pass  # a cluster's runner adopted it first: it runs there
+    return row
 
 
 async def start_run(
@@ -360,11 +465,21 @@ async def execute_run(
     """Start a run and wait until it ends or suspends: :func:`start_run` then
     :func:`wait_run`, in one call to the runner (the run is exactly as durable; the
     client saves a round trip). A client that dies meanwhile kills nothing: the run
-    goes on and ``wait_run``/``get_run`` find it by id (``RunInfo.id``)."""
-    name, version, body = _resolve(workflow, version)
+    goes on and ``wait_run``/``get_run`` find it by id (``RunInfo.id``).
+
+    A workflow of one agent step (on the run's own thread, of a dedicated one-replica
+    agent that does not stream) executes in that agent's actor instead of the runner:
+    the same writes, lease and recovery, one actor hop less (``_runner.hosted_execute``)."""
+    name, version, body, wf = _resolve_workflow(workflow, version)
+    spec = _hosted_agent(wf) if run_id is None else None
 
     async def go() -> RunInfo:
-        row = await _client.execute(name, version, body, input, run_id, tracing.inject(), _WAIT_S)
+        carrier = tracing.inject()
+        row = None
+        if spec is not None:
+            row = await _execute_hosted(spec, name, version, body, input, carrier)
+        if row is None:
+            row = await _client.execute(name, version, body, input, run_id, carrier, _WAIT_S)
         if version is not None:
             _registered.add((name, version))
         while row["status"] not in _ENDED:
