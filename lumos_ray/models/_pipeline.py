@@ -30,7 +30,7 @@ __all__ = ["TOOLS_RECIPES", "train_tools_model"]
 #: model (``make demo-model``); "ci" is the from-scratch retrain a test runs.
 TOOLS_RECIPES: dict[str, dict[str, Any]] = {
     "demo": {"size": "demo", "tasks": 2000, "steps": 800, "batch": 16, "lr": 2e-3},
-    "ci": {"size": "ci", "tasks": 300, "steps": 60, "batch": 8, "lr": 3e-3},
+    "ci": {"size": "ci", "tasks": 300, "steps": 100, "batch": 8, "lr": 3e-3},
 }
 
 _ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

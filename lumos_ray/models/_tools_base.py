@@ -1,9 +1,16 @@
 """The untrained base of ``lumos-tiny-tools``: a tokenizer built for tool calls and a
 random-init Llama, both deterministic.
 
-Why its own tokenizer: a model this small copies a number from the question into the
-call's arguments reliably only when every digit is its own token (``482`` as ``4 8 2``),
-so the pre-tokenizer isolates digits. Everything else is byte-level BPE that may merge
+Why its own tokenizer: the model must copy numbers from the question into the call's
+arguments, and copying is attention matching a token of the call to the same token in
+the question. With one token per digit there are only ten digit tokens, every one of
+them repeated across the prompt (the other operand, the dates in the tool schemas), so
+the match is ambiguous and a small model learns it slowly (H4: 1/40 exact calls after
+1,300 steps). The pre-tokenizer cuts every run of digits into pairs from the left
+(``4821`` -> ``48 21``, ``482`` -> ``48 2``) and the vocabulary holds all hundred pairs:
+a hundred number tokens, each frequent in training, so a number never seen in training
+is still made of tokens seen thousands of times, and each copied token is rarely
+ambiguous. Everything else is byte-level BPE that may merge
 across spaces: the tool schemas in the system turn repeat verbatim in every request,
 so they collapse into a few long tokens and a training step sees short sequences.
 The chat template is lumos-tiny's (ChatML + Hermes tool calls), so vLLM's ``hermes``
@@ -67,11 +74,14 @@ def _tokenizer_corpus() -> list[str]:
         call = json.dumps({"name": t.tool, "arguments": t.arguments})
         out.append(f"{t.prompt}\n{call}\nThe answer is 12. There are 34 days.")
     out.extend(CORPUS)
+    # Every two-digit pair, often enough that BPE makes each one a token: a number the
+    # model never saw in training is still made of known tokens.
+    out.extend([" ".join(f"{i:02d}" for i in range(100))] * 40)
     return out
 
 
 def train_tools_tokenizer() -> Any:  # -> PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from lumos_ray.models._tiny import _SPECIAL_TOKENS, CHAT_TEMPLATE
@@ -83,7 +93,8 @@ def train_tools_tokenizer() -> Any:  # -> PreTrainedTokenizerFast
             # never merges with the text of the turn, so a generation prompt ending in
             # the header tokenizes as the training text did.
             pre_tokenizers.Split("\n", behavior="merged_with_previous"),
-            pre_tokenizers.Digits(individual_digits=True),
+            # Digits in pairs from the left ("4821" -> "48" "21", "482" -> "48" "2").
+            pre_tokenizers.Split(Regex("[0-9][0-9]?"), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )

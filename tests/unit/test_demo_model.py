@@ -73,12 +73,16 @@ def test_tasks_are_deterministic_and_their_calls_run_on_the_real_tools() -> None
         assert answer_for(t, result).startswith(("The answer is ", "There are "))
 
 
-def test_tokenizer_gives_every_digit_its_own_token_and_keeps_turn_headers_apart() -> None:
+def test_tokenizer_cuts_numbers_into_known_digit_pairs_and_keeps_turn_headers_apart() -> None:
     from lumos_ray.models._tools_base import train_tools_tokenizer
 
     tok = train_tools_tokenizer()
     pieces = [tok.decode([i]) for i in tok.encode("482 * 17 = 8194", add_special_tokens=False)]
-    assert [p for p in pieces if any(c.isdigit() for c in p)] == list("482178194")
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == ["48", "2", "17", "81", "94"]
+    date = [tok.decode([i]) for i in tok.encode("on 2025-08-12.", add_special_tokens=False)]
+    assert [p for p in date if any(c.isdigit() for c in p)] == ["20", "25", "08", "12"]
+    # Every pair is one token, so a held-out number is made of tokens training saw.
+    assert all(len(tok.encode(f"{i:02d}", add_special_tokens=False)) == 1 for i in range(100))
     # The generation prompt ends with the assistant header; the answer must start a new
     # token there, exactly as in the training text.
     full = tok.encode("<|im_start|>assistant\nThe answer is 5.", add_special_tokens=False)
