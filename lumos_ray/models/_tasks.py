@@ -124,6 +124,49 @@ _TAILS = ["", "", " Thanks.", " Please be exact.", " Thank you!", " Be precise."
 _N_HELD_LEADS = 2
 _N_HELD_TAILS = 2
 
+#: Share of training prompts whose lead-in and tail are made of random words instead.
+_FILLER_SHARE = 0.6
+
+
+def _reserved_parts() -> list[str]:
+    """Every phrasing part only held-out prompts may use."""
+    return [
+        *(cores[-1].split("{")[0] for cores in _CORES.values()),
+        _CONVERSIONS[-1][0].split("{")[0],
+        *(x for x in _LEADS[-_N_HELD_LEADS:] if x),
+        *(x for x in _TAILS[-_N_HELD_TAILS:] if x),
+    ]
+
+
+def _filler_words() -> list[str]:
+    from lumos_ray.models._corpus import CORPUS
+
+    words = " ".join(CORPUS).replace(".", " ").replace(",", " ").split()
+    return sorted({w for w in words if w.isalpha()})
+
+
+_FILLER = _filler_words()
+_RESERVED = _reserved_parts()
+
+
+def _filler(rng: random.Random, core: str) -> str | None:
+    """The core with a lead-in and a tail of random words, or None when the draw
+    happens to contain a reserved phrasing part.
+
+    Why: with a handful of fixed lead-ins a small model learns where the numbers sit
+    after them; an unseen lead-in ("Hey there. ") then derails the copy (H12: most
+    held-out failures). Random text around the question teaches it to find the numbers
+    wherever they are."""
+
+    def words(k: int) -> str:
+        text = " ".join(rng.choice(_FILLER) for _ in range(k))
+        return text[:1].upper() + text[1:]
+
+    lead = rng.choice(["", words(rng.randint(1, 4)) + rng.choice([". ", "! ", ": ", "? ", ", "])])
+    tail = rng.choice(["", " " + words(rng.randint(1, 4)) + rng.choice([".", "!", "?"])])
+    text = lead + core + tail
+    return None if any(r in text for r in _RESERVED) else text
+
 
 def _split_numbers(seed: int) -> tuple[list[int], list[int]]:
     """Operands 2..999, a seeded fifth of them reserved for held-out prompts."""
@@ -146,6 +189,10 @@ def _phrase(rng: random.Random, core: str, split: Split, held_core: bool) -> tup
     """Core sentence with a lead-in and tail; True when the phrasing is unseen in
     training (reserved core, lead-in or tail)."""
     if split == "train":
+        if rng.random() < _FILLER_SHARE:
+            text = _filler(rng, core)
+            if text is not None:
+                return text, False
         lead = rng.choice(_LEADS[:-_N_HELD_LEADS])
         tail = rng.choice(_TAILS[:-_N_HELD_TAILS])
         return lead + core + tail, False
