@@ -669,7 +669,16 @@ class AgentActor:
         runs beside the agent's turns, sent by reference (an importable function). The
         workflows layer executes a run whose workflow is one step of this agent here,
         calling :meth:`run` in-process instead of over an actor hop (see
-        ``lumos_ray.workflows._runner.hosted_execute``)."""
+        ``lumos_ray.workflows._runner.hosted_execute``).
+
+        Only a module-level function of the lumos_ray package, the same object its
+        module holds, is run: a Ray caller cannot send code by value (a lambda, a
+        closure, a function of its own) through this door."""
+        if not _own_function(fn):
+            raise TypeError(
+                f"AgentActor.hosted runs only lumos_ray's own module-level functions, "
+                f"not {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)!s}."
+            )
         return await fn(self, *args)
 
     async def release_slot(self) -> None:
@@ -709,3 +718,21 @@ def actor_for(spec: Agent, replica: int, fingerprint: str, tenant: str) -> Any:
         options=opts,
         warm_up=True,
     )
+
+
+def _own_function(fn: Any) -> bool:
+    """Whether ``fn`` is a module-level function of the lumos_ray package, sent by
+    reference (the object its module holds), not rebuilt from code a caller sent."""
+    import importlib
+    import inspect
+
+    module = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", "") or ""
+    if not inspect.iscoroutinefunction(fn) or not module.startswith("lumos_ray."):
+        return False
+    if not name.isidentifier():  # nested ("f.<locals>.g") or a lambda
+        return False
+    try:
+        return getattr(importlib.import_module(module), name, None) is fn
+    except ImportError:
+        return False

@@ -916,3 +916,12 @@ async def hosted_cancel(actor: Any, run_id: str) -> bool:
         return False
     await runner.cancel(run_id)
     return True
+
+
+async def hosted_run_ids(actor: Any) -> dict[str, list[str]]:
+    """Ids of the runs this agent actor's hosted runner executes now ("running") and
+    executed ("ended", the newest it keeps): ``AgentActor.hosted(hosted_run_ids)``."""
+    runner: Runner | None = actor.hosted_state.get("runner")
+    if runner is None:
+        return {"running": [], "ended": []}
+    return {"running": list(runner.tasks), "ended": list(runner._ended)}

@@ -23,7 +23,8 @@ from lumos_ray import (
 from lumos_ray.actors._agent_actor import actor_name
 from lumos_ray.runtime import current_settings, kill_actor
 from lumos_ray.testing import ScriptedModel
-from tests.integration._hosted_helpers import hosted_runs, wait_for_file
+from lumos_ray.workflows._runner import hosted_run_ids
+from tests.integration._hosted_helpers import wait_for_file
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -56,7 +57,7 @@ async def test_a_one_agent_step_run_executes_in_its_agents_actor_and_is_stored()
     )
     info = await execute_run(wf, "add", timeout=120)
     assert (info.status, info.output) == ("succeeded", "3"), info.error
-    ran_here = await spec.deploy().actor("").hosted.remote(hosted_runs)
+    ran_here = await spec.deploy().actor("").hosted.remote(hosted_run_ids)
     assert info.id in ran_here["ended"]  # the agent's actor executed it, not the runner
     stored = await get_run(info.id)
     assert (stored.status, stored.output, stored.version) == ("succeeded", "3", info.version)
@@ -88,7 +89,7 @@ async def test_followers_and_cancel_reach_a_hosted_run(tmp_path):
     assert (ended.id, ended.status) == (run_id, "cancelled")
     # Stopped where it ran (not only marked cancelled in the store): the actor's runner
     # no longer executes it.
-    there = await spec.deploy().actor("").hosted.remote(hosted_runs)
+    there = await spec.deploy().actor("").hosted.remote(hosted_run_ids)
     assert run_id in there["ended"] and run_id not in there["running"]
     assert [e.type async for e in follow_run(run_id)][-1] == "run_cancelled"
 
