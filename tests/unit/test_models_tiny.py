@@ -78,9 +78,10 @@ def test_chat_template_renders_tools_and_tool_results(built: Path) -> None:
         {**m, "content": [{"type": "text", "text": m["content"]}]} if m["content"] else m
         for m in messages
     ]
-    assert tok.apply_chat_template(
-        parts, tools=tools, tokenize=False, add_generation_prompt=True
-    ) == text
+    assert (
+        tok.apply_chat_template(parts, tools=tools, tokenize=False, add_generation_prompt=True)
+        == text
+    )
     # The hermes tool parser needs these as single tokens.
     assert tok.convert_tokens_to_ids("<tool_call>") != tok.unk_token_id
 
