@@ -42,8 +42,10 @@ class ModelSize:
 
 
 SIZES: dict[str, ModelSize] = {
-    # The demo model (make demo-model).
-    "demo": ModelSize(hidden=192, layers=3, heads=6, intermediate=512),
+    # The demo model (make demo-model). H12: this shape reached 28/30 held-out exact
+    # calls in transformers after 2,400 steps of 8 (lr 1e-3, linear decay) outside the
+    # pipeline; 192/6/512 (H4) was slower per step and never measured past 1/40.
+    "demo": ModelSize(hidden=128, layers=3, heads=4, intermediate=256),
     # The from-scratch retrain in CI: the same recipe, a fraction of the compute.
     "ci": ModelSize(hidden=128, layers=2, heads=4, intermediate=384),
 }
