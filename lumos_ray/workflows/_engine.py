@@ -421,11 +421,7 @@ class Engine:
             kwargs["defer_save"] = True
         if step.concurrent_input is not None:
             kwargs["concurrent_input"] = step.concurrent_input
-        if local is not None:
-            result = await _with_timeout(local(message, thread, **kwargs), step.timeout_s, path)
-            for call in result.tool_calls:
-                self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})
-        elif spec.stream:
+        if spec.stream:
             handle = await self._handle(spec)
             await handle.ensure_current()
             actor = handle.actor(thread)
@@ -445,10 +441,14 @@ class Engine:
             if result is None:
                 return None
         else:
-            handle = await self._handle(spec)
-            await handle.ensure_current()
-            ref = handle.actor(thread).run.remote(message, thread, **kwargs)
-            result = await _await_ref(ref, step.timeout_s, path)
+            if local is not None:  # this process is the agent's actor: no hop
+                turn = local(message, thread, **kwargs)
+                result = await _with_timeout(turn, step.timeout_s, path)
+            else:
+                handle = await self._handle(spec)
+                await handle.ensure_current()
+                ref = handle.actor(thread).run.remote(message, thread, **kwargs)
+                result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:
                 self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})
         if defer and result.new_messages:

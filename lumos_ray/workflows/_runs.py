@@ -475,10 +475,9 @@ async def execute_run(
 
     async def go() -> RunInfo:
         carrier = tracing.inject()
-        row = None
         if spec is not None:
             row = await _execute_hosted(spec, name, version, body, input, carrier)
-        if row is None:
+        else:
             row = await _client.execute(name, version, body, input, run_id, carrier, _WAIT_S)
         if version is not None:
             _registered.add((name, version))
