@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lumos_ray.errors import ToolNotAllowedError
+from lumos_ray.errors import ToolError, ToolNotAllowedError
 from lumos_ray.tools._api import ToolContext, get_tool
 from lumos_ray.tools._builtins._sandbox import available_isolation
 
@@ -229,3 +229,60 @@ async def test_convert_format_refuses_deep_nesting_before_building_it():
         deep = "[" * depth + "]" * depth
         with pytest.raises(ToolNotAllowedError, match="nested"):
             await call("convert_format", {"content": deep, "from_format": fmt, "to_format": "json"})
+
+
+def test_lumos_tools_call_refuses_the_huge_power_before_computing_it(tmp_path: Path):
+    """The issue's command, `lumos tools call calculator --args
+    '{"expression":"(9**9999)**3000"}'`, as a process: a LUMOS-E022 error saying it was
+    refused before the power was computed (it used to compute for ~45 s first)."""
+    import subprocess
+    import sys
+
+    args = '{"expression":"(9**9999)**3000"}'
+    r = subprocess.run(
+        [sys.executable, "-c", "from lumos_ray.cli import main; main()",
+         "tools", "call", "calculator", "--args", args],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "LUMOS_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "LUMOS-E022" in r.stderr and "refused before computing" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+async def test_http_get_timeout_bounds_the_whole_exchange_not_each_read():
+    """A server that sends one byte every 0.2 s never trips a per-read timeout: the
+    call's timeout_s must still end it (before: it read for as long as the server
+    dripped, here 60 s)."""
+    import socket
+    import threading
+
+    stop = threading.Event()
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def drip() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n")
+            for _ in range(300):
+                if stop.wait(0.2):
+                    return
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+
+    threading.Thread(target=drip, daemon=True).start()
+    ctx = ToolContext(settings={"http": {"allow_private": True}})
+    try:
+        with pytest.raises(ToolError, match="whole exchange"):
+            await call(
+                "http_get",
+                {"url": f"http://127.0.0.1:{srv.getsockname()[1]}/", "timeout_s": 1},
+                ctx,
+                bound_s=30,
+            )
+    finally:
+        stop.set()
+        srv.close()

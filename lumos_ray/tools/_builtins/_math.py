@@ -54,11 +54,12 @@ _MAX_INT_BITS = 14_000
 _MAX_FACTORIAL = 1000
 
 
-def _too_large(what: str) -> ToolNotAllowedError:
+def _too_large(what: str, *, computed: bool = False) -> ToolNotAllowedError:
+    when = "" if computed else "; it was refused before computing it"
     return ToolNotAllowedError(
-        f"{what} would have more than {_MAX_INT_BITS} bits (about 4200 digits), the "
-        "calculator's limit; it was refused before computing it. Use smaller numbers "
-        "or floats (e.g. 9.0 ** 300)."
+        f"{what} {'has' if computed else 'would have'} more than {_MAX_INT_BITS} bits "
+        f"(about 4200 digits), the calculator's limit{when}. Use smaller numbers or "
+        "floats (e.g. 9.0 ** 300)."
     )
 
 
@@ -89,7 +90,7 @@ def _eval(node: ast.AST) -> Any:
         _check_size(node.op, left, right)
         result = _BINOPS[type(node.op)](left, right)
         if isinstance(result, int) and result.bit_length() > _MAX_INT_BITS:
-            raise _too_large("the result")
+            raise _too_large("the result", computed=True)
         return result
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))

@@ -7,6 +7,7 @@ at connect time, and again on every redirect hop) unless the run sets
 
 from __future__ import annotations
 
+import asyncio
 import json
 from html.parser import HTMLParser
 from typing import Any, Literal
@@ -42,13 +43,39 @@ async def send_request(
     max_bytes: int = 1_000_000,
     timeout_s: float = 15.0,
 ) -> dict[str, Any]:
-    """One HTTP exchange with policy checks on every hop and a capped body."""
+    """One HTTP exchange with policy checks on every hop and a capped body, ended after
+    ``timeout_s`` in total (connect, every redirect hop and the body): httpx's own
+    timeout applies to each read, so a server sending a byte every few seconds would
+    otherwise keep the call going for as long as it likes."""
+    c = ctx_or_default(ctx)
+    timeout_s = max(0.1, min(timeout_s, float(c.setting("http", "max_timeout_s", 60.0))))
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _exchange(
+                c, method, url, headers, params, json_body, body, max_bytes, timeout_s
+            )
+    except TimeoutError:
+        raise ToolError(
+            f"{method} {url} timed out after {timeout_s:g}s (the limit covers the whole "
+            "exchange: connect, redirects and reading the body); it was stopped"
+        ) from None
+
+
+async def _exchange(
+    c: ToolContext,
+    method: str,
+    url: str,
+    headers: dict[str, str] | None,
+    params: dict[str, str] | None,
+    json_body: Any,
+    body: str | None,
+    max_bytes: int,
+    timeout_s: float,
+) -> dict[str, Any]:
     import httpx
 
-    c = ctx_or_default(ctx)
     allow_private = bool(c.setting("http", "allow_private", False))
     max_bytes = max(0, min(max_bytes, int(c.setting("http", "max_bytes", _MAX_BYTES))))
-    timeout_s = max(0.1, min(timeout_s, float(c.setting("http", "max_timeout_s", 60.0))))
     current = url
     redirects: list[str] = []
     await check_url(url, allow_private)  # refuse early, before building a client
@@ -139,7 +166,8 @@ async def http_get(
         url: An http:// or https:// URL on the public internet.
         headers: Extra request headers.
         max_bytes: Stop reading the body after this many bytes (result marked truncated).
-        timeout_s: Timeout for connecting and for each read, in seconds.
+        timeout_s: Time limit of the whole request (connect, redirects, body), in
+            seconds.
     """
     return await send_request(
         ctx, "GET", url, headers=headers, max_bytes=max_bytes, timeout_s=timeout_s
@@ -168,7 +196,8 @@ async def http_request(
         json_body: A JSON value sent as the request body (sets Content-Type).
         body: A raw text body (ignored when json_body is given).
         max_bytes: Stop reading the response body after this many bytes.
-        timeout_s: Timeout for connecting and for each read, in seconds.
+        timeout_s: Time limit of the whole request (connect, redirects, body), in
+            seconds.
     """
     return await send_request(
         ctx,
