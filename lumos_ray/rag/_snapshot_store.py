@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from lumos_ray._files import private_dir
 from lumos_ray.errors import RagError
 
 __all__ = [
@@ -185,7 +186,10 @@ class LocalDirStore:
             ) from exc
 
     def write(self, name: str, data: bytes) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Every folder created on the way is 0700 (mkdir -p would make the parents,
+        # e.g. <snapshot_dir>/<tenant>/<name> above a shard's folder, 0755 under the
+        # usual umask); folders that already existed keep their mode.
+        private_dir(self.dir, tighten_existing=False)
         fd, tmp = tempfile.mkstemp(prefix=_LOCAL_TMP_PREFIX, dir=self.dir)
         try:
             with os.fdopen(fd, "wb") as f:

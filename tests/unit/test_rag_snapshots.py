@@ -401,3 +401,28 @@ def test_rag_collection_in_the_old_flat_layout_is_a_clear_error(tmp_path, monkey
     assert "created by an older lumos_ray" in exc.value.message
     assert str(old / "default" / "c") in exc.value.message
     assert "lumos rag ingest" in exc.value.fix
+
+
+def test_rag_local_store_makes_every_folder_it_creates_private(tmp_path):
+    """A shard's first snapshot creates <snapshot_dir>/<tenant>/<name>/shard-0 at once:
+    each of those folders is 0700 and the snapshot 0600 whatever the umask; the folder
+    the user named keeps its mode."""
+    import os
+    import stat
+
+    chosen = tmp_path / "shared"
+    chosen.mkdir(mode=0o755)
+    os.chmod(chosen, 0o755)
+    old = os.umask(0o022)
+    try:
+        LocalDirStore(chosen / "default" / "coll" / "shard-0").save_snapshot(b"x")
+    finally:
+        os.umask(old)
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert mode(chosen) == 0o755
+    for d in ("default", "default/coll", "default/coll/shard-0"):
+        assert mode(chosen / d) == 0o700, d
+    assert mode(chosen / "default/coll/shard-0/shard.snap") == 0o600
