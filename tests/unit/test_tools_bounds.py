@@ -286,3 +286,35 @@ async def test_http_get_timeout_bounds_the_whole_exchange_not_each_read():
     finally:
         stop.set()
         srv.close()
+
+
+async def test_csv_stats_bounds_columns_cells_characters_and_lines(ws: Path):
+    """csv_stats keeps the cells it reads: a table from the workspace is read only up to
+    its cell and character budgets, profiles at most 1,000 columns, shows long values
+    cut short, and refuses a line of millions of fields (each of these used to be read,
+    kept and returned whole)."""
+    import json
+
+    ctx = ToolContext(workspace=str(ws))
+    (ws / "wide.csv").write_text(
+        ",".join(f"c{i}" for i in range(1500)) + "\n" + ",".join(["1"] * 1500) + "\n"
+    )
+    r = await call("csv_stats", {"path": "wide.csv"}, ctx)
+    assert len(r["columns"]) == 1000 and r["columns_truncated"] is True
+
+    (ws / "tall.csv").write_text(
+        ",".join(f"c{i}" for i in range(100)) + "\n" + (",".join(["1"] * 100) + "\n") * 12_000
+    )
+    r = await call("csv_stats", {"path": "tall.csv", "max_rows": 10**9}, ctx)
+    assert r["rows"] == 10_000 and r["truncated"] is True  # 1,000,000 cells
+    assert r["columns"]["c0"]["count"] == 10_000
+
+    row = ",".join(["x" * 90_000] * 10) + "\n"
+    (ws / "heavy.csv").write_text(",".join(f"h{i}" for i in range(10)) + "\n" + row * 12)
+    r = await call("csv_stats", {"path": "heavy.csv"}, ctx)
+    assert r["rows"] == 11 and r["truncated"] is True  # 10 million characters
+    assert len(json.dumps(r)) < 10_000  # values shown cut to 200 characters
+
+    (ws / "one-line.csv").write_text("a," * 600_000 + "a\n")
+    with pytest.raises(ToolNotAllowedError, match="line longer than"):
+        await call("csv_stats", {"path": "one-line.csv"}, ctx)

@@ -71,6 +71,29 @@ def _num(v: str) -> float | None:
     return f if math.isfinite(f) else None
 
 
+#: csv_stats keeps the cells it reads (exact medians of types, counts of values), so
+#: what it reads is bounded: columns profiled, cells and characters kept, the longest
+#: physical line, and the characters of each value shown in the result.
+_CSV_MAX_COLUMNS = 1000
+_CSV_MAX_CELLS = 1_000_000
+_CSV_MAX_CHARS = 10_000_000
+_CSV_MAX_LINE = 1_000_000
+_CSV_SHOWN_CHARS = 200
+
+
+def _csv_lines(fh: Any) -> Any:
+    """The lines of ``fh``; a line longer than ``_CSV_MAX_LINE`` is refused before it is
+    read whole (a one-line file of millions of fields would otherwise be split in
+    memory at once)."""
+    while line := fh.readline(_CSV_MAX_LINE + 1):
+        if len(line) > _CSV_MAX_LINE:
+            raise ToolNotAllowedError(
+                f"the CSV has a line longer than {_CSV_MAX_LINE} characters; csv_stats "
+                "profiles tables with shorter rows. Split the file, or check the delimiter."
+            )
+        yield line
+
+
 @tool
 def csv_stats(
     path: str | None = None,
@@ -81,6 +104,9 @@ def csv_stats(
 ) -> dict[str, Any]:
     """Profile a CSV table: per column the count, missing values, and numeric
     statistics (mean, min, max, stdev, sum) or the most common values.
+
+    At most 1,000 columns are profiled and at most 1,000,000 cells (10 million
+    characters) read; the result says when either limit cut the table short.
 
     Args:
         path: CSV file in the workspace (give this or text).
@@ -100,19 +126,28 @@ def csv_stats(
     else:
         fh = io.StringIO(text)
     with fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+        reader = csv.reader(_csv_lines(fh), delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
             raise ToolError("the CSV is empty") from None
+        columns_truncated = len(header) > _CSV_MAX_COLUMNS
+        header = header[:_CSV_MAX_COLUMNS]
         cols: list[list[str]] = [[] for _ in header]
-        rows = 0
+        rows = cells = chars = 0
+        budget_hit = False
         for row in reader:
             if rows >= max_rows:
                 break
+            values = [row[i].strip() if i < len(row) else "" for i in range(len(header))]
+            cells += len(values)
+            chars += sum(len(v) for v in values)
+            if cells > _CSV_MAX_CELLS or chars > _CSV_MAX_CHARS:
+                budget_hit = True
+                break
             rows += 1
-            for i in range(len(header)):
-                cols[i].append(row[i].strip() if i < len(row) else "")
+            for i, v in enumerate(values):
+                cols[i].append(v)
     columns: dict[str, Any] = {}
     for name, values in zip(header, cols, strict=True):
         present = [v for v in values if v != ""]
@@ -133,10 +168,29 @@ def csv_stats(
             info.update(
                 type="string",
                 distinct=len(counts),
-                top=[{"value": v, "count": c} for v, c in counts.most_common(5)],
+                top=[{"value": _shown(v), "count": c} for v, c in counts.most_common(5)],
             )
-        columns[name] = info
-    return {"rows": rows, "columns": columns, "truncated": rows >= max_rows}
+        columns[_shown(name)] = info
+    out: dict[str, Any] = {
+        "rows": rows,
+        "columns": columns,
+        "truncated": rows >= max_rows or budget_hit,
+    }
+    if columns_truncated:
+        out["columns_truncated"] = True
+    if budget_hit:
+        out["note"] = (
+            f"stopped after {rows} rows: csv_stats reads at most {_CSV_MAX_CELLS} cells and "
+            f"{_CSV_MAX_CHARS} characters"
+        )
+    return out
+
+
+def _shown(value: str) -> str:
+    """A value as the result shows it: at most ``_CSV_SHOWN_CHARS`` characters."""
+    if len(value) <= _CSV_SHOWN_CHARS:
+        return value
+    return value[:_CSV_SHOWN_CHARS] + f"... ({len(value)} characters)"
 
 
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019-][^\W\d_]+)*", re.UNICODE)
