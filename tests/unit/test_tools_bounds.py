@@ -318,3 +318,15 @@ async def test_csv_stats_bounds_columns_cells_characters_and_lines(ws: Path):
     (ws / "one-line.csv").write_text("a," * 600_000 + "a\n")
     with pytest.raises(ToolNotAllowedError, match="line longer than"):
         await call("csv_stats", {"path": "one-line.csv"}, ctx)
+
+
+async def test_list_dir_and_search_files_return_at_most_10000_entries(ws: Path):
+    """What a call asks for is capped: a tree of 10,050 files listed "in full" (a model
+    asking max_entries=10**9) returns 10,000 entries, marked truncated."""
+    for i in range(10_050):
+        (ws / f"f{i}.txt").touch()
+    ctx = ToolContext(workspace=str(ws))
+    r = await call("list_dir", {"max_entries": 10**9}, ctx)
+    assert len(r["entries"]) == 10_000 and r["truncated"] is True
+    r = await call("search_files", {"pattern": "*.txt", "max_results": 10**9}, ctx)
+    assert len(r["results"]) == 10_000 and r["truncated"] is True

@@ -33,6 +33,9 @@ _MAX_WRITE = 10_000_000
 #: of a line that are read and matched (a one-line multi-GB file is read in pieces).
 _REGEX_SECONDS = 2.0
 _MAX_LINE = 10_000
+#: Most entries list_dir and files search_files return, whatever a call asks for (the
+#: result goes back to the model: a big tree asked for in full would be megabytes).
+_MAX_LISTED = 10_000
 
 
 @tool
@@ -133,12 +136,14 @@ def list_dir(
     Args:
         path: Directory relative to the workspace root ("." is the root).
         recursive: Also list everything below subdirectories.
-        max_entries: Stop after this many entries (the result says if it was truncated).
+        max_entries: Stop after this many entries, at most 10,000 (the result says if it
+            was truncated).
     """
     ws = ctx_or_default(ctx).workspace_root()
     d = resolve_in_workspace(ctx, path)
     if not d.is_dir():
         raise ToolError(f"no such directory in the workspace: {path!r}")
+    max_entries = max(0, min(max_entries, _MAX_LISTED))
     entries: list[dict[str, Any]] = []
     truncated = False
     for p, is_dir in _walk(d, ws, recursive):
@@ -175,7 +180,7 @@ def search_files(
             lines are returned with their line numbers.
         path: Directory to search below, relative to the workspace root.
         ignore_case: Case-insensitive name and content matching.
-        max_results: Stop after this many matching files.
+        max_results: Stop after this many matching files (at most 10,000).
     """
     ws = ctx_or_default(ctx).workspace_root()
     d = resolve_in_workspace(ctx, path)
@@ -185,6 +190,7 @@ def search_files(
     budget = RegexBudget(_REGEX_SECONDS, "the contains pattern")
     if contains is not None:
         rx = budget.compile(contains, regex.IGNORECASE if ignore_case else 0)
+    max_results = max(0, min(max_results, _MAX_LISTED))
     results: list[dict[str, Any]] = []
     truncated = False
     for p, is_dir in _walk(d, ws, recursive=True):
