@@ -62,6 +62,31 @@ def test_rag_entity_names_fold_possessives_honorifics_and_surnames():
     assert ("osric pell", "mentor was", "ada rusk") in ex.relations
 
 
+def test_rag_titles_of_rank_fold_into_the_person_the_chunk_names():
+    # "Captain Pell" in the document "Osric Pell" is Osric Pell, and its relations are
+    # his; with the title word kept, "Pell" alone would have two candidates and none.
+    text = (
+        "Osric Pell was born in Ormet. Captain Pell studied at the University of Ketterby. "
+        "Judge Pell wrote Salt Tables. Pell's mentor was Ada Rusk."
+    )
+    ex = OfflineExtractor().extract_one(text, "Osric Pell")
+    assert set(ex.entities) == {"osric pell", "ormet", "university of ketterby", "salt tables",
+                                "ada rusk"}  # fmt: skip
+    assert ("osric pell", "wrote", "salt tables") in ex.relations
+    assert ("osric pell", "mentor was", "ada rusk") in ex.relations
+    assert coreference(["general pell", "pell"], "osric pell") == {
+        "general pell": "osric pell",
+        "pell": "osric pell",
+    }
+    # Only where the chunk names that person, and only when exactly one fits: a title
+    # that starts a name of its own stays a name.
+    assert coreference(["general motors"], "osric pell") == {}
+    assert coreference(["st louis"], "joe louis") == {}  # titles before given names: kept
+    assert coreference(["king george"], "david lloyd george") == {}
+    assert coreference(["captain pell", "anna pell"], "osric pell") == {}
+    assert entity_key("General Motors") == "general motors"
+
+
 def test_rag_delete_entity_removes_its_chunks_vectors_and_provenance():
     st = ShardState(0, DIM, IndexConfig(kind="flat"), QueryConfig())
     st.upsert(_docs(CORPUS))
