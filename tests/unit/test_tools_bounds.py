@@ -330,3 +330,8 @@ async def test_list_dir_and_search_files_return_at_most_10000_entries(ws: Path):
     assert len(r["entries"]) == 10_000 and r["truncated"] is True
     r = await call("search_files", {"pattern": "*.txt", "max_results": 10**9}, ctx)
     assert len(r["results"]) == 10_000 and r["truncated"] is True
+
+
+async def test_regex_extract_returns_at_most_10000_matches():
+    r = await call("regex_extract", {"pattern": "a", "text": "a" * 20_000, "max_matches": 10**9})
+    assert len(r["matches"]) == 10_000 and r["truncated"] is True

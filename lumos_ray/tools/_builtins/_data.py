@@ -40,6 +40,9 @@ _REGEX_SECONDS = 1.0
 _MAX_VALUES = 1_000_000
 _MAX_DEPTH = 100
 _MAX_OUTPUT = 10_000_000
+#: Most matches regex_extract returns, whatever a call asks for (each is kept with its
+#: groups and returned to the model: "." over 5 MB of text was ~250 MB in the process).
+_MAX_MATCHES = 10_000
 
 
 @tool
@@ -240,7 +243,7 @@ def regex_extract(
         text: The text to search.
         flags: Any of "i" (ignore case), "m" (multiline), "s" (dot matches newline),
             "x" (verbose).
-        max_matches: Stop after this many matches.
+        max_matches: Stop after this many matches (at most 10,000).
     """
     if len(text) > _MAX_TEXT:
         raise ToolNotAllowedError(f"text longer than {_MAX_TEXT} characters")
@@ -250,6 +253,7 @@ def regex_extract(
         fl |= {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL,
                "x": regex.VERBOSE}[f]  # fmt: skip
     compiled = budget.compile(pattern, fl)
+    max_matches = max(0, min(max_matches, _MAX_MATCHES))
     matches: list[dict[str, Any]] = []
     truncated = False
     for m in budget.finditer(compiled, text):
