@@ -32,6 +32,11 @@ def main() -> None:
     ap.add_argument("--no-base", action="store_true", help="Skip base lumos-tiny.")
     args = ap.parse_args()
     os.environ.setdefault("LUMOS_HOME", tempfile.mkdtemp(prefix="lumos-bench-demo-"))
+    if not args.no_base:
+        # Each engine reserves one CPU of the embedded cluster: on a 2-core machine two
+        # engines left none for the gateway replica, which then waited forever to be
+        # scheduled. Accuracy, not speed, is measured here, so oversubscribing is fine.
+        os.environ.setdefault("LUMOS_NUM_CPUS", str(max(4, os.cpu_count() or 1)))
 
     from lumos_ray import runtime, serve
     from lumos_ray.models import TINY_MODEL_NAME, TOOLS_MODEL_NAME, tools_model_path

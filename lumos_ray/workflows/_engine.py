@@ -450,7 +450,17 @@ class Engine:
                 ref = handle.actor(thread).run.remote(message, thread, **kwargs)
                 result = await _await_ref(ref, step.timeout_s, path)
             for call in result.tool_calls:
-                self.emit("tool_call", {"step": path, "tool": call["name"], "ok": call["ok"]})
+                # The same fields a streamed turn's tool_call event has (arguments
+                # with secret-named values already redacted by the agent loop).
+                self.emit(
+                    "tool_call",
+                    {
+                        "step": path,
+                        "tool": call["name"],
+                        "arguments": call.get("arguments"),
+                        "ok": call["ok"],
+                    },
+                )
         if defer and result.new_messages:
             self._unsaved[path] = ThreadMessages(spec.name, thread, result.new_messages, turn_id)
         if isinstance(step, AgentTurn):

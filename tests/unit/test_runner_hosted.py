@@ -151,3 +151,29 @@ def test_long_agent_names_are_not_hosted() -> None:
     assert host_of("runner-0123456789ab") is None
     assert host_of(None) is None
     assert os.environ.get("LUMOS_STORE_URL", "").startswith("sqlite:///")
+
+
+async def test_a_stored_tool_call_event_names_the_arguments_with_secrets_redacted() -> None:
+    @tool
+    def h11_login(user: str, password: str) -> str:
+        """Pretend to log in."""
+        return f"hello {user}"
+
+    register_tool(h11_login)
+    try:
+        actor, body, version = _setup(
+            "hosted-redact",
+            [{"tool": "h11_login", "args": {"user": "ann", "password": "hunter2"}}, "in"],
+            ["h11_login"],
+        )
+        try:
+            await hosted_execute(actor, body["name"], version, body, "go", "run-h11-r", None, 30)
+            store = actor.hosted_state["runner"].store
+        finally:
+            await _stop(actor)
+    finally:
+        unregister("h11_login")
+    (call,) = [e["data"] for e in store.read_events("run-h11-r") if e["type"] == "tool_call"]
+    assert (call["tool"], call["ok"]) == ("h11_login", True)
+    assert '"ann"' in call["arguments"]
+    assert "hunter2" not in call["arguments"]
