@@ -43,7 +43,10 @@ class ToolContext:
         An explicit ``workspace`` wins. Otherwise a call that belongs to a run gets
         that run's own directory, ``$LUMOS_HOME/workspaces/TENANT/RUN_ID`` (mode 0700,
         shared by the run's steps and agents, never by two runs); a call outside any
-        run (``lumos tools call``, a direct agent turn) uses ``$LUMOS_HOME/workspace``.
+        run (``lumos tools call``, a direct agent turn) uses ``$LUMOS_HOME/workspace``,
+        or, for a tenant other than ``default``, ``$LUMOS_HOME/workspaces/TENANT/.direct``
+        (one tenant's direct turns never see another's files; no run id can name
+        ``.direct``: leading dots are dropped from them).
         """
         if self.workspace:
             path = Path(self.workspace).expanduser().resolve()
@@ -52,6 +55,8 @@ class ToolContext:
         home = Path(os.environ.get("LUMOS_HOME") or ".lumos").expanduser().resolve()
         if self.run_id:
             parts = ["workspaces", _safe_part(self.tenant or "default"), _safe_part(self.run_id)]
+        elif self.tenant and self.tenant != "default":
+            parts = ["workspaces", _safe_part(self.tenant), ".direct"]
         else:
             parts = ["workspace"]
         path = home

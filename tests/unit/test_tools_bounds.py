@@ -335,3 +335,20 @@ async def test_list_dir_and_search_files_return_at_most_10000_entries(ws: Path):
 async def test_regex_extract_returns_at_most_10000_matches():
     r = await call("regex_extract", {"pattern": "a", "text": "a" * 20_000, "max_matches": 10**9})
     assert len(r["matches"]) == 10_000 and r["truncated"] is True
+
+
+async def test_direct_turns_of_two_tenants_do_not_share_a_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Outside a run (a direct agent turn: no run id) each tenant has its own folder;
+    tenant "default" and tenant-less calls keep $LUMOS_HOME/workspace."""
+    monkeypatch.setenv("LUMOS_HOME", str(tmp_path))
+    acme, globex = ToolContext(tenant="acme"), ToolContext(tenant="globex")
+    await call("write_file", {"path": "plan.txt", "content": "acme only"}, acme)
+    with pytest.raises(ToolError, match="no such file in the workspace"):
+        await call("read_file", {"path": "plan.txt"}, globex)
+    root = acme.workspace_root()
+    assert root == tmp_path / "workspaces" / "acme" / ".direct"
+    assert (root.stat().st_mode & 0o777) == 0o700
+    assert ToolContext(tenant="default").workspace_root() == tmp_path / "workspace"
+    assert ToolContext().workspace_root() == tmp_path / "workspace"
