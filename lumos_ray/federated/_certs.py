@@ -24,9 +24,16 @@ class CertPaths(dict):
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    path.write_bytes(data)
+    """Write a certificate, or a private key as a file that is ``0600`` from its first
+    byte (temp file created ``0600``, renamed over ``path``): written first and
+    chmod'ed after, a key was readable by every local user for a moment, and a file
+    opened in that moment stays readable through its descriptor."""
     if private:
-        path.chmod(0o600)
+        from lumos_ray._files import write_private_text
+
+        write_private_text(path, data.decode("ascii"))  # PEM / OpenSSH text
+    else:
+        path.write_bytes(data)
 
 
 def supernode_key_paths(out_dir: str | Path, site: str) -> tuple[Path, Path]:

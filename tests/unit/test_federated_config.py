@@ -95,6 +95,48 @@ def test_certs_ca_signs_server_cert_with_loopback_san(tmp_path):
         generate_certs(tmp_path / "c")  # refuses to overwrite silently
 
 
+def test_private_keys_are_never_readable_by_others_not_even_while_written(tmp_path):
+    """At every file operation while the certificates are written (an audit hook sees
+    each open, chmod and rename), no key file in the folder is readable by group or
+    others: a key written first and chmod'ed 0600 after was 0644 in between (umask
+    022), long enough for another user to open it and keep reading it."""
+    import os
+    import stat
+    import sys
+
+    from lumos_ray.federated._certs import generate_certs
+
+    out = tmp_path / "c"
+    exposed: list[tuple[str, str]] = []
+    watching = [True]
+
+    def hook(event: str, args: tuple) -> None:
+        if not watching[0] or event not in ("open", "os.chmod", "os.rename", "os.replace"):
+            return
+        if not out.is_dir():
+            return
+        for p in out.iterdir():
+            if p.suffix == ".key":
+                try:
+                    mode = stat.S_IMODE(os.stat(p).st_mode)
+                except OSError:
+                    continue
+                if mode & 0o077:
+                    exposed.append((p.name, oct(mode)))
+
+    sys.addaudithook(hook)  # cannot be removed: made inert below
+    old = os.umask(0o022)
+    try:
+        generate_certs(out, supernodes=["site-a"])
+    finally:
+        os.umask(old)
+        watching[0] = False
+    assert not exposed, exposed
+    keys = sorted(p.name for p in out.iterdir() if p.suffix == ".key")
+    assert keys == ["ca.key", "server.key", "supernode-site-a.key"]
+    assert all(stat.S_IMODE((out / k).stat().st_mode) == 0o600 for k in keys)
+
+
 def _reply(node: int, arrays: dict[str, np.ndarray], n: int = 10):
     from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
