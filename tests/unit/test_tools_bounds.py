@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import sqlite3
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -156,15 +156,20 @@ async def test_background_processes_do_not_outlive_a_finished_command(ws: Path):
 
 
 async def test_shell_output_is_capped_while_it_is_read(ws: Path):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
-    r = await call(
-        "shell", {"command": "head -c 300000000 /dev/zero; echo end >&2", "timeout_s": 30},
-        sandbox(ws, max_output_bytes=1000), bound_s=40,
-    )  # fmt: skip
-    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    # Peak of what Python allocated during the call, in every thread (the process's
+    # max RSS is a high-water mark: an earlier test's peak could hide a buffered 300 MB).
+    tracemalloc.start()
+    try:
+        r = await call(
+            "shell", {"command": "head -c 300000000 /dev/zero; echo end >&2", "timeout_s": 30},
+            sandbox(ws, max_output_bytes=1000), bound_s=40,
+        )  # fmt: skip
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert r["exit_code"] == 0 and r["truncated"] is True
     assert len(r["stdout"]) == 1000 and r["stderr"] == "end\n"
-    assert grown_kib < 100_000  # 300 MB of output never sat in this process
+    assert peak < 100_000_000  # 300 MB of output never sat in this process
 
 
 async def test_unavailable_isolation_is_refused_with_what_is_available(ws: Path):
