@@ -74,8 +74,8 @@ def _num(v: str) -> float | None:
     return f if math.isfinite(f) else None
 
 
-#: csv_stats keeps the cells it reads (exact medians of types, counts of values), so
-#: what it reads is bounded: columns profiled, cells and characters kept, the longest
+#: csv_stats keeps every cell it reads (for exact statistics and value counts), so what
+#: it reads is bounded: columns profiled, cells and characters kept, the longest
 #: physical line, and the characters of each value shown in the result.
 _CSV_MAX_COLUMNS = 1000
 _CSV_MAX_CELLS = 1_000_000
