@@ -78,11 +78,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/lumos demo
 
-# Build the demo model lumos-tiny-tools from scratch into the package
-# (lumos_ray/models/_artifacts/; no copy is committed yet: it misses its accuracy
-# target, see docs/demo-model.md): teacher agents act generated tool tasks out
-# on an embedded Ray cluster, the fine-tuning job teaches a random-init model, the
-# merged weights replace the packaged ones. See docs/demo-model.md.
+# Rebuild the demo model lumos-tiny-tools from scratch into the package
+# (lumos_ray/models/_artifacts/lumos-tiny-tools, the committed copy `make demo` serves):
+# teacher agents act generated tool tasks out on an embedded Ray cluster, the
+# fine-tuning job teaches a random-init model, the merged weights replace the packaged
+# ones. About 13 minutes on 2 CPU cores. See docs/demo-model.md.
 demo-model: $(STAMP)
 	$(BIN)/python -m lumos_ray.models._build_main --recipe demo
 

@@ -57,21 +57,21 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--test-model",
         is_flag=True,
-        help="Use the shipped TestModel instead of serving lumos-tiny with vLLM (fast).",
+        help="Use the scripted teacher model instead of serving lumos-tiny-tools with vLLM (fast).",
     )
-    @click.option("--topic", default="Ray actors", show_default=True)
     @json_option
-    def demo(test_model: bool, topic: str, as_json: bool) -> None:
-        """Run the main job on an embedded local cluster with a served tiny model."""
+    def demo(test_model: bool, as_json: bool) -> None:
+        """Run the main job on an embedded local cluster: an agent on the served demo
+        model answers three questions with tools, and the answers are checked."""
         from lumos_ray._demo import run_demo
 
         if not as_json:
             click.echo(
                 "Starting an embedded Ray cluster"
-                + ("" if test_model else ", serving lumos-tiny with vLLM (about a minute)")
+                + ("" if test_model else ", serving lumos-tiny-tools with vLLM (about a minute)")
                 + " ..."
             )
-        result = run_demo(use_test_model=test_model, topic=topic)
+        result = run_demo(use_test_model=test_model)
         emit(result, as_json, _demo_text)
         if result["run"]["status"] != "succeeded":
             raise SystemExit(1)
@@ -81,16 +81,32 @@ def _demo_text(r: dict[str, Any]) -> str:
     run = r["run"]
     lines = []
     if r.get("gateway"):
-        lines.append(f"gateway: {r['gateway']} (OpenAI-compatible)")
-    streamed = 0
+        lines.append(f"gateway: {r['gateway']} (OpenAI-compatible), model {r.get('model')}")
     for ev in r["events"]:
         if ev["type"] == "token":
-            streamed += 1
             continue
         data = {k: v for k, v in (ev["data"] or {}).items() if k != "t"}
         lines.append(f"[{ev['seq']:>3}] {ev['type']:<14} {json.dumps(data, default=str)[:110]}")
-    lines.append(f"({streamed} streamed token events)")
     lines.append(f"run {run['id']}: {run['status']}")
-    lines.append(json.dumps(run["output"] or run["error"], indent=2, default=str)[:2000])
+    out = run["output"]
+    if run["status"] == "succeeded" and isinstance(out, dict) and "answers" in out:
+        # Step paths read "0.work/1.ask_1": the last part names the question's step.
+        calls = {
+            str(ev["data"].get("step", "")).rsplit(".", 1)[-1]: ev["data"]
+            for ev in r["events"]
+            if ev["type"] == "tool_call"
+        }
+        for i, row in enumerate(out["answers"]):
+            call = calls.get(f"ask_{i}")
+            called = f"{call['tool']}({call.get('arguments')})" if call else "(no tool call)"
+            mark = "correct" if row["correct"] else f"WRONG (the tool says {row['tool_result']})"
+            lines += [
+                f"Q: {row['question']}",
+                f"   tool call: {called}",
+                f"   answer: {row['answer']}  [{mark}]",
+            ]
+        lines.append(f"{out['correct']} of {out['of']} answers correct")
+    else:
+        lines.append(json.dumps(out or run["error"], indent=2, default=str)[:2000])
     lines.append(f"inspect it: lumos runs show {run['id']}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["DEMO_INSTRUCTIONS", "DEMO_TOOLS", "ToolTask", "answer_for", "make_tasks"]
+__all__ = ["DEMO_INSTRUCTIONS", "DEMO_TOOLS", "ToolTask", "answer_for", "demo_tasks", "make_tasks"]
 
 #: The tools the demo agent is offered, in this order (training renders them the same).
 DEMO_TOOLS = ("calculator", "date_diff")
@@ -275,6 +275,41 @@ def make_tasks(n: int, split: Split, seed: int = 0) -> list[ToolTask]:
     nums, dates = (train_nums, train_dates) if split == "train" else (held_nums, held_dates)
     rng = random.Random(f"{seed}-{split}")
     return [_one(rng, split, nums, dates) for _ in range(n)]
+
+
+def demo_tasks() -> list[ToolTask]:
+    """The three questions ``lumos demo`` asks: a product, a unit conversion and a
+    difference, each in a phrasing the model was taught (the first core sentence of
+    its kind, no lead-in or tail), with operands from the held-out fifth that no
+    training prompt uses. Fixed, so the demo is deterministic.
+
+    Why taught phrasings and no day count: the demo shows an agent working. How the
+    model copes with phrasings it never saw, and its weak spot (copying the day count
+    out of ``date_diff``'s four-number result into the answer), are what
+    ``benchmarks/demo_model.py`` measures and docs/demo-model.md reports."""
+    _, nums = _split_numbers(0)
+    rng = random.Random("lumos-demo")
+    big = [n for n in nums if n > 99]
+    a, b = rng.sample(big, 2)
+    hours = rng.choice(big)
+    x, y = sorted(rng.sample(big, 2), reverse=True)
+    core, factor = _CONVERSIONS[1]
+
+    def calc(prompt: str, expression: str, kind: str) -> ToolTask:
+        return ToolTask(
+            prompt=prompt,
+            tool="calculator",
+            arguments={"expression": expression},
+            kind=kind,
+            split="heldout",
+            novelty=("numbers",),
+        )
+
+    return [
+        calc(_CORES["mul"][0].format(a=a, b=b), f"{a} * {b}", "mul"),
+        calc(core.format(a=hours), f"{hours} * {factor}", "convert"),
+        calc(_CORES["sub"][0].format(a=x, b=y), f"{x} - {y}", "sub"),
+    ]
 
 
 def answer_for(task: ToolTask, tool_result: Any) -> str:

@@ -2,9 +2,9 @@
 
 Why in the package rather than trained on first use: teaching the model takes longer
 than a newcomer's first ``make demo`` should (teacher runs plus a fine-tuning job on
-CPU), and the weights are a few MB, so the intent is to commit the built copy once it
-meets its accuracy target (not yet: see docs/demo-model.md). ``make demo-model``
-rebuilds it from scratch with the exact recipe (:mod:`._pipeline`).
+CPU), and the weights are 3 MB, so the built copy is committed (it meets its accuracy
+target through vLLM: docs/demo-model.md). ``make demo-model`` rebuilds it from scratch
+with the exact recipe (:mod:`._pipeline`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def tools_model_path() -> Path:
         raise ModelError(
             f"{TOOLS_MODEL_NAME} is not in this install ({path} is missing or incomplete)",
             fix="Build it with `make demo-model` (teacher runs + a fine-tuning job, "
-            "about 40 minutes on 2 busy CPU cores).",
+            "about 13 minutes on 2 CPU cores).",
         )
     return path
 
