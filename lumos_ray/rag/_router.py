@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from lumos_ray.rag._state import PreparedChunks
 
-__all__ = ["SHARD_OPTIONS", "RagRouter"]
+__all__ = ["SHARD_OPTIONS", "RagRouter", "docs_without_chunks"]
 
 #: Shards hold state on disk and every method is idempotent (upsert/delete by doc id,
 #: reads), so Ray may both restart them and retry calls that hit a restart.
@@ -79,6 +79,15 @@ class _RWLock:
             async with self._cond:
                 self._writer = False
                 self._cond.notify_all()
+
+
+def docs_without_chunks(doc_ids: list[str], batch: PreparedChunks) -> list[str]:
+    """The documents of a write that produced no chunks: they still replace (i.e.
+    remove) an old version. One pass over the batch (the set was once rebuilt for every
+    document: 22,500 documents of 90,000 chunks held the router's event loop for
+    minutes)."""
+    present = set(batch.doc_ids())
+    return [d for d in doc_ids if d not in present]
 
 
 class RagRouter:
@@ -223,8 +232,7 @@ class RagRouter:
 
         n = len(self.shards)
         groups = split_by_shard(batch, n)
-        # Documents that produced no chunks still replace (i.e. remove) an old version.
-        empty = [d for d in doc_ids if d not in set(batch.doc_ids())]
+        empty = docs_without_chunks(doc_ids, batch)
         ops: list[tuple[int, str, tuple[Any, ...]]] = [
             (s, "upsert", (g,)) for s, g in groups.items()
         ]
