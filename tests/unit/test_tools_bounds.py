@@ -24,7 +24,8 @@ def ws(tmp_path: Path) -> Path:
     return root
 
 
-#: Hang guard of the calls whose bound is a CPU budget (the regex ones: 1-2 CPU seconds):
+#: Hang guard of the calls whose bound is a CPU budget (the regex ones: 1-2 CPU seconds)
+#: or that need a CPU second or so (csv_stats on its budgets, listing 10,050 files):
 #: on a loaded box at nice 19 (load 14 on 2 cores) a CPU second took over 10 s of wall
 #: time, and the 10 s default failed them. Without the budget these tests still fail:
 #: the call then ends (or hangs past 60 s) without the "took longer than" error.
@@ -320,25 +321,25 @@ async def test_csv_stats_bounds_columns_cells_characters_and_lines(ws: Path):
     (ws / "wide.csv").write_text(
         ",".join(f"c{i}" for i in range(1500)) + "\n" + ",".join(["1"] * 1500) + "\n"
     )
-    r = await call("csv_stats", {"path": "wide.csv"}, ctx)
+    r = await call("csv_stats", {"path": "wide.csv"}, ctx, bound_s=SLOW_BOUND_S)
     assert len(r["columns"]) == 1000 and r["columns_truncated"] is True
 
     (ws / "tall.csv").write_text(
         ",".join(f"c{i}" for i in range(100)) + "\n" + (",".join(["1"] * 100) + "\n") * 12_000
     )
-    r = await call("csv_stats", {"path": "tall.csv", "max_rows": 10**9}, ctx)
+    r = await call("csv_stats", {"path": "tall.csv", "max_rows": 10**9}, ctx, bound_s=SLOW_BOUND_S)
     assert r["rows"] == 10_000 and r["truncated"] is True  # 1,000,000 cells
     assert r["columns"]["c0"]["count"] == 10_000
 
     row = ",".join(["x" * 90_000] * 10) + "\n"
     (ws / "heavy.csv").write_text(",".join(f"h{i}" for i in range(10)) + "\n" + row * 12)
-    r = await call("csv_stats", {"path": "heavy.csv"}, ctx)
+    r = await call("csv_stats", {"path": "heavy.csv"}, ctx, bound_s=SLOW_BOUND_S)
     assert r["rows"] == 11 and r["truncated"] is True  # 10 million characters
     assert len(json.dumps(r)) < 10_000  # values shown cut to 200 characters
 
     (ws / "one-line.csv").write_text("a," * 600_000 + "a\n")
     with pytest.raises(ToolNotAllowedError, match="line longer than"):
-        await call("csv_stats", {"path": "one-line.csv"}, ctx)
+        await call("csv_stats", {"path": "one-line.csv"}, ctx, bound_s=SLOW_BOUND_S)
 
 
 async def test_list_dir_and_search_files_return_at_most_10000_entries(ws: Path):
@@ -347,9 +348,11 @@ async def test_list_dir_and_search_files_return_at_most_10000_entries(ws: Path):
     for i in range(10_050):
         (ws / f"f{i}.txt").touch()
     ctx = ToolContext(workspace=str(ws))
-    r = await call("list_dir", {"max_entries": 10**9}, ctx)
+    r = await call("list_dir", {"max_entries": 10**9}, ctx, bound_s=SLOW_BOUND_S)
     assert len(r["entries"]) == 10_000 and r["truncated"] is True
-    r = await call("search_files", {"pattern": "*.txt", "max_results": 10**9}, ctx)
+    r = await call(
+        "search_files", {"pattern": "*.txt", "max_results": 10**9}, ctx, bound_s=SLOW_BOUND_S
+    )
     assert len(r["results"]) == 10_000 and r["truncated"] is True
 
 
