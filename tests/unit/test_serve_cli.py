@@ -51,9 +51,7 @@ def test_status_and_down_without_a_server(tmp_path: Path, monkeypatch: pytest.Mo
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     runner = CliRunner()
-    r = runner.invoke(
-        cli, ["serve", "status", "--url", f"http://127.0.0.1:{port}/v1", "--json"]
-    )
+    r = runner.invoke(cli, ["serve", "status", "--url", f"http://127.0.0.1:{port}/v1", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["ready"] is False and "not reachable" in out["error"]
