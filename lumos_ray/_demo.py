@@ -2,10 +2,10 @@
 
 Starts a local Ray cluster, serves the demo model ``lumos-tiny-tools`` with vLLM
 (hermes tool parser) behind the OpenAI gateway, and runs a durable workflow in which
-one agent answers three questions in parallel by calling the real ``calculator`` and
-``date_diff`` tools, tool steps compute the expected results with the same tools, and
-a last step checks each answer. The questions (``models._tasks.demo_tasks``) use
-phrasings the model was taught with numbers and dates it never saw in training.
+one agent, offered the real ``calculator`` and ``date_diff`` tools, answers three
+questions in parallel, tool steps compute the expected results with the same tools,
+and a last step checks each answer. The questions (``models._tasks.demo_tasks``) use
+phrasings the model was taught with numbers it never saw in training.
 
 Why a check inside the workflow: a newcomer should see at once whether the agent
 worked, not judge free text. ``--test-model`` swaps the served model for the scripted
