@@ -10,6 +10,15 @@ turn answered again from the stored thread (a retried call) reports its tool cal
 they went, not as their text suggests: a tool may succeed with output that reads like
 an error. The flag is the loop's own: it is taken off before messages go to a model
 (an OpenAI-format server may refuse a key it does not know).
+
+Secrets at rest: the turn's messages (``AgentResult.new_messages``, the ``transcript``)
+are what gets stored (thread history, the runner's checkpoints) and so hold each
+assistant tool call with its secret-named argument values redacted
+(``lumos_ray.tools._redact``). The tools get the real values, and so does the model
+for the rest of the same turn; a later turn (or a retried one answered from the store)
+sees ``[REDACTED]``. Nothing re-runs a tool from stored arguments: a finished call's
+result is in its tool message, and a turn that did not finish is asked of the model
+again.
 """
 
 from __future__ import annotations
@@ -233,13 +242,14 @@ async def run_turn(
     """Run the loop until the model answers without tool calls.
 
     ``key`` (see :func:`turn_key`) gives each tool call an idempotency key. Tool-call
-    arguments named like secrets are redacted in emitted events and in the returned
-    ``tool_calls`` log (the conversation history keeps them: the model needs them).
+    arguments named like secrets are redacted in emitted events, in the returned
+    ``tool_calls`` log and in the new messages (returned and in ``transcript``: they
+    are stored); only this turn's own model calls see its calls' real arguments.
     ``transcript``: a list the turn's new messages are appended to as they happen, so a
     caller that cancels the turn knows what it had done (tool calls that finished are
     in it even when others of the same model call had not).
     """
-    from lumos_ray.tools._api import redact_arguments
+    from lumos_ray.tools._redact import redact_arguments, redact_message
 
     user = user_message(input)
     new: list[dict[str, Any]] = transcript if transcript is not None else []
@@ -248,18 +258,26 @@ async def run_turn(
     schemas = [t.openai_schema() for t in tools.values()] or None
     usage: dict[str, int] = {}
     calls_log: list[dict[str, Any]] = []
+    # Position in `new` -> the assistant message as the model sent it, where `new`
+    # holds it with secrets redacted: this turn's next model calls get the real one.
+    real: dict[int, dict[str, Any]] = {}
     errors = 0
     offered = schemas
     for step in range(1, max_steps + 1):
         with tracing.span("agent.model_call", model=model.name, step=step) as s:
+            shown_new = [real.get(i, m) for i, m in enumerate(new)] if real else new
             resp = await _call_model(
-                model, for_model(system + history + new), offered, timeout_s, stream, emit
+                model, for_model(system + history + shown_new), offered, timeout_s, stream, emit
             )
             for k, v in resp.usage.items():
                 if isinstance(v, int):
                     s.set_attribute(f"gen_ai.usage.{k}", v)
         _add_usage(usage, resp.usage)
-        new.append(resp.to_message())
+        message = resp.to_message()
+        stored = redact_message(message)
+        if stored is not message:
+            real[len(new)] = message
+        new.append(stored)
         if not resp.tool_calls:
             return AgentResult(resp.content, thread_id, new, step, calls_log, usage)
         results = await _run_tools(resp.tool_calls, tools, tool_ctx, key, step, timeout_s, new)

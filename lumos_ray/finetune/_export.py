@@ -126,9 +126,12 @@ def _tool_call(tc: Any) -> dict[str, Any] | None:
     name = fn.get("name")
     if not isinstance(name, str) or not name:
         return None
+    # Redacted again here: threads stored before the agent loop redacted secret-named
+    # arguments (lumos_ray.tools._redact) still hold them, and a dataset file must not.
+    from lumos_ray.tools._redact import redact_arguments
+
     args = fn.get("arguments", "{}")
-    if not isinstance(args, str):
-        args = json.dumps(args)
+    args = redact_arguments(args if isinstance(args, str | dict) else json.dumps(args))
     return {
         "id": str(tc.get("id") or ""),
         "type": "function",

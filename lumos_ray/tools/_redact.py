@@ -1,9 +1,10 @@
-"""Redaction of tool arguments named like secrets, for events and spans.
+"""Redaction of tool arguments named like secrets, for events, spans and storage.
 
 A model may pass an API key or an ``Authorization`` header to a tool; the tool needs
-it, but the events streamed to callers and the spans exported to a collector do
-not. Values under keys that look like secrets (at any depth) are replaced with
-``[REDACTED]``; arguments that are not valid JSON are scrubbed textually.
+it, but the events streamed to callers, the spans exported to a collector and the
+thread messages and checkpoints written to the store do not. Values under keys that
+look like secrets (at any depth) are replaced with ``[REDACTED]``; arguments that are
+not valid JSON are scrubbed textually.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import json
 import re
 from typing import Any
 
-__all__ = ["REDACTED", "is_secret_name", "redact_arguments", "redact_value"]
+__all__ = [
+    "REDACTED",
+    "is_secret_name",
+    "redact_arguments",
+    "redact_message",
+    "redact_value",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -73,3 +80,27 @@ def redact_arguments(arguments: str | dict[str, Any] | None) -> str:
         return _TEXTUAL.sub(lambda m: m.group(1) + json.dumps(REDACTED), arguments)
     cleaned = redact_value(parsed)
     return arguments if cleaned == parsed else json.dumps(cleaned, default=str)
+
+
+def redact_message(message: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-format chat message as it may be stored: an assistant message whose
+    ``tool_calls[].function.arguments`` hold secret-named values is copied with them
+    redacted; any other message (and one with nothing to redact) is returned as is."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list) or not calls:
+        return message
+    out: list[Any] = []
+    changed = False
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("arguments"), str | dict):
+            out.append(call)
+            continue
+        args = fn["arguments"]
+        shown = redact_arguments(args) if isinstance(args, str) else redact_value(args)
+        if shown == fn["arguments"]:
+            out.append(call)
+            continue
+        changed = True
+        out.append({**call, "function": {**fn, "arguments": shown}})
+    return {**message, "tool_calls": out} if changed else message
