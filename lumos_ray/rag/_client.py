@@ -14,6 +14,7 @@ starts.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from lumos_ray.rag._watch import FolderWatcher
 
 __all__ = ["RagCollection", "list_collections", "registered_root", "unregister"]
+
+log = logging.getLogger(__name__)
 
 ROUTER_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 3}
 #: How long opening a collection waits for an object store (resolve the URI, read or
@@ -206,6 +209,9 @@ class RagCollection:
         check_names(name, tenant)
         base = config or CollectionConfig(name=name, tenant=tenant)
         base = base.model_copy(update={"name": name, "tenant": tenant})
+        # A config is stored (collection.json): a literal API key is refused, before
+        # anything is written (the key is named by api_key_env instead).
+        base.check_storable()
         if num_shards is not None:
             base = base.model_copy(update={"num_shards": num_shards})
         # Found by name: the registry says where its snapshots are. A config naming
@@ -241,6 +247,13 @@ class RagCollection:
                 raise RagError(
                     f"Collection {name!r} has {stored.num_shards} shards; {num_shards} requested.",
                     fix="Omit --shards, or delete the collection and ingest it again.",
+                )
+            if stored.literal_keys():  # written before keys were refused
+                log.warning(
+                    "%s holds a literal API key (%s); remove it and name the variable "
+                    "holding the key with *.api_key_env instead",
+                    cfg_uri,
+                    ", ".join(stored.literal_keys()),
                 )
             cfg = stored
         else:

@@ -3,7 +3,9 @@
 Everything a collection needs to be rebuilt (shard count, chunking, embedding, index
 and extractor settings, tenant) is in :class:`CollectionConfig`, which is written next
 to the snapshots so a fresh process (a new embedded cluster, a restarted router) opens
-the collection exactly as it was created.
+the collection exactly as it was created. API keys are never part of it: a collection
+names the environment variable that holds one (``api_key_env``), and a config with a
+literal ``api_key`` is refused (:meth:`CollectionConfig.check_storable`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lumos_ray.errors import ConfigError
 from lumos_ray.runtime import Placement
 
 __all__ = [
@@ -70,7 +73,17 @@ class EmbeddingConfig(BaseModel):
     base_url: str | None = Field(
         default=None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
     )
-    api_key: str | None = None
+    api_key_env: str | None = Field(
+        default=None,
+        description="openai: name of the environment variable holding the API key, read "
+        "where the embedder runs and sent only to base URLs that environment binds it to "
+        "(default: $LUMOS_API_KEY, then $OPENAI_API_KEY, where bound).",
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="openai: a literal API key, for an embedder built in code only: a "
+        "collection refuses it (its config is stored); use api_key_env.",
+    )
     batch_size: int = Field(default=64, ge=1, le=4096)
     dim: int = Field(default=384, ge=1)
     torch_threads: int = Field(
@@ -102,8 +115,16 @@ class ExtractorConfig(BaseModel):
     kind: Literal["offline", "llm"] = "offline"
     base_url: str | None = Field(default=None, description="llm: OpenAI-compatible base URL.")
     model: str | None = Field(default=None, description="llm: chat model name.")
+    api_key_env: str | None = Field(
+        default=None,
+        description="llm: name of the environment variable holding the API key, read where "
+        "the extractor runs and sent only to base URLs that environment binds it to "
+        "(default: $LUMOS_API_KEY, then $OPENAI_API_KEY, where bound).",
+    )
     api_key: str | None = Field(
-        default=None, description="llm: API key (default: $LUMOS_API_KEY, then $OPENAI_API_KEY)."
+        default=None,
+        description="llm: a literal API key, for an extractor built in code only: a "
+        "collection refuses it (its config is stored); use api_key_env.",
     )
     timeout_s: float = Field(default=60.0, gt=0, description="llm: per-chunk call timeout.")
     fallback_offline: bool = Field(
@@ -328,6 +349,31 @@ class CollectionConfig(BaseModel):
                 "must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter/digit"
             )
         return v
+
+    def literal_keys(self) -> list[str]:
+        """The fields that hold a literal API key (``embedding.api_key``,
+        ``extractor.api_key``): a collection's config is stored next to its snapshots,
+        so :meth:`check_storable` refuses them."""
+        return [
+            f"{section}.api_key"
+            for section, part in (("embedding", self.embedding), ("extractor", self.extractor))
+            if part.api_key
+        ]
+
+    def check_storable(self) -> None:
+        """Raise a ConfigError if this config holds a literal API key: it would be
+        written to ``collection.json``. The fix is ``api_key_env`` (the variable's name)."""
+        fields = self.literal_keys()
+        if fields:
+            raise ConfigError(
+                f"RAG collection {self.name!r}: {' and '.join(fields)} hold a literal API "
+                "key, and a collection's config is stored in its collection.json; lumos "
+                "never writes a key to disk.",
+                fix="Put the key in an environment variable and name it instead: "
+                + ", ".join(f"{f}_env: MY_KEY_VAR" for f in fields)
+                + " (read where the collection's actors run, and sent only to base URLs "
+                "that environment binds it to: LUMOS_MODEL_KEY_URLS='MY_KEY_VAR=BASE_URL').",
+            )
 
 
 class Document(BaseModel):

@@ -102,12 +102,21 @@ class OpenAIEmbedder:
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        headers = {"Authorization": f"Bearer {self.cfg.api_key}"} if self.cfg.api_key else {}
+        from lumos_ray.actors._keys import choose_key
+
         url = self.cfg.base_url.rstrip("/") + "/embeddings"  # type: ignore[union-attr]
+        # Read here, where the embedder runs: a literal key (built in code), else the
+        # variable api_key_env names, else the implicit keys, each only where bound.
+        key = choose_key(
+            self.cfg.base_url,  # type: ignore[arg-type]
+            api_key=self.cfg.api_key,
+            api_key_env=self.cfg.api_key_env,
+        ).key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         fix = (
             "Check embedding.base_url (it ends in /v1), embedding.model (a served "
-            "embedding model: GET /v1/models) and embedding.api_key, and that the server "
-            "is up (`lumos serve status`)."
+            "embedding model: GET /v1/models) and embedding.api_key_env, and that the "
+            "server is up (`lumos serve status`)."
         )
         out: list[list[float]] = []
         with httpx.Client(timeout=120) as client:

@@ -244,7 +244,7 @@ class LLMExtractor:
     """JSON triples from a chat model (:class:`~lumos_ray.actors.models.ChatModel`).
 
     By default the model is an :class:`~lumos_ray.actors.models.OpenAIChatModel` built
-    from the config (``base_url``, ``model``, ``api_key``, ``timeout_s``) and asked for
+    from the config (``base_url``, ``model``, ``api_key_env``, ``timeout_s``) and asked for
     JSON mode (``response_format: json_object``, temperature 0). Any other chat model
     can be passed as ``model=`` (e.g. a :class:`~lumos_ray.testing.FunctionModel` in
     tests, or an in-process model): it gets the same prompt, and its answer is parsed
@@ -272,6 +272,7 @@ class LLMExtractor:
                 cfg.model,
                 cfg.base_url,
                 cfg.api_key,
+                api_key_env=cfg.api_key_env,
                 timeout_s=cfg.timeout_s,
                 extra_body=self._request_options(cfg),
             )
@@ -308,7 +309,7 @@ class LLMExtractor:
             reason = exc.message if isinstance(exc, LumosError) else f"{type(exc).__name__}: {exc}"
             raise RagError(
                 f"extractor call to {self._where(model)} failed: {reason}",
-                fix="Check extractor.base_url, extractor.model and extractor.api_key, and "
+                fix="Check extractor.base_url, extractor.model and extractor.api_key_env, and "
                 "that the server is up (`lumos serve status`); or set extractor.kind: "
                 "offline.",
             ) from None
