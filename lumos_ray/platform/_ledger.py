@@ -38,6 +38,25 @@ _Meter = list[Any]
 _SORTED_METRICS = tuple(sorted(_usage.QUOTA_METRICS))
 
 
+def _limited(plan: Any) -> tuple[tuple[str, int], ...]:
+    """(metric, limit) of each quota metric ``plan`` limits, in a fixed order;
+    remembered per plan object (plans are frozen)."""
+    hit = _LIMITED.get(id(plan))
+    if hit is None or hit[0] is not plan:
+        limits = tuple(
+            (m, int(limit))
+            for m in _SORTED_METRICS
+            if (limit := getattr(plan, _usage.QUOTA_METRICS[m])) is not None
+        )
+        if len(_LIMITED) > 1024:  # plans configs reloaded many times
+            _LIMITED.clear()
+        hit = _LIMITED[id(plan)] = (plan, limits)
+    return hit[1]
+
+
+_LIMITED: dict[int, tuple[Any, tuple[tuple[str, int], ...]]] = {}
+
+
 class QuotaLedger:
     """Monthly quota counters and daily metering of one Platform's store, in memory.
 
@@ -84,14 +103,16 @@ class QuotaLedger:
         counts: dict[str, int],
         agent_seconds: float = 0.0,
         storage_bytes: int | None = None,
+        amounts: dict[str, int] | None = None,
     ) -> None:
         """Add to the pending increments (caller holds the lock). Mutates in place:
-        this runs once per gateway request."""
+        this runs once per gateway request. ``amounts``: ``quota_amounts(counts)``
+        when the caller has it already."""
         day, month = _usage.day_and_month(now)
         pend = self._pending.get((tenant, month))
         if pend is None:
             pend = self._pending[(tenant, month)] = dict.fromkeys(_usage.QUOTA_METRICS, 0)
-        for metric, n in _usage.quota_amounts(counts).items():
+        for metric, n in (amounts or _usage.quota_amounts(counts)).items():
             pend[metric] += n
         entry = self._meter.get((tenant, day))
         if entry is None:
@@ -108,19 +129,18 @@ class QuotaLedger:
         """Like :meth:`Platform.charge` (QuotaExceededError and nothing counted when
         over the limit), decided from memory. ``counts``: checked amounts."""
         plan_name, limits = self.platform._plan_of(tenant)
+        checks = _limited(limits)
         now = time.time()
         amounts = _usage.quota_amounts(counts)
         with self._lock:
-            used = self._used((tenant, _usage.day_and_month(now)[1]))
-            for metric in _SORTED_METRICS:
-                limit = getattr(limits, _usage.QUOTA_METRICS[metric])
-                if limit is None:
-                    continue
-                n = amounts[metric]
-                # n == 0 still refuses a metric already at its limit (tokens used up).
-                if not (used[metric] + n <= limit if n else used[metric] < limit):
-                    raise _usage.quota_error(tenant, plan_name, metric, limit, now)
-            self._add(tenant, now, counts)
+            if checks:  # an unlimited plan needs no totals (this runs per request)
+                used = self._used((tenant, _usage.day_and_month(now)[1]))
+                for metric, limit in checks:
+                    n = amounts[metric]
+                    # n == 0 still refuses a metric already at its limit (tokens used up).
+                    if not (used[metric] + n <= limit if n else used[metric] < limit):
+                        raise _usage.quota_error(tenant, plan_name, metric, limit, now)
+            self._add(tenant, now, counts, amounts=amounts)
 
     def request_headroom(self, tenant: str) -> int | None:
         """API calls ``tenant`` may still make this month, from memory (held calls

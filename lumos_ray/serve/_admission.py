@@ -127,16 +127,28 @@ class AdmissionCore:
     ) -> list[Verdict]:
         """Per item: the rate limit (when asked), then the quota charge (when given).
         A request the rate limit refuses is not charged."""
-        out: list[Verdict] = []
-        for key_id, tenant, rate, counts in items:
-            wait = 0.0
-            if rate and (key_rpm or tenant_rpm):
-                (wait,) = self.buckets.check([(key_id, tenant)], key_rpm, tenant_rpm)
-            err = None
-            if not wait and counts and self.ledger is not None:
-                err = self.ledger.try_charge(tenant, counts)
-            out.append((wait, err))
-        return out
+        return [
+            self.admit_one(key_id, tenant, rate, counts, key_rpm, tenant_rpm)
+            for key_id, tenant, rate, counts in items
+        ]
+
+    def admit_one(
+        self,
+        key_id: str,
+        tenant: str,
+        rate: bool,
+        counts: dict[str, int] | None,
+        key_rpm: int | None,
+        tenant_rpm: int | None,
+    ) -> Verdict:
+        """:meth:`admit` of one item (an in-process gateway's per-request call)."""
+        wait = 0.0
+        if rate and (key_rpm or tenant_rpm):
+            wait = self.buckets.check_one(key_id, tenant, key_rpm, tenant_rpm)
+        err = None
+        if not wait and counts and self.ledger is not None:
+            err = self.ledger.try_charge(tenant, counts)
+        return wait, err
 
     def admit_lease(
         self,
@@ -271,9 +283,7 @@ class LocalAdmission:
         self, key_id: str, tenant: str, *, rate: bool = True, counts: dict[str, int] | None = None
     ) -> None:
         """QuotaExceededError (429) when a rate limit or the plan's quota refuses."""
-        ((wait, err),) = self.core.admit(
-            [(key_id, tenant, rate, counts)], self.key_rpm, self.tenant_rpm
-        )
+        wait, err = self.core.admit_one(key_id, tenant, rate, counts, self.key_rpm, self.tenant_rpm)
         _error(wait, err, self.key_rpm, self.tenant_rpm)
 
     def record(self, tenant: str, counts: dict[str, int]) -> None:

@@ -23,8 +23,8 @@ import asyncio
 import importlib
 import importlib.util
 import logging
+import random
 import re
-import secrets
 import time
 from collections.abc import AsyncGenerator, MutableMapping
 from typing import Any, NamedTuple
@@ -917,7 +917,12 @@ def _request_id(scope: dict[str, Any]) -> str:
     given = _header(scope, b"x-request-id")
     if given and _RID.match(given):
         return given
-    return "req_" + secrets.token_hex(12)
+    # Not secrets.token_hex: that reads os.urandom, a system call per request that
+    # releases the GIL, and any other thread of the replica (the quota ledger's
+    # flush, Serve's metrics push) then takes it for up to a switch interval. A
+    # request id needs to be unique, not unguessable; ``random`` is seeded from the
+    # OS and re-seeded in forked children.
+    return f"req_{random.getrandbits(96):024x}"
 
 
 _RID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -60,17 +60,20 @@ class TokenBuckets:
         """For each (key id, tenant): 0.0 (admitted, one token taken from each of its
         buckets) or the seconds to wait. A request refused by its tenant's bucket
         gives its key's token back, so a refused request costs nothing."""
+        return [self.check_one(key_id, tenant, key_rpm, tenant_rpm) for key_id, tenant in items]
+
+    def check_one(
+        self, key_id: str, tenant: str, key_rpm: int | None, tenant_rpm: int | None
+    ) -> float:
+        """:meth:`check` of one (key id, tenant)."""
         now = time.monotonic()
-        out = []
-        for key_id, tenant in items:
-            wait = self.take("k:" + key_id, key_rpm, now) if key_rpm else 0.0
-            if not wait and tenant_rpm:
-                wait = self.take("t:" + tenant, tenant_rpm, now)
-                if wait and key_rpm:
-                    tokens, last = self._buckets["k:" + key_id]
-                    self._buckets["k:" + key_id] = (tokens + 1.0, last)
-            out.append(wait)
-        return out
+        wait = self.take("k:" + key_id, key_rpm, now) if key_rpm else 0.0
+        if not wait and tenant_rpm:
+            wait = self.take("t:" + tenant, tenant_rpm, now)
+            if wait and key_rpm:
+                tokens, last = self._buckets["k:" + key_id]
+                self._buckets["k:" + key_id] = (tokens + 1.0, last)
+        return wait
 
 
 def limiter_actor_name(app_name: str) -> str:
