@@ -9,6 +9,7 @@ definition or argument that lumos stores for a reason of its own.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -51,6 +52,34 @@ def sar_keyed_model(messages: list[dict[str, Any]], tools: list[dict[str, Any]])
 
 def sar_helper_model(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
     return reply("helped")
+
+
+@tool
+def sar_gated_service(query: str, api_key: str, gate: str) -> str:
+    """Call a service that needs a key, once ``gate`` exists (each start is noted).
+
+    Args:
+        query: What to ask.
+        api_key: The service's API key.
+        gate: A file whose existence lets the call finish.
+    """
+    import time
+
+    with open(gate + ".started", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    deadline = time.time() + 120
+    while not os.path.exists(gate) and time.time() < deadline:
+        time.sleep(0.1)
+    return "authorized" if api_key == _secret() else "wrong key"
+
+
+def sar_gated_model(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+    """Calls sar_gated_service with the key and the gate the user names, then answers."""
+    last = messages[-1]
+    if last.get("role") == "tool":
+        return reply(f"service said {last['content']}")
+    gate = next(m["content"] for m in messages if m.get("role") == "user")
+    return call_tool("sar_gated_service", {"query": "q", "api_key": _secret(), "gate": gate})
 
 
 def _files_holding(root: Path, secret: str) -> list[str]:
@@ -121,6 +150,49 @@ async def test_a_durable_runs_files_never_hold_a_secret_tool_argument(
     assert _files_holding(Path(lumos_home), secret) == []
     if ray_cluster.temp_dir:  # None when the tests run against a cluster of yours
         assert _files_holding(Path(ray_cluster.temp_dir), secret) == []
+
+
+async def test_a_turn_whose_actor_dies_mid_tool_call_is_asked_again_and_stores_no_key(
+    ray_cluster: Any, lumos_home: str, tmp_path: Path
+) -> None:
+    """The agent's actor dies while the tool holds the key: nothing of the turn was
+    stored, the resumed run asks the model again (no stored argument is needed), the
+    new call gets the real key, and no file holds it afterwards."""
+    from lumos_ray import execute_run, list_runs
+    from lumos_ray.actors._agent_actor import actor_name
+    from lumos_ray.runtime import current_settings, kill_actor
+    from lumos_ray.store import open_store
+
+    gate = tmp_path / "open"
+    started = tmp_path / "open.started"
+    spec = Agent(name="sar-dies", model=FunctionModel(sar_gated_model), tools=[sar_gated_service])
+    wf = Workflow(
+        name="sar-dies-wf",
+        agents=[spec],
+        steps=[AgentStep(id="say", agent="sar-dies", input="{{ input }}")],
+        output="{{ state.say }}",
+    )
+    call = asyncio.ensure_future(execute_run(wf, str(gate), timeout=300))
+    for _ in range(1200):  # bounded: 120 s for the tool to start
+        if started.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert started.exists(), "the tool never started"
+    tenant = current_settings().tenant_id
+    assert kill_actor(actor_name(spec.name, 0, tenant), no_restart=False)
+    gate.touch()
+    info = await call
+    assert info.status == "succeeded", info.error
+    assert info.output == "service said authorized"  # the new call had the real key
+    assert len(started.read_text().split()) == 2  # the tool ran again, in a new actor
+    assert [r.id for r in await list_runs() if r.workflow == wf.name] == [info.id]
+    secret = _secret()
+    thread = f"{info.id}/0.say"
+    messages = open_store().load_messages_many("sar-dies", [thread])[thread]
+    call_msg = next(m for m in messages if m.get("tool_calls"))
+    args = json.loads(call_msg["tool_calls"][0]["function"]["arguments"])
+    assert args == {"query": "q", "api_key": REDACTED, "gate": str(gate)}
+    assert _files_holding(Path(lumos_home), secret) == []
 
 
 class _Embeddings(BaseHTTPRequestHandler):
