@@ -6,7 +6,9 @@ Serve proxy, no model): ``GET /v1/models`` at 16 and 64 concurrent clients. ON =
 platform (a SQLite store in a temp dir: key check cached per replica; the monthly
 quota charged in memory by the admission service and written to the store in one
 transaction per flush interval) plus a per-key and per-tenant rate limit. OFF = no
-keys, no limits.
+keys, no limits. Both series send the same ``Authorization`` header (OFF ignores it),
+so in process, where client and gateway share one thread, the client's work per
+request is the same in both and only the gateway's differs.
 
 Three modes:
 
@@ -56,6 +58,12 @@ def _app(on: bool, tmp: str, cluster: bool = False) -> tuple[Any, Any, dict[str,
             quota=QuotaConfig(requests_per_minute=10**9, tenant_requests_per_minute=10**9),
         )
     else:
+        from lumos_ray.platform._keys import new_key
+
+        # The same header a client of an ON gateway sends (a gateway with auth off
+        # ignores it): the client's own work per request is then the same in both
+        # series, and in process only the gateway's work differs.
+        headers = {"Authorization": "Bearer " + new_key()[2]}
         gw = GatewayConfig(api_keys_env=None)
     cfg = ServeConfig(
         app_name=f"lumos-serve-bench-{os.getpid()}-{int(on)}",
