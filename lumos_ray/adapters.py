@@ -155,6 +155,7 @@ class AdapterRegistry:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root).expanduser().resolve() if root else default_adapter_root()
         self._migrated = False
+        self._spaces: dict[str, Path] = {}  # tenant -> its directory (built once)
 
     # -- ids and places ---------------------------------------------------------------
     @staticmethod
@@ -178,7 +179,12 @@ class AdapterRegistry:
         """The directory of a namespace (validated before any path is built)."""
         if _check_tenant(tenant) is None:
             return self.root
-        return self.root / _TENANTS / str(tenant)
+        space = self._spaces.get(str(tenant))
+        if space is None:  # a gateway asks for every request: build each Path once
+            if len(self._spaces) >= 4096:
+                self._spaces.clear()
+            space = self._spaces[str(tenant)] = self.root / _TENANTS / str(tenant)
+        return space
 
     def _entry(self, name: str, tenant: str | None) -> Path:
         return self._space(tenant) / _check_name(name)

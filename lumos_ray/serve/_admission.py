@@ -270,32 +270,6 @@ def _error(wait: float, err: QuotaExceededError | None, key_rpm: Any, tenant_rpm
         raise err
 
 
-class LocalAdmission:
-    """Admission in this process (one gateway replica without Ray: unit tests and the
-    in-process benchmark). Quota decisions are from memory; the ledger's thread writes
-    them to the store every flush interval."""
-
-    def __init__(self, key_rpm: int | None, tenant_rpm: int | None, spec: LedgerSpec | None):
-        self.key_rpm, self.tenant_rpm = key_rpm, tenant_rpm
-        self.core = AdmissionCore(spec)
-
-    async def admit(
-        self, key_id: str, tenant: str, *, rate: bool = True, counts: dict[str, int] | None = None
-    ) -> None:
-        """QuotaExceededError (429) when a rate limit or the plan's quota refuses."""
-        wait, err = self.core.admit_one(key_id, tenant, rate, counts, self.key_rpm, self.tenant_rpm)
-        _error(wait, err, self.key_rpm, self.tenant_rpm)
-
-    def record(self, tenant: str, counts: dict[str, int]) -> None:
-        self.core.record([(tenant, counts)])
-
-    async def flush(self) -> int:
-        return await asyncio.to_thread(self.core.flush)
-
-    def close(self) -> None:
-        self.core.close()
-
-
 @dataclass
 class _Credit:
     """A lease as the replica holds it."""
@@ -497,3 +471,54 @@ class ClusterAdmission:
 
     def close(self) -> None:
         return None
+
+
+class _InProcessMethod:
+    """One method of an in-process :class:`AdmissionCore`, awaited like an actor's."""
+
+    def __init__(self, fn: Any, threaded: bool) -> None:
+        self.fn, self.threaded = fn, threaded
+
+    async def remote(self, *args: Any) -> Any:
+        if self.threaded:  # a store write: keep it off the event loop
+            return await asyncio.to_thread(self.fn, *args)
+        return self.fn(*args)
+
+
+class _InProcessCore:
+    """An :class:`AdmissionCore` in this process, shaped like its actor's handle."""
+
+    def __init__(self, core: AdmissionCore) -> None:
+        self.core = core
+
+    def __getattr__(self, name: str) -> _InProcessMethod:
+        return _InProcessMethod(getattr(self.core, name), threaded=name == "flush")
+
+
+class LocalAdmission(ClusterAdmission):
+    """Admission in this process (one gateway without Ray: unit tests, the in-process
+    benchmark): the same leases as a replica of a cluster, lent by a core that lives
+    here instead of in the app's actor. Why leases here too: admitting from a lease is
+    a counter decrement, where charging the buckets and the quota ledger on every
+    request was most of what the platform added to a cheap route."""
+
+    def __init__(self, key_rpm: int | None, tenant_rpm: int | None, spec: LedgerSpec | None):
+        super().__init__("in-process", key_rpm, tenant_rpm, spec)
+        self.core = AdmissionCore(spec)
+        self._local = _InProcessCore(self.core)
+
+    def _handle(self) -> Any:
+        return self._local
+
+    def close(self) -> None:
+        """Settle this gateway's leases, hand over queued metering, then write what
+        is left and stop the ledger's flush thread (no event loop needed)."""
+        for credit in self._credits.values():
+            credit.left = 0
+            self._outbox["settle"].append((credit.lease_id, credit.used))
+        self._credits.clear()
+        for method, items in self._outbox.items():
+            batch, self._outbox[method] = items, []
+            if batch:
+                getattr(self.core, method)(batch)
+        self.core.close()
