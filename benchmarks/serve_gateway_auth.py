@@ -124,7 +124,10 @@ def _serve_http(on: bool, tmp: str, port: int, ready: Any) -> None:
     """Child process: build the app as ``_app`` does and serve it on 127.0.0.1."""
     import uvicorn
 
+    from lumos_ray.serve._gateway import freeze_startup_heap
+
     _gateway, app, headers = _app(on, tmp)  # kept alive while it serves
+    freeze_startup_heap()  # as a gateway replica does once it is built
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     ready.put(headers)

@@ -20,6 +20,7 @@ module-level slot (one gateway per replica process).
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import importlib.util
 import logging
@@ -153,6 +154,20 @@ class _LocalAnswer:
         task.add_done_callback(self._closing.discard)
 
 
+def freeze_startup_heap() -> None:
+    """Take everything built so far (imported modules, the app, config, engine state:
+    120-140k objects with the platform on) out of the garbage collector's full passes.
+
+    Why: each full collection walked them all, ~55 ms with the platform on, every few
+    thousand requests (what a request allocates and keeps for a while, such as cache
+    entries and leases, triggers them): 7 us per request over HTTP on average and a
+    55 ms stall for every request in flight. What is allocated later is collected as
+    usual. Called once, at the end of a gateway replica's start (``gc.freeze``, the
+    documented way for a long-running server to do this)."""
+    gc.collect()
+    gc.freeze()
+
+
 class Gateway:
     """Per-replica state: handles, config, auth, limits, metrics.
 
@@ -220,6 +235,8 @@ class Gateway:
         self._default_tenant: str | None = None
         _trace.setup()
         _GATEWAY["gw"] = self
+        if cluster:  # a Serve replica: the process is the gateway's
+            freeze_startup_heap()
 
     def default_tenant(self) -> str:
         """The tenant of requests when auth is off: the replica's settings."""
