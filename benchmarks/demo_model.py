@@ -87,6 +87,7 @@ def main() -> None:
         )
     for d in rows:
         print(f"{d['model']} by kind: {json.dumps(d['by_kind'])}")
+        print(f"{d['model']} answer by kind: {json.dumps(d['answer_by_kind'])}")
         for f in d["failures"][:3]:
             print("  miss:", json.dumps(f)[:300])
     if build:

@@ -15,12 +15,18 @@ teacher that taught it (no vLLM, seconds).
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from lumos_ray import Agent, FunctionStep, ParallelStep, ToolStep, Workflow
 from lumos_ray.actors.models import ChatModel, ModelConfig, OpenAIChatModel
-from lumos_ray.models._tasks import DEMO_INSTRUCTIONS, DEMO_TOOLS, ToolTask, demo_tasks
+from lumos_ray.models._tasks import (
+    DEMO_INSTRUCTIONS,
+    DEMO_TOOLS,
+    ToolTask,
+    answer_names_result,
+    demo_tasks,
+    result_value,
+)
 
 __all__ = ["build_demo_workflow", "demo_tasks", "run_demo", "teacher_reply"]
 
@@ -39,21 +45,16 @@ def check_answers(state: dict[str, Any], questions: list[str]) -> dict[str, Any]
     for i, question in enumerate(questions):
         answer = state[f"ask_{i}"] or ""
         expected = state[f"expect_{i}"]
-        value = expected["days"] if isinstance(expected, dict) else expected
+        value = result_value(expected)
         rows.append(
             {
                 "question": question,
                 "answer": answer,
                 "tool_result": value,
-                "correct": _says(answer, value),
+                "correct": answer_names_result(answer, value),
             }
         )
     return {"answers": rows, "correct": sum(r["correct"] for r in rows), "of": len(rows)}
-
-
-def _says(answer: str, value: Any) -> bool:
-    """``answer`` names ``value`` as a whole number (7953 is not in "79531")."""
-    return re.search(rf"(?<![\d.]){re.escape(str(value))}(?!\.?\d)", answer) is not None
 
 
 def build_demo_workflow(model: ChatModel | ModelConfig, tasks: list[ToolTask]) -> Workflow:

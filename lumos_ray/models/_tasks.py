@@ -16,10 +16,20 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["DEMO_INSTRUCTIONS", "DEMO_TOOLS", "ToolTask", "answer_for", "demo_tasks", "make_tasks"]
+__all__ = [
+    "DEMO_INSTRUCTIONS",
+    "DEMO_TOOLS",
+    "ToolTask",
+    "answer_for",
+    "answer_names_result",
+    "demo_tasks",
+    "make_tasks",
+    "result_value",
+]
 
 #: The tools the demo agent is offered, in this order (training renders them the same).
 DEMO_TOOLS = ("calculator", "date_diff")
@@ -91,6 +101,54 @@ _CORES: dict[str, list[str]] = {
     ],
 }
 
+# More core sentences that only training uses (never held out, so the held-out
+# generator above draws exactly the prompts it drew before they existed). Why: the
+# misses of the first committed build (issue 15, 77% exact) were mostly mis-copied
+# operands after an unseen phrasing, worst where the operands come in the other order
+# than the expression's ("Subtract {b} from {a}": sub 56%). More sentence shapes, and
+# more of them with the operands reversed, teach it to find each operand by the words
+# around it rather than by where it sits. None of them contains a reserved part.
+_TRAIN_CORES: dict[str, list[str]] = {
+    "add": [
+        "Add {b} to {a}.",
+        "Increase {a} by {b}.",
+        "What is {a} + {b}?",
+        "Compute {a} + {b}.",
+        "Find the total of {a} and {b}.",
+        "What number is {b} more than {a}?",
+        "Sum up {a} and {b}.",
+        "{a} + {b}?",
+    ],
+    "sub": [
+        "Deduct {b} from {a}.",
+        "Remove {b} from {a}.",
+        "What is {a} take away {b}?",
+        "Compute {a} - {b}.",
+        "What is {a} - {b}?",
+        "Find {a} minus {b}.",
+        "How much is left if you take {b} from {a}?",
+        "Reduce {a} by {b}.",
+        "What is {b} less than {a}?",
+        "{a} - {b}?",
+    ],
+    "mul": [
+        "Compute {a} * {b}.",
+        "What is {a} * {b}?",
+        "Find {a} times {b}.",
+        "Find the product of {a} and {b}.",
+        "{a} * {b}?",
+    ],
+    "div": [
+        "Compute {a} / {b}.",
+        "What is {a} / {b}?",
+        "Find {a} divided by {b}.",
+        "How many times does {b} go into {a}?",
+        "Split {a} into {b} equal parts.",
+        "{a} / {b}?",
+    ],
+    "days": [],
+}
+
 # Unit conversions as a multiplication: (core sentence with {a}, factor). The last
 # one is reserved for held-out prompts.
 _CONVERSIONS: list[tuple[str, int]] = [
@@ -104,6 +162,20 @@ _CONVERSIONS: list[tuple[str, int]] = [
     ("Convert {a} liters to milliliters.", 1000),
     ("How many eggs are in {a} dozen?", 12),
     ("How many meters are in {a} kilometers?", 1000),
+]
+
+# Conversions only training uses. The words "kilometers" (and "kilograms") occur in
+# training only in these sentences; the held-out sentence "How many meters are in {a}
+# kilometers?" stays unseen (its reserved part, "How many meters are in ", is in no
+# training prompt). Before these, "kilometers" was a word the model never read, and it
+# answered that sentence with the factor of another unit (`N * 12`, 15 of 46 misses).
+_TRAIN_CONVERSIONS: list[tuple[str, int]] = [
+    ("Convert {a} kilometers to meters.", 1000),
+    ("What is {a} kilometers in meters?", 1000),
+    ("How many grams are in {a} kilograms?", 1000),
+    ("Convert {a} hours to minutes.", 60),
+    ("How many milliliters are in {a} liters?", 1000),
+    ("Convert {a} feet to inches.", 12),
 ]
 
 # Lead-ins and tails; the last two of each are reserved for held-out prompts.
@@ -158,11 +230,24 @@ def _filler(rng: random.Random, core: str) -> str | None:
     held-out failures). Random text around the question teaches it to find the numbers
     wherever they are."""
 
+    def word() -> str:
+        # A third of the words are made-up letter strings: the tokenizer cuts them into
+        # short pieces, like any word it never saw. An unseen lead-in read that way
+        # right before the first number ("Work out 913 + 109" -> 'W' 'or' 'k' ' ' 'ou'
+        # 't ') made the first build of this data copy only "91" (issue 15, H15).
+        if rng.random() < 1 / 3:
+            return "".join(
+                rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 7))
+            )
+        return rng.choice(_FILLER)
+
     def words(k: int) -> str:
-        text = " ".join(rng.choice(_FILLER) for _ in range(k))
+        text = " ".join(word() for _ in range(k))
         return text[:1].upper() + text[1:]
 
-    lead = rng.choice(["", words(rng.randint(1, 4)) + rng.choice([". ", "! ", ": ", "? ", ", "])])
+    lead = rng.choice(
+        ["", words(rng.randint(1, 4)) + rng.choice([". ", "! ", ": ", "? ", ", ", " "])]
+    )
     tail = rng.choice(["", " " + words(rng.randint(1, 4)) + rng.choice([".", "!", "?"])])
     text = lead + core + tail
     return None if any(r in text for r in _RESERVED) else text
@@ -215,6 +300,8 @@ def _one(rng: random.Random, split: Split, nums: list[int], dates: list[dt.date]
     novelty = ("numbers",) if held else ()
     if kind == "convert":
         choices = _CONVERSIONS[-1:] if held and rng.random() < 0.5 else _CONVERSIONS[:-1]
+        if not held:
+            choices = choices + _TRAIN_CONVERSIONS
         core_t, factor = rng.choice(choices)
         held_core = core_t == _CONVERSIONS[-1][0]
         a = rng.choice(nums)
@@ -229,7 +316,10 @@ def _one(rng: random.Random, split: Split, nums: list[int], dates: list[dt.date]
         )
     cores = _CORES[kind]
     held_core = held and rng.random() < 0.5
-    core_t = cores[-1] if held_core else rng.choice(cores[:-1])
+    if held:
+        core_t = cores[-1] if held_core else rng.choice(cores[:-1])
+    else:
+        core_t = rng.choice(cores[:-1] + _TRAIN_CORES[kind])
     if kind == "days":
         d1, d2 = sorted(rng.sample(dates, 2))
         a_s, b_s = d1.isoformat(), d2.isoformat()
@@ -317,3 +407,21 @@ def answer_for(task: ToolTask, tool_result: Any) -> str:
     if task.tool == "date_diff" and isinstance(tool_result, dict):
         return f"There are {tool_result['days']} days."
     return f"The answer is {tool_result}."
+
+
+def result_value(tool_result: Any) -> Any:
+    """The number a correct answer states: the day count out of ``date_diff``'s
+    result, the calculator's result as it is."""
+    if isinstance(tool_result, dict) and "days" in tool_result:
+        return tool_result["days"]
+    return tool_result
+
+
+def answer_names_result(answer: str, tool_result: Any) -> bool:
+    """``answer`` states the tool's result as a whole number: 7953 is not in "79531",
+    "17953" or "7953.5", and 12 is not in "120".
+
+    The one answer check of the demo (``lumos demo``'s check step) and of the
+    evaluation harness (:mod:`._tool_eval`), so both count the same answers right."""
+    value = str(result_value(tool_result))
+    return re.search(rf"(?<![\d.]){re.escape(value)}(?!\.?\d)", answer) is not None

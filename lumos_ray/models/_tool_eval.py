@@ -4,7 +4,8 @@ Two turns per task, as an agent runs them: (1) the prompt with the tools offered
 model's first reply must be exactly one call of the right tool whose parsed arguments
 equal the task's (vLLM's tool parser turns the model's text into ``tool_calls``, so
 this also checks the format); (2) the real tool's result is sent back; the reply must
-contain the result. Turn 2 is scored for every task (with the correct call in the
+state the result as a whole number (``answer_names_result``, the demo's check too:
+"120" does not count for 12). Turn 2 is scored for every task (with the correct call in the
 history), so the two rates are independent measurements.
 """
 
@@ -15,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from lumos_ray.models._tasks import DEMO_INSTRUCTIONS, DEMO_TOOLS, ToolTask, answer_for
+from lumos_ray.models._tasks import DEMO_INSTRUCTIONS, DEMO_TOOLS, ToolTask, answer_names_result
 
 __all__ = ["ToolEvalReport", "evaluate_tool_calls"]
 
@@ -33,6 +34,7 @@ class ToolEvalReport:
     tool_ok: int = 0  # right tool name
     answer_ok: int = 0  # second turn contains the tool's result
     by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [ok, n]
+    answer_by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [ok, n]
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -53,6 +55,9 @@ class ToolEvalReport:
             "format_accuracy": self.format_ok / n,
             "answer_accuracy": self.answer_ok / n,
             "by_kind": {k: v[0] / max(v[1], 1) for k, v in sorted(self.by_kind.items())},
+            "answer_by_kind": {
+                k: v[0] / max(v[1], 1) for k, v in sorted(self.answer_by_kind.items())
+            },
             "failures": self.failures[:8],
         }
 
@@ -107,8 +112,11 @@ async def _one(
     r = await client.post("/chat/completions", json={**body, "messages": msgs2})
     r.raise_for_status()
     text = r.json()["choices"][0]["message"].get("content") or ""
-    want = answer_for(task, result)
-    rep.answer_ok += want.rstrip(".") in text
+    said = answer_names_result(text, result)
+    rep.answer_ok += said
+    tally = rep.answer_by_kind.setdefault(task.kind, [0, 0])
+    tally[0] += said
+    tally[1] += 1
 
 
 async def evaluate_tool_calls(

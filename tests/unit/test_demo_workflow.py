@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from lumos_ray._demo import _says, build_demo_workflow, check_answers, demo_tasks, teacher_reply
+from lumos_ray._demo import build_demo_workflow, check_answers, demo_tasks, teacher_reply
 from lumos_ray.actors.models import ModelConfig
 from lumos_ray.cli._project import _demo_text
 from lumos_ray.models._tasks import (
@@ -17,6 +17,7 @@ from lumos_ray.models._tasks import (
     _CORES,
     DEMO_TOOLS,
     _split_numbers,
+    answer_names_result,
     make_tasks,
 )
 
@@ -44,12 +45,15 @@ def test_demo_questions_use_taught_phrasings_with_held_out_numbers():
 
 
 def test_an_answer_counts_only_when_it_names_the_whole_number():
-    assert _says("The answer is 7953.", 7953)
-    assert _says("There are 990 days.", 990)
-    assert not _says("The answer is 79531.", 7953)
-    assert not _says("The answer is 17953.", 7953)
-    assert not _says("The answer is 7953.5", 7953)
-    assert not _says("", 7953)
+    assert answer_names_result("The answer is 7953.", 7953)
+    assert answer_names_result("There are 990 days.", {"days": 990, "weekdays": 707})
+    assert answer_names_result("The answer is 51.0.", 51.0)
+    assert not answer_names_result("The answer is 79531.", 7953)
+    assert not answer_names_result("The answer is 17953.", 7953)
+    assert not answer_names_result("The answer is 7953.5", 7953)
+    assert not answer_names_result("The answer is 120.", 12)
+    assert not answer_names_result("There are 707 days.", {"days": 990, "weekdays": 707})
+    assert not answer_names_result("", 7953)
 
 
 def test_check_reads_the_date_diff_result_and_counts_correct_answers():
