@@ -18,12 +18,29 @@ from pathlib import Path
 
 from lumos_ray._files import private_dir, write_private_text
 
-__all__ = ["main", "pid_file", "run_foreground"]
+__all__ = ["main", "pid_file", "run_foreground", "serve_at_normal_priority"]
 
 
 def pid_file() -> Path:
     home = Path(os.environ.get("LUMOS_HOME") or ".lumos").expanduser().resolve()
     return home / "serve.pid"
+
+
+#: Ray's raylet starts its workers at this niceness (its default is 15).
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
+
+
+def serve_at_normal_priority() -> None:
+    """Have the cluster this process starts run its workers (the gateway replica and
+    the vLLM engine) at nice 0, unless the caller set ``RAY_worker_niceness`` itself.
+
+    Why: Ray starts workers at nice 15 so drivers stay responsive, but on a serving
+    node the workers ARE the service. At nice 15 the engine lost the CPU to its own
+    clients' and the HTTP stack's processes: streaming gave 0.65-0.71x of standalone
+    vLLM's tokens/s at 32-64 clients, and 0.93-0.94x at nice 0 (benchmarks/RESULTS.md,
+    issue 18). Only an embedded cluster is affected: a cluster started elsewhere keeps
+    the niceness its raylet was started with."""
+    os.environ.setdefault(WORKER_NICENESS_ENV, "0")
 
 
 def run_foreground(
@@ -37,6 +54,8 @@ def run_foreground(
     cfg = load_serve_config(config)
     if port is not None:
         cfg.gateway.port = port
+    if address is None:
+        serve_at_normal_priority()
     done = threading.Event()
 
     def on_signal() -> None:
