@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,17 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().replace(",", "").split())
 
 
+def answer_found(expected: str, text: str) -> bool:
+    """``expected`` appears in ``text`` as a whole (case, thousands commas and spacing
+    aside): "12" is not found in "120" or "0.12", "cat" not in "concatenate"; a
+    sentence's full stop after it is fine. A substring test counted those as right."""
+    want = _norm(expected).rstrip(".")
+    if not want:
+        return False
+    pattern = rf"(?<![\w.]){re.escape(want)}(?!\w|\.\d)"
+    return re.search(pattern, _norm(text)) is not None
+
+
 async def _chat(
     client: Any, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
 ) -> dict[str, Any]:
@@ -254,7 +266,7 @@ async def _score(client: Any, model: str, task: EvalTask, report: EvalReport) ->
         _fail(report, failure)
         return
     text = final.get("content") or ""
-    if _norm(task.answer) in _norm(text):
+    if answer_found(task.answer, text):
         report.answer_right += 1
     else:
         failure["answer"] = text[:200]

@@ -147,3 +147,16 @@ def test_an_unreachable_endpoint_scores_errors_not_a_crash(tmp_path: Path) -> No
     tasks = load_tasks(_tasks(tmp_path, ["q-right"]))
     r = asyncio.run(evaluate_tool_calls("http://127.0.0.1:9", "m", tasks, timeout_s=5))
     assert (r.errors, r.args_exact) == (1, 0)
+
+
+def test_an_answer_counts_only_when_the_expected_value_appears_whole() -> None:
+    from lumos_ray.finetune._eval import answer_found
+
+    assert answer_found("12", "The answer is 12.")
+    assert answer_found("1200", "That makes 1,200 in total")
+    assert answer_found("Paris", "It is paris, the capital.")
+    assert not answer_found("12", "The answer is 120.")
+    assert not answer_found("12", "The answer is 0.12")
+    assert not answer_found("12", "It is 12.5")
+    assert not answer_found("cat", "concatenate")
+    assert not answer_found("", "anything")
