@@ -82,7 +82,7 @@ demo: $(STAMP)
 # (lumos_ray/models/_artifacts/lumos-tiny-tools, the committed copy `make demo` serves):
 # teacher agents act generated tool tasks out on an embedded Ray cluster, the
 # fine-tuning job teaches a random-init model, the merged weights replace the packaged
-# ones. About 13 minutes on 2 CPU cores. See docs/demo-model.md.
+# ones. About 20 minutes on 2 CPU cores (recipe demo: 6,000 steps). See docs/demo-model.md.
 demo-model: $(STAMP)
 	$(BIN)/python -m lumos_ray.models._build_main --recipe demo
 
