@@ -103,6 +103,15 @@ async def test_a_hosted_run_whose_actor_dies_is_resumed_and_ends_once(tmp_path):
     )
     call = asyncio.ensure_future(execute_run(wf, "go", timeout=300))
     run_id = await _running_run(wf.name)
+
+    async def first_step_started() -> None:
+        async for e in follow_run(run_id):
+            if e.type == "step_started":
+                return
+
+    # Killed only once the first execution's step_started is stored (the run's row
+    # comes first; under load the event's group commit can trail it).
+    await asyncio.wait_for(first_step_started(), 60)
     tenant = current_settings().tenant_id
     assert kill_actor(actor_name(spec.name, 0, tenant), no_restart=False)
     gate.touch()  # the resumed turn gets through
