@@ -127,28 +127,16 @@ class AdmissionCore:
     ) -> list[Verdict]:
         """Per item: the rate limit (when asked), then the quota charge (when given).
         A request the rate limit refuses is not charged."""
-        return [
-            self.admit_one(key_id, tenant, rate, counts, key_rpm, tenant_rpm)
-            for key_id, tenant, rate, counts in items
-        ]
-
-    def admit_one(
-        self,
-        key_id: str,
-        tenant: str,
-        rate: bool,
-        counts: dict[str, int] | None,
-        key_rpm: int | None,
-        tenant_rpm: int | None,
-    ) -> Verdict:
-        """:meth:`admit` of one item (an in-process gateway's per-request call)."""
-        wait = 0.0
-        if rate and (key_rpm or tenant_rpm):
-            wait = self.buckets.check_one(key_id, tenant, key_rpm, tenant_rpm)
-        err = None
-        if not wait and counts and self.ledger is not None:
-            err = self.ledger.try_charge(tenant, counts)
-        return wait, err
+        out: list[Verdict] = []
+        for key_id, tenant, rate, counts in items:
+            wait = 0.0
+            if rate and (key_rpm or tenant_rpm):
+                wait = self.buckets.check_one(key_id, tenant, key_rpm, tenant_rpm)
+            err = None
+            if not wait and counts and self.ledger is not None:
+                err = self.ledger.try_charge(tenant, counts)
+            out.append((wait, err))
+        return out
 
     def admit_lease(
         self,
