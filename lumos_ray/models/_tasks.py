@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -421,7 +420,10 @@ def answer_names_result(answer: str, tool_result: Any) -> bool:
     """``answer`` states the tool's result as a whole number: 7953 is not in "79531",
     "17953" or "7953.5", and 12 is not in "120".
 
-    The one answer check of the demo (``lumos demo``'s check step) and of the
-    evaluation harness (:mod:`._tool_eval`), so both count the same answers right."""
-    value = str(result_value(tool_result))
-    return re.search(rf"(?<![\d.]){re.escape(value)}(?!\.?\d)", answer) is not None
+    The answer check of the demo (``lumos demo``'s check step) and of this package's
+    evaluation harness (:mod:`._tool_eval`): the flywheel's whole-value check
+    (:func:`lumos_ray.finetune._eval.answer_found`) on the number the tool gave, so
+    all three count the same answers right."""
+    from lumos_ray.finetune._eval import answer_found
+
+    return answer_found(str(result_value(tool_result)), answer)
