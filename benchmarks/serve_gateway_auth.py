@@ -10,7 +10,7 @@ keys, no limits. Both series send the same ``Authorization`` header (OFF ignores
 so in process, where client and gateway share one thread, the client's work per
 request is the same in both and only the gateway's differs.
 
-Three modes:
+Modes:
 
 * ``--http``: the same app served by uvicorn in a child process on 127.0.0.1 (what a
   client of a gateway replica's own listener sees: socket, HTTP parsing, keep-alive
@@ -20,10 +20,13 @@ Three modes:
 * ``--cluster``: a local Ray cluster is started and the gateway is built as a Serve
   replica builds it (``cluster=True``), so every admission is a batched call to the
   app's admission actor (``<app>-ratelimit``) -- the real multi-replica path, minus
-  the Serve proxy and socket, which both modes leave out.
+  the Serve proxy and socket, which both modes leave out;
+* ``--http --cluster``: both: the child joins the local Ray cluster and builds the
+  gateway as a Serve replica does, and is driven over HTTP from this process (what a
+  client of a multi-replica gateway sees; the load generator is not a Ray driver).
 
     .venv/bin/python benchmarks/serve_gateway_auth.py [--requests 2000] [--rounds 5] \\
-        [--cluster | --http]
+        [--cluster] [--http]
 """
 
 from __future__ import annotations
@@ -120,18 +123,27 @@ def _close(gateway: Any, cluster: bool) -> None:
         gateway.admission.close()
 
 
-def _serve_http(on: bool, tmp: str, port: int, ready: Any) -> None:
-    """Child process: build the app as ``_app`` does and serve it on 127.0.0.1."""
+def _serve_http(
+    on: bool, tmp: str, port: int, ready: Any, ray_at: tuple[str, str] | None = None
+) -> None:
+    """Child process: build the app as ``_app`` does and serve it on 127.0.0.1.
+    ``ray_at`` (address, namespace): join that Ray cluster first and build the app as
+    a Serve replica does (``cluster=True``: admission through the app's actor)."""
     import uvicorn
 
     from lumos_ray.serve._gateway import freeze_startup_heap
 
-    _gateway, app, headers = _app(on, tmp)  # kept alive while it serves
+    if ray_at is not None:
+        from lumos_ray import runtime
+
+        runtime.connect(ray_at[0], namespace=ray_at[1])
+    gateway, app, headers = _app(on, tmp, cluster=ray_at is not None)
     freeze_startup_heap()  # as a gateway replica does once it is built
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     ready.put(headers)
-    server.run()
+    server.run()  # until the parent's SIGTERM (uvicorn stops gracefully)
+    _close(gateway, ray_at is not None)
 
 
 async def _run_http(
@@ -165,7 +177,9 @@ async def _run_http(
     return lat, total / wall
 
 
-def _one_http(on: bool, clients: int, requests: int) -> tuple[float, float, float]:
+def _one_http(
+    on: bool, clients: int, requests: int, ray_at: tuple[str, str] | None
+) -> tuple[float, float, float]:
     import multiprocessing as mp
     import socket
 
@@ -175,7 +189,7 @@ def _one_http(on: bool, clients: int, requests: int) -> tuple[float, float, floa
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         ready = ctx.Queue()
-        proc = ctx.Process(target=_serve_http, args=(on, tmp, port, ready), daemon=True)
+        proc = ctx.Process(target=_serve_http, args=(on, tmp, port, ready, ray_at), daemon=True)
         proc.start()
         try:
             headers = ready.get(timeout=120)
@@ -191,7 +205,7 @@ def _one_http(on: bool, clients: int, requests: int) -> tuple[float, float, floa
             lat, rps = asyncio.run(_run_http(port, headers, clients, requests))
         finally:
             proc.terminate()
-            proc.join(10)
+            proc.join(30)
     lat.sort()
     return statistics.median(lat), lat[int(0.95 * len(lat))], rps
 
@@ -203,7 +217,13 @@ def _one(
     from lumos_ray.serve._gateway import _GATEWAY
 
     if http:
-        return _one_http(on, clients, requests)
+        ray_at = None
+        if cluster:
+            from lumos_ray import runtime
+
+            info = runtime.connect()
+            ray_at = (info.address, info.namespace)
+        return _one_http(on, clients, requests, ray_at)
     with tempfile.TemporaryDirectory() as tmp:
         gateway, app, headers = _app(on, tmp, cluster)
         lat, rps = asyncio.run(_run(app, headers, clients, requests))
