@@ -29,7 +29,7 @@ __all__ = ["TOOLS_RECIPES", "train_tools_model"]
 #: Recipes: the model size and how much it is taught. "demo" makes the committed
 #: model (``make demo-model``); "ci" is the from-scratch retrain a test runs.
 TOOLS_RECIPES: dict[str, dict[str, Any]] = {
-    "demo": {"size": "demo", "tasks": 16000, "steps": 6000, "batch": 8, "lr": 1e-3},
+    "demo": {"size": "demo", "tasks": 18000, "steps": 6000, "batch": 8, "lr": 1e-3},
     "ci": {"size": "ci", "tasks": 300, "steps": 100, "batch": 8, "lr": 3e-3},
 }
 

@@ -71,6 +71,17 @@ def test_training_prompts_wrap_the_question_in_varied_text() -> None:
     assert len(words) > 300, len(words)
 
 
+def test_training_draws_day_counts_twice_as_often_and_heldout_draws_kinds_evenly() -> None:
+    from collections import Counter
+
+    train = Counter(t.kind for t in make_tasks(7000, "train"))
+    held = Counter(t.kind for t in make_tasks(6000, "heldout"))
+    others = [n for k, n in train.items() if k != "days"]
+    # 2 in 7 training tasks are day counts, 1 in 7 each of the other five kinds.
+    assert 1.7 < train["days"] / (sum(others) / len(others)) < 2.3, train
+    assert all(800 < n < 1200 for n in held.values()) and len(held) == 6, held
+
+
 def test_tasks_are_deterministic_and_their_calls_run_on_the_real_tools() -> None:
     from lumos_ray.tools import get_tool
 
