@@ -410,8 +410,7 @@ def _cpu_by_kind(
 # -- the run ------------------------------------------------------------------------------
 def _series(server: Server, levels: list[int], requests: int, tokens: int) -> dict[str, Any]:
     rows: dict[str, Any] = {"started_s": round(server.started_s, 1), "levels": {}}
-    asyncio.run(_level(server, 8, 16, tokens, False))  # warm-up: compile paths, fill caches
-    asyncio.run(_level(server, 8, 16, tokens, True))
+    _warm(server, levels, tokens)
     for n in levels:
         count = requests if n >= 8 else max(16, requests // 8)
         for stream in (False, True):
@@ -422,6 +421,17 @@ def _series(server: Server, levels: list[int], requests: int, tokens: int) -> di
                 flush=True,
             )
     return rows
+
+
+def _warm(server: Server, levels: list[int], tokens: int) -> None:
+    """One untimed pass per level (``n`` requests from ``n`` clients, plain and
+    streaming) before anything is measured. Why: the CPU engine prepares each new
+    batch shape on first use (a first round of 32 or 64 concurrent requests took
+    0.35-0.8 s longer than the next, in vLLM's server and in ours alike); a series
+    whose first levels pay that, and one whose do not, compare start-up, not serving."""
+    for n in sorted({8, *levels}):
+        for stream in (False, True):
+            asyncio.run(_level(server, n, n, tokens, stream))
 
 
 def _measure(server: Server, n: int, count: int, tokens: int, stream: bool) -> dict[str, Any]:
@@ -444,8 +454,7 @@ def _interleaved(
     them alike. Per server and level: the median of each figure over the rounds; per
     round, each server's ratio to ``vllm`` measured in that same round."""
     for server in servers.values():
-        asyncio.run(_level(server, 8, 16, tokens, False))  # warm-up
-        asyncio.run(_level(server, 8, 16, tokens, True))
+        _warm(server, levels, tokens)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {k: defaultdict(list) for k in servers}
     order = list(servers)
     for r in range(rounds):
