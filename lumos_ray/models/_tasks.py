@@ -293,14 +293,16 @@ def _phrase(rng: random.Random, core: str, split: Split, held_core: bool) -> tup
     return lead + core + tail, True
 
 
+_KINDS = ["add", "sub", "mul", "div", "convert", "days"]
+
+
 def _one(rng: random.Random, split: Split, nums: list[int], dates: list[dt.date]) -> ToolTask:
-    kinds = ["add", "sub", "mul", "div", "convert", "days"]
+    held = split == "heldout"
     # Training draws day counts twice as often (2 in 7): copying two dates into a
     # call is the longest copy of all, and the one that formed late or not at all
     # (issue 15, H15: 5 to 41 of 41 day-count calls across builds of one recipe).
     # Held-out draws stay as they were (the same prompts before and after).
-    kind = rng.choice(kinds if split == "heldout" else [*kinds, "days"])
-    held = split == "heldout"
+    kind = rng.choice(_KINDS if held else [*_KINDS, "days"])
     novelty = ("numbers",) if held else ()
     if kind == "convert":
         choices = _CONVERSIONS[-1:] if held and rng.random() < 0.5 else _CONVERSIONS[:-1]
