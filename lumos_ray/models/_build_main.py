@@ -23,9 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="Output directory (default: the packaged copy).")
     ap.add_argument("--steps", type=int, default=None, help="Override the recipe's steps.")
     ap.add_argument("--tasks", type=int, default=None, help="Override the recipe's tasks.")
+    ap.add_argument("--seed", type=int, default=None, help="Override the recipe's seed.")
     ap.add_argument("--work-dir", default=None, help="Keep intermediate files here.")
     args = ap.parse_args(argv)
     overrides = {k: v for k, v in (("steps", args.steps), ("tasks", args.tasks)) if v}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     runtime.connect()
     try:
         report = train_tools_model(

@@ -82,6 +82,22 @@ def test_training_draws_day_counts_twice_as_often_and_heldout_draws_kinds_evenly
     assert all(800 < n < 1200 for n in held.values()) and len(held) == 6, held
 
 
+def test_training_dates_are_too_many_to_learn_by_heart() -> None:
+    # With only the training four-fifths of 2024-2029 every date came back ~6 times and
+    # the model learnt dates by heart instead of copying them (it copied no date of
+    # 2030). Training day counts draw from six-year blocks over 1988-2071 (held-out
+    # dates stay out: the disjointness test above), so a date rarely comes back.
+    from collections import Counter
+
+    days = [t for t in make_tasks(7000, "train") if t.kind == "days"]
+    dates = Counter(d for t in days for d in t.arguments.values())
+    assert max(dates.values()) <= 5 and len(dates) > 1.5 * len(days), dates.most_common(3)
+    years = {int(d[:4]) for d in dates}
+    assert min(years) < 2000 and max(years) > 2060 and {2024, 2029} <= years
+    # Both dates of a prompt lie within one six-year block, like held-out ones.
+    assert all(int(t.arguments["end"][:4]) - int(t.arguments["start"][:4]) <= 5 for t in days)
+
+
 def test_tasks_are_deterministic_and_their_calls_run_on_the_real_tools() -> None:
     from lumos_ray.tools import get_tool
 
