@@ -707,8 +707,8 @@ def _run_interleaved(kinds: list[str], levels: list[int], args: Any) -> None:
             print(f"{kind} ready in {server.started_s:.0f} s (log {server.log})", flush=True)
         results = _interleaved(up, levels, args.requests, args.max_tokens, args.rounds)
     finally:
-        for server in up.values():
-            server.stop(leftovers=False)
+        for started in up.values():
+            started.stop(leftovers=False)
         left = _kill_engine_leftovers()
         if left:
             print(f"engine processes outlived their servers: {left}", flush=True)
