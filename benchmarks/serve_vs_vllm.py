@@ -45,7 +45,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
@@ -428,27 +428,26 @@ def _cpu_snapshot() -> Snapshot:
     return snap
 
 
-def _cpu_by_kind(before: Snapshot, after: Snapshot) -> dict[str, float]:
+def _by_kind(before: Snapshot, after: Snapshot, field: Literal[1, 2]) -> dict[str, float]:
+    """What each process kind spent between two snapshots: ``field`` 1 is CPU seconds,
+    2 run-queue wait seconds (kinds under 0.05 s left out)."""
     out: dict[str, float] = defaultdict(float)
-    for pid, (label, t, _, _) in after.items():
-        out[label] += t - before.get(pid, (label, 0.0, 0.0, {}))[1]
+    for pid, snap in after.items():
+        old = before.get(pid)
+        out[snap[0]] += snap[field] - (old[field] if old else 0.0)
     return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05}
 
 
 def _wait_by_kind(before: Snapshot, after: Snapshot) -> dict[str, Any]:
     """Run-queue wait (s) per process kind, and for the serving processes per thread
     (the three that waited longest)."""
-    out: dict[str, float] = defaultdict(float)
+    res: dict[str, Any] = dict(_by_kind(before, after, 2))
     threads: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for pid, (label, _, w, by_thread) in after.items():
-        old = before.get(pid, (label, 0.0, 0.0, {}))
-        out[label] += w - old[2]
+    for pid, (label, _, _, by_thread) in after.items():
         if label in _PER_THREAD:
+            old = before[pid][3] if pid in before else {}
             for name, tw in by_thread.items():
-                threads[label][name] += tw - old[3].get(name, 0.0)
-    res: dict[str, Any] = {
-        k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05
-    }
+                threads[label][name] += tw - old.get(name, 0.0)
     for label, names in threads.items():
         top = sorted(names.items(), key=lambda kv: -kv[1])[:3]
         res[f"{label} threads"] = {n: round(v, 3) for n, v in top}
@@ -488,7 +487,7 @@ def _measure(server: Server, n: int, count: int, tokens: int, stream: bool) -> d
     load0 = os.getloadavg()[0]
     res = asyncio.run(_level(server, n, count, tokens, stream))
     after = _cpu_snapshot()
-    cpu = _cpu_by_kind(before, after)
+    cpu = _by_kind(before, after, 1)
     res["cpu_s_per_1k_tokens"] = {k: round(1000 * v / res["tokens"], 2) for k, v in cpu.items()}
     res["run_queue_wait_s"] = _wait_by_kind(before, after)
     res["loadavg"] = [round(load0, 2), round(os.getloadavg()[0], 2)]

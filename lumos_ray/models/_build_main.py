@@ -26,9 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="Override the recipe's seed.")
     ap.add_argument("--work-dir", default=None, help="Keep intermediate files here.")
     args = ap.parse_args(argv)
-    overrides = {k: v for k, v in (("steps", args.steps), ("tasks", args.tasks)) if v}
-    if args.seed is not None:
-        overrides["seed"] = args.seed
+    given = (("steps", args.steps), ("tasks", args.tasks), ("seed", args.seed))
+    overrides = {k: v for k, v in given if v is not None}
     runtime.connect()
     try:
         report = train_tools_model(
