@@ -13,6 +13,17 @@ import json
 import sys
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1 (a clear usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     from lumos_ray import runtime
     from lumos_ray.models._pipeline import TOOLS_RECIPES, train_tools_model
@@ -21,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lumos_ray.models._build_main")
     ap.add_argument("--recipe", default="demo", choices=sorted(TOOLS_RECIPES))
     ap.add_argument("--out", default=None, help="Output directory (default: the packaged copy).")
-    ap.add_argument("--steps", type=int, default=None, help="Override the recipe's steps.")
-    ap.add_argument("--tasks", type=int, default=None, help="Override the recipe's tasks.")
+    ap.add_argument("--steps", type=_positive, default=None, help="Override the recipe's steps.")
+    ap.add_argument("--tasks", type=_positive, default=None, help="Override the recipe's tasks.")
     ap.add_argument("--seed", type=int, default=None, help="Override the recipe's seed.")
     ap.add_argument("--work-dir", default=None, help="Keep intermediate files here.")
     args = ap.parse_args(argv)
