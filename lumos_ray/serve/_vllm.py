@@ -84,21 +84,6 @@ def engine_args_namespace(source: str, served_name: str, kwargs: dict[str, Any])
     return args
 
 
-def _cache_vllm_env() -> None:
-    """Read vLLM's ``VLLM_*`` settings once from now on, not on every access.
-
-    Why: vLLM's request path reads some settings per generated token (its metrics read
-    ``VLLM_COMPUTE_NANS_IN_LOGITS``, two ``os.getenv`` calls, per token per request);
-    in the gateway replica that was ~5% of the event loop's CPU at 64 clients
-    (``py-spy``, benchmarks/RESULTS.md, issue 18). vLLM's own engine processes turn
-    this cache on once they are initialised (``vllm.envs.enable_envs_cache``, its
-    public helper for exactly this); its API server process does not. Nothing in this
-    process changes a ``VLLM_*`` variable after the engine started."""
-    from vllm import envs
-
-    envs.enable_envs_cache()
-
-
 class VLLMHost:
     """A started vLLM ``AsyncLLM`` plus vLLM's OpenAI chat/completion handlers."""
 
@@ -130,7 +115,15 @@ class VLLMHost:
         self._chat = getattr(state, "openai_serving_chat", None)
         self._completion = getattr(state, "openai_serving_completion", None)
         self._models = state.openai_serving_models
-        _cache_vllm_env()
+        # Read vLLM's VLLM_* settings once from now on, as vLLM's own engine processes
+        # do once initialised (its public helper for this); its API server does not.
+        # Why: its metrics read VLLM_COMPUTE_NANS_IN_LOGITS (two os.getenv calls) per
+        # generated token per request, ~5% of the gateway loop's CPU at 64 clients
+        # (py-spy; benchmarks/RESULTS.md, issue 18). Nothing here changes a VLLM_*
+        # variable after the engine started.
+        from vllm import envs
+
+        envs.enable_envs_cache()
 
     async def shutdown(self) -> None:
         await self._stack.aclose()

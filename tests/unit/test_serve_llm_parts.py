@@ -142,23 +142,3 @@ def test_a_request_shape_vllm_trips_on_is_a_400_not_a_500() -> None:
     reply = asyncio.run(host.run("chat", body))
     assert reply.status == 400
     assert "KeyError" in json.loads(reply.body)["error"]["message"]
-
-
-def test_the_host_s_vllm_env_cache_stops_per_access_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """vLLM's metrics read VLLM_COMPUTE_NANS_IN_LOGITS per generated token, two
-    os.getenv calls each time unless vLLM's env cache is on; ``VLLMHost.start`` turns
-    it on through this helper (what vLLM's engine processes do), so a later change of
-    the variable is not seen. The cache is process-wide: turned off after the test."""
-    from vllm import envs
-
-    from lumos_ray.serve._vllm import _cache_vllm_env
-
-    monkeypatch.delenv("VLLM_COMPUTE_NANS_IN_LOGITS", raising=False)
-    monkeypatch.delenv("VLLM_RAISE_ON_LOGIT_NANS", raising=False)
-    try:
-        _cache_vllm_env()
-        monkeypatch.setenv("VLLM_COMPUTE_NANS_IN_LOGITS", "1")
-        assert envs.VLLM_COMPUTE_NANS_IN_LOGITS is False
-    finally:
-        envs.disable_envs_cache()
-    assert envs.VLLM_COMPUTE_NANS_IN_LOGITS is True  # uncached: read again
