@@ -112,3 +112,33 @@ def test_flush_thread_writes_without_being_asked(platform: Platform) -> None:
     finally:
         ledger.close()
     assert platform.quota_status("acme")["used"]["requests"] == 1
+
+
+def test_the_flush_thread_re_reads_other_writers_totals_every_refresh_interval(
+    platform: Platform,
+) -> None:
+    platform.create_tenant("beta", "tiny")
+    ledger = QuotaLedger(platform, flush_s=0.5, refresh_s=5.0)  # ticks driven by hand
+    assert ledger.quota_used("acme")["requests"] == 0  # loaded on first use
+    for _ in range(3):
+        platform.charge("acme")  # another writer, straight to the store
+    assert ledger.tick(100.0) == 0  # nothing to write; the first tick re-reads
+    assert ledger.quota_used("acme")["requests"] == 3
+    platform.charge("acme")
+    ledger.tick(100.5)
+    ledger.tick(104.9)  # idle ticks inside the interval: no re-read
+    assert ledger.quota_used("acme")["requests"] == 3
+    ledger.tick(105.0)
+    assert ledger.quota_used("acme")["requests"] == 4
+    # A tick that writes one tenant's charges still re-reads the others when due.
+    platform.charge("acme")
+    ledger.charge("beta", {"requests": 1})
+    assert ledger.tick(106.0) == 2  # beta's month and day rows; acme not re-read yet
+    assert ledger.quota_used("acme")["requests"] == 4
+    ledger.charge("beta", {"requests": 1})
+    ledger.tick(110.0)
+    assert ledger.quota_used("acme")["requests"] == 5
+    assert ledger.quota_used("beta")["requests"] == 2
+    assert platform.quota_status("beta")["used"]["requests"] == 2
+    with pytest.raises(ValueError, match="refresh_s"):
+        QuotaLedger(platform, refresh_s=0)
