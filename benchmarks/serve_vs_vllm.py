@@ -26,7 +26,12 @@ of process spent per 1,000 generated tokens (where the time goes).
 
     .venv/bin/python benchmarks/serve_vs_vllm.py [--levels 1,16,32,64] [--requests 256]
         [--servers vllm,gateway-in,gateway-in-proxy,platform-in,vllm] [--json out.json]
-        [--env KEY=VALUE ...] [--client-priority -10]
+        [--env KEY=VALUE ...] [--client-priority -10] [--rate REQ_PER_S]
+
+"stream in waves" is the share of streamed requests sent in lockstep waves (see
+``_synchrony``): closed-loop clients that all ask for the same number of tokens fall
+into them, and TTFT then measures a whole wave's intake. ``--rate`` sends at Poisson
+times instead (open loop), as vLLM's own serving benchmark does.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import statistics
@@ -55,6 +61,8 @@ PROMPTS = [
     "To make a cup of tea, boil fresh water",
 ]
 MODEL = "lumos-tiny"
+#: ``--rate``: open-loop Poisson arrivals per second (None: N closed-loop clients).
+ARRIVAL_RATE: float | None = None
 
 
 def _free_port() -> int:
@@ -282,7 +290,11 @@ async def _request(
             data = await r.json()
             if r.status != 200:
                 raise RuntimeError(f"{server.label}: {r.status} {data}")
-        return {"latency": time.perf_counter() - t0, "tokens": data["usage"]["completion_tokens"]}
+        return {
+            "latency": time.perf_counter() - t0,
+            "tokens": data["usage"]["completion_tokens"],
+            "start": t0,
+        }
     body["stream"] = True
     body["stream_options"] = {"include_usage": True}
     first = None
@@ -311,6 +323,7 @@ async def _request(
         "tokens": used,
         "ttft": first if first is not None else float("nan"),
         "itl": statistics.mean(gaps) if gaps else float("nan"),
+        "start": t0,
     }
 
 
@@ -329,8 +342,29 @@ async def _level(
                 i = queue.pop()
                 results.append(await _one(s, server, PROMPTS[i % len(PROMPTS)], tokens, stream))
 
+        async def open_loop(rate: float) -> None:
+            # Poisson arrivals at ``rate`` per second, at most ``clients`` in flight
+            # (as vLLM's own serving benchmark with --request-rate and
+            # --max-concurrency): no client waits for its previous answer, so the
+            # arrivals never fall into lockstep waves (see ``synchrony``).
+            gate = asyncio.Semaphore(clients)
+            rng = random.Random(0)
+
+            async def one(i: int) -> None:
+                async with gate:
+                    results.append(await _one(s, server, PROMPTS[i % 4], tokens, stream))
+
+            tasks = []
+            for i in range(requests):
+                tasks.append(asyncio.create_task(one(i)))
+                await asyncio.sleep(rng.expovariate(rate))
+            await asyncio.gather(*tasks)
+
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        if ARRIVAL_RATE and requests > clients:  # not the warm-up passes
+            await open_loop(ARRIVAL_RATE)
+        else:
+            await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - t0
     lat = sorted(r["latency"] for r in results)
     out: dict[str, Any] = {
@@ -339,6 +373,7 @@ async def _level(
         "p50_s": _pct(lat, 50),
         "p95_s": _pct(lat, 95),
         "tokens": sum(r["tokens"] for r in results),
+        "synchrony": _synchrony(sorted(r["start"] for r in results)),
     }
     if stream:
         ttft = sorted(r["ttft"] for r in results)
@@ -348,6 +383,29 @@ async def _level(
             "itl_p50_ms": 1000 * _pct(sorted(r["itl"] for r in results), 50),
         }
     return out
+
+
+def _synchrony(starts: list[float], gap_s: float = 0.02, wave: int = 8) -> float:
+    """The share of requests sent in a wave: a run of ``wave`` or more requests each
+    sent within ``gap_s`` of the one before.
+
+    Why it is reported: N closed-loop clients asking for the same number of tokens
+    can fall into lockstep -- a whole batch is admitted in one engine step, finishes in
+    one step, and is sent again at once -- and then every request's TTFT includes the
+    intake and prefill of the whole wave. In one run vLLM's own TTFT p50 at 64 clients
+    was 99 ms in one series and 290 ms in the next (benchmarks/RESULTS.md, issue 18);
+    this figure shows which regime a series was in."""
+    if not starts:
+        return float("nan")
+    in_waves, run = 0, 1
+    for a, b in itertools.pairwise(starts):
+        if b - a < gap_s:
+            run += 1
+            continue
+        in_waves += run if run >= wave else 0
+        run = 1
+    in_waves += run if run >= wave else 0
+    return in_waves / len(starts)
 
 
 def _pct(xs: list[float], p: int) -> float:
@@ -568,8 +626,8 @@ def _table(results: dict[str, Any], levels: list[int]) -> str:
     results = {k: v for k, v in results.items() if "levels" in v}
     lines = [
         "| server | clients | tokens/s | req/s | p50 | p95 "
-        "| stream tokens/s | TTFT p50 | TTFT p95 | ITL p50 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| stream tokens/s | TTFT p50 | TTFT p95 | ITL p50 | stream in waves |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, series in results.items():
         for n in levels:
@@ -579,7 +637,7 @@ def _table(results: dict[str, Any], levels: list[int]) -> str:
                 f"| {label} | {n} | {p['tokens_per_s']:,.0f} | {p['requests_per_s']:.1f} | "
                 f"{p['p50_s']:.2f} s | {p['p95_s']:.2f} s | {s['tokens_per_s']:,.0f} | "
                 f"{1000 * s['ttft_p50_s']:.0f} ms | {1000 * s['ttft_p95_s']:.0f} ms | "
-                f"{s['itl_p50_ms']:.1f} ms |"
+                f"{s['itl_p50_ms']:.1f} ms | {s.get('synchrony', float('nan')):.0%} |"
             )
     if "vllm" in results:
         base = results["vllm"]["levels"]
@@ -645,6 +703,12 @@ def main() -> None:
     )
     ap.add_argument("--json", default=None, help="write the raw results here")
     ap.add_argument(
+        "--rate", type=float, default=None, metavar="REQ_PER_S",
+        help="open loop: send requests at Poisson times at this mean rate, at most "
+        "--levels' N in flight (vLLM's own benchmark's --request-rate with "
+        "--max-concurrency); default: N closed-loop clients",
+    )  # fmt: skip
+    ap.add_argument(
         "--rounds", type=int, default=0,
         help="interleave: start every server at once and run R rounds of all levels on "
         "each in turn (per-round ratios); 0: one server after the other",
@@ -660,6 +724,8 @@ def main() -> None:
     )  # fmt: skip
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    global ARRIVAL_RATE
+    ARRIVAL_RATE = args.rate
     _prioritise_clients(args.client_priority)
     GatewayServer.extra_env = dict(kv.split("=", 1) for kv in args.env)
     servers = args.servers.split(",")
