@@ -328,8 +328,15 @@ async def _request(
 
 
 async def _level(
-    server: Server, clients: int, requests: int, tokens: int, stream: bool
+    server: Server,
+    clients: int,
+    requests: int,
+    tokens: int,
+    stream: bool,
+    rate: float | None = None,
 ) -> dict[str, Any]:
+    """``requests`` requests from ``clients`` closed-loop clients, or, with ``rate``,
+    sent at Poisson times at that mean rate with at most ``clients`` in flight."""
     import aiohttp
 
     results: list[dict[str, float]] = []
@@ -337,22 +344,24 @@ async def _level(
     conn = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=900)) as s:
 
+        async def ask(i: int) -> None:
+            results.append(await _one(s, server, PROMPTS[i % len(PROMPTS)], tokens, stream))
+
         async def worker() -> None:
             while queue:
-                i = queue.pop()
-                results.append(await _one(s, server, PROMPTS[i % len(PROMPTS)], tokens, stream))
+                await ask(queue.pop())
 
         async def open_loop(rate: float) -> None:
             # Poisson arrivals at ``rate`` per second, at most ``clients`` in flight
             # (as vLLM's own serving benchmark with --request-rate and
             # --max-concurrency): no client waits for its previous answer, so the
-            # arrivals never fall into lockstep waves (see ``synchrony``).
+            # arrivals never fall into lockstep waves (see ``_synchrony``).
             gate = asyncio.Semaphore(clients)
             rng = random.Random(0)
 
             async def one(i: int) -> None:
                 async with gate:
-                    results.append(await _one(s, server, PROMPTS[i % 4], tokens, stream))
+                    await ask(i)
 
             tasks = []
             for i in range(requests):
@@ -361,8 +370,8 @@ async def _level(
             await asyncio.gather(*tasks)
 
         t0 = time.perf_counter()
-        if ARRIVAL_RATE and requests > clients:  # not the warm-up passes
-            await open_loop(ARRIVAL_RATE)
+        if rate:
+            await open_loop(rate)
         else:
             await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - t0
@@ -394,7 +403,9 @@ def _synchrony(starts: list[float], gap_s: float = 0.02, wave: int = 8) -> float
     one step, and is sent again at once -- and then every request's TTFT includes the
     intake and prefill of the whole wave. In one run vLLM's own TTFT p50 at 64 clients
     was 99 ms in one series and 290 ms in the next (benchmarks/RESULTS.md, issue 18);
-    this figure shows which regime a series was in."""
+    this figure shows which regime a series was in. The gap is fixed, so above ~50
+    requests/s even independent arrivals are often 20 ms apart and count as waves:
+    compare series at the same request rate."""
     if not starts:
         return float("nan")
     in_waves, run = 0, 1
@@ -543,7 +554,7 @@ def _measure(server: Server, n: int, count: int, tokens: int, stream: bool) -> d
     """One series of ``count`` requests from ``n`` clients, with CPU per process kind."""
     before = _cpu_snapshot()
     load0 = os.getloadavg()[0]
-    res = asyncio.run(_level(server, n, count, tokens, stream))
+    res = asyncio.run(_level(server, n, count, tokens, stream, ARRIVAL_RATE))
     after = _cpu_snapshot()
     cpu = _by_kind(before, after, 1)
     res["cpu_s_per_1k_tokens"] = {k: round(1000 * v / res["tokens"], 2) for k, v in cpu.items()}
