@@ -92,7 +92,7 @@ def gateway_deployment(
     from lumos_ray.serve._auth import resolve_static_keys
     from lumos_ray.serve._gateway import (
         DIRECT_MAX_ONGOING,
-        Gateway,
+        GatewayReplica,
         GatewayWithModel,
         build_app,
     )
@@ -122,7 +122,7 @@ def gateway_deployment(
     args = (replica_cfg.model_dump_json(), llms, embed, keys, True)
     kwargs: dict[str, Any] = {}
     if hosted is None:
-        gateway_cls = serve.ingress(build_app)(Gateway)
+        gateway_cls = serve.ingress(build_app)(GatewayReplica)
     else:
         gateway_cls = serve.ingress(build_app)(GatewayWithModel)
         from lumos_ray.serve._llm import serve_home

@@ -71,7 +71,7 @@ from lumos_ray.serve._schemas import (
 from lumos_ray.serve._wire import JsonReply
 from lumos_ray.tracing import inject
 
-__all__ = ["Gateway", "GatewayWithModel", "build_app", "current_gateway"]
+__all__ = ["Gateway", "GatewayReplica", "GatewayWithModel", "build_app", "current_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,18 @@ class Gateway:
         for host in self.local_models.values():
             await host.check_health()
 
+    async def shutdown(self) -> None:
+        """Hand the admission actor this replica's leases and summed metering, so a
+        scale-down or redeploy loses no counts (bounded: an actor that is gone must
+        not hold the shutdown; it counts unsettled leases as used later)."""
+        admission = getattr(self, "admission", None)
+        if admission is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await admission.hand_over()
+            except Exception:
+                log.warning("Could not hand metering to the admission actor", exc_info=True)
+
     # -- model routing -------------------------------------------------------------
     def base_model_names(self) -> list[str]:
         return [m.name for m in self.config.models]
@@ -344,6 +356,16 @@ class Gateway:
 DIRECT_MAX_ONGOING = 1000
 
 
+class GatewayReplica(Gateway):
+    """The gateway as a Serve replica with its models in deployments of their own.
+    (The hook is not on :class:`Gateway`: a Gateway built outside Serve, as in tests,
+    would leave an un-awaited coroutine to the garbage collector.)"""
+
+    async def __del__(self) -> None:
+        """Serve's graceful-shutdown hook (it awaits an async ``__del__``)."""
+        await self.shutdown()
+
+
 class GatewayWithModel(Gateway):
     """A gateway replica that also runs one model's engine (``in_gateway: true``).
 
@@ -393,11 +415,12 @@ class GatewayWithModel(Gateway):
 
     async def __del__(self) -> None:
         """Serve's graceful-shutdown hook (it awaits an async ``__del__``): stop taking
-        connections, then stop the engine, whose engine-core process would otherwise
-        outlive the replica."""
+        connections, hand over admission (:meth:`Gateway.shutdown`), then stop the
+        engine, whose engine-core process would otherwise outlive the replica."""
         listener = getattr(self, "listener", None)
         if listener is not None:
             await listener.stop()
+        await self.shutdown()
         for host in getattr(self, "local_models", {}).values():
             await host.shutdown()
 

@@ -16,9 +16,11 @@ import pytest
 
 from lumos_ray.errors import QuotaExceededError
 from lumos_ray.platform import Plan, Plans, Platform
+from lumos_ray.serve import _admission
 from lumos_ray.serve._admission import (
     ADMIT_AND_LEASE,
     LEASE_MIN,
+    METER_S,
     AdmissionCore,
     ClusterAdmission,
     LedgerSpec,
@@ -28,11 +30,12 @@ LIMIT = 200
 
 
 class _Method:
-    def __init__(self, fn: Any, calls: list[str], name: str) -> None:
-        self.fn, self.calls, self.name = fn, calls, name
+    def __init__(self, fn: Any, actor: _Actor, name: str) -> None:
+        self.fn, self.actor, self.name = fn, actor, name
 
     async def remote(self, *args: Any) -> Any:
-        self.calls.append(self.name)
+        self.actor.calls.append(self.name)
+        self.actor.args.append((self.name, args))
         await asyncio.sleep(0.001)  # a round trip: other calls queue behind it
         return self.fn(*args)
 
@@ -43,9 +46,10 @@ class _Actor:
     def __init__(self, core: AdmissionCore) -> None:
         self.core = core
         self.calls: list[str] = []
+        self.args: list[tuple[str, tuple[Any, ...]]] = []  # (method, its arguments)
 
     def __getattr__(self, name: str) -> _Method:
-        return _Method(getattr(self.core, name), self.calls, name)
+        return _Method(getattr(self.core, name), self, name)
 
 
 @pytest.fixture
@@ -175,3 +179,67 @@ def test_unused_lease_tokens_and_calls_go_back(core: Any) -> None:
     assert c.buckets.available("k:k", 60, now) >= 60 - 2  # the unused ones came back
     c.settle([(lease_id, 1)])  # a second settle of the same lease changes nothing
     assert c.ledger.request_headroom("acme") == LIMIT - 2
+
+
+def test_metering_of_many_answers_reaches_the_actor_summed_in_one_call(core: Any) -> None:
+    c, platform = core
+    (a,) = _replicas(c, 1)
+    actor = a._actor
+
+    async def main() -> None:
+        for i in range(50):
+            a.record("big", {"prompt_tokens": 3, "completion_tokens": i})
+            await asyncio.sleep(0)
+        a.record("acme", {"prompt_tokens": 1})
+        await asyncio.sleep(METER_S + 0.2)  # the interval passes: sent without a flush
+
+    asyncio.run(main())
+    records = [args for name, args in actor.args if name == "record"]
+    assert len(records) == 1, records  # one call for 51 answers of two tenants
+    assert dict(records[0][0]) == {
+        "big": {"prompt_tokens": 150, "completion_tokens": sum(range(50))},
+        "acme": {"prompt_tokens": 1},
+    }
+    c.flush()
+    (day,) = platform.usage("big")
+    assert (day.prompt_tokens, day.completion_tokens) == (150, sum(range(50)))
+
+
+def test_a_steady_key_gets_its_next_lease_before_the_current_one_ends(
+    core: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls at a steady pace for three lease lifetimes: only the first waits for the
+    actor; the next leases are asked for in the background (LEASE_ONLY) once half of
+    a lease's time is gone, not after it ended."""
+    c, platform = core
+    monkeypatch.setattr(_admission, "LEASE_S", 0.2)
+    (a,) = _replicas(c, 1)
+    actor = a._actor
+
+    async def main() -> None:
+        for _ in range(30):
+            await a.admit("k", "big", counts={"requests": 1})
+            await asyncio.sleep(0.02)
+        await a.flush()
+
+    asyncio.run(main())
+    kinds = [item[4] for name, args in actor.args if name == "admit_lease" for item in args[0]]
+    assert kinds.count(ADMIT_AND_LEASE) == 1, kinds
+    assert len(kinds) >= 3, kinds  # renewed while the calls went on
+    assert platform.quota_status("big")["used"]["requests"] == 30
+
+
+def test_hand_over_settles_leases_and_sends_summed_metering_at_once(core: Any) -> None:
+    c, platform = core
+    (a,) = _replicas(c, 1)
+
+    async def main() -> None:
+        await a.admit("k", "big", counts={"requests": 1})
+        a.record("big", {"completion_tokens": 5})
+        await a.hand_over()
+
+    asyncio.run(main())
+    assert not c.grants  # the lease came back with one call used
+    c.flush()
+    (day,) = platform.usage("big")
+    assert (day.requests, day.completion_tokens) == (1, 5)
