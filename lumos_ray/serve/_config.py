@@ -105,6 +105,15 @@ class ServedModelConfig(BaseModel):
         default=0, ge=0, description="Replica CPUs on top of the 1 CPU the engine reserves."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra replica env vars.")
+    engine_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="CPU threads of the engine's forward pass on a CPU engine "
+        "(OMP_NUM_THREADS of vLLM's engine process). null: every CPU the replica may "
+        "run on, as `vllm serve` uses (Ray starts workers with 1), unless `env` sets "
+        "OMP_NUM_THREADS. Lower it when several engines share a node.",
+    )
     in_gateway: bool | None = Field(
         default=None,
         description="Run this model's engine inside the gateway's replicas instead of a "

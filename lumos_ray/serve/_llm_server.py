@@ -113,10 +113,18 @@ class ModelHost:
         self._registry = AdapterRegistry(adapter_root)
         self._cache = Path(home) / "adapter-cache" / model.name
         if engine is None:
-            from lumos_ray.serve._vllm import VLLMHost, resolve_model_source, vllm_engine_kwargs
+            from lumos_ray.serve._vllm import (
+                VLLMHost,
+                engine_threads,
+                resolve_model_source,
+                vllm_engine_kwargs,
+            )
 
             engine = VLLMHost(
-                model.name, resolve_model_source(model.source), vllm_engine_kwargs(model)
+                model.name,
+                resolve_model_source(model.source),
+                vllm_engine_kwargs(model),
+                threads=engine_threads(model),
             )
         self._host = engine
         self._adapter: Callable[[str], Awaitable[_Adapter]] | None = None

@@ -115,6 +115,28 @@ def test_greedy_chat_equals_transformers_on_chat_template(client: httpx.Client, 
     assert body["usage"]["completion_tokens"] == MAX_TOKENS
 
 
+def test_the_engine_process_computes_on_every_cpu_not_rays_one_thread(
+    served: Any, request: pytest.FixtureRequest
+) -> None:
+    """Ray starts its workers with OMP_NUM_THREADS=1 and vLLM's engine process inherits
+    the replica's environment: the engine must get every CPU, as `vllm serve` does."""
+    import os
+
+    import psutil
+
+    if request.config.getoption("--ray-address"):
+        pytest.skip("the engines run on another cluster's nodes")
+    engines = []
+    for p in psutil.Process().children(recursive=True):  # this session's local cluster
+        try:
+            if "EngineCor" in p.name():
+                engines.append(p.environ().get("OMP_NUM_THREADS"))
+        except psutil.Error:
+            continue
+    assert engines, "no vLLM engine process under this session's Ray cluster"
+    assert engines == [str(len(os.sched_getaffinity(0)))] * len(engines), engines
+
+
 def test_streaming_chat_equals_non_streaming(client: httpx.Client) -> None:
     req = {
         "model": "lumos-tiny",

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from lumos_ray.errors import (
     AdapterError,
@@ -15,7 +16,7 @@ from lumos_ray.errors import (
     QuotaExceededError,
     ServeError,
 )
-from lumos_ray.serve import ServeConfig, load_serve_config
+from lumos_ray.serve import ServeConfig, ServedModelConfig, load_serve_config
 from lumos_ray.serve._auth import StaticKeys, resolve_static_keys
 from lumos_ray.serve._errors import lumos_error_response, status_for
 from lumos_ray.serve._ratelimit import TokenBuckets
@@ -104,3 +105,16 @@ def test_error_mapping_is_openai_shaped() -> None:
     body = json.loads(resp.body)["error"]
     assert body["message"] == "slow down" and body["lumos_code"] == "LUMOS-E042"
     assert body["type"] == "rate_limit_error" and body["fix"]
+
+
+def test_engine_threads_default_to_every_cpu_unless_set_or_named_in_env() -> None:
+    import os
+
+    from lumos_ray.serve._vllm import engine_threads
+
+    assert engine_threads(ServedModelConfig()) == len(os.sched_getaffinity(0))
+    assert engine_threads(ServedModelConfig(engine_threads=3)) == 3
+    # The model's own env wins over the default: nothing is set over it.
+    assert engine_threads(ServedModelConfig(env={"OMP_NUM_THREADS": "4"})) is None
+    with pytest.raises(ValidationError):
+        ServedModelConfig(engine_threads=0)
