@@ -166,9 +166,11 @@ class StaticKeys:
 class PlatformKeys:
     """The platform's keys (``Platform.authenticate``), cached per replica.
 
-    A cache hit costs a dict lookup; a miss one store read in a worker thread. Only
-    successes are cached, for ``cache_s`` (0: every request reads the store), so a
-    revoked or expired key is refused at most ``cache_s`` after the change."""
+    A cache hit costs a dict lookup; a miss one store read in a worker thread, shared
+    by every request of that key that arrives while it runs (when a busy key's entry
+    expires, its requests in flight do not each read the store). Only successes are
+    cached, for ``cache_s`` (0: every request reads the store), so a revoked or
+    expired key is refused at most ``cache_s`` after the change."""
 
     _MAX = 10_000
 
@@ -176,6 +178,8 @@ class PlatformKeys:
         self.platform = platform
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, Principal]] = {}
+        # digest -> the store read under way for it (with the loop it runs on)
+        self._reading: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Principal]]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -184,13 +188,32 @@ class PlatformKeys:
     async def authenticate(self, authorization: str | None) -> Principal | None:
         raw = _bearer(authorization)
         digest = key_digest(raw)
-        now = time.monotonic()
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        loop = asyncio.get_running_loop()
+        reading = self._reading.get(digest)
+        if reading is None or reading[0] is not loop:
+            task = loop.create_task(self._read(raw, digest))
+            self._reading[digest] = (loop, task)
+            task.add_done_callback(lambda t: self._done(digest, t))
+        else:
+            task = reading[1]
+        # shield: a caller that goes away does not cancel the others' read
+        return await asyncio.shield(task)
+
+    async def _read(self, raw: str, digest: str) -> Principal:
+        now = time.monotonic()
         principal: Principal = await asyncio.to_thread(self.platform.authenticate, raw)
         if self.cache_s > 0:
             if len(self._cache) >= self._MAX:
                 self._cache.clear()
             self._cache[digest] = (now + self.cache_s, principal)
         return principal
+
+    def _done(self, digest: str, task: asyncio.Task[Principal]) -> None:
+        reading = self._reading.get(digest)
+        if reading is not None and reading[1] is task:
+            del self._reading[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved: a refusal every waiter left is not logged
