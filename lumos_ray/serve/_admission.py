@@ -468,11 +468,17 @@ class ClusterAdmission:
             self._meter_loop = loop  # a timer of a loop that is gone never fires
             self._meter_timer = loop.call_later(METER_S, self._send_meter)
 
+    def _pop_meter(self) -> list[tuple[str, dict[str, int]]]:
+        """The summed metering, taken (its timer stopped)."""
+        if self._meter_timer is not None:
+            self._meter_timer.cancel()
+            self._meter_timer = None
+        meter, self._meter = self._meter, {}
+        return list(meter.items())
+
     def _send_meter(self) -> None:
         """Queue the summed metering for the actor's ``record``."""
-        self._meter_timer = None
-        meter, self._meter = self._meter, {}
-        for item in meter.items():
+        for item in self._pop_meter():
             self._post("record", item)
 
     def _take_outbox(self) -> dict[str, list[Any]]:
@@ -482,11 +488,7 @@ class ClusterAdmission:
             credit.left = 0
             self._outbox["settle"].append((credit.lease_id, credit.used))
         self._credits.clear()
-        if self._meter_timer is not None:
-            self._meter_timer.cancel()
-            self._meter_timer = None
-        meter, self._meter = self._meter, {}
-        self._outbox["record"].extend(meter.items())
+        self._outbox["record"].extend(self._pop_meter())
         out = {m: items for m, items in self._outbox.items() if items}
         self._outbox = {m: [] for m in self._outbox}
         return out
