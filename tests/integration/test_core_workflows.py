@@ -20,6 +20,7 @@ from lumos_ray import (
     execute_run,
     follow_run,
     get_run,
+    list_checkpoints,
     resume_run,
     start_run,
     wait_run,
@@ -318,9 +319,23 @@ async def test_execute_run_returns_the_ended_run_as_stored():
     assert (await wait_run(info.id, timeout=60)).output == {"ok": "yes"}
 
 
+async def _state_of(run_id: str) -> str:
+    """What a run that did not end was doing: its row, checkpoints and the cluster's
+    free resources (a failure then says where it hung)."""
+    import ray
+
+    row = await get_run(run_id)
+    done = [c.path for c in await list_checkpoints(run_id)]
+    free, total = ray.available_resources(), ray.cluster_resources()
+    return f"run {run_id}: {row.status} {row.error}, checkpoints {done}; free {free} of {total}"
+
+
 async def test_execute_run_with_the_callers_id_is_a_retry_not_a_second_run():
     wf = Workflow(name="exec_retry", steps=[fn("identity", id="a", x="once")])
-    first = await execute_run(wf, run_id="exec-retry-1", timeout=60)
+    try:
+        first = await execute_run(wf, run_id="exec-retry-1", timeout=120)
+    except TimeoutError:
+        raise AssertionError(await _state_of("exec-retry-1")) from None
     again = await execute_run(wf, run_id="exec-retry-1", timeout=60)
     assert first.id == again.id == "exec-retry-1"
     assert again.status == "succeeded" and again.output == {"a": "once"}

@@ -24,7 +24,7 @@ from lumos_ray.actors._agent_actor import actor_name
 from lumos_ray.runtime import current_settings, kill_actor
 from lumos_ray.testing import ScriptedModel
 from lumos_ray.workflows._runner import hosted_run_ids
-from tests.integration._hosted_helpers import wait_for_file
+from tests.integration._hosted_helpers import wait_for_file, waiters
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -113,7 +113,20 @@ async def test_a_hosted_run_whose_actor_dies_is_resumed_and_ends_once(tmp_path):
     # comes first; under load the event's group commit can trail it).
     await asyncio.wait_for(first_step_started(), 60)
     tenant = current_settings().tenant_id
+    for _ in range(600):  # bounded: 60 s (the tool's call can trail its step_started)
+        if first := waiters(str(gate)):
+            break
+        await asyncio.sleep(0.1)
+    assert len(first) == 1, first
     assert kill_actor(actor_name(spec.name, 0, tenant), no_restart=False)
+    # ray.kill only asks: the gate opens once the resumed turn waits in the restarted
+    # actor's process, so the first execution cannot finish before it dies.
+    for _ in range(1200):  # bounded: 120 s
+        if waiters(str(gate)) - first:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the run was not resumed in a new process within 120 s")
     gate.touch()  # the resumed turn gets through
     info = await call
     assert (info.id, info.status, info.output) == (run_id, "succeeded", "done"), info.error
