@@ -180,6 +180,14 @@ async def test_a_turn_whose_actor_dies_mid_tool_call_is_asked_again_and_stores_n
     assert started.exists(), "the tool never started"
     tenant = current_settings().tenant_id
     assert kill_actor(actor_name(spec.name, 0, tenant), no_restart=False)
+    # ray.kill only asks: the gate opens once the asked-again call has started in the
+    # restarted actor, so the first call cannot finish before its actor dies.
+    for _ in range(1200):  # bounded: 120 s
+        if len(started.read_text().split()) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the turn was not asked again in a new actor within 120 s")
     gate.touch()
     info = await call
     assert info.status == "succeeded", info.error
