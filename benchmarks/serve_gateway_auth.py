@@ -177,53 +177,110 @@ async def _run_http(
     return lat, total / wall
 
 
-def _one_http(
-    on: bool, clients: int, requests: int, ray_at: tuple[str, str] | None
-) -> tuple[float, float, float]:
-    import multiprocessing as mp
-    import socket
+class _HttpServer:
+    """A gateway (``_serve_http``) in a child process, listening on 127.0.0.1."""
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp:
+    def __init__(self, on: bool, ray_at: tuple[str, str] | None) -> None:
+        import multiprocessing as mp
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._tmp = tempfile.TemporaryDirectory()
+        ctx = mp.get_context("spawn")
         ready = ctx.Queue()
-        proc = ctx.Process(target=_serve_http, args=(on, tmp, port, ready, ray_at), daemon=True)
-        proc.start()
+        self.proc = ctx.Process(
+            target=_serve_http, args=(on, self._tmp.name, self.port, ready, ray_at), daemon=True
+        )
+        self.proc.start()
         try:
-            headers = ready.get(timeout=120)
+            self.headers: dict[str, str] = ready.get(timeout=120)
             deadline = time.monotonic() + 60
             while True:  # the listener binds after the app is built
                 try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                     break
                 except OSError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            lat, rps = asyncio.run(_run_http(port, headers, clients, requests))
+        except BaseException:
+            self.stop()
+            raise
+
+    def run(self, clients: int, requests: int) -> tuple[float, float, float]:
+        """(p50 s, p95 s, requests/s) of one block of requests."""
+        lat, rps = asyncio.run(_run_http(self.port, self.headers, clients, requests))
+        lat.sort()
+        return statistics.median(lat), lat[int(0.95 * len(lat))], rps
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.join(30)
+        self._tmp.cleanup()
+
+
+def _interleaved_http(
+    rounds: int, blocks: int, requests: int, ray_at: tuple[str, str] | None
+) -> None:
+    """OFF and ON served at once, the load alternating between them block by block.
+
+    Both gateways are up (and the ON one's admission actor and leases warm) before
+    anything is measured, and each OFF block has an ON block next to it in time, so a
+    drift of this shared machine's speed lands on both: the ratio of each adjacent
+    pair is what is reported (median and range), plus each series' median of its
+    blocks. Each round starts a fresh pair of processes (a process's own luck, e.g.
+    its memory layout, is not carried through every block). The idle ON gateway's
+    background work (timers, the actor's flush thread) runs during OFF blocks too."""
+    levels = (1, 16, 64)
+    per: dict[int, dict[bool, list[tuple[float, float, float]]]] = {
+        c: {False: [], True: []} for c in levels
+    }
+    ratios: dict[int, list[tuple[float, float, float]]] = {c: [] for c in levels}
+    for r in range(rounds):
+        servers = {on: _HttpServer(on, ray_at) for on in (False, True)}
+        try:
+            for on in (False, True):  # warm-up: connections, caches, the actor, a lease
+                servers[on].run(64, 2000)
+            for clients in levels:
+                for b in range(blocks):
+                    order = (False, True) if (r + b) % 2 == 0 else (True, False)
+                    got = {on: servers[on].run(clients, requests) for on in order}
+                    for on in order:
+                        per[clients][on].append(got[on])
+                    ratios[clients].append(
+                        (
+                            got[True][0] / got[False][0],
+                            got[True][1] / got[False][1],
+                            got[False][2] / got[True][2],
+                        )
+                    )
         finally:
-            proc.terminate()
-            proc.join(30)
-    lat.sort()
-    return statistics.median(lat), lat[int(0.95 * len(lat))], rps
+            for server in servers.values():
+                server.stop()
+    for clients in levels:
+        med = {
+            on: [statistics.median(x[i] for x in per[clients][on]) for i in range(3)]
+            for on in (False, True)
+        }
+        rr = [sorted(x[i] for x in ratios[clients]) for i in range(3)]
+        off, on_ = med[False], med[True]
+        print(
+            f"clients={clients:3d} p50 off {off[0] * 1e3:.3f} ms on {on_[0] * 1e3:.3f} ms"
+            f"  p95 off {off[1] * 1e3:.3f} ms on {on_[1] * 1e3:.3f} ms"
+            f"  req/s off {off[2]:.0f} on {on_[2]:.0f}  | {len(rr[0])} adjacent pairs, on/off:"
+            f" p50 {statistics.median(rr[0]):.2f}x [{rr[0][0]:.2f}-{rr[0][-1]:.2f}]"
+            f" p95 {statistics.median(rr[1]):.2f}x [{rr[1][0]:.2f}-{rr[1][-1]:.2f}]"
+            f" time per request {statistics.median(rr[2]):.2f}x",
+            flush=True,
+        )
 
 
-def _one(
-    on: bool, clients: int, requests: int, cluster: bool, http: bool = False
-) -> tuple[float, float, float]:
-    """(p50 s, p95 s, requests/s) of one series on a fresh gateway app."""
+def _one(on: bool, clients: int, requests: int, cluster: bool) -> tuple[float, float, float]:
+    """(p50 s, p95 s, requests/s) of one series on a fresh in-process gateway app."""
     from lumos_ray.serve._gateway import _GATEWAY
 
-    if http:
-        ray_at = None
-        if cluster:
-            from lumos_ray import runtime
-
-            info = runtime.connect()
-            ray_at = (info.address, info.namespace)
-        return _one_http(on, clients, requests, ray_at)
     with tempfile.TemporaryDirectory() as tmp:
         gateway, app, headers = _app(on, tmp, cluster)
         lat, rps = asyncio.run(_run(app, headers, clients, requests))
@@ -239,24 +296,34 @@ def main() -> None:
     ap.add_argument("--cluster", action="store_true", help="admission through the app's Ray actor")
     ap.add_argument("--http", action="store_true", help="real HTTP to uvicorn in a child process")
     ap.add_argument(
-        "--rounds", type=int, default=1,
-        help="OFF and ON alternate R times per client count (the order flips each round); "
-        "medians and per-round ratios are reported",
+        "--rounds",
+        type=int,
+        default=1,
+        help="in process: OFF and ON alternate R times per client count (the order flips "
+        "each round); --http: R fresh pairs of gateways; medians and per-pair ratios",
+    )
+    ap.add_argument(
+        "--blocks", type=int, default=3,
+        help="--http: adjacent OFF/ON blocks of --requests each, per client count and round",
     )  # fmt: skip
     args = ap.parse_args()
+    ray_at = None
     if args.cluster:
         from lumos_ray import runtime
 
-        runtime.connect(num_cpus=2)
+        info = runtime.connect(num_cpus=2)
+        ray_at = (info.address, info.namespace)
     mode = "cluster (admission actor)" if args.cluster else "in-process admission"
     print(f"mode: {mode}{', over HTTP (uvicorn, 127.0.0.1)' if args.http else ''}")
     print(f"load at start: {os.getloadavg()}")
-    for clients in (1, 16, 64):
+    if args.http:
+        _interleaved_http(args.rounds, args.blocks, args.requests, ray_at)
+    for clients in (1, 16, 64) if not args.http else ():
         series: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
         ratios: list[tuple[float, float]] = []
         for r in range(args.rounds):
             order = (False, True) if r % 2 == 0 else (True, False)
-            got = {on: _one(on, clients, args.requests, args.cluster, args.http) for on in order}
+            got = {on: _one(on, clients, args.requests, args.cluster) for on in order}
             for on in order:
                 series[on].append(got[on])
             ratios.append((got[True][0] / got[False][0], got[True][1] / got[False][1]))

@@ -133,6 +133,10 @@ class Authenticator(Protocol):
     def enabled(self) -> bool:
         """Whether requests need a key at all."""
 
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The caller when this replica already knows the header's key and no I/O is
+        needed; None means "call :meth:`authenticate`" (never "auth is off")."""
+
     async def authenticate(self, authorization: str | None) -> Principal | None:
         """The caller (None when auth is off); AuthenticationError otherwise."""
 
@@ -148,6 +152,9 @@ class StaticKeys:
     @property
     def enabled(self) -> bool:
         return bool(self._by_digest)
+
+    def cached(self, authorization: str | None) -> Principal | None:
+        return None  # the digest comparison below is the whole check
 
     async def authenticate(self, authorization: str | None) -> Principal | None:
         if not self._by_digest:
@@ -166,52 +173,65 @@ class StaticKeys:
 class PlatformKeys:
     """The platform's keys (``Platform.authenticate``), cached per replica.
 
-    A cache hit costs a dict lookup; a miss one store read in a worker thread, shared
-    by every request of that key that arrives while it runs (when a busy key's entry
-    expires, its requests in flight do not each read the store). Only successes are
-    cached, for ``cache_s`` (0: every request reads the store), so a revoked or
-    expired key is refused at most ``cache_s`` after the change."""
+    A cache hit costs a dict lookup on the ``Authorization`` header as sent (no
+    parsing, no hashing: :meth:`cached`); a miss one store read in a worker thread,
+    shared by every request of that key that arrives while it runs (when a busy key's
+    entry expires, its requests in flight do not each read the store). Only successes
+    are cached, for ``cache_s`` (0: every request reads the store), so a revoked or
+    expired key is refused at most ``cache_s`` after the change. The cache holds the
+    headers of keys that authenticated in the last ``cache_s`` (at most ``_MAX``), in
+    this process's memory only, as every request does while it runs."""
 
     _MAX = 10_000
 
     def __init__(self, platform: Any, cache_s: float) -> None:
         self.platform = platform
         self.cache_s = cache_s
+        # Authorization header -> (until when, whom it proves)
         self._cache: dict[str, tuple[float, Principal]] = {}
         # digest -> the store read under way for it (with the loop it runs on)
-        self._reading: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Principal]]] = {}
+        self._reading: dict[
+            str, tuple[asyncio.AbstractEventLoop, asyncio.Task[tuple[float, Principal]]]
+        ] = {}
 
     @property
     def enabled(self) -> bool:
         return True
 
-    async def authenticate(self, authorization: str | None) -> Principal | None:
-        raw = _bearer(authorization)
-        digest = key_digest(raw)
-        hit = self._cache.get(digest)
+    def cached(self, authorization: str | None) -> Principal | None:
+        hit = self._cache.get(authorization) if authorization else None
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        return None
+
+    async def authenticate(self, authorization: str | None) -> Principal | None:
+        found = self.cached(authorization)
+        if found is not None:
+            return found
+        raw = _bearer(authorization)
+        digest = key_digest(raw)
         loop = asyncio.get_running_loop()
         reading = self._reading.get(digest)
         if reading is None or reading[0] is not loop:
-            task = loop.create_task(self._read(raw, digest))
+            task = loop.create_task(self._read(raw))
             self._reading[digest] = (loop, task)
             task.add_done_callback(lambda t: self._done(digest, t))
         else:
             task = reading[1]
         # shield: a caller that goes away does not cancel the others' read
-        return await asyncio.shield(task)
-
-    async def _read(self, raw: str, digest: str) -> Principal:
-        now = time.monotonic()
-        principal: Principal = await asyncio.to_thread(self.platform.authenticate, raw)
-        if self.cache_s > 0:
+        until, principal = await asyncio.shield(task)
+        if self.cache_s > 0 and authorization:
             if len(self._cache) >= self._MAX:
                 self._cache.clear()
-            self._cache[digest] = (now + self.cache_s, principal)
+            self._cache[authorization] = (until, principal)
         return principal
 
-    def _done(self, digest: str, task: asyncio.Task[Principal]) -> None:
+    async def _read(self, raw: str) -> tuple[float, Principal]:
+        until = time.monotonic() + self.cache_s
+        principal: Principal = await asyncio.to_thread(self.platform.authenticate, raw)
+        return until, principal
+
+    def _done(self, digest: str, task: asyncio.Task[tuple[float, Principal]]) -> None:
         reading = self._reading.get(digest)
         if reading is not None and reading[1] is task:
             del self._reading[digest]

@@ -27,7 +27,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, MutableMapping
 from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
@@ -843,13 +843,19 @@ class _FrontMiddleware:
             # The dashboard (/ui) authenticates its session cookie itself, with this
             # same gw.auth (a browser sends no Authorization header on a page load).
             if route not in OPEN_ROUTES and not _dashboard_path(scope):
-                principal = await gw.auth.authenticate(_header(scope, b"authorization"))
+                authorization = _header(scope, b"authorization")
+                # A key this replica already knows needs no await (see _admit).
+                principal = gw.auth.cached(authorization)
+                if principal is None:
+                    principal = await gw.auth.authenticate(authorization)
                 if principal is not None:
                     action = action_for(method, route)
                     if action is not None:
                         check_role(principal, action)
                 if route != "/metrics":
-                    await _admit(gw, principal, route)
+                    pending = _admit(gw, principal, route)
+                    if pending is not None:
+                        await pending
         except LumosError as err:
             await lumos_error_response(err)(scope, receive, send)
             return
@@ -870,17 +876,24 @@ class _FrontMiddleware:
         await self.app(scope, _bounded(receive, limit), send)
 
 
-async def _admit(gw: Gateway, principal: Principal | None, route: str) -> None:
+def _admit(gw: Gateway, principal: Principal | None, route: str) -> Awaitable[None] | None:
     """The custom quota hook, then in one call to the app's admission service: the
     rate limits (cluster-wide; per key and per tenant, or one shared bucket when auth
-    is off) and the plan's monthly quota (one request, counted once admitted)."""
+    is off) and the plan's monthly quota (one request, counted once admitted).
+
+    None when the call is already admitted (from a lease this replica holds), else
+    what to await: most requests of a busy key then cost no coroutine at all."""
     key_id = principal.key_id if principal is not None else None
     if gw.hook is not None:
         gw.hook.check(key_id, route)
-    if gw.admission is not None:
-        tenant = principal.tenant if principal is not None else gw.default_tenant()
-        counts = {"requests": 1} if gw.platform is not None and principal is not None else None
-        await gw.admission.admit(key_id or "anonymous", tenant, counts=counts)
+    admission = gw.admission
+    if admission is None:
+        return None
+    tenant = principal.tenant if principal is not None else gw.default_tenant()
+    counts = {"requests": 1} if gw.platform is not None and principal is not None else None
+    if admission.admit_now(key_id or "anonymous", tenant, counts=counts):
+        return None
+    return admission.admit(key_id or "anonymous", tenant, counts=counts)
 
 
 def _bounded(receive: Any, limit: int) -> Any:

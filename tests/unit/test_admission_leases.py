@@ -245,3 +245,26 @@ def test_hand_over_settles_leases_and_sends_summed_metering_at_once(core: Any) -
     c.flush()
     (day,) = platform.usage("big")
     assert (day.requests, day.completion_tokens) == (1, 5)
+
+
+def test_admit_now_admits_from_a_held_lease_only_and_counts_every_call(core: Any) -> None:
+    """The gateway's await-free path: False (ask the actor) until a lease is held, and
+    for calls a lease cannot cover; True from the lease, each call counted once."""
+    c, platform = core
+    (a,) = _replicas(c, 1)
+    one = {"requests": 1}
+
+    async def main() -> tuple[list[bool], int]:
+        before = [a.admit_now("k", "big", counts=one)]  # no lease yet
+        await a.admit("k", "big", counts=one)  # asks, and is lent a lease
+        asks = a._actor.calls.count("admit_lease")
+        fast = [a.admit_now("k", "big", counts=one) for _ in range(20)]
+        other = a.admit_now("k", "big", counts={"requests": 1, "tokens": 5})
+        await a.flush()
+        assert a._actor.calls.count("admit_lease") - asks <= 1  # at most a renewal
+        return [*before, *fast, other], asks
+
+    got, asks = asyncio.run(main())
+    assert got[0] is False and all(got[1:21]) and got[21] is False
+    assert asks == 1
+    assert platform.quota_status("big")["used"]["requests"] == 21  # 1 asked + 20 leased

@@ -75,3 +75,21 @@ def test_a_caller_that_leaves_does_not_cancel_the_others_read() -> None:
     got = asyncio.run(main())
     assert got is not None and got.key_id == "k1"
     assert store.reads == 1
+
+
+def test_cached_knows_a_key_only_after_it_authenticated_and_until_its_entry_expires() -> None:
+    """The gateway's await-free path: a header is known once authenticate proved it,
+    a refused one never is, and an entry past cache_s is not used."""
+    store = _Store()
+    keys = PlatformKeys(store, cache_s=0.3)
+    assert keys.cached("Bearer good") is None and keys.cached(None) is None
+    got = asyncio.run(keys.authenticate("Bearer good"))
+    hit = keys.cached("Bearer good")
+    assert hit is not None and hit == got and hit.key_id == "k1"
+    with pytest.raises(AuthenticationError):
+        asyncio.run(keys.authenticate("Bearer bad"))
+    assert keys.cached("Bearer bad") is None
+    time.sleep(0.35)
+    assert keys.cached("Bearer good") is None  # expired: the next request reads again
+    asyncio.run(keys.authenticate("Bearer good"))
+    assert store.reads == 3
