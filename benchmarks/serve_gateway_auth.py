@@ -188,6 +188,7 @@ class _HttpServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self._tmp = tempfile.TemporaryDirectory()
+        self.on, self.ray_at = on, ray_at
         ctx = mp.get_context("spawn")
         ready = ctx.Queue()
         self.proc = ctx.Process(
@@ -219,6 +220,13 @@ class _HttpServer:
         self.proc.terminate()
         self.proc.join(30)
         self._tmp.cleanup()
+        if self.on and self.ray_at is not None:
+            # The child is stopped by a signal before it can remove its admission actor
+            # (_close): remove it here, so rounds do not pile up idle actors.
+            from lumos_ray import runtime
+            from lumos_ray.serve._ratelimit import limiter_actor_name
+
+            runtime.kill_actor(limiter_actor_name(f"lumos-serve-bench-{self.proc.pid}-1"))
 
 
 def _interleaved_http(
