@@ -40,6 +40,12 @@ import time
 from typing import Any
 
 
+def _app_name(pid: int, on: bool) -> str:
+    """The Serve app name of the gateway built in process ``pid`` (its admission
+    actor is named after it)."""
+    return f"lumos-serve-bench-{pid}-{int(on)}"
+
+
 def _app(on: bool, tmp: str, cluster: bool = False) -> tuple[Any, Any, dict[str, str]]:
     from lumos_ray.serve import GatewayConfig, QuotaConfig, ServeConfig
     from lumos_ray.serve._gateway import Gateway, build_app
@@ -69,7 +75,7 @@ def _app(on: bool, tmp: str, cluster: bool = False) -> tuple[Any, Any, dict[str,
         headers = {"Authorization": "Bearer " + new_key()[2]}
         gw = GatewayConfig(api_keys_env=None)
     cfg = ServeConfig(
-        app_name=f"lumos-serve-bench-{os.getpid()}-{int(on)}",
+        app_name=_app_name(os.getpid(), on),
         gateway=gw,
         adapters_dir=os.path.join(tmp, "adapters"),
     )
@@ -226,7 +232,7 @@ class _HttpServer:
             from lumos_ray import runtime
             from lumos_ray.serve._ratelimit import limiter_actor_name
 
-            runtime.kill_actor(limiter_actor_name(f"lumos-serve-bench-{self.proc.pid}-1"))
+            runtime.kill_actor(limiter_actor_name(_app_name(self.proc.pid, True)))
 
 
 def _interleaved_http(

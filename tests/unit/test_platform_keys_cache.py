@@ -81,7 +81,9 @@ def test_cached_knows_a_key_only_after_it_authenticated_and_until_its_entry_expi
     """The gateway's await-free path: a header is known once authenticate proved it,
     a refused one never is, and an entry past cache_s is not used."""
     store = _Store()
-    keys = PlatformKeys(store, cache_s=0.3)
+    # cache_s leaves ~1.9 s between the read's end and the first lookup (the read
+    # itself takes 0.1 s): a stalled CI machine does not expire the entry early.
+    keys = PlatformKeys(store, cache_s=2.0)
     assert keys.cached("Bearer good") is None and keys.cached(None) is None
     got = asyncio.run(keys.authenticate("Bearer good"))
     hit = keys.cached("Bearer good")
@@ -89,7 +91,7 @@ def test_cached_knows_a_key_only_after_it_authenticated_and_until_its_entry_expi
     with pytest.raises(AuthenticationError):
         asyncio.run(keys.authenticate("Bearer bad"))
     assert keys.cached("Bearer bad") is None
-    time.sleep(0.35)
+    time.sleep(2.05)
     assert keys.cached("Bearer good") is None  # expired: the next request reads again
     asyncio.run(keys.authenticate("Bearer good"))
     assert store.reads == 3
